@@ -1,0 +1,40 @@
+# Shared set-up for the README commands: a virtual environment in .venv with the
+# project installed, and Debian's redis-server when it is missing. Sourced, not run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${JOBVISOR_VENV:-$ROOT/.venv}"
+
+_as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+        echo "need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+_apt_install() {
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_venv() {  # ensure_venv [extras]
+    local extras="${1:-}"
+    local py="${PYTHON:-python3}"
+    if [ ! -x "$VENV/bin/python" ]; then
+        if ! "$py" -m venv "$VENV" >/dev/null 2>&1; then
+            rm -rf "$VENV"
+            _apt_install python3-venv
+            "$py" -m venv "$VENV"
+        fi
+    fi
+    local stamp="$VENV/.installed${extras:+-$extras}"
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+        "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}"
+        touch "$stamp"
+    fi
+}
+
+ensure_redis_server() {
+    if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+        _apt_install redis-server
+    fi
+    # The Debian package starts a system service; tests start their own servers.
+}
