@@ -26,8 +26,13 @@ ensure_venv() {  # ensure_venv [extras]
     fi
     local stamp="$VENV/.installed${extras:+-$extras}"
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-        "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}"
+        local log="$VENV/install.log"
+        if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+               "$VENV/bin/python" -m pip install -e "$ROOT${extras:+[$extras]}"; } >"$log" 2>&1; then
+            tail -n 30 "$log" >&2
+            echo "installing jobvisor into $VENV failed (full log: $log)" >&2
+            return 1
+        fi
         touch "$stamp"
     fi
 }

@@ -1,0 +1,61 @@
+"""jobvisor's state machines, pure and embeddable.
+
+Each machine is one table (``JOB``, ``PHASE``, ``BATCH``, ``WEBHOOK``) from
+which everything else is derived:
+
+* ``JOB.apply(state, trigger, facts)``: the fast pure form, returning an
+  :class:`Outcome` (moved, absorbed, blocked) or raising
+  :class:`InvalidTransition`;
+* ``JobMachine().attach(model)``: the embeddable ``transitions`` form;
+* ``to_mermaid(JOB)``: the diagram.
+
+This package imports nothing of the runtime (no trio, redis, httpx), so it
+can be embedded in any service.
+"""
+
+from ._table import InvalidTransition, Kind, MachineDef, Outcome, Row
+from .batch import BATCH, BatchState, BatchTrigger
+from .embed import BatchMachine, EmbeddedMachine, JobMachine, PhaseMachine, WebhookMachine
+from .job import JOB, JobState, JobTrigger
+from .mermaid import to_mermaid
+from .models import BatchModel, DeliveryModel, JobModel
+from .phase import PHASE, PhaseState, PhaseTrigger
+from .webhook import WEBHOOK, DeliveryState, DeliveryTrigger
+
+MACHINES: dict[str, MachineDef] = {  # type: ignore[type-arg]
+    "job": JOB,
+    "phase": PHASE,
+    "batch": BATCH,
+    "webhook": WEBHOOK,
+}
+"""Every machine by the name the CLI and the diagrams use."""
+
+__all__ = [
+    "BATCH",
+    "JOB",
+    "MACHINES",
+    "PHASE",
+    "WEBHOOK",
+    "BatchMachine",
+    "BatchModel",
+    "BatchState",
+    "BatchTrigger",
+    "DeliveryModel",
+    "DeliveryState",
+    "DeliveryTrigger",
+    "EmbeddedMachine",
+    "InvalidTransition",
+    "JobMachine",
+    "JobModel",
+    "JobState",
+    "JobTrigger",
+    "Kind",
+    "MachineDef",
+    "Outcome",
+    "PhaseMachine",
+    "PhaseState",
+    "PhaseTrigger",
+    "Row",
+    "WebhookMachine",
+    "to_mermaid",
+]

@@ -1,0 +1,81 @@
+"""The batch machine (SPEC.md, "Batch state machine").
+
+Every way a batch can end funnels into one guarded ``finalize``: the
+threshold being reached, every member being terminal, and the batch
+monitor's stuck sweep. ``finalize`` moves to ``finalizing`` only when the
+batch is ``ready``; ``settle`` then picks the terminal state:
+
+* ``completed`` when every member is terminal and the threshold is met;
+* ``completed_partial`` when the threshold is met but members remain;
+* ``failed`` otherwise (a stuck batch under its threshold, or every member
+  terminal without reaching it).
+
+The store runs ``finalize`` and ``settle`` in one atomic script, so exactly
+one ``batch.completed`` (or ``batch.failed``) exists per batch however many
+triggers race. ``member_done`` is internal: it counts and emits
+``batch.progress`` every K completions, and a terminal batch absorbs it
+(late completions change the member counters only, never the batch state).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from ._table import MachineDef, Row
+
+__all__ = ["BatchState", "BatchTrigger", "BATCH"]
+
+
+class BatchState(enum.StrEnum):
+    OPEN = "open"
+    RUNNING = "running"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    COMPLETED_PARTIAL = "completed_partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class BatchTrigger(enum.StrEnum):
+    CLOSE = "close"
+    MEMBER_DONE = "member_done"
+    FINALIZE = "finalize"
+    SETTLE = "settle"
+    CANCEL = "cancel"
+
+
+O, RUN, FIN = BatchState.OPEN, BatchState.RUNNING, BatchState.FINALIZING
+DONE, PART, FAILED, CANC = (
+    BatchState.COMPLETED,
+    BatchState.COMPLETED_PARTIAL,
+    BatchState.FAILED,
+    BatchState.CANCELLED,
+)
+_t = BatchTrigger
+
+BATCH: MachineDef[BatchState, BatchTrigger] = MachineDef(
+    name="batch",
+    states=BatchState,
+    triggers=BatchTrigger,
+    initial=((O, "create"),),
+    terminal=frozenset({DONE, PART, FAILED, CANC}),
+    guards={
+        "ready": "threshold met, or every member terminal (membership closed), or stuck",
+        "all_done": "every member terminal and the threshold met",
+        "threshold_met": "completed members * 100 >= threshold percent * total",
+    },
+    effects_doc={
+        "count_member": "the member counters already moved; emit batch.progress every K",
+        "cancel_members": "every unfinished member job is cancelled",
+    },
+    notifications={DONE: "batch.completed", PART: "batch.completed", FAILED: "batch.failed"},
+    rows=(
+        Row(_t.CLOSE, (O,), RUN),
+        Row(_t.MEMBER_DONE, (O, RUN, FIN), None, effects=("count_member",)),
+        Row(_t.FINALIZE, (O, RUN), FIN, guard="ready"),
+        Row(_t.SETTLE, (FIN,), DONE, guard="all_done"),
+        Row(_t.SETTLE, (FIN,), PART, guard="threshold_met"),
+        Row(_t.SETTLE, (FIN,), FAILED),
+        Row(_t.CANCEL, (O, RUN), CANC, effects=("cancel_members",)),
+    ),
+)

@@ -1,0 +1,188 @@
+"""Ready-made models for the embeddable machines.
+
+Each holds the facts its machine's guards read (``retries_left``...) and
+performs the row effects that concern it (``do_count_retry``...). Phase
+changes go through the phase table's pure ``apply``, so a job model's
+phases obey the same rules as the store's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .phase import PHASE, PhaseState, PhaseTrigger
+
+__all__ = ["JobModel", "BatchModel", "DeliveryModel"]
+
+
+class JobModel:
+    """A job as seen by the embeddable job machine.
+
+    ``phases`` maps each declared phase, in order, to its state;
+    ``phase_results`` keeps the results of completed phases.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 3,
+        has_validator: bool = False,
+        phases: Iterable[str] = (),
+        state: str | None = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if state is not None:
+            self.state = state
+        self.max_retries = max_retries
+        self.has_validator = has_validator
+        self.retry_count = 0
+        self.attempts = 0
+        self.epoch = 0
+        self.phases: dict[str, PhaseState] = {name: PhaseState.PENDING for name in phases}
+        self.phase_results: dict[str, Any] = {}
+        self.interrupted: list[str | None] = []
+
+    @property
+    def retries_left(self) -> bool:
+        return self.retry_count < self.max_retries
+
+    # -- phases, driven by the handler while the job is active -------------
+
+    def start_phase(self, name: str) -> None:
+        self._phase(name, PhaseTrigger.START)
+
+    def complete_phase(self, name: str, result: Any = None) -> None:
+        self._phase(name, PhaseTrigger.COMPLETE)
+        self.phase_results[name] = result
+
+    def next_phase(self) -> str | None:
+        """The first phase that is not completed: where an attempt resumes."""
+        for name, state in self.phases.items():
+            if state is not PhaseState.COMPLETED:
+                return name
+        return None
+
+    def _phase(self, name: str, trigger: PhaseTrigger) -> bool:
+        outcome = PHASE.apply(self.phases[name], trigger)
+        self.phases[name] = outcome.dest
+        if "drop_result" in outcome.effects:
+            self.phase_results.pop(name, None)
+        return outcome.changed
+
+    def _each_phase(self, trigger: PhaseTrigger) -> None:
+        allowed = PHASE.sources_of(trigger)
+        for name, state in self.phases.items():
+            if state in allowed:
+                self._phase(name, trigger)
+
+    # -- effects of the job table --------------------------------------------
+
+    def do_new_attempt(self) -> None:
+        self.attempts += 1
+
+    def do_count_retry(self) -> None:
+        self.retry_count += 1
+
+    def do_reset_retries(self) -> None:
+        self.retry_count = 0
+
+    def do_new_epoch(self) -> None:
+        self.epoch += 1
+
+    def do_interrupt_phase(self) -> None:
+        running = [n for n, s in self.phases.items() if s is PhaseState.RUNNING]
+        self.interrupted.append(running[0] if running else None)
+        self._each_phase_in(running, PhaseTrigger.FAIL)
+
+    def do_cancel_phases(self) -> None:
+        self._each_phase(PhaseTrigger.CANCEL)
+
+    def do_resume_phases(self) -> None:
+        self._each_phase(PhaseTrigger.RESET)
+
+    def do_rewind_phases(self) -> None:
+        self._each_phase(PhaseTrigger.REWIND)
+
+    def _each_phase_in(self, names: Iterable[str], trigger: PhaseTrigger) -> None:
+        for name in names:
+            self._phase(name, trigger)
+
+
+class BatchModel:
+    """A batch as seen by the embeddable batch machine.
+
+    Counters are moved by :meth:`member_finished`; ``progress_events`` lists
+    the finished-member counts at which ``batch.progress`` was due (every
+    ``progress_every`` members reaching a terminal state).
+    """
+
+    def __init__(
+        self,
+        *,
+        total: int,
+        threshold: int = 100,
+        progress_every: int = 0,
+        closed: bool = True,
+    ) -> None:
+        if not 1 <= threshold <= 100:
+            raise ValueError("threshold must be within 1..100")
+        self.total = total
+        self.threshold = threshold
+        self.progress_every = progress_every
+        self.closed = closed
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.stuck = False
+        self.progress_events: list[int] = []
+
+    def member_finished(self, outcome: str) -> None:
+        """Count one member's terminal outcome (``completed``, ``failed``...)."""
+        if outcome == "completed":
+            self.completed += 1
+        elif outcome == "cancelled":
+            self.cancelled += 1
+        else:
+            self.failed += 1
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def threshold_met(self) -> bool:
+        return self.total > 0 and self.completed * 100 >= self.threshold * self.total
+
+    @property
+    def all_done(self) -> bool:
+        return self.closed and self.finished >= self.total and (
+            self.total == 0 or self.threshold_met
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.threshold_met or (self.closed and self.finished >= self.total) or self.stuck
+
+    def do_count_member(self) -> None:
+        done = self.finished
+        if self.progress_every and done and done % self.progress_every == 0:
+            self.progress_events.append(done)
+
+
+class DeliveryModel:
+    """A webhook delivery as seen by the embeddable webhook machine."""
+
+    def __init__(self, *, max_attempts: int = 5) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.max_attempts = max_attempts
+        self.attempts = 0
+
+    @property
+    def attempts_left(self) -> bool:
+        return self.attempts < self.max_attempts
+
+    def do_count_attempt(self) -> None:
+        self.attempts += 1

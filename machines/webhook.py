@@ -1,0 +1,60 @@
+"""The webhook delivery machine (SPEC.md, "Webhook delivery state machine").
+
+One instance per outbox event. ``send`` takes it from ``pending`` or
+``retry_wait`` to ``sending``; the receiver's answer decides: 2xx
+``succeed``; 5xx, 429, timeouts and connection errors ``fail`` (back to
+``retry_wait`` while ``attempts_left``, else ``dead``); any other 4xx
+``reject`` (``dead`` at once). ``release`` returns an in-flight delivery to
+``pending`` (shutdown, or a daemon that died mid-send). Every attempt of one
+event carries the same ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from ._table import MachineDef, Row
+
+__all__ = ["DeliveryState", "DeliveryTrigger", "WEBHOOK"]
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    RETRY_WAIT = "retry_wait"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class DeliveryTrigger(enum.StrEnum):
+    SEND = "send"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    REJECT = "reject"
+    RELEASE = "release"
+
+
+P, S, W = DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.RETRY_WAIT
+OK, DEAD = DeliveryState.DELIVERED, DeliveryState.DEAD
+_t = DeliveryTrigger
+
+WEBHOOK: MachineDef[DeliveryState, DeliveryTrigger] = MachineDef(
+    name="webhook",
+    states=DeliveryState,
+    triggers=DeliveryTrigger,
+    initial=((P, "outbox row written"),),
+    terminal=frozenset({OK, DEAD}),
+    guards={"attempts_left": "attempts < max_attempts"},
+    effects_doc={
+        "count_attempt": "attempts += 1",
+        "arm_backoff": "next try = now + backoff(attempts) with jitter, or Retry-After",
+    },
+    rows=(
+        Row(_t.SEND, (P, W), S, effects=("count_attempt",)),
+        Row(_t.SUCCEED, (S,), OK),
+        Row(_t.FAIL, (S,), W, guard="attempts_left", effects=("arm_backoff",)),
+        Row(_t.FAIL, (S,), DEAD),
+        Row(_t.REJECT, (S,), DEAD),
+        Row(_t.RELEASE, (S,), P),
+    ),
+)

@@ -1,0 +1,1 @@
+"""jobvisor's trio runtime: the supervisor, its actors, and the command line."""
