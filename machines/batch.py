@@ -12,9 +12,12 @@ batch is ``ready``; ``settle`` then picks the terminal state:
 
 The store runs ``finalize`` and ``settle`` in one atomic script, so exactly
 one ``batch.completed`` (or ``batch.failed``) exists per batch however many
-triggers race. ``member_done`` is internal: it counts and emits
-``batch.progress`` every K completions, and a terminal batch absorbs it
-(late completions change the member counters only, never the batch state).
+triggers race. ``member_done`` is internal: it records member activity (the
+stuck timer restarts) and is what tries ``finalize``; a terminal batch absorbs
+it. The member counters and ``batch.progress`` (every K finished members) are
+not batch transitions: they belong to the member's own terminal transition,
+so late completions after finalize change the counters (and may report
+progress) but never the batch state.
 """
 
 from __future__ import annotations
@@ -65,13 +68,13 @@ BATCH: MachineDef[BatchState, BatchTrigger] = MachineDef(
         "threshold_met": "completed members * 100 >= threshold percent * total",
     },
     effects_doc={
-        "count_member": "the member counters already moved; emit batch.progress every K",
+        "touch": "member activity: the stuck timer starts again; then try finalize",
         "cancel_members": "every unfinished member job is cancelled",
     },
     notifications={DONE: "batch.completed", PART: "batch.completed", FAILED: "batch.failed"},
     rows=(
         Row(_t.CLOSE, (O,), RUN),
-        Row(_t.MEMBER_DONE, (O, RUN, FIN), None, effects=("count_member",)),
+        Row(_t.MEMBER_DONE, (O, RUN, FIN), None, effects=("touch",)),
         Row(_t.FINALIZE, (O, RUN), FIN, guard="ready"),
         Row(_t.SETTLE, (FIN,), DONE, guard="all_done"),
         Row(_t.SETTLE, (FIN,), PART, guard="threshold_met"),

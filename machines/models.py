@@ -113,9 +113,10 @@ class JobModel:
 class BatchModel:
     """A batch as seen by the embeddable batch machine.
 
-    Counters are moved by :meth:`member_finished`; ``progress_events`` lists
-    the finished-member counts at which ``batch.progress`` was due (every
-    ``progress_every`` members reaching a terminal state).
+    Counters are moved by :meth:`member_finished`, which also lists in
+    ``progress_events`` the finished-member counts at which ``batch.progress``
+    was due (every ``progress_every`` members reaching a terminal state);
+    then fire ``member_done`` so the machine can try ``finalize``.
     """
 
     def __init__(
@@ -136,16 +137,24 @@ class BatchModel:
         self.failed = 0
         self.cancelled = 0
         self.stuck = False
+        self.touches = 0
         self.progress_events: list[int] = []
 
     def member_finished(self, outcome: str) -> None:
-        """Count one member's terminal outcome (``completed``, ``failed``...)."""
+        """Count one member's terminal outcome (``completed``, ``failed``...).
+
+        Counters and progress move whatever the batch's state: they belong to
+        the member's transition, not to the batch machine.
+        """
         if outcome == "completed":
             self.completed += 1
         elif outcome == "cancelled":
             self.cancelled += 1
         else:
             self.failed += 1
+        done = self.finished
+        if self.progress_every and done % self.progress_every == 0:
+            self.progress_events.append(done)
 
     @property
     def finished(self) -> int:
@@ -165,10 +174,8 @@ class BatchModel:
     def ready(self) -> bool:
         return self.threshold_met or (self.closed and self.finished >= self.total) or self.stuck
 
-    def do_count_member(self) -> None:
-        done = self.finished
-        if self.progress_every and done and done % self.progress_every == 0:
-            self.progress_events.append(done)
+    def do_touch(self) -> None:
+        self.touches += 1
 
 
 class DeliveryModel:

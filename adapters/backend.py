@@ -1,0 +1,167 @@
+"""Where the Lua library runs: a real redis-server, or the embedded store.
+
+Both are a redis-py client object; only the URL differs:
+
+* ``redis://host:port/db`` (or ``rediss://``, ``unix://``): redis-py against
+  redis-server. It blocks, so the store actor calls it in a worker thread.
+* ``memory://`` or ``memory://<name>``: fakeredis with lupa running the very
+  same scripts, in process. It is called inline (no thread), which is what
+  makes actor tests under ``trio.testing.MockClock`` deterministic.
+
+One :meth:`Backend.run` is one pipeline, one round trip: every group of ops
+for a queue becomes one ``EVALSHA`` and every read command rides along.
+redis-py's own retrying is switched off: a connection error is raised as
+:class:`StoreUnavailable` and nothing is re-sent, because whether Redis
+applied the pipeline is unknown. ``NOSCRIPT`` (Redis restarted and lost its
+script cache) is different: nothing ran, so the script is loaded and just
+those calls run again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import BadInput, StoreError, StoreUnavailable
+from .keys import Keys
+from .records import Reply
+from .scripts import LuaLibrary
+
+__all__ = ["Backend", "OpsCall", "CommandCall", "MemoryServers", "open_backend"]
+
+STREAM_CAP = 100_000
+"""Approximate cap of each queue's event stream (``XADD MAXLEN ~``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpsCall:
+    """A list of ops for one queue: one EVALSHA."""
+
+    queue: str
+    ops: bytes  # JSON list
+    count: int = 1  # how many ops the list holds
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCall:
+    """A plain Redis command (reads: HGETALL, XRANGE, ZCARD...)."""
+
+    args: tuple[Any, ...]
+
+
+Call = OpsCall | CommandCall
+
+_REPLIES = msgspec.json.Decoder(list[Reply])
+
+
+class MemoryServers:
+    """The embedded stores of this process, by name (``memory://<name>``)."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Any:
+        import fakeredis
+
+        with self._lock:
+            if name not in self._servers:
+                self._servers[name] = fakeredis.FakeServer()
+            return self._servers[name]
+
+
+class Backend:
+    """A redis-py-compatible client plus the Lua library loaded on it."""
+
+    def __init__(self, client: Any, url: str, *, inline: bool, stream_cap: int = STREAM_CAP) -> None:
+        self.client = client
+        self.url = url
+        self.inline = inline
+        self.library = LuaLibrary()
+        self.stream_cap = stream_cap
+        self.round_trips = 0
+
+    def run(self, calls: Sequence[Call], now_ms: int) -> list[Any]:
+        """Run ``calls`` in one pipeline; each result is a value or an exception.
+
+        Raises :class:`StoreUnavailable` when Redis cannot be reached.
+        """
+        results = self._pipeline(calls, now_ms)
+        missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            self._guard(lambda: self.client.script_load(self.library.source))
+            again = self._pipeline([calls[i] for i in missing], now_ms)
+            for i, r in zip(missing, again, strict=True):
+                results[i] = r
+        return [self._decode(call, r) for call, r in zip(calls, results, strict=True)]
+
+    def _pipeline(self, calls: Sequence[Call], now_ms: int) -> list[Any]:
+        def send() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for call in calls:
+                if isinstance(call, OpsCall):
+                    keys = Keys(call.queue)
+                    pipe.evalsha(
+                        self.library.sha, 1, keys.queued, keys.prefix, now_ms, call.ops, self.stream_cap
+                    )
+                else:
+                    pipe.execute_command(*call.args)
+            self.round_trips += 1
+            return list(pipe.execute(raise_on_error=False))
+
+        return self._guard(send)
+
+    def _guard(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+
+    def _decode(self, call: Call, result: Any) -> Any:
+        if isinstance(result, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            return StoreUnavailable(self.url, str(result))
+        if isinstance(result, redis.exceptions.ResponseError):
+            return StoreError(f"Redis refused a command at {self.url}: {result}")
+        if isinstance(result, Exception):
+            return StoreError(f"{type(result).__name__}: {result}")
+        if isinstance(call, OpsCall):
+            return _REPLIES.decode(result)
+        return result
+
+    def ping(self) -> None:
+        self._guard(self.client.ping)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: float = 5.0) -> Backend:
+    """A backend for ``url``; a bad URL is :class:`BadInput` naming it."""
+    if url.startswith("memory://"):
+        import fakeredis
+
+        name = url[len("memory://") :] or "default"
+        servers = memory if memory is not None else MemoryServers()
+        client = fakeredis.FakeRedis(server=servers.get(name))
+        return Backend(client, url, inline=True)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise BadInput(f"redis: {url!r} is not a Redis URL (redis://host:port/db or memory://)")
+    try:
+        client = redis.Redis.from_url(
+            url,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_error=[],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=0,
+        )
+    except ValueError as exc:
+        raise BadInput(f"redis: {url!r} is not a valid Redis URL ({exc})") from None
+    return Backend(client, url, inline=False)

@@ -1,0 +1,51 @@
+"""The exceptions jobvisor raises, in one tree.
+
+Third-party errors (redis-py, httpx, msgspec) are caught where they enter,
+in ``adapters/``, and re-raised as one of these with ``raise ... from exc``,
+so supervisor code and users never catch a library's exception::
+
+    JobvisorError
+    ├── BadInput            a value the caller gave is wrong (CLI exit 2)
+    ├── NotFound            no such job, batch or delivery (CLI exit 3)
+    ├── Rejected            the store refused an op (adding to a finalized batch...) (exit 2)
+    └── StoreError          the store failed (CLI exit 1)
+        └── StoreUnavailable    Redis did not answer at its URL; the outcome of the
+                                request is unknown, nothing was retried
+"""
+
+from __future__ import annotations
+
+__all__ = ["JobvisorError", "BadInput", "NotFound", "Rejected", "StoreError", "StoreUnavailable"]
+
+
+class JobvisorError(Exception):
+    """Base of every error jobvisor raises on purpose."""
+
+
+class BadInput(JobvisorError, ValueError):
+    """A value given by the caller is invalid; the message names the field."""
+
+
+class NotFound(JobvisorError, LookupError):
+    """No job, batch or delivery has this id."""
+
+
+class Rejected(JobvisorError):
+    """The store refused an op for a reason the caller can fix."""
+
+
+class StoreError(JobvisorError):
+    """The store failed to run a request."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis did not answer. Whether the request was applied is unknown.
+
+    The store never re-sends a request by itself: every op is either
+    idempotent by its guard (a second ``complete`` is absorbed) or must not
+    run twice (a submit without idempotency key), so the caller decides.
+    """
+
+    def __init__(self, url: str, detail: str = "") -> None:
+        self.url = url
+        super().__init__(f"Redis is unavailable at {url}" + (f": {detail}" if detail else ""))

@@ -1,0 +1,36 @@
+"""Job and batch ids: ``<queue>.<ULID>``.
+
+The queue is part of the id because every key of a job carries its queue's
+hash tag; the ULID part sorts by creation time (48 bits of milliseconds,
+then 80 random bits), so ids in one millisecond are still unique.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from .keys import check_queue_name
+
+__all__ = ["new_id", "new_token"]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _ulid(now_ms: int, randbytes: Callable[[int], bytes]) -> str:
+    value = (now_ms & ((1 << 48) - 1)) << 80 | int.from_bytes(randbytes(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id(queue: str, now_ms: int, randbytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A new id in ``queue``, created at ``now_ms``."""
+    return f"{check_queue_name(queue)}.{_ulid(now_ms, randbytes)}"
+
+
+def new_token(randbytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A short random nonce; lease tokens are ``<nonce>.<attempt>``."""
+    return randbytes(6).hex()

@@ -1,0 +1,118 @@
+"""Every Redis key jobvisor uses, built in one place.
+
+All keys of a queue share the hash tag ``{<queue>}``, so every script, which
+only ever touches one queue's keys, runs in one Redis Cluster slot. The Lua
+library builds job, batch and delivery keys from the same prefix
+(``jv:{<queue>}:``); this module and ``lua/jobvisor.lua`` are the only two
+places that spell a key, and a test checks they agree.
+
+==============================  ======  ==============================================
+key (after ``jv:{q}:``)          type    contents and lifetime
+==============================  ======  ==============================================
+``job:<id>``                    hash    the job record; until retention deletes it
+``queued``                      zset    queued ids; score = priority band + enqueue ms
+``due``                         zset    scheduled ids (delay or backoff); score = due ms
+``active``                      zset    active ids; score = lease deadline ms
+``validating``                  zset    validating ids; score = next check ms
+``finished``                    zset    terminal ids; score = finish ms (retention)
+``events``                      stream  one entry per transition; capped (MAXLEN ~)
+``outbox``                      zset    delivery ids to send; score = next attempt ms
+``delivery:<id>``               hash    one webhook delivery with its own body snapshot
+``idem:<key>``                  string  idempotency key -> job id; expires (default 1 day)
+``batch:<id>``                  hash    the batch record and its counters
+``batches``                     zset    live batch ids; score = last member activity ms
+``wake`` (channel)              pubsub  a job became queued: idle workers claim
+``cancel`` (channel)            pubsub  a running job was cancelled: its holder stops it
+==============================  ======  ==============================================
+
+Outside any queue: ``jv:queues`` (set of queue names ever submitted to).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["PREFIX", "QUEUE_NAME", "Keys", "queue_of", "check_queue_name"]
+
+PREFIX = "jv"
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+QUEUES = f"{PREFIX}:queues"
+
+
+def check_queue_name(queue: str) -> str:
+    """Return ``queue`` or raise ``ValueError`` naming what is wrong with it."""
+    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+        raise ValueError(
+            f"queue: {queue!r} is not a queue name (1-64 of letters, digits, '_' and '-')"
+        )
+    return queue
+
+
+def queue_of(object_id: str) -> str:
+    """The queue a job or batch id belongs to: ids read ``<queue>.<ulid>``."""
+    queue, dot, rest = object_id.rpartition(".")
+    if not dot or not rest or not QUEUE_NAME.match(queue):
+        raise ValueError(f"id: {object_id!r} is not a jobvisor id (<queue>.<id>)")
+    return queue
+
+
+class Keys:
+    """The keys of one queue."""
+
+    __slots__ = ("queue", "prefix")
+
+    def __init__(self, queue: str) -> None:
+        self.queue = check_queue_name(queue)
+        self.prefix = f"{PREFIX}:{{{queue}}}:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}batch:{batch_id}"
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.prefix}delivery:{delivery_id}"
+
+    def idem(self, key: str) -> str:
+        return f"{self.prefix}idem:{key}"
+
+    @property
+    def queued(self) -> str:
+        return f"{self.prefix}queued"
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}due"
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}active"
+
+    @property
+    def validating(self) -> str:
+        return f"{self.prefix}validating"
+
+    @property
+    def finished(self) -> str:
+        return f"{self.prefix}finished"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}outbox"
+
+    @property
+    def batches(self) -> str:
+        return f"{self.prefix}batches"
+
+    @property
+    def wake_channel(self) -> str:
+        return f"{self.prefix}wake"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}cancel"

@@ -1,0 +1,735 @@
+-- jobvisor's guarded transitions: the single implementation, run by redis-server and by the
+-- embedded store (fakeredis) alike.
+--
+-- Theory of operation. One call applies a list of ops to ONE queue (every key shares the
+-- queue's hash tag). Each op reads what it needs, decides with the machine tables generated
+-- from machines/ (the M table above this text, written by adapters/scripts.py), and only then
+-- writes: the new state and fields, the index the job sits in, exactly one event on the
+-- queue's stream, the outbox row when the transition notifies, and the batch counters. An op
+-- whose trigger is absorbed, blocked, invalid or stale writes nothing (a stale worker report
+-- leaves one `stale_report` event and nothing else). Ops are independent: each is atomic
+-- because the whole script is, and one op's error is reported for that op alone.
+--
+-- KEYS: none are passed in besides the queue's `queued` zset (KEYS[1]); every other key is
+-- built from the prefix ARGV[1] = "jv:{<queue>}:" and so lies in the same slot.
+-- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
+
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local OPS = cjson.decode(ARGV[3])
+local CAP = ARGV[4]
+local K_QUEUED, K_DUE, K_ACTIVE = P .. 'queued', P .. 'due', P .. 'active'
+local K_VALIDATING, K_FINISHED, K_EVENTS = P .. 'validating', P .. 'finished', P .. 'events'
+local K_OUTBOX, K_BATCHES = P .. 'outbox', P .. 'batches'
+local QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
+local EPOCH_2024 = 1704067200000
+local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
+local woke = false
+
+local function jkey(id) return P .. 'job:' .. id end
+local function bkey(id) return P .. 'batch:' .. id end
+local function dkey(id) return P .. 'delivery:' .. id end
+local function num(v) return tonumber(v) or 0 end
+local function fmt(n) return string.format('%d', n) end
+local function enc(v) if v == nil or v == false then return 'null' end return cjson.encode(v) end
+local function raw(v) if v == nil or v == false or v == '' then return 'null' end return v end
+
+-- The machine tables decide; nothing below spells out a transition.
+local function apply(m, state, trigger, facts)
+  local by_state = m.index[state]
+  if by_state == nil then return 'invalid' end
+  local options = by_state[trigger]
+  if options == nil then
+    if m.terminal[state] then return 'absorbed' end
+    return 'invalid'
+  end
+  for _, o in ipairs(options) do
+    if o.guard == '' or facts[o.guard] then return 'moved', o end
+  end
+  return 'blocked'
+end
+
+local function event(kind, id, fields)
+  local args = {'XADD', K_EVENTS, 'MAXLEN', '~', CAP, '*', 'type', kind, 'id', id, 'at', fmt(NOW)}
+  for i = 1, #fields, 2 do
+    if fields[i + 1] ~= nil and fields[i + 1] ~= '' then
+      args[#args + 1] = fields[i]
+      args[#args + 1] = tostring(fields[i + 1])
+    end
+  end
+  redis.call(unpack(args))
+end
+
+-- Phases live in one field, "name=state,name=state", in declared order.
+local function parse_phases(s)
+  local list = {}
+  if s == nil or s == '' then return list end
+  for name, state in string.gmatch(s, '([^=,]+)=([^,]+)') do list[#list + 1] = {name, state} end
+  return list
+end
+
+local function join_phases(list)
+  local parts = {}
+  for i, p in ipairs(list) do parts[i] = p[1] .. '=' .. p[2] end
+  return table.concat(parts, ',')
+end
+
+-- Apply one phase trigger to every phase it moves; returns names moved.
+local function each_phase(list, trigger)
+  local moved = {}
+  for _, p in ipairs(list) do
+    local kind, o = apply(M.phase, p[2], trigger, {})
+    if kind == 'moved' then
+      p[2] = o.to
+      moved[#moved + 1] = p[1]
+    end
+  end
+  return moved
+end
+
+local JOB_FIELDS = {'state', 'lease_token', 'attempts', 'retry_count', 'max_retries',
+  'has_validator', 'notify', 'epoch', 'phases', 'batch', 'priority', 'backoff_ms',
+  'backoff_max_ms', 'timeout_ms', 'type', 'lease_deadline', 'webhook_url', 'created_at',
+  'service_job_id', 'result', 'error', 'reason', 'finished_at', 'lease_worker', 'val_checks',
+  'validation_status'}
+
+local function load_job(id, extra)
+  local fields = JOB_FIELDS
+  if extra then
+    fields = {}
+    for i, f in ipairs(JOB_FIELDS) do fields[i] = f end
+    for _, f in ipairs(extra) do fields[#fields + 1] = f end
+  end
+  local v = redis.call('HMGET', jkey(id), unpack(fields))
+  if not v[1] then return nil end
+  local j = {id = id}
+  for i, f in ipairs(fields) do j[f] = v[i] or '' end
+  return j
+end
+
+local function index_of(state)
+  if state == 'queued' then return K_QUEUED
+  elseif state == 'scheduled' then return K_DUE
+  elseif state == 'active' then return K_ACTIVE
+  elseif state == 'validating' then return K_VALIDATING
+  end
+  return K_FINISHED
+end
+
+local function queued_score(priority)
+  return (100 - num(priority)) * BAND + (NOW - EPOCH_2024)
+end
+
+local function backoff_ms(j, retry_count, jitter)
+  local base = num(j.backoff_ms)
+  local cap = num(j.backoff_max_ms)
+  local delay = base * (2 ^ (retry_count - 1))
+  if cap > 0 and delay > cap then delay = cap end
+  return math.floor(delay * (0.5 + 0.5 * (jitter or 1)))
+end
+
+local OUTCOME = {complete = 'succeeded', fail = 'failed', timeout = 'timed_out',
+  lease_expired = 'worker_lost', cancel = 'cancelled'}
+local REASON = {fail = 'handler_error', timeout = 'timed_out', lease_expired = 'worker_lost',
+  cancel = 'cancelled', validation_exhausted = 'validation_failed'}
+
+-- The job as it was at the transition: the body of its notification, built by concatenation
+-- so that the stored result (already JSON) is embedded byte for byte.
+local function job_snapshot(j)
+  return '{"id":' .. enc(j.id) .. ',"queue":' .. enc(QUEUE) .. ',"type":' .. enc(j.type) ..
+    ',"state":' .. enc(j.state) .. ',"attempts":' .. num(j.attempts) ..
+    ',"retry_count":' .. num(j.retry_count) .. ',"max_retries":' .. num(j.max_retries) ..
+    ',"created_at_ms":' .. raw(j.created_at) .. ',"finished_at_ms":' .. raw(j.finished_at) ..
+    ',"result":' .. raw(j.result) .. ',"error":' .. raw(j.error) ..
+    ',"reason":' .. enc(j.reason ~= '' and j.reason or nil) ..
+    ',"batch":' .. enc(j.batch ~= '' and j.batch or nil) ..
+    ',"service_job_id":' .. enc(j.service_job_id ~= '' and j.service_job_id or nil) ..
+    ',"validation_status":' .. enc(j.validation_status ~= '' and j.validation_status or nil) .. '}'
+end
+
+-- Outbox: one row per (object, event type, epoch); a second insert is a no-op.
+local function outbox_add(object_id, kind, epoch, url, snapshot)
+  local did = object_id .. '~' .. kind .. '~' .. epoch
+  if redis.call('EXISTS', dkey(did)) == 1 then return false end
+  redis.call('HSET', dkey(did), 'state', 'pending', 'attempts', 0, 'event', kind,
+    'object', object_id, 'epoch', epoch, 'url', url or '', 'created_at', fmt(NOW),
+    'snapshot', snapshot)
+  redis.call('ZADD', K_OUTBOX, NOW, did)
+  return true
+end
+
+local batch_member_done -- defined with the batch ops below
+
+-- The one path every job transition takes. `x` carries the op's data.
+local function job_move(j, trigger, x)
+  local facts = {has_validator = j.has_validator == '1',
+    retries_left = num(j.retry_count) < num(j.max_retries)}
+  local kind, o = apply(M.job, j.state, trigger, facts)
+  if kind ~= 'moved' then return {kind = kind, id = j.id, state = j.state} end
+  local from, to, fx = j.state, o.to, o.fx
+  local set = {}
+  local function put(f, v) set[#set + 1] = f; set[#set + 1] = v; j[f] = v end
+  put('state', to)
+  put('updated_at', fmt(NOW))
+  local attempt = num(j.attempts)
+  local phases = parse_phases(j.phases)
+  local phases_before = j.phases
+  local score = NOW
+  local interrupted = ''
+  local reply = {kind = 'moved', id = j.id, from = from, to = to}
+  if fx.new_attempt then
+    attempt = attempt + 1
+    local token = x.nonce .. '.' .. attempt
+    local deadline = NOW + num(x.lease_ms)
+    put('attempts', attempt)
+    put('lease_token', token)
+    put('lease_worker', x.worker or '')
+    put('lease_deadline', fmt(deadline))
+    put('started_at', fmt(NOW))
+    score = deadline
+    reply.token = token
+    reply.lease_deadline = deadline
+  end
+  if fx.resume_phases then each_phase(phases, 'reset') end
+  if fx.interrupt_phase then
+    for _, p in ipairs(phases) do if p[2] == 'running' then interrupted = p[1] end end
+    each_phase(phases, 'fail')
+  end
+  if fx.cancel_phases then each_phase(phases, 'cancel') end
+  if fx.rewind_phases then
+    for _, name in ipairs(each_phase(phases, 'rewind')) do
+      redis.call('HDEL', jkey(j.id), 'pr:' .. name)
+    end
+  end
+  if fx.count_retry then put('retry_count', num(j.retry_count) + 1) end
+  if fx.reset_retries then put('retry_count', 0) end
+  if fx.new_epoch then put('epoch', num(j.epoch) + 1) end
+  if fx.arm_backoff then
+    score = NOW + backoff_ms(j, num(j.retry_count), x.jitter)
+    put('due_at', fmt(score))
+  end
+  if fx.new_attempt then
+    local resume = ''
+    for _, p in ipairs(phases) do if resume == '' and p[2] ~= 'completed' then resume = p[1] end end
+    put('att:' .. attempt, cjson.encode({n = attempt, worker = x.worker or '',
+      started_at = NOW, resumed_at_phase = resume}))
+  end
+  if fx.end_attempt then
+    put('atx:' .. attempt, '{"outcome":' .. enc(OUTCOME[trigger]) .. ',"finished_at":' .. fmt(NOW) ..
+      ',"error":' .. raw(x.error) .. ',"interrupted_phase":' .. enc(interrupted ~= '' and interrupted or nil) ..
+      ',"service_job_id":' .. enc(j.service_job_id ~= '' and j.service_job_id or nil) ..
+      ',"result":' .. raw(x.result) .. ',"by":' .. enc(x.by or 'worker') .. '}')
+    put('lease_token', '')
+    put('lease_deadline', '')
+    reply.interrupted_phase = interrupted ~= '' and interrupted or nil
+  end
+  if fx.cancel_handler then redis.call('PUBLISH', P .. 'cancel', j.id) end
+  if x.result and x.result ~= '' and (to == 'completed' or to == 'validating') then
+    put('result', x.result)
+  end
+  if x.error and x.error ~= '' and to ~= 'completed' then put('error', x.error) end
+  if to == 'validating' then put('val_checks', 0) end
+  if to == 'queued' then score = queued_score(j.priority); woke = true end
+  if M.job.terminal[to] then
+    put('finished_at', fmt(NOW))
+    local reason = x.reason or REASON[trigger]
+    if to == 'completed' then reason = '' end
+    put('reason', reason or '')
+  else
+    if j.finished_at ~= '' then put('finished_at', '') end
+    if j.reason ~= '' and to ~= 'scheduled' then put('reason', '') end
+  end
+  if to == 'scheduled' then put('reason', REASON[trigger] or '') end
+  local joined = join_phases(phases)
+  if joined ~= phases_before then put('phases', joined) end
+  redis.call('HSET', jkey(j.id), unpack(set))
+  local from_index, to_index = index_of(from), index_of(to)
+  if from_index ~= to_index then redis.call('ZREM', from_index, j.id) end
+  redis.call('ZADD', to_index, score, j.id)
+  local notify = o.notify
+  if notify ~= '' and j.notify == '1' then
+    outbox_add(j.id, notify, num(j.epoch), j.webhook_url, job_snapshot(j))
+  end
+  event(notify ~= '' and notify or ('job.' .. trigger), j.id,
+    {'from', from, 'to', to, 'attempt', attempt, 'reason', j.reason,
+     'phase', interrupted})
+  if M.job.terminal[to] and j.batch ~= '' then batch_member_done(j.batch, to) end
+  return reply
+end
+
+-- A worker's report must present the lease token of the attempt it belongs to.
+-- Terminal: absorbed, nothing written. Token mismatch: one stale_report event, nothing else.
+local function fenced(id, token, op)
+  local j = load_job(id)
+  if j == nil then return nil, {kind = 'not_found', id = id} end
+  if M.job.terminal[j.state] then return nil, {kind = 'absorbed', id = id, state = j.state} end
+  if token == nil or token == '' or j.lease_token ~= token then
+    event('job.stale_report', id, {'op', op, 'token', token or '', 'state', j.state,
+      'current', j.lease_token})
+    return nil, {kind = 'stale', id = id, state = j.state}
+  end
+  return j
+end
+
+------------------------------------------------------------------------------------- ops --
+
+local OP = {}
+
+function OP.submit(x)
+  if x.idem and x.idem ~= '' then
+    local known = redis.call('GET', P .. 'idem:' .. x.idem)
+    if known and redis.call('EXISTS', jkey(known)) == 1 then
+      return {kind = 'exists', id = known}
+    end
+  end
+  if redis.call('EXISTS', jkey(x.id)) == 1 then return {kind = 'exists', id = x.id} end
+  if x.batch and x.batch ~= '' then
+    local bstate = redis.call('HGET', bkey(x.batch), 'state')
+    if not bstate then return {kind = 'rejected', error = 'batch ' .. x.batch .. ' not found'} end
+    if bstate ~= 'open' and bstate ~= 'running' then
+      return {kind = 'rejected', error = 'batch ' .. x.batch .. ' is ' .. bstate .. '; no members can be added'}
+    end
+    if redis.call('HGET', bkey(x.batch), 'closed') == '1' then
+      return {kind = 'rejected', error = 'batch ' .. x.batch .. ' is closed; no members can be added'}
+    end
+  end
+  if x.idem and x.idem ~= '' then
+    redis.call('SET', P .. 'idem:' .. x.idem, x.id, 'PX', x.idem_ttl_ms)
+  end
+  local delay = num(x.delay_ms)
+  local state = delay > 0 and 'scheduled' or 'queued'
+  redis.call('HSET', jkey(x.id), 'id', x.id, 'queue', QUEUE, 'type', x.type, 'state', state,
+    'input', x.input, 'priority', x.priority, 'max_retries', x.max_retries, 'retry_count', 0,
+    'attempts', 0, 'epoch', 0, 'timeout_ms', x.timeout_ms, 'backoff_ms', x.backoff_ms,
+    'backoff_max_ms', x.backoff_max_ms, 'has_validator', x.has_validator and '1' or '0',
+    'phases', x.phases or '', 'notify', x.notify and '1' or '0', 'webhook_url', x.webhook_url or '',
+    'batch', x.batch or '', 'idempotency_key', x.idem or '', 'created_at', fmt(NOW),
+    'updated_at', fmt(NOW), 'due_at', delay > 0 and fmt(NOW + delay) or '',
+    'validator_url', x.validator_url or '')
+  if state == 'queued' then
+    redis.call('ZADD', K_QUEUED, queued_score(x.priority), x.id)
+    woke = true
+  else
+    redis.call('ZADD', K_DUE, NOW + delay, x.id)
+  end
+  event('job.submitted', x.id, {'to', state, 'job_type', x.type})
+  if x.batch and x.batch ~= '' then
+    redis.call('HINCRBY', bkey(x.batch), 'members', 1)
+    redis.call('SADD', bkey(x.batch) .. ':members', x.id)
+  end
+  return {kind = 'created', id = x.id, state = state}
+end
+
+function OP.claim(x)
+  local popped = redis.call('ZPOPMIN', K_QUEUED, x.n)
+  local jobs = {}
+  for i = 1, #popped, 2 do
+    local j = load_job(popped[i], {'input'})
+    if j ~= nil then
+      local r = job_move(j, 'claim', x)
+      if r.kind == 'moved' then
+        local pr = {}
+        for _, p in ipairs(parse_phases(j.phases)) do
+          if p[2] == 'completed' then
+            local v = redis.call('HGET', jkey(j.id), 'pr:' .. p[1])
+            if v then pr[#pr + 1] = p[1]; pr[#pr + 1] = v end
+          end
+        end
+        jobs[#jobs + 1] = {id = j.id, type = j.type, input = j.input, attempt = num(j.attempts),
+          token = r.token, lease_deadline = r.lease_deadline, timeout_ms = num(j.timeout_ms),
+          retry_count = num(j.retry_count), max_retries = num(j.max_retries), phases = j.phases,
+          phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch}
+      end
+    end
+  end
+  return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
+end
+
+-- complete / fail / timeout from the worker holding the lease.
+function OP.report(x)
+  local j, reply = fenced(x.id, x.token, x.trigger)
+  if j == nil then return reply end
+  return job_move(j, x.trigger, x)
+end
+
+function OP.renew(x)
+  local j, reply = fenced(x.id, x.token, 'renew')
+  if j == nil then return reply end
+  local deadline = NOW + num(x.lease_ms)
+  redis.call('HSET', jkey(x.id), 'lease_deadline', fmt(deadline))
+  redis.call('ZADD', K_ACTIVE, deadline, x.id)
+  return {kind = 'renewed', id = x.id, lease_deadline = deadline}
+end
+
+function OP.service_id(x)
+  local j, reply = fenced(x.id, x.token, 'service_id')
+  if j == nil then return reply end
+  redis.call('HSET', jkey(x.id), 'service_job_id', x.service_job_id)
+  return {kind = 'recorded', id = x.id}
+end
+
+function OP.phase(x)
+  local j, reply = fenced(x.id, x.token, 'phase.' .. x.trigger)
+  if j == nil then return reply end
+  local phases = parse_phases(j.phases)
+  for _, p in ipairs(phases) do
+    if p[1] == x.name then
+      local kind, o = apply(M.phase, p[2], x.trigger, {})
+      if kind ~= 'moved' then return {kind = kind, id = x.id, phase = x.name, state = p[2]} end
+      local from = p[2]
+      p[2] = o.to
+      local set = {'phases', join_phases(phases), 'updated_at', fmt(NOW)}
+      if o.fx.store_result then
+        set[#set + 1] = 'pr:' .. x.name
+        set[#set + 1] = (x.result ~= nil and x.result ~= '') and x.result or 'null'
+      end
+      redis.call('HSET', jkey(x.id), unpack(set))
+      event('phase.' .. x.trigger, x.id, {'phase', x.name, 'from', from, 'to', o.to,
+        'attempt', j.attempts})
+      return {kind = 'moved', id = x.id, phase = x.name, from = from, to = o.to}
+    end
+  end
+  return {kind = 'rejected', error = 'job ' .. x.id .. ' has no phase ' .. x.name}
+end
+
+-- Operator and system triggers that need no lease: cancel, retry, validation results.
+local UNFENCED = {cancel = true, retry = true, retry_from_start = true,
+  validation_passed = true, validation_exhausted = true}
+
+function OP.trigger(x)
+  if not UNFENCED[x.trigger] then return {kind = 'rejected', error = 'trigger ' .. x.trigger .. ' needs a lease'} end
+  local j = load_job(x.id)
+  if j == nil then return {kind = 'not_found', id = x.id} end
+  if x.trigger == 'validation_passed' or x.trigger == 'validation_exhausted' then
+    if x.status and x.status ~= '' then j.validation_status = x.status
+      redis.call('HSET', jkey(x.id), 'validation_status', x.status) end
+  end
+  return job_move(j, x.trigger, x)
+end
+
+-- The watchdog: a lease that ran out. The watchdog presents the token it saw expire, so
+-- a renewal or a takeover in between makes this a no-op (lost race, no stale record).
+function OP.expire(x)
+  local j = load_job(x.id)
+  if j == nil then return {kind = 'not_found', id = x.id} end
+  if j.state ~= 'active' or j.lease_token ~= x.token or num(j.lease_deadline) > NOW then
+    return {kind = 'skipped', id = x.id, state = j.state}
+  end
+  if x.trigger == 'extend' then
+    local deadline = NOW + num(x.lease_ms)
+    redis.call('HSET', jkey(x.id), 'lease_deadline', fmt(deadline))
+    redis.call('ZADD', K_ACTIVE, deadline, x.id)
+    event('job.lease_extended', x.id, {'reason', x.reason, 'attempt', j.attempts})
+    return {kind = 'extended', id = x.id, lease_deadline = deadline}
+  end
+  x.by = 'watchdog'
+  return job_move(j, x.trigger, x)
+end
+
+function OP.expired(x)
+  local ids = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', NOW, 'LIMIT', 0, x.n)
+  local jobs = {}
+  for _, id in ipairs(ids) do
+    local j = load_job(id)
+    if j ~= nil and j.state == 'active' then
+      jobs[#jobs + 1] = {id = id, token = j.lease_token, type = j.type,
+        service_job_id = j.service_job_id, worker = j.lease_worker, attempt = num(j.attempts)}
+    elseif j == nil then
+      redis.call('ZREM', K_ACTIVE, id)
+    end
+  end
+  return {kind = 'expired', jobs = #jobs > 0 and jobs or nil, n = #jobs}
+end
+
+-- The scheduler: scheduled jobs whose time has come become queued.
+function OP.wake(x)
+  local ids = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, x.n)
+  local moved = 0
+  for _, id in ipairs(ids) do
+    local j = load_job(id)
+    if j == nil then redis.call('ZREM', K_DUE, id)
+    elseif job_move(j, 'wake', x).kind == 'moved' then moved = moved + 1 end
+  end
+  local nxt = redis.call('ZRANGE', K_DUE, 0, 0, 'WITHSCORES')
+  return {kind = 'woken', n = moved, next_due = nxt[2] and tonumber(nxt[2]) or nil}
+end
+
+-------------------------------------------------------------------------------- batches --
+
+local BATCH_FIELDS = {'state', 'expected', 'members', 'completed', 'failed', 'cancelled',
+  'threshold', 'progress_every', 'stuck_after_ms', 'closed', 'notify', 'webhook_url', 'epoch',
+  'created_at', 'finished_at', 'reason'}
+
+local function load_batch(id)
+  local v = redis.call('HMGET', bkey(id), unpack(BATCH_FIELDS))
+  if not v[1] then return nil end
+  local b = {id = id}
+  for i, f in ipairs(BATCH_FIELDS) do b[f] = v[i] or '' end
+  return b
+end
+
+local function batch_total(b)
+  if b.expected ~= '' then return num(b.expected) end
+  return num(b.members)
+end
+
+-- An open batch without an expected total has no known size yet: neither its threshold nor
+-- "every member terminal" can make it ready until it is closed (or found stuck).
+local function batch_facts(b, stuck)
+  local total = batch_total(b)
+  local known = b.closed == '1' or b.expected ~= ''
+  local finished = num(b.completed) + num(b.failed) + num(b.cancelled)
+  local settled = known and finished >= total
+  local threshold_met = total > 0 and num(b.completed) * 100 >= num(b.threshold) * total
+  return {ready = (known and threshold_met) or settled or stuck, threshold_met = threshold_met,
+    all_done = settled and (total == 0 or threshold_met)}
+end
+
+local function batch_snapshot(b)
+  return '{"id":' .. enc(b.id) .. ',"queue":' .. enc(QUEUE) .. ',"state":' .. enc(b.state) ..
+    ',"total":' .. batch_total(b) .. ',"members":' .. num(b.members) ..
+    ',"completed":' .. num(b.completed) .. ',"failed":' .. num(b.failed) ..
+    ',"cancelled":' .. num(b.cancelled) .. ',"threshold":' .. num(b.threshold) ..
+    ',"created_at_ms":' .. raw(b.created_at) .. ',"finished_at_ms":' .. raw(b.finished_at) ..
+    ',"reason":' .. enc(b.reason ~= '' and b.reason or nil) .. '}'
+end
+
+local function batch_notify(b, kind, epoch)
+  if b.notify == '1' then outbox_add(b.id, kind, epoch, b.webhook_url, batch_snapshot(b)) end
+end
+
+-- Move a batch with one trigger; writes state, one event and the notification.
+local function batch_move(b, trigger, facts, fields)
+  local kind, o = apply(M.batch, b.state, trigger, facts)
+  if kind ~= 'moved' then return {kind = kind, id = b.id, state = b.state} end
+  local from = b.state
+  b.state = o.to
+  local set = {'state', o.to, 'updated_at', fmt(NOW)}
+  for k, v in pairs(fields or {}) do set[#set + 1] = k; set[#set + 1] = v; b[k] = v end
+  if M.batch.terminal[o.to] then
+    b.finished_at = fmt(NOW)
+    set[#set + 1] = 'finished_at'; set[#set + 1] = b.finished_at
+    redis.call('ZREM', K_BATCHES, b.id)
+  end
+  redis.call('HSET', bkey(b.id), unpack(set))
+  local notify = o.notify
+  if notify ~= '' then batch_notify(b, notify, 0) end
+  event(notify ~= '' and notify or ('batch.' .. trigger), b.id, {'from', from, 'to', o.to,
+    'reason', b.reason, 'completed', b.completed, 'failed', b.failed, 'cancelled', b.cancelled})
+  return {kind = 'moved', id = b.id, from = from, to = o.to}
+end
+
+-- The one guarded finalize every trigger funnels into: finalize, then settle, atomically.
+local function batch_finalize(b, stuck)
+  local facts = batch_facts(b, stuck)
+  local r = batch_move(b, 'finalize', facts)
+  if r.kind ~= 'moved' then return r end
+  local reason = ''
+  if not facts.threshold_met then reason = stuck and 'stuck' or 'threshold_not_met' end
+  local settled = batch_move(b, 'settle', facts, {reason = reason})
+  settled.from = r.from
+  return settled
+end
+
+-- A member reached a terminal state. The counters and `batch.progress` (every K finished
+-- members) belong to the member's transition and happen whatever the batch's state; the
+-- batch machine's `member_done` (absorbed once the batch is terminal) only records activity
+-- and funnels into the guarded finalize.
+batch_member_done = function(batch_id, outcome)
+  local counter = 'failed'
+  if outcome == 'completed' then counter = 'completed' elseif outcome == 'cancelled' then counter = 'cancelled' end
+  redis.call('HINCRBY', bkey(batch_id), counter, 1)
+  local b = load_batch(batch_id)
+  if b == nil then return end
+  local finished = num(b.completed) + num(b.failed) + num(b.cancelled)
+  local every = num(b.progress_every)
+  if every > 0 and finished % every == 0 then
+    batch_notify(b, 'batch.progress', finished)
+    event('batch.progress', batch_id, {'finished', finished, 'completed', b.completed,
+      'failed', b.failed, 'cancelled', b.cancelled, 'total', batch_total(b), 'state', b.state})
+  end
+  local kind, o = apply(M.batch, b.state, 'member_done', {})
+  if kind ~= 'moved' then return end -- terminal: the counters moved, the state never does
+  if o.fx.touch then
+    local stuck_after = num(b.stuck_after_ms)
+    redis.call('ZADD', K_BATCHES, stuck_after > 0 and (NOW + stuck_after) or '+inf', batch_id)
+  end
+  batch_finalize(b, false)
+end
+
+function OP.batch_create(x)
+  if redis.call('EXISTS', bkey(x.id)) == 1 then return {kind = 'exists', id = x.id} end
+  redis.call('HSET', bkey(x.id), 'id', x.id, 'queue', QUEUE, 'state', 'open',
+    'expected', x.expected or '', 'members', 0, 'completed', 0, 'failed', 0, 'cancelled', 0,
+    'threshold', x.threshold, 'progress_every', x.progress_every or 0,
+    'stuck_after_ms', x.stuck_after_ms or 0, 'closed', '', 'notify', x.notify and '1' or '0',
+    'webhook_url', x.webhook_url or '', 'epoch', 0, 'created_at', fmt(NOW),
+    'updated_at', fmt(NOW))
+  local stuck_after = num(x.stuck_after_ms)
+  redis.call('ZADD', K_BATCHES, stuck_after > 0 and (NOW + stuck_after) or '+inf', x.id)
+  event('batch.created', x.id, {'to', 'open', 'expected', x.expected})
+  return {kind = 'created', id = x.id, state = 'open'}
+end
+
+function OP.batch_add(x)
+  local b = load_batch(x.id)
+  if b == nil then return {kind = 'not_found', id = x.id} end
+  if (b.state ~= 'open' and b.state ~= 'running') or b.closed == '1' then
+    return {kind = 'rejected', error = 'batch ' .. x.id .. ' is ' .. (b.closed == '1' and 'closed' or b.state) .. '; no members can be added'}
+  end
+  local added = 0
+  for _, id in ipairs(x.jobs) do
+    local j = load_job(id)
+    if j == nil then return {kind = 'rejected', error = 'job ' .. id .. ' not found'} end
+    if j.batch ~= '' and j.batch ~= x.id then
+      return {kind = 'rejected', error = 'job ' .. id .. ' already belongs to batch ' .. j.batch}
+    end
+  end
+  for _, id in ipairs(x.jobs) do
+    if redis.call('SADD', bkey(x.id) .. ':members', id) == 1 then
+      added = added + 1
+      redis.call('HSET', jkey(id), 'batch', x.id)
+      redis.call('HINCRBY', bkey(x.id), 'members', 1)
+      local state = redis.call('HGET', jkey(id), 'state')
+      if M.job.terminal[state] then batch_member_done(x.id, state) end
+    end
+  end
+  event('batch.members_added', x.id, {'added', added})
+  return {kind = 'added', id = x.id, added = added}
+end
+
+function OP.batch_close(x)
+  local b = load_batch(x.id)
+  if b == nil then return {kind = 'not_found', id = x.id} end
+  local r = batch_move(b, 'close', {}, {closed = '1'})
+  if r.kind ~= 'moved' then return r end
+  local f = batch_finalize(b, false)
+  if f.kind == 'moved' then f.from = r.from; return f end
+  return r
+end
+
+function OP.batch_finalize(x)
+  local b = load_batch(x.id)
+  if b == nil then return {kind = 'not_found', id = x.id} end
+  return batch_finalize(b, x.stuck == true)
+end
+
+function OP.batch_cancel(x)
+  local b = load_batch(x.id)
+  if b == nil then return {kind = 'not_found', id = x.id} end
+  local kind, o = apply(M.batch, b.state, 'cancel', {})
+  if kind ~= 'moved' then return {kind = kind, id = b.id, state = b.state} end
+  local r = batch_move(b, 'cancel', {}, {reason = 'cancelled'})
+  local cancelled = 0
+  if o.fx.cancel_members then
+    for _, id in ipairs(redis.call('SMEMBERS', bkey(x.id) .. ':members')) do
+      local j = load_job(id)
+      if j ~= nil and job_move(j, 'cancel', {reason = 'batch_cancelled'}).kind == 'moved' then
+        cancelled = cancelled + 1
+      end
+    end
+  end
+  r.members_cancelled = cancelled
+  return r
+end
+
+-- The batch monitor's sweep: batches with no member activity for their stuck-after time.
+function OP.batch_sweep(x)
+  local ids = redis.call('ZRANGEBYSCORE', K_BATCHES, '-inf', NOW, 'LIMIT', 0, x.n)
+  local results = {}
+  for _, id in ipairs(ids) do
+    local b = load_batch(id)
+    if b == nil or M.batch.terminal[b.state] then
+      redis.call('ZREM', K_BATCHES, id)
+    else
+      local r = batch_finalize(b, true)
+      results[#results + 1] = r
+    end
+  end
+  return {kind = 'swept', n = #results, batches = #results > 0 and results or nil}
+end
+
+------------------------------------------------------------------------------ deliveries --
+
+local DELIVERY_FIELDS = {'state', 'attempts', 'event', 'object', 'url', 'snapshot', 'epoch',
+  'created_at', 'token'}
+
+local function load_delivery(id)
+  local v = redis.call('HMGET', dkey(id), unpack(DELIVERY_FIELDS))
+  if not v[1] then return nil end
+  local d = {id = id}
+  for i, f in ipairs(DELIVERY_FIELDS) do d[f] = v[i] or '' end
+  return d
+end
+
+local function delivery_move(d, trigger, facts, set, score)
+  local kind, o = apply(M.webhook, d.state, trigger, facts)
+  if kind ~= 'moved' then return {kind = kind, id = d.id, state = d.state} end
+  local from = d.state
+  d.state = o.to
+  set[#set + 1] = 'state'; set[#set + 1] = o.to
+  set[#set + 1] = 'updated_at'; set[#set + 1] = fmt(NOW)
+  redis.call('HSET', dkey(d.id), unpack(set))
+  if M.webhook.terminal[o.to] then
+    redis.call('ZREM', K_OUTBOX, d.id)
+    local object_key = (string.sub(d.event, 1, 4) == 'job.') and jkey(d.object) or bkey(d.object)
+    if redis.call('EXISTS', object_key) == 1 then
+      redis.call('HSET', object_key, 'notification', o.to, 'notification_event', d.event)
+    end
+  else
+    redis.call('ZADD', K_OUTBOX, score or NOW, d.id)
+  end
+  event('webhook.' .. trigger, d.object, {'delivery', d.id, 'from', from, 'to', o.to,
+    'attempt', d.attempts, 'event', d.event})
+  return {kind = 'moved', id = d.id, from = from, to = o.to}
+end
+
+-- Take due deliveries: pending or retry_wait ones are sent; a `sending` one whose send lease
+-- ran out (its daemon died) is released first, then sent again with the same id.
+function OP.deliveries(x)
+  local ids = redis.call('ZRANGEBYSCORE', K_OUTBOX, '-inf', NOW, 'LIMIT', 0, x.n)
+  local out = {}
+  for _, id in ipairs(ids) do
+    local d = load_delivery(id)
+    if d == nil then
+      redis.call('ZREM', K_OUTBOX, id)
+    else
+      if d.state == 'sending' then delivery_move(d, 'release', {}, {}) end
+      local attempts = num(d.attempts) + 1
+      local token = x.nonce .. '.' .. attempts
+      local r = delivery_move(d, 'send', {}, {'attempts', attempts, 'token', token},
+        NOW + num(x.lease_ms))
+      if r.kind == 'moved' then
+        out[#out + 1] = {id = id, event = d.event, object = d.object, url = d.url,
+          snapshot = d.snapshot, attempt = attempts, token = token, created_at = num(d.created_at)}
+      end
+    end
+  end
+  return {kind = 'deliveries', deliveries = #out > 0 and out or nil, n = #out}
+end
+
+-- The outcome of one send: succeed, fail (retry_at decides when) or reject; or release.
+function OP.delivered(x)
+  local d = load_delivery(x.id)
+  if d == nil then return {kind = 'not_found', id = x.id} end
+  if M.webhook.terminal[d.state] then return {kind = 'absorbed', id = x.id, state = d.state} end
+  if d.token ~= x.token then return {kind = 'stale', id = x.id, state = d.state} end
+  local facts = {attempts_left = num(d.attempts) < num(x.max_attempts)}
+  local set = {'last_status', x.status or '', 'last_error', x.error or ''}
+  return delivery_move(d, x.trigger, facts, set, x.retry_at)
+end
+
+--------------------------------------------------------------------------------- dispatch --
+
+local results = {}
+for i, x in ipairs(OPS) do
+  local handler = OP[x.op]
+  if handler == nil then
+    results[i] = {kind = 'error', error = 'unknown op ' .. tostring(x.op)}
+  else
+    local ok, r = pcall(handler, x)
+    if ok then results[i] = r else results[i] = {kind = 'error', error = tostring(r)} end
+  end
+end
+if woke then redis.call('PUBLISH', P .. 'wake', '1') end
+return cjson.encode(results)

@@ -1,0 +1,275 @@
+"""The store's vocabulary: frozen msgspec Structs for what goes in and comes out.
+
+Schema evolution (these records live in Redis across upgrades): a new field
+always gets a default, and no field ever changes its type.
+
+Decode errors keep msgspec's path in the message (``at $.max_retries``),
+wrapped into :class:`adapters.errors.BadInput` by :func:`decode_spec`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta, Struct
+
+from .errors import BadInput
+from .keys import QUEUE_NAME
+
+__all__ = [
+    "JobSpec",
+    "BatchSpec",
+    "Reply",
+    "ClaimedJob",
+    "Attempt",
+    "JobView",
+    "BatchView",
+    "Event",
+    "decode_spec",
+    "check_url",
+    "MAX_INPUT_BYTES",
+]
+
+MAX_INPUT_BYTES = 1 << 20
+"""Default input size limit (1 MiB), checked on the encoded JSON."""
+
+TypeName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+QueueName = Annotated[str, Meta(pattern=QUEUE_NAME.pattern)]
+PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+IdemKey = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """What a submit asks for. Limits are refused with the field's name."""
+
+    type: TypeName
+    input: Any = None
+    queue: QueueName = "default"
+    priority: Annotated[int, Meta(ge=-100, le=100)] = 0
+    max_retries: Annotated[int, Meta(ge=0, le=1000)] = 3
+    timeout: Annotated[float, Meta(gt=0, le=7 * 86400)] = 300.0
+    backoff: Annotated[float, Meta(ge=0, le=86400)] = 1.0
+    backoff_max: Annotated[float, Meta(ge=0, le=7 * 86400)] = 300.0
+    delay: Annotated[float, Meta(ge=0, le=365 * 86400)] = 0.0
+    phases: tuple[PhaseName, ...] = ()
+    has_validator: bool = False
+    validator_url: str | None = None
+    webhook_url: str | None = None
+    notify: bool = False
+    idempotency_key: IdemKey | None = None
+    batch: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(set(self.phases)) != len(self.phases):
+            raise ValueError("phases: names must be unique")
+        if self.webhook_url is not None:
+            check_url(self.webhook_url, "webhook_url")
+        if self.validator_url is not None:
+            check_url(self.validator_url.replace("{job_id}", "x"), "validator_url")
+
+
+class BatchSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """What a batch create asks for."""
+
+    queue: QueueName = "default"
+    expected: Annotated[int, Meta(ge=0, le=10_000_000)] | None = None
+    threshold: Annotated[int, Meta(ge=1, le=100)] = 100
+    progress_every: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+    stuck_after: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None
+    webhook_url: str | None = None
+    notify: bool = False
+
+    def __post_init__(self) -> None:
+        if self.webhook_url is not None:
+            check_url(self.webhook_url, "webhook_url")
+
+
+def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None) -> str:
+    """Return ``url`` if it is an http(s) URL with a host (in ``allowed_hosts`` if given)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"{field}: {url!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{field}: {url!r} must use http or https")
+    if not host:
+        raise ValueError(f"{field}: {url!r} has no host")
+    if allowed_hosts is not None and host not in allowed_hosts:
+        raise ValueError(f"{field}: host {host!r} is not in the allowed hosts")
+    return url
+
+
+S = TypeVar("S")
+
+
+def decode_spec(kind: type[S], data: bytes | str | dict[str, Any]) -> S:
+    """Decode and validate a spec; any problem is one :class:`BadInput` line naming the field."""
+    try:
+        if isinstance(data, dict):
+            return msgspec.convert(data, kind)
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as exc:
+        raise BadInput(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadInput(f"malformed JSON: {exc}") from None
+    except ValueError as exc:  # __post_init__ checks name their field
+        raise BadInput(str(exc)) from None
+
+
+class ClaimedJob(Struct, kw_only=True, frozen=True):
+    """A job a worker now holds under lease ``token``."""
+
+    id: str
+    type: str
+    input: str
+    attempt: int
+    token: str
+    lease_deadline: int
+    timeout_ms: int
+    retry_count: int
+    max_retries: int
+    phases: str = ""
+    phase_results: list[str] = []
+    service_job_id: str = ""
+    batch: str = ""
+
+
+class Expired(Struct, kw_only=True, frozen=True):
+    """An active job whose lease ran out, as the watchdog saw it."""
+
+    id: str
+    token: str
+    type: str
+    attempt: int
+    service_job_id: str = ""
+    worker: str = ""
+
+
+class Delivery(Struct, kw_only=True, frozen=True):
+    """A webhook delivery taken for sending, with its own snapshot."""
+
+    id: str
+    event: str
+    object: str
+    url: str
+    snapshot: str
+    attempt: int
+    token: str
+    created_at: int
+
+
+class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
+    """The answer to one op. ``kind`` says what happened:
+
+    ``moved``, ``absorbed``, ``blocked``, ``invalid``, ``stale`` (a fenced
+    report with an old lease token), ``skipped`` (a watchdog that lost the
+    race), ``not_found``, ``rejected`` (with ``error``), ``created``,
+    ``exists``, and the list answers ``claimed``, ``expired``, ``woken``,
+    ``swept``, ``deliveries``, ``renewed``, ``extended``, ``recorded``, ``added``.
+    """
+
+    kind: str
+    id: str = ""
+    state: str = ""
+    from_: str = ""
+    to: str = ""
+    token: str = ""
+    error: str = ""
+    lease_deadline: int = 0
+    interrupted_phase: str = ""
+    phase: str = ""
+    n: int = 0
+    added: int = 0
+    members_cancelled: int = 0
+    next_due: float | None = None
+    jobs: list[Any] = []
+    batches: list[Any] = []
+    deliveries: list[Any] = []
+
+    @property
+    def moved(self) -> bool:
+        return self.kind == "moved"
+
+
+class Attempt(Struct, kw_only=True, frozen=True):
+    """One attempt of a job: its start record joined with its end record."""
+
+    n: int
+    worker: str = ""
+    started_at: float = 0.0
+    resumed_at_phase: str = ""
+    outcome: str | None = None
+    finished_at: float | None = None
+    error: Any = None
+    interrupted_phase: str | None = None
+    service_job_id: str | None = None
+    result: Any = None
+    by: str | None = None
+
+
+class JobView(Struct, kw_only=True, frozen=True):
+    """A job as stored, decoded for reading (``status``)."""
+
+    id: str
+    queue: str
+    type: str
+    state: str
+    input: Any
+    priority: int
+    max_retries: int
+    retry_count: int
+    attempts: int
+    epoch: int
+    timeout: float
+    phases: dict[str, str]
+    phase_results: dict[str, Any]
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    due_at: float | None
+    result: Any
+    error: Any
+    reason: str | None
+    batch: str | None
+    service_job_id: str | None
+    lease_worker: str | None
+    lease_deadline: float | None
+    validation_status: str | None
+    notification: str | None
+    attempt_records: list[Attempt]
+    raw: dict[str, str] = {}
+
+
+class BatchView(Struct, kw_only=True, frozen=True):
+    """A batch as stored."""
+
+    id: str
+    queue: str
+    state: str
+    expected: int | None
+    members: int
+    completed: int
+    failed: int
+    cancelled: int
+    threshold: int
+    progress_every: int
+    stuck_after: float | None
+    closed: bool
+    created_at: float
+    finished_at: float | None
+    reason: str | None
+    notification: str | None
+
+
+class Event(Struct, kw_only=True, frozen=True):
+    """One entry of a queue's event stream."""
+
+    stream_id: str
+    queue: str
+    type: str
+    id: str
+    at: float
+    fields: dict[str, str]

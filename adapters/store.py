@@ -1,0 +1,512 @@
+"""The store: every guarded transition and every read, as one API.
+
+:class:`Store` is written once, as ``async`` methods over an *executor*:
+
+* :class:`~adapters.store_actor.StoreActor` (the daemon's): requests from
+  every actor are batched into pipelines by one trio task that owns the
+  connection;
+* :class:`DirectExecutor`: each call runs at once on the calling thread
+  (the embedded store inline; redis-server blocking).
+
+:class:`SyncStore` is the plain synchronous client: it drives the same
+coroutines over a :class:`DirectExecutor`, where they never suspend, so
+there is one implementation of each operation, not two.
+
+Every method that changes state returns :class:`~adapters.records.Reply`
+(or a list of claimed items) whose ``kind`` tells moved, absorbed, blocked,
+invalid, stale or not_found; only refusals the caller must fix raise
+(:class:`~adapters.errors.Rejected`, :class:`~adapters.errors.NotFound`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+from .backend import Backend, Call, CommandCall, OpsCall
+from .errors import BadInput, NotFound, Rejected, StoreError
+from .ids import new_id, new_token
+from .keys import QUEUES, Keys, check_queue_name, queue_of
+from .records import (
+    MAX_INPUT_BYTES,
+    Attempt,
+    BatchSpec,
+    BatchView,
+    ClaimedJob,
+    Delivery,
+    Event,
+    Expired,
+    JobSpec,
+    JobView,
+    Reply,
+)
+
+__all__ = ["Store", "SyncStore", "Executor", "DirectExecutor", "IDEMPOTENCY_TTL"]
+
+IDEMPOTENCY_TTL = 86400.0
+"""How long an idempotency key keeps returning the same job (seconds)."""
+
+_json = msgspec.json.Encoder()
+_decode_any = msgspec.json.Decoder()
+_claimed = msgspec.convert
+T = TypeVar("T")
+
+
+class Executor(Protocol):
+    """Runs calls; one result (or exception instance) per call, in order."""
+
+    async def execute(self, calls: Sequence[Call]) -> list[Any]: ...
+
+    def now(self) -> float: ...
+
+
+class DirectExecutor:
+    """Runs each call at once, blocking, on the caller's thread."""
+
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.now = clock
+
+    async def execute(self, calls: Sequence[Call]) -> list[Any]:
+        return self.backend.run(calls, int(self.now() * 1000))
+
+
+def _one(result: Any) -> Any:
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _b2s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Store:
+    """jobvisor's store API over an executor (see the module docstring)."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        max_input_bytes: int = MAX_INPUT_BYTES,
+        randbytes: Callable[[int], bytes] = os.urandom,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.executor = executor
+        self.max_input_bytes = max_input_bytes
+        self.randbytes = randbytes
+        self.rng = rng or random.Random()
+
+    # -- plumbing -----------------------------------------------------------
+
+    async def _ops(self, queue: str, ops: Sequence[dict[str, Any]]) -> list[Reply]:
+        call = OpsCall(queue, _json.encode(ops), len(ops))
+        replies: list[Reply] = _one((await self.executor.execute([call]))[0])
+        for reply in replies:
+            if reply.kind == "error":
+                raise StoreError(f"store script failed: {reply.error}")
+        return replies
+
+    async def _op(self, queue: str, op: dict[str, Any]) -> Reply:
+        return (await self._ops(queue, [op]))[0]
+
+    async def _command(self, *args: Any) -> Any:
+        return _one((await self.executor.execute([CommandCall(args)]))[0])
+
+    async def _commands(self, calls: Iterable[tuple[Any, ...]]) -> list[Any]:
+        return [_one(r) for r in await self.executor.execute([CommandCall(c) for c in calls])]
+
+    def _now_ms(self) -> int:
+        return int(self.executor.now() * 1000)
+
+    @staticmethod
+    def _queue_of(object_id: str) -> str:
+        try:
+            return queue_of(object_id)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+
+    @staticmethod
+    def _rejected(reply: Reply) -> Reply:
+        if reply.kind == "rejected":
+            raise Rejected(reply.error)
+        if reply.kind == "not_found":
+            raise NotFound(f"{reply.id} not found")
+        return reply
+
+    # -- submit ---------------------------------------------------------------
+
+    def _submit_op(self, spec: JobSpec) -> dict[str, Any]:
+        encoded = _json.encode(spec.input)
+        if len(encoded) > self.max_input_bytes:
+            raise BadInput(
+                f"input: {len(encoded)} bytes is over the limit of {self.max_input_bytes} bytes"
+            )
+        if spec.batch is not None and self._queue_of(spec.batch) != spec.queue:
+            raise BadInput(f"batch: {spec.batch} is not in queue {spec.queue!r}")
+        return {
+            "op": "submit",
+            "id": new_id(spec.queue, self._now_ms(), self.randbytes),
+            "type": spec.type,
+            "input": encoded.decode(),
+            "priority": spec.priority,
+            "max_retries": spec.max_retries,
+            "timeout_ms": int(spec.timeout * 1000),
+            "backoff_ms": int(spec.backoff * 1000),
+            "backoff_max_ms": int(spec.backoff_max * 1000),
+            "delay_ms": int(spec.delay * 1000),
+            "phases": ",".join(f"{p}=pending" for p in spec.phases),
+            "has_validator": spec.has_validator,
+            "validator_url": spec.validator_url or "",
+            "notify": spec.notify or spec.webhook_url is not None,
+            "webhook_url": spec.webhook_url or "",
+            "idem": spec.idempotency_key or "",
+            "idem_ttl_ms": int(IDEMPOTENCY_TTL * 1000),
+            "batch": spec.batch or "",
+        }
+
+    async def submit(self, spec: JobSpec) -> Reply:
+        """Create a job (``created``), or return the one its idempotency key made (``exists``)."""
+        return (await self.submit_many([spec]))[0]
+
+    async def submit_many(self, specs: Sequence[JobSpec]) -> list[Reply]:
+        """Submit several jobs; one script call per queue, in order."""
+        by_queue: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for i, spec in enumerate(specs):
+            by_queue.setdefault(spec.queue, []).append((i, self._submit_op(spec)))
+        replies: list[Reply | None] = [None] * len(specs)
+        calls: list[Call] = [CommandCall(("SADD", QUEUES, *by_queue))] if by_queue else []
+        calls += [OpsCall(q, _json.encode([op for _, op in items]), len(items)) for q, items in by_queue.items()]
+        results = await self.executor.execute(calls)
+        _one(results[0])
+        for (_, items), result in zip(by_queue.items(), results[1:], strict=True):
+            for (i, _), reply in zip(items, _one(result), strict=True):
+                replies[i] = self._rejected(reply)
+        return [r for r in replies if r is not None]
+
+    # -- workers ----------------------------------------------------------------
+
+    async def claim(self, queue: str, worker: str, n: int = 1, lease: float = 30.0) -> list[ClaimedJob]:
+        """Claim up to ``n`` queued jobs by priority, each under a new lease token."""
+        reply = await self._op(
+            queue,
+            {"op": "claim", "n": n, "worker": worker, "lease_ms": int(lease * 1000),
+             "nonce": new_token(self.randbytes)},
+        )
+        return [_claimed(j, ClaimedJob) for j in reply.jobs]
+
+    async def report(
+        self,
+        job_id: str,
+        token: str,
+        trigger: str,
+        *,
+        result: Any = None,
+        error: Any = None,
+        raw_result: bytes | None = None,
+    ) -> Reply:
+        """The worker's outcome (``complete``, ``fail``, ``timeout``), fenced by ``token``."""
+        op: dict[str, Any] = {"op": "report", "id": job_id, "token": token, "trigger": trigger,
+                              "jitter": self.rng.random()}
+        if raw_result is not None:
+            op["result"] = raw_result.decode()
+        elif result is not None or trigger == "complete":
+            op["result"] = _json.encode(result).decode()
+        if error is not None:
+            op["error"] = _json.encode(error).decode()
+        return await self._op(self._queue_of(job_id), op)
+
+    async def complete(self, job_id: str, token: str, result: Any = None) -> Reply:
+        return await self.report(job_id, token, "complete", result=result)
+
+    async def fail(self, job_id: str, token: str, error: Any) -> Reply:
+        return await self.report(job_id, token, "fail", error=error)
+
+    async def renew(self, job_id: str, token: str, lease: float) -> Reply:
+        """Extend the lease; ``stale``/``absorbed`` tells the worker it lost the job."""
+        return await self._op(
+            self._queue_of(job_id),
+            {"op": "renew", "id": job_id, "token": token, "lease_ms": int(lease * 1000)},
+        )
+
+    async def phase(self, job_id: str, token: str, name: str, trigger: str, result: Any = None) -> Reply:
+        """A phase ``start``s or ``complete``s (with its result), fenced by ``token``."""
+        op: dict[str, Any] = {"op": "phase", "id": job_id, "token": token, "name": name, "trigger": trigger}
+        if trigger == "complete":
+            op["result"] = _json.encode(result).decode()
+        return self._rejected(await self._op(self._queue_of(job_id), op))
+
+    async def record_service_job_id(self, job_id: str, token: str, service_job_id: str) -> Reply:
+        return await self._op(
+            self._queue_of(job_id),
+            {"op": "service_id", "id": job_id, "token": token, "service_job_id": service_job_id},
+        )
+
+    # -- operator and system triggers ---------------------------------------------
+
+    async def trigger(self, job_id: str, trigger: str, **extra: Any) -> Reply:
+        """An unfenced job trigger: cancel, retry, retry_from_start, validation results."""
+        op = {"op": "trigger", "id": job_id, "trigger": trigger, "jitter": self.rng.random(), **extra}
+        return self._rejected(await self._op(self._queue_of(job_id), op))
+
+    async def cancel(self, job_id: str) -> Reply:
+        return await self.trigger(job_id, "cancel")
+
+    async def retry(self, job_id: str, *, from_start: bool = False) -> Reply:
+        return await self.trigger(job_id, "retry_from_start" if from_start else "retry")
+
+    async def wake(self, queue: str, n: int = 1000) -> Reply:
+        """Move scheduled jobs whose time has come to queued; ``next_due`` is the next time."""
+        return await self._op(queue, {"op": "wake", "n": n})
+
+    async def expired(self, queue: str, n: int = 100) -> list[Expired]:
+        """Active jobs whose lease deadline has passed (read only)."""
+        reply = await self._op(queue, {"op": "expired", "n": n})
+        return [_claimed(j, Expired) for j in reply.jobs]
+
+    async def expire(
+        self, job_id: str, token: str, trigger: str = "lease_expired", *,
+        result: Any = None, lease: float | None = None, reason: str | None = None,
+    ) -> Reply:
+        """The watchdog's decision on an expired lease it saw with ``token``.
+
+        ``trigger`` is ``lease_expired``, ``complete`` (the external service
+        finished it) or ``extend`` (still running there). ``skipped`` when
+        another watchdog or the worker got there first.
+        """
+        op: dict[str, Any] = {"op": "expire", "id": job_id, "token": token, "trigger": trigger,
+                              "jitter": self.rng.random()}
+        if result is not None or trigger == "complete":
+            op["result"] = _json.encode(result).decode()
+        if lease is not None:
+            op["lease_ms"] = int(lease * 1000)
+        if reason is not None:
+            op["reason"] = reason
+        return await self._op(self._queue_of(job_id), op)
+
+    # -- batches -----------------------------------------------------------------
+
+    async def create_batch(self, spec: BatchSpec) -> Reply:
+        op = {
+            "op": "batch_create",
+            "id": new_id(spec.queue, self._now_ms(), self.randbytes),
+            "expected": "" if spec.expected is None else spec.expected,
+            "threshold": spec.threshold,
+            "progress_every": spec.progress_every or 0,
+            "stuck_after_ms": int((spec.stuck_after or 0) * 1000),
+            "notify": spec.notify or spec.webhook_url is not None,
+            "webhook_url": spec.webhook_url or "",
+        }
+        await self._command("SADD", QUEUES, spec.queue)
+        return await self._op(spec.queue, op)
+
+    async def add_to_batch(self, batch_id: str, job_ids: Sequence[str]) -> Reply:
+        queue = self._queue_of(batch_id)
+        for job_id in job_ids:
+            if self._queue_of(job_id) != queue:
+                raise BadInput(f"jobs: {job_id} is not in the batch's queue {queue!r}")
+        return self._rejected(await self._op(queue, {"op": "batch_add", "id": batch_id, "jobs": list(job_ids)}))
+
+    async def close_batch(self, batch_id: str) -> Reply:
+        return self._rejected(await self._op(self._queue_of(batch_id), {"op": "batch_close", "id": batch_id}))
+
+    async def finalize_batch(self, batch_id: str, *, stuck: bool = False) -> Reply:
+        return self._rejected(
+            await self._op(self._queue_of(batch_id), {"op": "batch_finalize", "id": batch_id, "stuck": stuck})
+        )
+
+    async def cancel_batch(self, batch_id: str) -> Reply:
+        return self._rejected(await self._op(self._queue_of(batch_id), {"op": "batch_cancel", "id": batch_id}))
+
+    async def sweep_batches(self, queue: str, n: int = 100) -> Reply:
+        """Finalize batches with no member activity for their stuck-after time."""
+        return await self._op(queue, {"op": "batch_sweep", "n": n})
+
+    # -- webhook deliveries ----------------------------------------------------------
+
+    async def take_deliveries(self, queue: str, n: int = 50, lease: float = 30.0) -> list[Delivery]:
+        reply = await self._op(
+            queue, {"op": "deliveries", "n": n, "lease_ms": int(lease * 1000), "nonce": new_token(self.randbytes)}
+        )
+        return [_claimed(d, Delivery) for d in reply.deliveries]
+
+    async def delivery_outcome(
+        self, queue: str, delivery_id: str, token: str, trigger: str, *,
+        max_attempts: int, retry_at: float | None = None, status: int | None = None, error: str = "",
+    ) -> Reply:
+        """``succeed``, ``fail`` (retry at ``retry_at`` while attempts are left), ``reject``, ``release``."""
+        op: dict[str, Any] = {"op": "delivered", "id": delivery_id, "token": token, "trigger": trigger,
+                              "max_attempts": max_attempts, "error": error, "status": status or ""}
+        if retry_at is not None:
+            op["retry_at"] = int(retry_at * 1000)
+        return await self._op(queue, op)
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> JobView:
+        """The job as stored; :class:`NotFound` when there is none."""
+        raw = await self._command("HGETALL", Keys(self._queue_of(job_id)).job(job_id))
+        if not raw:
+            raise NotFound(f"job {job_id} not found")
+        return job_view({_b2s(k): _b2s(v) for k, v in raw.items()})
+
+    async def get_batch(self, batch_id: str) -> BatchView:
+        raw = await self._command("HGETALL", Keys(self._queue_of(batch_id)).batch(batch_id))
+        if not raw:
+            raise NotFound(f"batch {batch_id} not found")
+        return batch_view({_b2s(k): _b2s(v) for k, v in raw.items()})
+
+    async def events(self, queue: str, after: str = "-", count: int = 1000) -> list[Event]:
+        """Events of ``queue`` after stream id ``after`` (exclusive), oldest first."""
+        start = after if after == "-" else f"({after}"
+        rows = await self._command("XRANGE", Keys(check_queue_name(queue)).events, start, "+", "COUNT", count)
+        return [event_of(queue, row) for row in rows]
+
+    async def queues(self) -> list[str]:
+        return sorted(_b2s(q) for q in await self._command("SMEMBERS", QUEUES))
+
+    async def queue_counts(self, queue: str) -> dict[str, int]:
+        keys = Keys(check_queue_name(queue))
+        names = ("queued", "scheduled", "active", "validating", "finished", "outbox")
+        sets = (keys.queued, keys.due, keys.active, keys.validating, keys.finished, keys.outbox)
+        counts = await self._commands(("ZCARD", key) for key in sets)
+        return dict(zip(names, (int(c) for c in counts), strict=True))
+
+
+# -- decoding stored records ------------------------------------------------------------
+
+
+def _ms(value: str | None) -> float | None:
+    return int(value) / 1000 if value else None
+
+
+def _json_or(value: str | None, default: Any = None) -> Any:
+    return _decode_any.decode(value) if value else default
+
+
+def job_view(h: dict[str, str]) -> JobView:
+    """Decode a job hash (strings) into a :class:`JobView`."""
+    phases: dict[str, str] = {}
+    for part in filter(None, h.get("phases", "").split(",")):
+        name, _, state = part.partition("=")
+        phases[name] = state
+    results = {name: _json_or(h[f"pr:{name}"]) for name in phases if f"pr:{name}" in h}
+    attempts = []
+    for n in range(1, int(h.get("attempts", 0)) + 1):
+        start = _json_or(h.get(f"att:{n}"), {"n": n})
+        end = _json_or(h.get(f"atx:{n}"), {})
+        record = {**start, **end}
+        record["started_at"] = record.get("started_at", 0) / 1000
+        if record.get("finished_at") is not None:
+            record["finished_at"] = record["finished_at"] / 1000
+        attempts.append(msgspec.convert(record, Attempt))
+    return JobView(
+        id=h["id"], queue=h["queue"], type=h["type"], state=h["state"],
+        input=_json_or(h.get("input")), priority=int(h.get("priority", 0)),
+        max_retries=int(h.get("max_retries", 0)), retry_count=int(h.get("retry_count", 0)),
+        attempts=int(h.get("attempts", 0)), epoch=int(h.get("epoch", 0)),
+        timeout=int(h.get("timeout_ms", 0)) / 1000, phases=phases, phase_results=results,
+        created_at=_ms(h.get("created_at")) or 0.0, updated_at=_ms(h.get("updated_at")) or 0.0,
+        finished_at=_ms(h.get("finished_at")), due_at=_ms(h.get("due_at")),
+        result=_json_or(h.get("result")), error=_json_or(h.get("error")),
+        reason=h.get("reason") or None, batch=h.get("batch") or None,
+        service_job_id=h.get("service_job_id") or None, lease_worker=h.get("lease_worker") or None,
+        lease_deadline=_ms(h.get("lease_deadline")), validation_status=h.get("validation_status") or None,
+        notification=h.get("notification") or None, attempt_records=attempts, raw=h,
+    )
+
+
+def batch_view(h: dict[str, str]) -> BatchView:
+    return BatchView(
+        id=h["id"], queue=h["queue"], state=h["state"],
+        expected=int(h["expected"]) if h.get("expected") else None,
+        members=int(h.get("members", 0)), completed=int(h.get("completed", 0)),
+        failed=int(h.get("failed", 0)), cancelled=int(h.get("cancelled", 0)),
+        threshold=int(h.get("threshold", 100)), progress_every=int(h.get("progress_every", 0)),
+        stuck_after=_ms(h.get("stuck_after_ms")) or None, closed=h.get("closed") == "1",
+        created_at=_ms(h.get("created_at")) or 0.0, finished_at=_ms(h.get("finished_at")),
+        reason=h.get("reason") or None, notification=h.get("notification") or None,
+    )
+
+
+def event_of(queue: str, row: Any) -> Event:
+    stream_id, raw_fields = row
+    fields = {_b2s(k): _b2s(v) for k, v in (raw_fields.items() if isinstance(raw_fields, dict) else
+                                            zip(raw_fields[::2], raw_fields[1::2], strict=True))}
+    return Event(
+        stream_id=_b2s(stream_id), queue=queue, type=fields.pop("type"), id=fields.pop("id"),
+        at=int(fields.pop("at")) / 1000, fields=fields,
+    )
+
+
+# -- the synchronous client ------------------------------------------------------------------
+
+
+def _drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (a Store over a DirectExecutor)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("SyncStore: a store call tried to suspend")
+
+
+def _sync(method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def call(self: SyncStore, *args: Any, **kwargs: Any) -> T:
+        return _drive(method(self.store, *args, **kwargs))
+
+    return call
+
+
+class SyncStore:
+    """The plain synchronous client: the same operations as :class:`Store`, blocking."""
+
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
+        self.backend = backend
+        self.store = Store(DirectExecutor(backend, clock), **kwargs)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> SyncStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    submit = _sync(Store.submit)
+    submit_many = _sync(Store.submit_many)
+    claim = _sync(Store.claim)
+    report = _sync(Store.report)
+    complete = _sync(Store.complete)
+    fail = _sync(Store.fail)
+    renew = _sync(Store.renew)
+    phase = _sync(Store.phase)
+    record_service_job_id = _sync(Store.record_service_job_id)
+    trigger = _sync(Store.trigger)
+    cancel = _sync(Store.cancel)
+    retry = _sync(Store.retry)
+    wake = _sync(Store.wake)
+    expired = _sync(Store.expired)
+    expire = _sync(Store.expire)
+    create_batch = _sync(Store.create_batch)
+    add_to_batch = _sync(Store.add_to_batch)
+    close_batch = _sync(Store.close_batch)
+    finalize_batch = _sync(Store.finalize_batch)
+    cancel_batch = _sync(Store.cancel_batch)
+    sweep_batches = _sync(Store.sweep_batches)
+    take_deliveries = _sync(Store.take_deliveries)
+    delivery_outcome = _sync(Store.delivery_outcome)
+    get_job = _sync(Store.get_job)
+    get_batch = _sync(Store.get_batch)
+    events = _sync(Store.events)
+    queues = _sync(Store.queues)
+    queue_counts = _sync(Store.queue_counts)

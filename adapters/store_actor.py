@@ -1,0 +1,207 @@
+"""The store actor: one owner for the Redis connection, serving every other actor.
+
+Callers never touch the connection. :meth:`StoreActor.execute` puts a
+request on a memory channel and waits for its answer; the actor takes
+everything waiting at that moment, merges the ops of all requests for the
+same queue into one ``EVALSHA`` (each op is still atomic on its own), sends
+one pipeline, one round trip, and hands each caller its share of the
+results. Under load, many callers' transitions cost one round trip.
+
+Cancellation: a caller cancelled while waiting simply stops waiting; its
+request still runs to completion and the answer is dropped, so no
+connection is ever left half-way through a reply. The worker thread that
+talks to redis-server is never abandoned (``trio.to_thread.run_sync`` is
+not cancellable), so a cancelled actor finishes its round trip first.
+
+Redis away: the batch's callers get :class:`StoreUnavailable` naming the
+URL; for a backoff window (doubling up to ``max_backoff``) new requests fail
+at once with the same error; the first request after the window probes
+again, and redis-py reconnects. Nothing is re-sent by the actor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .backend import Backend, Call, OpsCall
+from .errors import StoreError, StoreUnavailable
+
+__all__ = ["StoreActor", "StoreStatistics"]
+
+MAX_OPS_PER_SCRIPT = 256
+"""Ops merged into one EVALSHA at most, so one call never holds Redis for long."""
+
+
+@dataclass(slots=True)
+class _Request:
+    calls: Sequence[Call]
+    done: trio.Event = field(default_factory=trio.Event)
+    results: list[Any] | None = None
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class StoreStatistics:
+    """Counters since start (``statistics()``, trio's naming)."""
+
+    requests: int = 0
+    round_trips: int = 0
+    ops: int = 0
+    scripts: int = 0
+    failures: int = 0
+
+
+class StoreActor:
+    """Serves :class:`~adapters.store.Store` calls over one backend.
+
+    ``run`` is the actor; :meth:`close` ends it once the requests already
+    queued are served (the supervisor closes storage last).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Callable[[], float],
+        *,
+        concurrency: int = 2,
+        max_batch: int = 4096,
+        buffer: int = 65536,
+        min_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.backend = backend
+        self.now = clock
+        self.concurrency = 1 if backend.inline else concurrency
+        self.max_batch = max_batch
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self._send, self._receive = trio.open_memory_channel[_Request](buffer)
+        self._stats = StoreStatistics()
+        self._down_until = -math.inf
+        self._backoff = 0.0
+        self._last_error: StoreUnavailable | None = None
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(**{f: getattr(self._stats, f) for f in StoreStatistics.__slots__})
+
+    async def execute(self, calls: Sequence[Call]) -> list[Any]:
+        """Run ``calls`` in the actor's next pipeline; raises what the backend raised."""
+        request = _Request(calls)
+        try:
+            await self._send.send(request)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise StoreError("the store is closed") from None
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.results is not None
+        return request.results
+
+    def close(self) -> None:
+        """No new requests; ``run`` returns once the queued ones are served."""
+        self._send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with self._receive, trio.open_nursery() as nursery:
+            for _ in range(self.concurrency):
+                nursery.start_soon(self._serve_loop, self._receive.clone())
+            task_status.started()
+
+    async def _serve_loop(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._serve(batch)
+
+    async def _serve(self, batch: list[_Request]) -> None:
+        self._stats.requests += len(batch)
+        if self._last_error is not None and trio.current_time() < self._down_until:
+            for request in batch:
+                request.error = self._last_error
+                request.done.set()
+            return
+        calls, routes = _merge(batch)
+        now_ms = int(self.now() * 1000)
+        try:
+            if self.backend.inline:
+                results = self.backend.run(calls, now_ms)
+            else:
+                results = await trio.to_thread.run_sync(self.backend.run, calls, now_ms)
+        except StoreUnavailable as exc:
+            self._stats.failures += 1
+            self._backoff = min(self.max_backoff, max(self.min_backoff, self._backoff * 2))
+            self._down_until = trio.current_time() + self._backoff
+            self._last_error = exc
+            for request in batch:
+                request.error = exc
+                request.done.set()
+            return
+        self._backoff = 0.0
+        self._last_error = None
+        self._stats.round_trips += 1
+        self._stats.scripts += sum(isinstance(c, OpsCall) for c in calls)
+        self._stats.ops += sum(c.count for c in calls if isinstance(c, OpsCall))
+        for request, parts in zip(batch, routes, strict=True):
+            request.results = [_pick(results, route) for route in parts]
+            request.done.set()
+
+
+# A route says where one call's answer is: (index of the merged call, slice of its replies),
+# or (index, None) for a call sent as it was.
+_Route = tuple[int, slice | None]
+
+
+@dataclass(slots=True)
+class _Script:
+    queue: str
+    chunks: list[bytes] = field(default_factory=list)
+    count: int = 0
+
+
+def _merge(batch: list[_Request]) -> tuple[list[Call], list[list[_Route]]]:
+    """Merge every request's ops for one queue into as few EVALSHAs as the cap allows."""
+    slots: list[Call | _Script] = []
+    current: dict[str, int] = {}  # queue -> index of its script still taking ops
+    routes: list[list[_Route]] = []
+    for request in batch:
+        parts: list[_Route] = []
+        for call in request.calls:
+            if not isinstance(call, OpsCall):
+                slots.append(call)
+                parts.append((len(slots) - 1, None))
+                continue
+            index = current.get(call.queue)
+            script = slots[index] if index is not None else None
+            if not isinstance(script, _Script) or script.count + call.count > MAX_OPS_PER_SCRIPT:
+                script = _Script(call.queue)
+                slots.append(script)
+                index = current[call.queue] = len(slots) - 1
+            assert index is not None
+            script.chunks.append(call.ops[1:-1])
+            parts.append((index, slice(script.count, script.count + call.count)))
+            script.count += call.count
+        routes.append(parts)
+    calls: list[Call] = [
+        OpsCall(s.queue, b"[" + b",".join(c for c in s.chunks if c) + b"]", s.count)
+        if isinstance(s, _Script) else s
+        for s in slots
+    ]
+    return calls, routes
+
+
+def _pick(results: list[Any], route: _Route) -> Any:
+    index, part = route
+    value = results[index]
+    if part is None or isinstance(value, BaseException):
+        return value
+    return value[part]
