@@ -25,7 +25,9 @@ key (after ``jv:{q}:``)          type    contents and lifetime
 ``cancel`` (channel)            pubsub  a running job was cancelled: its holder stops it
 ==============================  ======  ==============================================
 
-Outside any queue: ``jv:queues`` (set of queue names ever submitted to).
+Outside any queue: ``jv:queues`` (set of queue names ever submitted to) and
+``jv:types`` (hash: job type -> JSON of its defaults, published by daemons at start
+so that ``jobvisor submit`` can refuse an unknown type).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = ["PREFIX", "QUEUE_NAME", "Keys", "queue_of", "check_queue_name"]
 PREFIX = "jv"
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 QUEUES = f"{PREFIX}:queues"
+TYPES = f"{PREFIX}:types"
 
 
 def check_queue_name(queue: str) -> str:

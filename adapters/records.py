@@ -176,6 +176,7 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     state: str = ""
     from_: str = ""
     to: str = ""
+    trigger: str = ""
     token: str = ""
     error: str = ""
     lease_deadline: int = 0

@@ -32,7 +32,7 @@ import msgspec
 from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
 from .ids import new_id, new_token
-from .keys import QUEUES, Keys, check_queue_name, queue_of
+from .keys import QUEUES, TYPES, Keys, check_queue_name, queue_of
 from .records import (
     MAX_INPUT_BYTES,
     Attempt,
@@ -97,8 +97,10 @@ class Store:
         max_input_bytes: int = MAX_INPUT_BYTES,
         randbytes: Callable[[int], bytes] = os.urandom,
         rng: random.Random | None = None,
+        observers: Sequence[Callable[[Sequence[Reply]], None]] = (),
     ) -> None:
         self.executor = executor
+        self.observers = list(observers)
         self.max_input_bytes = max_input_bytes
         self.randbytes = randbytes
         self.rng = rng or random.Random()
@@ -111,6 +113,8 @@ class Store:
         for reply in replies:
             if reply.kind == "error":
                 raise StoreError(f"store script failed: {reply.error}")
+        for observe in self.observers:
+            observe(replies)
         return replies
 
     async def _op(self, queue: str, op: dict[str, Any]) -> Reply:
@@ -186,7 +190,10 @@ class Store:
         results = await self.executor.execute(calls)
         _one(results[0])
         for (_, items), result in zip(by_queue.items(), results[1:], strict=True):
-            for (i, _), reply in zip(items, _one(result), strict=True):
+            answers = _one(result)
+            for observe in self.observers:
+                observe(answers)
+            for (i, _), reply in zip(items, answers, strict=True):
                 replies[i] = self._rejected(reply)
         return [r for r in replies if r is not None]
 
@@ -368,6 +375,15 @@ class Store:
         rows = await self._command("XRANGE", Keys(check_queue_name(queue)).events, start, "+", "COUNT", count)
         return [event_of(queue, row) for row in rows]
 
+    async def register_types(self, types: dict[str, dict[str, Any]]) -> None:
+        """Publish job types and their defaults (``jv:types``) so submitters can check them."""
+        if types:
+            await self._command("HSET", TYPES, *[x for t, d in types.items() for x in (t, _json.encode(d))])
+
+    async def job_types(self) -> dict[str, dict[str, Any]]:
+        raw = await self._command("HGETALL", TYPES)
+        return {_b2s(k): _decode_any.decode(v) for k, v in raw.items()}
+
     async def queues(self) -> list[str]:
         return sorted(_b2s(q) for q in await self._command("SMEMBERS", QUEUES))
 
@@ -509,4 +525,6 @@ class SyncStore:
     get_batch = _sync(Store.get_batch)
     events = _sync(Store.events)
     queues = _sync(Store.queues)
+    register_types = _sync(Store.register_types)
+    job_types = _sync(Store.job_types)
     queue_counts = _sync(Store.queue_counts)

@@ -85,6 +85,7 @@ class StoreActor:
         self._down_until = -math.inf
         self._backoff = 0.0
         self._last_error: StoreUnavailable | None = None
+        self.closed = trio.Event()
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(**{f: getattr(self._stats, f) for f in StoreStatistics.__slots__})
@@ -107,10 +108,13 @@ class StoreActor:
         self._send.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with self._receive, trio.open_nursery() as nursery:
-            for _ in range(self.concurrency):
-                nursery.start_soon(self._serve_loop, self._receive.clone())
-            task_status.started()
+        try:
+            async with self._receive, trio.open_nursery() as nursery:
+                for _ in range(self.concurrency):
+                    nursery.start_soon(self._serve_loop, self._receive.clone())
+                task_status.started()
+        finally:
+            self.closed.set()
 
     async def _serve_loop(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
         async with receive:

@@ -4,7 +4,9 @@ A job is created ``queued`` (or ``scheduled`` when submitted with a delay).
 Workers ``claim`` it under a fenced lease; the handler's outcome is reported
 as ``complete``, ``fail`` or ``timeout``; the watchdog reports
 ``lease_expired``; the validator reports ``validation_passed`` or
-``validation_exhausted``. Automatic retries go through ``scheduled`` while
+``validation_exhausted``. A daemon shutting down ``release``s the jobs whose
+handlers it had to interrupt: back to ``queued`` at once, the attempt
+recorded as interrupted (naming the phase), no retry consumed. Automatic retries go through ``scheduled`` while
 ``retries_left``; the operator's ``retry`` is the only way out of a terminal
 state, and ``completed`` absorbs even that.
 
@@ -40,6 +42,7 @@ class JobTrigger(enum.StrEnum):
     FAIL = "fail"
     TIMEOUT = "timeout"
     LEASE_EXPIRED = "lease_expired"
+    RELEASE = "release"
     CANCEL = "cancel"
     VALIDATION_PASSED = "validation_passed"
     VALIDATION_EXHAUSTED = "validation_exhausted"
@@ -99,6 +102,7 @@ JOB: MachineDef[JobState, JobTrigger] = MachineDef(
         Row(_t.TIMEOUT, (ACT,), TIMED, effects=_GIVE_UP),
         Row(_t.LEASE_EXPIRED, (ACT,), SCH, guard="retries_left", effects=_RETRY_OUT),
         Row(_t.LEASE_EXPIRED, (ACT,), FAILED, effects=_GIVE_UP),
+        Row(_t.RELEASE, (ACT,), Q, effects=("end_attempt", "interrupt_phase")),
         Row(_t.CANCEL, (Q, SCH, VAL), CANC, effects=("cancel_phases",)),
         Row(_t.CANCEL, (ACT,), CANC, effects=("end_attempt", "cancel_phases", "cancel_handler")),
         Row(_t.VALIDATION_PASSED, (VAL,), DONE),

@@ -1,47 +1,427 @@
 """The ``jobvisor`` command line.
 
 Exit codes (SPEC.md, "Interfaces"): 0 success, 2 bad input (one clear line,
-nothing written), 3 not found, 1 any other failure.
+nothing written), 3 not found, 1 any other failure (Redis unreachable, an
+actor that keeps crashing). ``--json`` prints data as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import logging
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
+import msgspec
+
+from adapters.backend import open_backend
+from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable
+from adapters.keys import Keys, check_queue_name
+from adapters.records import BatchSpec, decode_spec
+from adapters.store import SyncStore
 from machines import MACHINES, to_mermaid
 
+from .app import App
+from .client import build_spec
+
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 1, 2, 3
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def _bad(message: str) -> NoReturn:
+    raise _Exit(EXIT_BAD_INPUT, message)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but bad usage is one line on stderr and exit code 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"jobvisor: {message}\n")
+
+
+def _common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    p.add_argument("--redis", default=None, help=f"Redis URL (default $JOBVISOR_REDIS or {DEFAULT_REDIS})")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jobvisor", description="Job supervisor with guarded state machines.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--redis", default=None)
+    run.add_argument("--app", default=None, help="module:attr of the App with the handlers")
+    run.add_argument("--queues", default=None, help="comma-separated queues (default: the app's)")
+    run.add_argument("--concurrency", default=None)
+    run.add_argument("--lease", default=None)
+    run.add_argument("--grace", default=None)
+    run.add_argument("--idle-poll", dest="idle_poll", default=None)
+    run.add_argument("--watchdog-interval", dest="watchdog_interval", default=None)
+    run.add_argument("--metrics-port", dest="metrics_port", default=None)
+    run.add_argument("--metrics-host", dest="metrics_host", default=None)
+    run.add_argument("--restart-intensity", dest="restart_intensity", default=None)
+    run.add_argument("--restart-period", dest="restart_period", default=None)
+    run.add_argument("--worker-id", dest="worker_id", default=None)
+    run.add_argument("--log-level", default="INFO")
+
+    submit = sub.add_parser("submit", help="submit a job")
+    submit.add_argument("type")
+    group = submit.add_mutually_exclusive_group()
+    group.add_argument("--input", default=None, help="the job's input as JSON")
+    group.add_argument("--input-file", default=None, help="read the input JSON from a file ('-' = stdin)")
+    submit.add_argument("--app", default=None, help="module:attr, for type defaults without a daemon")
+    submit.add_argument("--queue", default=None)
+    submit.add_argument("--priority", type=int, default=None)
+    submit.add_argument("--max-retries", dest="max_retries", type=int, default=None)
+    submit.add_argument("--timeout", type=float, default=None)
+    submit.add_argument("--delay", type=float, default=None)
+    submit.add_argument("--idempotency-key", dest="idempotency_key", default=None)
+    submit.add_argument("--webhook-url", dest="webhook_url", default=None)
+    submit.add_argument("--batch", default=None)
+    _common(submit)
+
+    for name, helptext in (("status", "show a job"), ("cancel", "cancel a job")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("id")
+        _common(p)
+    retry = sub.add_parser("retry", help="retry a failed, cancelled, timed-out or validation-failed job")
+    retry.add_argument("id")
+    retry.add_argument("--from-start", action="store_true", help="rerun every phase")
+    _common(retry)
+
+    events = sub.add_parser("events", help="print the event stream")
+    events.add_argument("--queue", action="append", default=None, help="queue(s) (default: all)")
+    events.add_argument("--job", default=None, help="only events of this job or batch")
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    events.add_argument("--limit", type=int, default=1000)
+    _common(events)
+
+    queues = sub.add_parser("queues", help="jobs per queue and state")
+    _common(queues)
+
+    batch = sub.add_parser("batch", help="batches")
+    bsub = batch.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
+    create = bsub.add_parser("create")
+    create.add_argument("--queue", default="default")
+    create.add_argument("--expected", type=int, default=None)
+    create.add_argument("--threshold", type=int, default=100)
+    create.add_argument("--progress-every", dest="progress_every", type=int, default=None)
+    create.add_argument("--stuck-after", dest="stuck_after", type=float, default=None)
+    create.add_argument("--webhook-url", dest="webhook_url", default=None)
+    _common(create)
+    add = bsub.add_parser("add")
+    add.add_argument("id")
+    add.add_argument("jobs", nargs="+")
+    _common(add)
+    for name in ("close", "status", "cancel"):
+        p = bsub.add_parser(name)
+        p.add_argument("id")
+        _common(p)
+
     diagram = sub.add_parser("diagram", help="print a machine as a Mermaid state diagram")
     diagram.add_argument("machine", choices=sorted(MACHINES))
     return parser
 
 
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _redis_url(args: argparse.Namespace) -> str:
+    import os
+
+    return args.redis or os.environ.get("JOBVISOR_REDIS") or DEFAULT_REDIS
+
+
+def _store(args: argparse.Namespace) -> SyncStore:
+    return SyncStore(open_backend(_redis_url(args)))
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attr`` and return the App; a bad spec is BadInput naming it."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise BadInput(f"app: {spec!r} is not module:attr")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BadInput(f"app: cannot import {module_name!r}: {exc}") from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise BadInput(f"app: {spec!r} is not a supervisor.App")
+    return app
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        print(msgspec.json.encode(data).decode())
+    else:
+        print(text)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    print(to_mermaid(MACHINES[args.machine]))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from .config import load_config
+    from .daemon import run_daemon
+    from .supervise import SupervisorGaveUp
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    flags = {k: getattr(args, k) for k in ("redis", "app", "concurrency", "lease", "grace", "idle_poll",
+                                           "watchdog_interval", "metrics_port", "metrics_host",
+                                           "restart_intensity", "restart_period", "worker_id")}
+    if args.queues is not None:
+        flags["queues"] = [q for q in args.queues.split(",") if q]
+    config = load_config(flags)
+    app = load_app(config.app) if config.app else App()
+    if not app.handlers:
+        logging.getLogger("jobvisor").warning("no handlers registered (use --app module:attr)")
+    try:
+        trio.run(run_daemon, config, app)
+    except* SupervisorGaveUp as group:
+        raise _Exit(EXIT_FAILURE, str(group.exceptions[0])) from None
+    except* StoreUnavailable as group:
+        raise _Exit(EXIT_FAILURE, str(group.exceptions[0])) from None
+    return EXIT_OK
+
+
+def _read_input(args: argparse.Namespace) -> Any:
+    if args.input_file is not None:
+        try:
+            data = sys.stdin.buffer.read() if args.input_file == "-" else Path(args.input_file).read_bytes()
+        except OSError as exc:
+            _bad(f"input-file: cannot read {args.input_file!r}: {exc.strerror}")
+    elif args.input is not None:
+        data = args.input.encode()
+    else:
+        return None
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        _bad(f"input: malformed JSON: {exc}")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    value = _read_input(args)
+    app = load_app(args.app) if args.app else None
+    with _store(args) as store:
+        types = store.job_types()
+        if app is not None:
+            types.update({t: h.describe() for t, h in app.handlers.items()})
+        options = {k: getattr(args, k) for k in ("queue", "priority", "max_retries", "timeout", "delay",
+                                                 "idempotency_key", "webhook_url", "batch")}
+        spec = build_spec(types, args.type, value, **options)
+        reply = store.submit(spec)
+    _print(args, {"id": reply.id, "created": reply.kind == "created", "state": reply.state},
+           reply.id if reply.kind == "created" else f"{reply.id} (existing job for this idempotency key)")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        job = store.get_job(args.id)
+    if args.json:
+        data = msgspec.to_builtins(job)
+        data.pop("raw", None)
+        print(json.dumps(data))
+        return EXIT_OK
+    lines = [
+        f"job        {job.id}",
+        f"type       {job.type}    queue {job.queue}    priority {job.priority}",
+        f"state      {job.state}" + (f"    reason {job.reason}" if job.reason else ""),
+        f"retries    {job.retry_count}/{job.max_retries}    attempts {job.attempts}    timeout {job.timeout:g}s",
+        f"created    {_when(job.created_at)}    finished {_when(job.finished_at)}",
+    ]
+    if job.phases:
+        lines.append("phases     " + ", ".join(f"{n}={s}" for n, s in job.phases.items()))
+    if job.service_job_id:
+        lines.append(f"service id {job.service_job_id}")
+    if job.validation_status:
+        lines.append(f"validation {job.validation_status}")
+    if job.notification:
+        lines.append(f"webhook    {job.notification}")
+    lines.append(f"input      {json.dumps(job.input)[:200]}")
+    if job.result is not None:
+        lines.append(f"result     {json.dumps(job.result)[:200]}")
+    if job.error is not None:
+        message = job.error.get("message") if isinstance(job.error, dict) else job.error
+        lines.append(f"error      {str(message)[:200]}")
+    for a in job.attempt_records:
+        lines.append(
+            f"attempt {a.n}  {a.outcome or 'running'}  worker {a.worker or '-'}  started {_when(a.started_at)}"
+            + (f"  interrupted in phase {a.interrupted_phase}" if a.interrupted_phase else "")
+        )
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _trigger_result(args: argparse.Namespace, reply: Any, verb: str) -> int:
+    data = {"id": reply.id, "outcome": reply.kind, "from": reply.from_, "to": reply.to, "state": reply.state}
+    if reply.kind == "moved":
+        _print(args, data, f"{reply.id}: {reply.from_} -> {reply.to}")
+        return EXIT_OK
+    if reply.kind == "absorbed":
+        _print(args, data, f"{reply.id} is {reply.state}: nothing to {verb} (no change)")
+        return EXIT_OK
+    if reply.kind == "invalid":
+        _bad(f"{reply.id} is {reply.state}: cannot {verb} it")
+    raise _Exit(EXIT_FAILURE, f"{reply.id}: {reply.kind} {reply.error}".strip())
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.get_job(args.id)
+        return _trigger_result(args, store.cancel(args.id), "cancel")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.get_job(args.id)
+        return _trigger_result(args, store.retry(args.id, from_start=args.from_start), "retry")
+
+
+def _event_line(e: Any) -> str:
+    extra = " ".join(f"{k}={v}" for k, v in e.fields.items())
+    return f"{_when(e.at)}  {e.queue:<10} {e.type:<22} {e.id}  {extra}"
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    for q in args.queue or ():
+        try:
+            check_queue_name(q)
+        except ValueError as exc:
+            _bad(str(exc))
+    with _store(args) as store:
+        queues = args.queue or store.queues()
+        last: dict[str, str] = {}
+        for q in queues:
+            for e in store.events(q, "-", args.limit):
+                last[q] = e.stream_id
+                if args.job is None or e.id == args.job:
+                    _print(args, e, _event_line(e))
+        if not args.follow:
+            return EXIT_OK
+        client = store.backend.client
+        streams = {Keys(q).events: last.get(q, "$") for q in queues}
+        try:
+            while True:
+                answer = client.xread(streams, block=1000, count=100) or []
+                from adapters.store import event_of
+
+                for key, rows in answer:
+                    key = key.decode() if isinstance(key, bytes) else key
+                    queue = key.split("{", 1)[1].split("}", 1)[0]
+                    for row in rows:
+                        e = event_of(queue, row)
+                        streams[key] = e.stream_id
+                        if args.job is None or e.id == args.job:
+                            _print(args, e, _event_line(e))
+                            sys.stdout.flush()
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        data = {q: store.queue_counts(q) for q in store.queues()}
+    if args.json:
+        print(json.dumps(data))
+        return EXIT_OK
+    print(f"{'queue':<16}{'queued':>8}{'scheduled':>10}{'active':>8}{'validating':>11}{'finished':>10}{'outbox':>8}")
+    for q, c in data.items():
+        print(f"{q:<16}{c['queued']:>8}{c['scheduled']:>10}{c['active']:>8}{c['validating']:>11}"
+              f"{c['finished']:>10}{c['outbox']:>8}")
+    return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        if args.batch_command == "create":
+            spec = decode_spec(BatchSpec, {k: v for k, v in {
+                "queue": args.queue, "expected": args.expected, "threshold": args.threshold,
+                "progress_every": args.progress_every, "stuck_after": args.stuck_after,
+                "webhook_url": args.webhook_url}.items() if v is not None})
+            reply = store.create_batch(spec)
+            _print(args, {"id": reply.id, "state": reply.state}, reply.id)
+            return EXIT_OK
+        if args.batch_command == "status":
+            view = store.get_batch(args.id)
+            _print(args, view, "\n".join([
+                f"batch      {view.id}",
+                f"state      {view.state}" + (f"    reason {view.reason}" if view.reason else ""),
+                f"members    {view.members}" + (f" of {view.expected} expected" if view.expected is not None else "")
+                + ("    closed" if view.closed else ""),
+                f"completed  {view.completed}    failed {view.failed}    cancelled {view.cancelled}"
+                f"    threshold {view.threshold}%",
+            ]))
+            return EXIT_OK
+        store.get_batch(args.id)
+        if args.batch_command == "add":
+            reply = store.add_to_batch(args.id, args.jobs)
+            _print(args, {"id": args.id, "added": reply.added}, f"{args.id}: {reply.added} added")
+            return EXIT_OK
+        if args.batch_command == "close":
+            reply = store.close_batch(args.id)
+        else:
+            reply = store.cancel_batch(args.id)
+        return _trigger_result(args, reply, args.batch_command)
+
+
+COMMANDS = {
+    "diagram": cmd_diagram, "run": cmd_run, "submit": cmd_submit, "status": cmd_status,
+    "cancel": cmd_cancel, "retry": cmd_retry, "events": cmd_events, "queues": cmd_queues,
+    "batch": cmd_batch,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "diagram":
-        print(to_mermaid(MACHINES[args.machine]))
-        return EXIT_OK
-    return EXIT_FAILURE  # pragma: no cover - argparse rejects unknown commands
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    try:
+        return COMMANDS[args.command](args)
+    except _Exit as exc:
+        print(f"jobvisor: {exc}", file=sys.stderr)
+        return exc.code
+    except (BadInput, Rejected) as exc:
+        print(f"jobvisor: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NotFound as exc:
+        print(f"jobvisor: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except JobvisorError as exc:
+        print(f"jobvisor: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def run() -> None:
     """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -129,7 +129,7 @@ local function backoff_ms(j, retry_count, jitter)
 end
 
 local OUTCOME = {complete = 'succeeded', fail = 'failed', timeout = 'timed_out',
-  lease_expired = 'worker_lost', cancel = 'cancelled'}
+  lease_expired = 'worker_lost', cancel = 'cancelled', release = 'interrupted'}
 local REASON = {fail = 'handler_error', timeout = 'timed_out', lease_expired = 'worker_lost',
   cancel = 'cancelled', validation_exhausted = 'validation_failed'}
 
@@ -176,7 +176,7 @@ local function job_move(j, trigger, x)
   local phases_before = j.phases
   local score = NOW
   local interrupted = ''
-  local reply = {kind = 'moved', id = j.id, from = from, to = to}
+  local reply = {kind = 'moved', id = j.id, from = from, to = to, trigger = trigger}
   if fx.new_attempt then
     attempt = attempt + 1
     local token = x.nonce .. '.' .. attempt
@@ -345,7 +345,7 @@ function OP.claim(x)
   return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
 end
 
--- complete / fail / timeout from the worker holding the lease.
+-- complete / fail / timeout / release from the worker holding the lease.
 function OP.report(x)
   local j, reply = fenced(x.id, x.token, x.trigger)
   if j == nil then return reply end

@@ -1,0 +1,269 @@
+"""The Python API for handlers: ``App`` and the context a handler receives.
+
+::
+
+    from supervisor import App
+
+    app = App()
+
+    @app.handler("thumbnail", phases=["fetch", "render"], timeout=60, max_retries=3)
+    async def thumbnail(ctx):
+        image = await ctx.phase("fetch", fetch, ctx.input["url"])  # skipped on retry once done
+        return await ctx.phase("render", render, image)
+
+    @app.validator("thumbnail")
+    async def is_really_done(job) -> ValidationResult: ...
+
+    @app.status_query("thumbnail")
+    async def ask_service(service_job_id) -> StatusAnswer: ...
+
+A handler is an ``async`` function taking a :class:`JobContext` and returning
+something msgspec can encode; an exception fails the attempt (retried with
+backoff within ``max_retries``). Phases are run through :meth:`JobContext.phase`:
+a phase completed by an earlier attempt is not run again, its stored result
+is returned, so a retry resumes at the first unfinished phase.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from adapters.records import PhaseName, TypeName, check_url
+
+__all__ = [
+    "App",
+    "HandlerSpec",
+    "JobContext",
+    "PhaseReporter",
+    "StatusAnswer",
+    "ServiceStatus",
+    "ValidationResult",
+    "HttpValidator",
+]
+
+Handler = Callable[["JobContext"], Awaitable[Any]]
+
+
+class ServiceStatus(enum.StrEnum):
+    """What an external service says of a job (``@app.status_query``)."""
+
+    COMPLETED = "completed"
+    RUNNING = "running"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class StatusAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    status: ServiceStatus
+    result: Any = None
+
+
+class ValidationResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A validator's verdict: ``ok``, and what the source of truth said."""
+
+    ok: bool
+    status: str = ""
+    reason: str = ""
+
+
+class HttpValidator(msgspec.Struct, frozen=True, kw_only=True):
+    """The built-in validator: GET ``url`` (``{job_id}``, ``{service_job_id}`` filled in),
+    read ``field``, compare with ``expected``, and require ``non_null`` fields."""
+
+    url: str
+    field: str = "status"
+    expected: str = "completed"
+    non_null: tuple[str, ...] = ("completed_at",)
+
+    def __post_init__(self) -> None:
+        check_url(self.url.replace("{job_id}", "x").replace("{service_job_id}", "x"), "validator url")
+
+
+Validator = Callable[[Any], Awaitable[ValidationResult]]
+StatusQuery = Callable[[str], Awaitable[StatusAnswer]]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """A job type: its handler and the defaults its jobs are submitted with."""
+
+    type: str
+    fn: Handler
+    queue: str = "default"
+    phases: tuple[str, ...] = ()
+    timeout: float = 300.0
+    max_retries: int = 3
+    backoff: float = 1.0
+    backoff_max: float = 300.0
+    validator: Validator | HttpValidator | None = None
+    status_query: StatusQuery | None = None
+
+    @property
+    def has_validator(self) -> bool:
+        return self.validator is not None
+
+    def describe(self) -> dict[str, Any]:
+        """What the daemon publishes about this type (``jv:types``), for submitters."""
+        return {
+            "queue": self.queue,
+            "phases": list(self.phases),
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "backoff": self.backoff,
+            "backoff_max": self.backoff_max,
+            "has_validator": self.has_validator,
+            "has_status_query": self.status_query is not None,
+        }
+
+
+class _TypeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: TypeName
+    phases: tuple[PhaseName, ...] = ()
+    timeout: float = msgspec.field(default=300.0)
+    max_retries: int = 3
+    backoff: float = 1.0
+    backoff_max: float = 300.0
+
+
+@dataclass
+class App:
+    """A registry of job types. Nothing is global: make as many apps as you like."""
+
+    handlers: dict[str, HandlerSpec] = field(default_factory=dict)
+
+    def handler(
+        self,
+        type: str,
+        *,
+        queue: str = "default",
+        phases: Sequence[str] = (),
+        timeout: float = 300.0,
+        max_retries: int = 3,
+        backoff: float = 1.0,
+        backoff_max: float = 300.0,
+    ) -> Callable[[Handler], Handler]:
+        """Register an async handler for ``type`` (a decorator)."""
+        from adapters.keys import check_queue_name
+
+        check_queue_name(queue)
+        settings = msgspec.convert(
+            {"type": type, "phases": list(phases), "timeout": timeout, "max_retries": max_retries,
+             "backoff": backoff, "backoff_max": backoff_max},
+            _TypeSettings,
+        )
+        if not 0 < timeout <= 7 * 86400 or not 0 <= max_retries <= 1000 or backoff < 0:
+            raise ValueError(f"handler {type!r}: timeout, max_retries or backoff out of range")
+        if len(set(settings.phases)) != len(settings.phases):
+            raise ValueError(f"handler {type!r}: phase names must be unique")
+
+        def register(fn: Handler) -> Handler:
+            if type in self.handlers:
+                raise ValueError(f"handler {type!r} is already registered")
+            self.handlers[type] = HandlerSpec(
+                type=type, fn=fn, queue=queue, phases=settings.phases, timeout=timeout,
+                max_retries=max_retries, backoff=backoff, backoff_max=backoff_max,
+            )
+            return fn
+
+        return register
+
+    def _replace(self, type: str, **changes: Any) -> None:
+        import dataclasses
+
+        if type not in self.handlers:
+            raise ValueError(f"no handler registered for {type!r}; register the handler first")
+        self.handlers[type] = dataclasses.replace(self.handlers[type], **changes)
+
+    def validator(self, type: str) -> Callable[[Validator], Validator]:
+        """Register a Python validator: ``async def (job: JobView) -> ValidationResult``."""
+
+        def register(fn: Validator) -> Validator:
+            self._replace(type, validator=fn)
+            return fn
+
+        return register
+
+    def http_validator(self, type: str, url: str, **options: Any) -> None:
+        """Use the built-in HTTP validator for ``type``."""
+        self._replace(type, validator=HttpValidator(url=url, **options))
+
+    def status_query(self, type: str) -> Callable[[StatusQuery], StatusQuery]:
+        """Register ``async def (service_job_id) -> StatusAnswer`` for lost-worker recovery."""
+
+        def register(fn: StatusQuery) -> StatusQuery:
+            self._replace(type, status_query=fn)
+            return fn
+
+        return register
+
+    @property
+    def queues(self) -> list[str]:
+        return sorted({h.queue for h in self.handlers.values()}) or ["default"]
+
+
+class PhaseReporter(Protocol):
+    """How a context records phases and service ids (the worker provides it)."""
+
+    async def phase(self, name: str, trigger: str, result: Any = None) -> None: ...
+
+    async def service_job_id(self, value: str) -> None: ...
+
+
+class JobContext:
+    """What a handler receives: the job, its attempt, and ways to record progress."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        type: str,
+        attempt: int,
+        input: Any,
+        retry_count: int,
+        max_retries: int,
+        phases: dict[str, str],
+        phase_results: dict[str, Any],
+        service_job_id: str | None,
+        reporter: PhaseReporter,
+    ) -> None:
+        self.job_id = job_id
+        self.type = type
+        self.attempt = attempt
+        self.input = input
+        self.retry_count = retry_count
+        self.max_retries = max_retries
+        self.phases = phases
+        self.phase_results = phase_results
+        self.service_job_id = service_job_id
+        self._reporter = reporter
+        self.current_phase: str | None = None
+
+    async def record_service_job_id(self, value: str) -> None:
+        """Remember the external service's id for this job (status queries use it)."""
+        await self._reporter.service_job_id(value)
+        self.service_job_id = value
+
+    async def phase(self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run phase ``name`` as ``await fn(*args)`` and store its result.
+
+        A phase an earlier attempt completed is not run again: its stored
+        result is returned. Phases must be declared on the handler.
+        """
+        if name not in self.phases:
+            raise ValueError(f"phase {name!r} is not declared for {self.type!r}")
+        if self.phases[name] == "completed":
+            return self.phase_results.get(name)
+        await self._reporter.phase(name, "start")
+        self.phases[name] = "running"
+        self.current_phase = name
+        result = await fn(*args)
+        await self._reporter.phase(name, "complete", result)
+        self.phases[name] = "completed"
+        self.phase_results[name] = result
+        self.current_phase = None
+        return result

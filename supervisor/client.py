@@ -1,0 +1,138 @@
+"""Clients for submitting, inspecting, cancelling and retrying jobs.
+
+:class:`Client` is plain synchronous (scripts, web apps, the CLI);
+:class:`AsyncClient` is for trio code. Both submit by job *type*: the type's
+defaults (queue, phases, timeout, retries, validator) come from an
+:class:`~supervisor.app.App` given to the client, or else from what running
+daemons published; an unknown type is refused (:class:`BadInput`) before
+anything is written.
+
+::
+
+    with Client("redis://127.0.0.1:6379/0") as client:
+        job = client.submit("thumbnail", {"url": "https://example.org/a.png"})
+        print(client.status(job).state)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.backend import MemoryServers, open_backend
+from adapters.errors import BadInput
+from adapters.records import JobSpec, JobView, Reply, decode_spec
+from adapters.store import Store, SyncStore
+
+from .app import App
+
+__all__ = ["Client", "AsyncClient", "build_spec"]
+
+_OVERRIDES = {
+    "queue", "priority", "max_retries", "timeout", "backoff", "backoff_max", "delay",
+    "webhook_url", "notify", "idempotency_key", "batch",
+}
+
+
+def build_spec(types: dict[str, dict[str, Any]], type: str, input: Any, **options: Any) -> JobSpec:
+    """A validated :class:`JobSpec` for ``type`` with its registered defaults and ``options``."""
+    unknown = set(options) - _OVERRIDES
+    if unknown:
+        raise BadInput(f"{sorted(unknown)[0]}: not a submit option")
+    if type not in types:
+        known = ", ".join(sorted(types)) or "none registered"
+        raise BadInput(f"type: unknown job type {type!r} (known: {known})")
+    defaults = types[type]
+    fields: dict[str, Any] = {
+        "type": type,
+        "input": input,
+        "queue": defaults.get("queue", "default"),
+        "phases": defaults.get("phases", []),
+        "timeout": defaults.get("timeout", 300.0),
+        "max_retries": defaults.get("max_retries", 3),
+        "backoff": defaults.get("backoff", 1.0),
+        "backoff_max": defaults.get("backoff_max", 300.0),
+        "has_validator": defaults.get("has_validator", False),
+    }
+    fields.update({k: v for k, v in options.items() if v is not None})
+    return decode_spec(JobSpec, fields)
+
+
+def _types_of(app: App) -> dict[str, dict[str, Any]]:
+    return {t: h.describe() for t, h in app.handlers.items()}
+
+
+class Client:
+    """Synchronous client. ``redis`` is a Redis URL or ``memory://`` (with ``memory``)."""
+
+    def __init__(
+        self, redis: str = "redis://127.0.0.1:6379/0", *, app: App | None = None,
+        memory: MemoryServers | None = None,
+    ) -> None:
+        self.store = SyncStore(open_backend(redis, memory=memory))
+        self.app = app
+
+    def types(self) -> dict[str, dict[str, Any]]:
+        published = self.store.job_types()
+        return {**published, **(_types_of(self.app) if self.app else {})}
+
+    def submit(self, type: str, input: Any = None, **options: Any) -> str:
+        """Submit a job; returns its id (the same id again for a repeated idempotency key)."""
+        return self.submit_spec(build_spec(self.types(), type, input, **options)).id
+
+    def submit_spec(self, spec: JobSpec) -> Reply:
+        return self.store.submit(spec)
+
+    def status(self, job_id: str) -> JobView:
+        return self.store.get_job(job_id)
+
+    def cancel(self, job_id: str) -> Reply:
+        return self.store.cancel(job_id)
+
+    def retry(self, job_id: str, *, from_start: bool = False) -> Reply:
+        return self.store.retry(job_id, from_start=from_start)
+
+    def events(self, queue: str = "default", after: str = "-", count: int = 1000) -> list[Any]:
+        return self.store.events(queue, after, count)
+
+    def queue_counts(self, queue: str = "default") -> dict[str, int]:
+        return self.store.queue_counts(queue)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The same operations for trio code, over any :class:`Store` (a daemon's, or direct)."""
+
+    def __init__(self, store: Store, *, app: App | None = None) -> None:
+        self.store = store
+        self.app = app
+
+    async def types(self) -> dict[str, dict[str, Any]]:
+        published = await self.store.job_types()
+        return {**published, **(_types_of(self.app) if self.app else {})}
+
+    async def submit(self, type: str, input: Any = None, **options: Any) -> str:
+        spec = build_spec(await self.types(), type, input, **options)
+        return (await self.store.submit(spec)).id
+
+    async def status(self, job_id: str) -> JobView:
+        return await self.store.get_job(job_id)
+
+    async def cancel(self, job_id: str) -> Reply:
+        return await self.store.cancel(job_id)
+
+    async def retry(self, job_id: str, *, from_start: bool = False) -> Reply:
+        return await self.store.retry(job_id, from_start=from_start)
+
+    async def events(self, queue: str = "default", after: str = "-", count: int = 1000) -> list[Any]:
+        return await self.store.events(queue, after, count)
+
+    async def queue_counts(self, queue: str = "default") -> dict[str, int]:
+        return await self.store.queue_counts(queue)

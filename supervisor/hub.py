@@ -1,0 +1,119 @@
+"""In-process notifications between actors: work to claim, schedules that changed,
+cancel requests for running handlers.
+
+The hub learns of changes two ways: the store reports every reply it gets
+(``observe``), so this daemon's own transitions wake its actors at once;
+and the pub/sub listener forwards what other processes published
+(``wake`` and ``cancel`` channels). Waiters always have a timeout as a
+safety net, so a missed message costs latency, never a stuck job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from adapters.records import Reply
+
+__all__ = ["Hub"]
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._work = trio.Event()
+        self._scheduled = trio.Event()
+        self._deliveries = trio.Event()
+        self._validations = trio.Event()
+        self._cancel_handlers: dict[str, Callable[[str], None]] = {}
+
+    # -- work to claim ------------------------------------------------------
+
+    def work_event(self) -> trio.Event:
+        """The event the next ``work_available`` sets: take it *before* claiming."""
+        return self._work
+
+    def work_available(self) -> None:
+        self._work.set()
+        self._work = trio.Event()
+
+    # -- schedules, deliveries, validations -------------------------------
+
+    def scheduled_event(self) -> trio.Event:
+        return self._scheduled
+
+    def scheduled_changed(self) -> None:
+        self._scheduled.set()
+        self._scheduled = trio.Event()
+
+    def deliveries_event(self) -> trio.Event:
+        return self._deliveries
+
+    def deliveries_due(self) -> None:
+        self._deliveries.set()
+        self._deliveries = trio.Event()
+
+    def validations_event(self) -> trio.Event:
+        return self._validations
+
+    def validations_due(self) -> None:
+        self._validations.set()
+        self._validations = trio.Event()
+
+    # -- running handlers -------------------------------------------------------
+
+    def register_running(self, job_id: str, cancel: Callable[[str], None]) -> None:
+        self._cancel_handlers[job_id] = cancel
+
+    def unregister_running(self, job_id: str) -> None:
+        self._cancel_handlers.pop(job_id, None)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Cancel the handler running ``job_id`` here, if one is; True when it was."""
+        cancel = self._cancel_handlers.get(job_id)
+        if cancel is None:
+            return False
+        cancel("cancelled")
+        return True
+
+    # -- sources -------------------------------------------------------------------
+
+    def observe(self, replies: Sequence[Reply]) -> None:
+        """Look at the store's replies for changes this daemon's actors care about."""
+        for r in replies:
+            if r.to == "queued" or (r.kind == "created" and r.state == "queued") or (
+                r.kind == "woken" and r.n
+            ):
+                self.work_available()
+            if r.to == "scheduled" or (r.kind == "created" and r.state == "scheduled"):
+                self.scheduled_changed()
+            if r.to == "validating":
+                self.validations_due()
+            if r.to == "cancelled" and r.from_ == "active":
+                self.cancel_requested(r.id)
+            if r.to in ("completed", "failed", "cancelled", "timed_out", "validation_failed"):
+                self.deliveries_due()
+
+    def on_message(self, channel: str, data: str) -> None:
+        """A pub/sub message from any process (``...:wake`` or ``...:cancel``)."""
+        if channel.endswith(":wake"):
+            self.work_available()
+        elif channel.endswith(":cancel"):
+            self.cancel_requested(data)
+
+
+async def wait_any(event: trio.Event, timeout: float, *others: Any) -> None:
+    """Wait until ``event`` (or any of ``others``) is set, at most ``timeout`` seconds."""
+    with trio.move_on_after(timeout):
+        if not others:
+            await event.wait()
+            return
+        async with trio.open_nursery() as nursery:
+            for ev in (event, *others):
+                nursery.start_soon(_set_then_cancel, ev, nursery.cancel_scope)
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

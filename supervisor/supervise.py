@@ -1,0 +1,195 @@
+"""Supervision as data (after Erlang/OTP): child specs, restart intensity, backoff.
+
+Each actor is a :class:`ChildSpec`. The :class:`Supervisor` starts children
+in order, restarts one that crashes after an exponential backoff, and gives
+up, raising :class:`SupervisorGaveUp`, when more than ``intensity`` restarts
+happen within ``period`` seconds. The restart decision is the pure function
+:func:`decide`. Stopping goes in reverse start order: each child is asked
+to stop (its ``stop`` event), given ``shutdown_s`` to finish, then cancelled.
+
+A child is ``async def start(stop: trio.Event, *, task_status)``; it calls
+``task_status.started()`` once ready and returns when ``stop`` is set (or
+when it has nothing left to do, for a ``transient`` child).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+__all__ = ["Restart", "ChildSpec", "Policy", "Decision", "decide", "Supervisor", "SupervisorGaveUp"]
+
+log = logging.getLogger("jobvisor.supervisor")
+
+
+class Restart(enum.StrEnum):
+    PERMANENT = "permanent"  # always restarted
+    TRANSIENT = "transient"  # restarted only when it crashed
+    TEMPORARY = "temporary"  # never restarted
+
+
+Start = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    id: str
+    start: Start
+    restart: Restart = Restart.PERMANENT
+    shutdown_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """At most ``intensity`` restarts within ``period`` seconds; backoff doubles from ``backoff``."""
+
+    intensity: int = 5
+    period: float = 30.0
+    backoff: float = 0.1
+    max_backoff: float = 5.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    restart: bool
+    delay: float = 0.0
+    history: tuple[float, ...] = ()
+
+
+def decide(policy: Policy, history: Sequence[float], now: float) -> Decision:
+    """Restart (after ``delay``) or give up, given earlier crash times and this one at ``now``.
+
+    Crashes older than ``period`` are forgotten; if the crashes left,
+    counting this one, exceed ``intensity``, give up.
+    """
+    recent = tuple(t for t in history if now - t < policy.period) + (now,)
+    if len(recent) > policy.intensity:
+        return Decision(False, history=recent)
+    delay = min(policy.max_backoff, policy.backoff * 2 ** (len(recent) - 1))
+    return Decision(True, delay, recent)
+
+
+class SupervisorGaveUp(Exception):
+    """An actor crashed more often than the restart intensity allows."""
+
+    def __init__(self, child: str, crashes: int, period: float, last: BaseException | None) -> None:
+        self.child = child
+        self.crashes = crashes
+        self.last = last
+        detail = f": {type(last).__name__}: {last}" if last is not None else ""
+        super().__init__(
+            f"actor '{child}' crashed {crashes} times within {period:g}s; giving up{detail}"
+        )
+
+
+@dataclass
+class _Running:
+    spec: ChildSpec
+    stop: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+    history: tuple[float, ...] = ()
+
+
+class Supervisor:
+    """Runs children under one nursery with restarts and an ordered shutdown."""
+
+    def __init__(
+        self,
+        children: Sequence[ChildSpec],
+        policy: Policy = Policy(),
+        *,
+        on_restart: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.on_restart = on_restart
+        self._children = [_Running(spec) for spec in children]
+        self.restarts: dict[str, int] = {spec.id: 0 for spec in children}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every child in order; return when all have ended.
+
+        Raises :class:`SupervisorGaveUp` (after cancelling the others) when a
+        child exceeds the restart intensity.
+        """
+        async with trio.open_nursery() as nursery:
+            for child in self._children:
+                await nursery.start(self._keep, child)
+            task_status.started()
+
+    async def _keep(self, child: _Running, *, task_status: trio.TaskStatus[None]) -> None:
+        status = _OnceStatus(task_status)
+        try:
+            with child.scope:
+                while True:
+                    crash: BaseException | None = None
+                    try:
+                        await child.spec.start(child.stop, task_status=status)
+                    except Exception as exc:  # noqa: BLE001 - a crash of any kind is restarted
+                        crash = exc
+                    if child.stop.is_set():
+                        return
+                    if crash is None and child.spec.restart is not Restart.PERMANENT:
+                        return
+                    if child.spec.restart is Restart.TEMPORARY:
+                        log.error("actor %s crashed, not restarted: %r", child.spec.id, crash)
+                        status.started()
+                        return
+                    # A permanent child that returned by itself counts as a crash: no spinning.
+                    decision = decide(self.policy, child.history, trio.current_time())
+                    child.history = decision.history
+                    if not decision.restart:
+                        raise SupervisorGaveUp(
+                            child.spec.id, len(decision.history), self.policy.period, crash
+                        ) from crash
+                    self.restarts[child.spec.id] += 1
+                    if self.on_restart is not None:
+                        self.on_restart(child.spec.id, crash or RuntimeError("returned"))
+                    log.warning(
+                        "actor %s %s; restarting in %.2fs", child.spec.id,
+                        f"crashed ({crash!r})" if crash else "returned", decision.delay,
+                    )
+                    await trio.sleep(decision.delay)
+        finally:
+            child.done.set()
+
+    async def shutdown(self, *, deadline_s: float | None = None) -> None:
+        """Stop children in reverse start order: ask, wait ``shutdown_s``, then cancel.
+
+        Each step is bounded; a child that ignores both its stop event and
+        cancellation only delays the step by its own bound.
+        """
+        for child in reversed(self._children):
+            child.stop.set()
+            with trio.move_on_after(child.spec.shutdown_s if deadline_s is None else deadline_s):
+                await child.done.wait()
+            if not child.done.is_set():
+                log.warning("actor %s did not stop within %.1fs; cancelling", child.spec.id,
+                            child.spec.shutdown_s)
+                child.scope.cancel()
+                with trio.move_on_after(max(1.0, child.spec.shutdown_s)):
+                    await child.done.wait()
+
+    def stop_event(self, child_id: str) -> trio.Event:
+        for child in self._children:
+            if child.spec.id == child_id:
+                return child.stop
+        raise KeyError(child_id)
+
+
+class _OnceStatus:
+    """Passes ``started()`` on once, whichever run of a restarted child reaches it."""
+
+    def __init__(self, real: trio.TaskStatus[None]) -> None:
+        self.real = real
+        self.reported = False
+
+    def started(self, value: None = None) -> None:
+        if not self.reported:
+            self.reported = True
+            self.real.started(value)
