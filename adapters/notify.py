@@ -63,7 +63,7 @@ class InlinePoller:
 
     def drain(self, deliver: Deliver) -> None:
         while True:
-            message = self.pubsub.get_message(timeout=None)
+            message = self.pubsub.get_message(timeout=0)
             if message is None:
                 return
             if message.get("type") == "message":

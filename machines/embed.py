@@ -62,13 +62,16 @@ class EmbeddedMachine:
 
     One machine serves any number of models (``attach`` adds one). It is
     configured from the table alone: ``auto_transitions=False`` (no
-    ``to_<state>`` shortcuts around the guards), ``model_override=True``
-    (only the triggers are bound to your model; its own attributes stay
-    yours), and one absorbing row per (terminal state, trigger) pair that no
-    row leaves.
+    ``to_<state>`` shortcuts around the guards) and one absorbing row per
+    (terminal state, trigger) pair that no row leaves. By default an
+    attribute your model already has is never overwritten by a trigger
+    method; ``model_override=True`` (transitions' typed-model mode) instead
+    binds triggers only to the placeholder methods your model declares.
     """
 
-    def __init__(self, definition: MachineDef[Any, Any], *, model_attribute: str = "state") -> None:
+    def __init__(
+        self, definition: MachineDef[Any, Any], *, model_attribute: str = "state", model_override: bool = False
+    ) -> None:
         self.definition = definition
         self.model_attribute = model_attribute
         self._machine = _Machine(
@@ -78,6 +81,7 @@ class EmbeddedMachine:
             auto_transitions=False,
             send_event=True,
             model_attribute=model_attribute,
+            model_override=model_override,
             name=definition.name,
         )
         self._machine.definition_name = definition.name

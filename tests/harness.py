@@ -1,0 +1,67 @@
+"""Running a daemon inside a test: in process, on the embedded store or a real Redis.
+
+``running_daemon`` starts :func:`supervisor.run_daemon` in a nursery and
+yields the :class:`~supervisor.Daemon`; leaving the block shuts it down the
+graceful way. :class:`Watcher` turns the store's replies into events a test
+can wait on, so nothing waits by sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import trio
+
+from adapters.backend import MemoryServers
+from adapters.records import Reply
+from supervisor import App, Daemon, run_daemon
+from supervisor.config import load_config
+
+TERMINAL = {"completed", "failed", "cancelled", "timed_out", "validation_failed"}
+
+
+class Watcher:
+    """Wakes waiters whenever the store answers anything."""
+
+    def __init__(self) -> None:
+        self._changed = trio.Event()
+        self.replies: list[Reply] = []
+
+    def __call__(self, replies: Sequence[Reply]) -> None:
+        self.replies.extend(replies)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def until(self, condition: Callable[[], Any], timeout: float = 60.0) -> Any:
+        """Wait until ``condition()`` (sync) is truthy, re-checking after each store reply."""
+        with trio.fail_after(timeout):
+            while True:
+                changed = self._changed
+                value = condition()
+                if value:
+                    return value
+                await changed.wait()
+
+
+@asynccontextmanager
+async def running_daemon(
+    app: App, *, redis: str = "memory://test", memory: MemoryServers | None = None, **settings: Any
+) -> AsyncIterator[tuple[Daemon, Watcher]]:
+    config = load_config({"redis": redis, "worker_id": "test-worker", **settings}, environ={})
+    watcher = Watcher()
+    async with trio.open_nursery() as nursery:
+        daemon: Daemon = await nursery.start(
+            partial(run_daemon, config, app, memory=memory or MemoryServers(), handle_signals=False)
+        )
+        daemon.store.observers.append(watcher)
+        try:
+            yield daemon, watcher
+        finally:
+            daemon.shutdown.set()
+
+
+async def job_state(daemon: Daemon, job_id: str) -> str:
+    return (await daemon.store.get_job(job_id)).state
