@@ -9,12 +9,12 @@ Both are a redis-py client object; only the URL differs:
   makes actor tests under ``trio.testing.MockClock`` deterministic.
 
 One :meth:`Backend.run` is one pipeline, one round trip: every group of ops
-for a queue becomes one ``EVALSHA`` and every read command rides along.
-redis-py's own retrying is switched off: a connection error is raised as
-:class:`StoreUnavailable` and nothing is re-sent, because whether Redis
-applied the pipeline is unknown. ``NOSCRIPT`` (Redis restarted and lost its
-script cache) is different: nothing ran, so the script is loaded and just
-those calls run again.
+for a queue becomes one ``FCALL`` of the Lua library and every read command
+rides along. redis-py's own retrying is switched off: a connection error is
+raised as :class:`StoreUnavailable` and nothing is re-sent, because whether
+Redis applied the pipeline is unknown. "Function not found" (a new Redis, or
+one that lost its functions) is different: nothing ran, so the library is
+loaded and just those calls run again.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ STREAM_CAP = 100_000
 
 @dataclass(frozen=True, slots=True)
 class OpsCall:
-    """A list of ops for one queue: one EVALSHA."""
+    """A list of ops for one queue: one FCALL."""
 
     queue: str
     ops: bytes  # JSON list
@@ -94,9 +94,9 @@ class Backend:
         Raises :class:`StoreUnavailable` when Redis cannot be reached.
         """
         results = self._pipeline(calls, now_ms)
-        missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+        missing = [i for i, r in enumerate(results) if _function_missing(r)]
         if missing:
-            self._guard(lambda: self.client.script_load(self.library.source))
+            self._guard(lambda: self.client.function_load(self.library.source, replace=True))
             again = self._pipeline([calls[i] for i in missing], now_ms)
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
@@ -108,8 +108,8 @@ class Backend:
             for call in calls:
                 if isinstance(call, OpsCall):
                     keys = Keys(call.queue)
-                    pipe.evalsha(
-                        self.library.sha, 1, keys.queued, keys.prefix, now_ms, call.ops, self.stream_cap
+                    pipe.fcall(
+                        self.library.function, 1, keys.queued, keys.prefix, now_ms, call.ops, self.stream_cap
                     )
                 else:
                     pipe.execute_command(*call.args)
@@ -140,6 +140,10 @@ class Backend:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _function_missing(result: Any) -> bool:
+    return isinstance(result, redis.exceptions.ResponseError) and "Function not found" in str(result)
 
 
 def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: float = 5.0) -> Backend:

@@ -65,9 +65,19 @@ def lua_tables() -> str:
 
 
 class LuaLibrary:
-    """The full script text and its SHA1, built once per process."""
+    """The Redis Function library: its text, and the versioned names it registers.
+
+    The library and function names carry a hash of the text, so daemons of
+    different versions can share one Redis without replacing each other's code.
+    """
 
     def __init__(self) -> None:
         body = resources.files("adapters").joinpath("lua/jobvisor.lua").read_text("utf-8")
-        self.source = lua_tables() + body
-        self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        text = lua_tables() + body
+        self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        self.name = f"jobvisor_{self.sha[:12]}"
+        self.function = f"jv_ops_{self.sha[:12]}"
+        self.source = (
+            f"#!lua name={self.name}\n"
+            f"local FUNCTION_NAME = '{self.function}'\n" + text
+        )

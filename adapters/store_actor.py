@@ -3,7 +3,7 @@
 Callers never touch the connection. :meth:`StoreActor.execute` puts a
 request on a memory channel and waits for its answer; the actor takes
 everything waiting at that moment, merges the ops of all requests for the
-same queue into one ``EVALSHA`` (each op is still atomic on its own), sends
+same queue into one ``FCALL`` (each op is still atomic on its own), sends
 one pipeline, one round trip, and hands each caller its share of the
 results. Under load, many callers' transitions cost one round trip.
 
@@ -34,7 +34,7 @@ from .errors import StoreError, StoreUnavailable
 __all__ = ["StoreActor", "StoreStatistics"]
 
 MAX_OPS_PER_SCRIPT = 256
-"""Ops merged into one EVALSHA at most, so one call never holds Redis for long."""
+"""Ops merged into one FCALL at most, so one call never holds Redis for long."""
 
 
 @dataclass(slots=True)
@@ -173,7 +173,7 @@ class _Script:
 
 
 def _merge(batch: list[_Request]) -> tuple[list[Call], list[list[_Route]]]:
-    """Merge every request's ops for one queue into as few EVALSHAs as the cap allows."""
+    """Merge every request's ops for one queue into as few FCALLs as the cap allows."""
     slots: list[Call | _Script] = []
     current: dict[str, int] = {}  # queue -> index of its script still taking ops
     routes: list[list[_Route]] = []

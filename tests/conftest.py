@@ -29,7 +29,7 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client = redis.Redis.from_url(redis_server.url)
     try:
         client.flushall()
-        client.script_flush()
+        client.function_flush()
     finally:
         client.close()
     yield redis_server.url

@@ -10,21 +10,30 @@
 -- leaves one `stale_report` event and nothing else). Ops are independent: each is atomic
 -- because the whole script is, and one op's error is reported for that op alone.
 --
+-- It is a Redis Function library (FUNCTION LOAD): the machine tables and helpers are built
+-- once when the library loads, not on every call.
 -- KEYS: none are passed in besides the queue's `queued` zset (KEYS[1]); every other key is
 -- built from the prefix ARGV[1] = "jv:{<queue>}:" and so lies in the same slot.
 -- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
 
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-local OPS = cjson.decode(ARGV[3])
-local CAP = ARGV[4]
-local K_QUEUED, K_DUE, K_ACTIVE = P .. 'queued', P .. 'due', P .. 'active'
-local K_VALIDATING, K_FINISHED, K_EVENTS = P .. 'validating', P .. 'finished', P .. 'events'
-local K_OUTBOX, K_BATCHES = P .. 'outbox', P .. 'batches'
-local QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
+-- Per-call values: set by `run` at the start of every call (Redis runs one call at a time).
+local P, NOW, OPS, CAP, QUEUE
+local K_QUEUED, K_DUE, K_ACTIVE, K_VALIDATING, K_FINISHED, K_EVENTS, K_OUTBOX, K_BATCHES
 local EPOCH_2024 = 1704067200000
 local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
 local woke = false
+
+local function begin(args)
+  P = args[1]
+  NOW = tonumber(args[2])
+  OPS = cjson.decode(args[3])
+  CAP = args[4]
+  K_QUEUED, K_DUE, K_ACTIVE = P .. 'queued', P .. 'due', P .. 'active'
+  K_VALIDATING, K_FINISHED, K_EVENTS = P .. 'validating', P .. 'finished', P .. 'events'
+  K_OUTBOX, K_BATCHES = P .. 'outbox', P .. 'batches'
+  QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
+  woke = false
+end
 
 local function jkey(id) return P .. 'job:' .. id end
 local function bkey(id) return P .. 'batch:' .. id end
@@ -244,7 +253,7 @@ local function job_move(j, trigger, x)
   if joined ~= phases_before then put('phases', joined) end
   redis.call('HSET', jkey(j.id), unpack(set))
   local from_index, to_index = index_of(from), index_of(to)
-  if from_index ~= to_index then redis.call('ZREM', from_index, j.id) end
+  if from_index ~= to_index and not x.popped then redis.call('ZREM', from_index, j.id) end
   redis.call('ZADD', to_index, score, j.id)
   local notify = o.notify
   if notify ~= '' and j.notify == '1' then
@@ -282,7 +291,6 @@ function OP.submit(x)
       return {kind = 'exists', id = known}
     end
   end
-  if redis.call('EXISTS', jkey(x.id)) == 1 then return {kind = 'exists', id = x.id} end
   if x.batch and x.batch ~= '' then
     local bstate = redis.call('HGET', bkey(x.batch), 'state')
     if not bstate then return {kind = 'rejected', error = 'batch ' .. x.batch .. ' not found'} end
@@ -326,6 +334,7 @@ function OP.claim(x)
   for i = 1, #popped, 2 do
     local j = load_job(popped[i], {'input'})
     if j ~= nil then
+      x.popped = true
       local r = job_move(j, 'claim', x)
       if r.kind == 'moved' then
         local pr = {}
@@ -721,15 +730,21 @@ end
 
 --------------------------------------------------------------------------------- dispatch --
 
-local results = {}
-for i, x in ipairs(OPS) do
-  local handler = OP[x.op]
-  if handler == nil then
-    results[i] = {kind = 'error', error = 'unknown op ' .. tostring(x.op)}
-  else
-    local ok, r = pcall(handler, x)
-    if ok then results[i] = r else results[i] = {kind = 'error', error = tostring(r)} end
+-- The one entry point: apply every op of ARGV[3] in order; JSON list of replies.
+local function run(keys, args)
+  begin(args)
+  local results = {}
+  for i, x in ipairs(OPS) do
+    local handler = OP[x.op]
+    if handler == nil then
+      results[i] = {kind = 'error', error = 'unknown op ' .. tostring(x.op)}
+    else
+      local ok, r = pcall(handler, x)
+      if ok then results[i] = r else results[i] = {kind = 'error', error = tostring(r)} end
+    end
   end
+  if woke then redis.call('PUBLISH', P .. 'wake', '1') end
+  return cjson.encode(results)
 end
-if woke then redis.call('PUBLISH', P .. 'wake', '1') end
-return cjson.encode(results)
+
+redis.register_function(FUNCTION_NAME, run)
