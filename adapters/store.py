@@ -101,6 +101,7 @@ class Store:
     ) -> None:
         self.executor = executor
         self.observers = list(observers)
+        self._known_queues: set[str] = set()
         self.max_input_bytes = max_input_bytes
         self.randbytes = randbytes
         self.rng = rng or random.Random()
@@ -141,7 +142,7 @@ class Store:
         if reply.kind == "rejected":
             raise Rejected(reply.error)
         if reply.kind == "not_found":
-            raise NotFound(f"{reply.id} not found")
+            raise NotFound(f"{reply.error or 'object'} {reply.id} not found")
         return reply
 
     # -- submit ---------------------------------------------------------------
@@ -152,8 +153,13 @@ class Store:
             raise BadInput(
                 f"input: {len(encoded)} bytes is over the limit of {self.max_input_bytes} bytes"
             )
-        if spec.batch is not None and self._queue_of(spec.batch) != spec.queue:
-            raise BadInput(f"batch: {spec.batch} is not in queue {spec.queue!r}")
+        if spec.batch is not None:
+            try:
+                batch_queue = queue_of(spec.batch)
+            except ValueError:
+                raise BadInput(f"batch: {spec.batch!r} is not a jobvisor id (<queue>.<id>)") from None
+            if batch_queue != spec.queue:
+                raise BadInput(f"batch: {spec.batch} is not in queue {spec.queue!r}")
         return {
             "op": "submit",
             "id": new_id(spec.queue, self._now_ms(), self.randbytes),
@@ -185,14 +191,16 @@ class Store:
         for i, spec in enumerate(specs):
             by_queue.setdefault(spec.queue, []).append((i, self._submit_op(spec)))
         replies: list[Reply | None] = [None] * len(specs)
-        calls: list[Call] = [CommandCall(("SADD", QUEUES, *by_queue))] if by_queue else []
-        calls += [OpsCall(q, _json.encode([op for _, op in items]), len(items)) for q, items in by_queue.items()]
+        calls: list[Call] = [OpsCall(q, _json.encode([op for _, op in items]), len(items))
+                             for q, items in by_queue.items()]
         results = await self.executor.execute(calls)
-        _one(results[0])
-        for (_, items), result in zip(by_queue.items(), results[1:], strict=True):
+        for (queue, items), result in zip(by_queue.items(), results, strict=True):
             answers = _one(result)
             for observe in self.observers:
                 observe(answers)
+            if queue not in self._known_queues and any(a.kind == "created" for a in answers):
+                await self._command("SADD", QUEUES, queue)
+                self._known_queues.add(queue)
             for (i, _), reply in zip(items, answers, strict=True):
                 replies[i] = self._rejected(reply)
         return [r for r in replies if r is not None]
@@ -337,9 +345,13 @@ class Store:
 
     # -- webhook deliveries ----------------------------------------------------------
 
-    async def take_deliveries(self, queue: str, n: int = 50, lease: float = 30.0) -> list[Delivery]:
+    async def take_deliveries(
+        self, queue: str, n: int = 50, lease: float = 30.0, *, max_attempts: int = 8
+    ) -> list[Delivery]:
+        """Due deliveries, each now ``sending`` under a token; out of attempts means ``dead``."""
         reply = await self._op(
-            queue, {"op": "deliveries", "n": n, "lease_ms": int(lease * 1000), "nonce": new_token(self.randbytes)}
+            queue, {"op": "deliveries", "n": n, "lease_ms": int(lease * 1000), "nonce": new_token(self.randbytes),
+                    "max_attempts": max_attempts}
         )
         return [_claimed(d, Delivery) for d in reply.deliveries]
 

@@ -69,11 +69,12 @@ BATCH: MachineDef[BatchState, BatchTrigger] = MachineDef(
     },
     effects_doc={
         "touch": "member activity: the stuck timer starts again; then try finalize",
+        "mark_closed": "membership is closed: no more members; the total is known",
         "cancel_members": "every unfinished member job is cancelled",
     },
     notifications={DONE: "batch.completed", PART: "batch.completed", FAILED: "batch.failed"},
     rows=(
-        Row(_t.CLOSE, (O,), RUN),
+        Row(_t.CLOSE, (O,), RUN, effects=("mark_closed",)),
         Row(_t.MEMBER_DONE, (O, RUN, FIN), None, effects=("touch",)),
         Row(_t.FINALIZE, (O, RUN), FIN, guard="ready"),
         Row(_t.SETTLE, (FIN,), DONE, guard="all_done"),

@@ -54,8 +54,9 @@ class JobModel:
         self._phase(name, PhaseTrigger.START)
 
     def complete_phase(self, name: str, result: Any = None) -> None:
-        self._phase(name, PhaseTrigger.COMPLETE)
-        self.phase_results[name] = result
+        """Complete a running phase with its result; a late result (absorbed) is discarded."""
+        if self._phase(name, PhaseTrigger.COMPLETE):
+            self.phase_results[name] = result
 
     def next_phase(self) -> str | None:
         """The first phase that is not completed: where an attempt resumes."""
@@ -176,6 +177,9 @@ class BatchModel:
 
     def do_touch(self) -> None:
         self.touches += 1
+
+    def do_mark_closed(self) -> None:
+        self.closed = True
 
 
 class DeliveryModel:

@@ -5,8 +5,10 @@ One instance per outbox event. ``send`` takes it from ``pending`` or
 ``succeed``; 5xx, 429, timeouts and connection errors ``fail`` (back to
 ``retry_wait`` while ``attempts_left``, else ``dead``); any other 4xx
 ``reject`` (``dead`` at once). ``release`` returns an in-flight delivery to
-``pending`` (shutdown, or a daemon that died mid-send). Every attempt of one
-event carries the same ``webhook-id``.
+``pending`` (shutdown, or a daemon that died mid-send); the attempt it used
+stays counted, so a ``send`` with no attempts left goes ``dead`` instead:
+attempts never exceed ``max_attempts``. Every attempt of one event carries
+the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ WEBHOOK: MachineDef[DeliveryState, DeliveryTrigger] = MachineDef(
         "arm_backoff": "next try = now + backoff(attempts) with jitter, or Retry-After",
     },
     rows=(
-        Row(_t.SEND, (P, W), S, effects=("count_attempt",)),
+        Row(_t.SEND, (P, W), S, guard="attempts_left", effects=("count_attempt",)),
+        Row(_t.SEND, (P, W), DEAD),
         Row(_t.SUCCEED, (S,), OK),
         Row(_t.FAIL, (S,), W, guard="attempts_left", effects=("arm_backoff",)),
         Row(_t.FAIL, (S,), DEAD),

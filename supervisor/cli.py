@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,7 +22,7 @@ import msgspec
 
 from adapters.backend import open_backend
 from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable
-from adapters.keys import Keys, check_queue_name
+from adapters.keys import Keys, check_queue_name, queue_of
 from adapters.records import BatchSpec, decode_spec
 from adapters.store import SyncStore
 from machines import MACHINES, to_mermaid
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     diagram = sub.add_parser("diagram", help="print a machine as a Mermaid state diagram")
     diagram.add_argument("machine", choices=sorted(MACHINES))
+    diagram.add_argument("--redis", default=None, help="accepted like every command; not used")
     return parser
 
 
@@ -192,7 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import run_daemon
     from .supervise import SupervisorGaveUp
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = args.log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        _bad(f"log-level: {args.log_level!r} is not one of debug, info, warning, error, critical")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = {k: getattr(args, k) for k in ("redis", "app", "concurrency", "lease", "grace", "idle_poll",
                                            "watchdog_interval", "metrics_port", "metrics_host",
                                            "restart_intensity", "restart_period", "worker_id")}
@@ -203,12 +208,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not app.handlers:
         logging.getLogger("jobvisor").warning("no handlers registered (use --app module:attr)")
     try:
-        trio.run(run_daemon, config, app)
-    except* SupervisorGaveUp as group:
-        raise _Exit(EXIT_FAILURE, str(group.exceptions[0])) from None
-    except* StoreUnavailable as group:
-        raise _Exit(EXIT_FAILURE, str(group.exceptions[0])) from None
+        trio.run(partial(run_daemon, config, app))
+    except BaseException as exc:  # noqa: BLE001 - nurseries wrap errors in groups: find ours
+        found = _innermost(exc, (SupervisorGaveUp, JobvisorError))
+        if found is None:
+            raise
+        if isinstance(found, BadInput):
+            raise
+        raise _Exit(EXIT_FAILURE, str(found)) from None
     return EXIT_OK
+
+
+def _innermost(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``kinds`` inside ``exc``, however deep the exception groups go."""
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _innermost(inner, kinds)
+            if found is not None:
+                return found
+    return None
 
 
 def _read_input(args: argparse.Namespace) -> Any:
@@ -317,7 +337,19 @@ def cmd_events(args: argparse.Namespace) -> int:
             check_queue_name(q)
         except ValueError as exc:
             _bad(str(exc))
+    if args.limit < 1:
+        _bad(f"limit: must be at least 1, got {args.limit}")
     with _store(args) as store:
+        if args.job is not None:
+            try:
+                job_queue = queue_of(args.job)
+            except ValueError:
+                _bad(f"job: {args.job!r} is not a jobvisor id (<queue>.<id>)")
+            try:
+                store.get_job(args.job)
+            except NotFound:
+                store.get_batch(args.job)
+            args.queue = args.queue or [job_queue]
         queues = args.queue or store.queues()
         last: dict[str, str] = {}
         for q in queues:

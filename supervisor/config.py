@@ -24,6 +24,7 @@ restart_period              JOBVISOR_RESTART_PERIOD        ... within 30 s
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -85,6 +86,7 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = No
         config = msgspec.convert(values, DaemonConfig, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        field = message.rsplit("$.", 1)[-1].split("[")[0] if "$." in message else "?"
+        found = re.search(r"\$\.([A-Za-z_]+)", message)
+        field = found.group(1) if found else "?"
         raise BadInput(f"setting {field}: {message.split(' - at ')[0]}") from None
     return config.with_worker_id()

@@ -7,7 +7,8 @@ claiming, running handlers get the grace period, then are cancelled and
 their jobs released with the interrupted attempt recorded; the other
 actors are asked to stop, then cancelled; the store actor drains what is
 queued and closes last. Cleanup runs under a shielded, time-limited scope,
-so it always runs and never hangs. A second signal skips the grace period.
+so it always runs and never hangs. A second signal skips the grace period:
+running handlers are interrupted at once, and their jobs still released.
 """
 
 from __future__ import annotations
@@ -56,14 +57,15 @@ class Daemon:
         return self.deps.store
 
 
-async def _watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
+async def _watch_signals(shutdown: trio.Event, skip_grace: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             if not shutdown.is_set():
                 log.info("received %s: shutting down (again to skip the grace period)", signal.Signals(signum).name)
                 shutdown.set()
             else:
-                force.cancel()
+                log.info("received %s again: interrupting running handlers now", signal.Signals(signum).name)
+                skip_grace.set()
 
 
 async def run_daemon(
@@ -119,7 +121,7 @@ async def run_daemon(
             try:
                 async with trio.open_nursery() as inner:
                     if handle_signals:
-                        inner.start_soon(_watch_signals, shutdown, inner.cancel_scope)
+                        inner.start_soon(_watch_signals, shutdown, pool.skip_grace)
                     await store.register_types({t: h.describe() for t, h in app.handlers.items()})
                     await inner.start(supervisor.run)
                     task_status.started(

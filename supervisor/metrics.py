@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from adapters.errors import JobvisorError
 from adapters.records import Reply
 
 __all__ = ["Metrics", "MetricsServer"]
@@ -67,7 +68,10 @@ class MetricsServer:
                 return [b"ok\n" if ok else b"unhealthy\n"]
             return prometheus(environ, start_response)  # type: ignore[no-any-return]
 
-        self.server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        try:
+            self.server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        except OSError as exc:
+            raise JobvisorError(f"metrics: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="jobvisor-metrics", daemon=True)
 

@@ -101,6 +101,7 @@ class WorkerPool:
         self._slot_freed = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
+        self.skip_grace = trio.Event()  # a second signal: interrupt running handlers now
         self.executions = 0
 
     @property
@@ -115,8 +116,7 @@ class WorkerPool:
                 task_status.started()
                 await stop.wait()
                 claiming.cancel_scope.cancel()
-            with trio.move_on_after(self.config.grace):
-                await self._idle.wait()
+            await wait_any(self._idle, self.config.grace, self.skip_grace)
             for running in list(self.running.values()):
                 running.stop("shutdown")
             with trio.move_on_after(self.config.grace + 5):

@@ -284,10 +284,12 @@ BATCH_TABLE: list[Row] = [
 # Webhook delivery: SPEC.md "Webhook delivery state machine" plus
 # machines/webhook.py. 2xx succeed; 5xx/429/timeouts fail (retry while
 # attempts_left, else dead); other 4xx reject; release returns an in-flight
-# delivery to pending.
+# delivery to pending; a send with no attempts left goes dead (attempts never
+# exceed max_attempts, even after a release).
 WEBHOOK_TABLE: list[Row] = [
     # state        trigger    when              outcome     dest
-    ("pending",    "send",    "-",              "moved",    "sending"),
+    ("pending",    "send",    "attempts_left",  "moved",    "sending"),
+    ("pending",    "send",    "!attempts_left", "moved",    "dead"),
     ("pending",    "succeed", "-",              "invalid",  "-"),
     ("pending",    "fail",    "-",              "invalid",  "-"),
     ("pending",    "reject",  "-",              "invalid",  "-"),
@@ -300,7 +302,8 @@ WEBHOOK_TABLE: list[Row] = [
     ("sending",    "reject",  "-",              "moved",    "dead"),
     ("sending",    "release", "-",              "moved",    "pending"),
 
-    ("retry_wait", "send",    "-",              "moved",    "sending"),
+    ("retry_wait", "send",    "attempts_left",  "moved",    "sending"),
+    ("retry_wait", "send",    "!attempts_left", "moved",    "dead"),
     ("retry_wait", "succeed", "-",              "invalid",  "-"),
     ("retry_wait", "fail",    "-",              "invalid",  "-"),
     ("retry_wait", "reject",  "-",              "invalid",  "-"),

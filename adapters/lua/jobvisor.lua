@@ -270,7 +270,7 @@ end
 -- Terminal: absorbed, nothing written. Token mismatch: one stale_report event, nothing else.
 local function fenced(id, token, op)
   local j = load_job(id)
-  if j == nil then return nil, {kind = 'not_found', id = id} end
+  if j == nil then return nil, {kind = 'not_found', error = 'job', id = id} end
   if M.job.terminal[j.state] then return nil, {kind = 'absorbed', id = id, state = j.state} end
   if token == nil or token == '' or j.lease_token ~= token then
     event('job.stale_report', id, {'op', op, 'token', token or '', 'state', j.state,
@@ -293,7 +293,7 @@ function OP.submit(x)
   end
   if x.batch and x.batch ~= '' then
     local bstate = redis.call('HGET', bkey(x.batch), 'state')
-    if not bstate then return {kind = 'rejected', error = 'batch ' .. x.batch .. ' not found'} end
+    if not bstate then return {kind = 'not_found', error = 'batch', id = x.batch} end
     if bstate ~= 'open' and bstate ~= 'running' then
       return {kind = 'rejected', error = 'batch ' .. x.batch .. ' is ' .. bstate .. '; no members can be added'}
     end
@@ -408,7 +408,7 @@ local UNFENCED = {cancel = true, retry = true, retry_from_start = true,
 function OP.trigger(x)
   if not UNFENCED[x.trigger] then return {kind = 'rejected', error = 'trigger ' .. x.trigger .. ' needs a lease'} end
   local j = load_job(x.id)
-  if j == nil then return {kind = 'not_found', id = x.id} end
+  if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
   if x.trigger == 'validation_passed' or x.trigger == 'validation_exhausted' then
     if x.status and x.status ~= '' then j.validation_status = x.status
       redis.call('HSET', jkey(x.id), 'validation_status', x.status) end
@@ -420,7 +420,7 @@ end
 -- a renewal or a takeover in between makes this a no-op (lost race, no stale record).
 function OP.expire(x)
   local j = load_job(x.id)
-  if j == nil then return {kind = 'not_found', id = x.id} end
+  if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
   if j.state ~= 'active' or j.lease_token ~= x.token or num(j.lease_deadline) > NOW then
     return {kind = 'skipped', id = x.id, state = j.state}
   end
@@ -582,14 +582,14 @@ end
 
 function OP.batch_add(x)
   local b = load_batch(x.id)
-  if b == nil then return {kind = 'not_found', id = x.id} end
+  if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
   if (b.state ~= 'open' and b.state ~= 'running') or b.closed == '1' then
     return {kind = 'rejected', error = 'batch ' .. x.id .. ' is ' .. (b.closed == '1' and 'closed' or b.state) .. '; no members can be added'}
   end
   local added = 0
   for _, id in ipairs(x.jobs) do
     local j = load_job(id)
-    if j == nil then return {kind = 'rejected', error = 'job ' .. id .. ' not found'} end
+    if j == nil then return {kind = 'not_found', error = 'job', id = id} end
     if j.batch ~= '' and j.batch ~= x.id then
       return {kind = 'rejected', error = 'job ' .. id .. ' already belongs to batch ' .. j.batch}
     end
@@ -603,13 +603,13 @@ function OP.batch_add(x)
       if M.job.terminal[state] then batch_member_done(x.id, state) end
     end
   end
-  event('batch.members_added', x.id, {'added', added})
+  if added > 0 then event('batch.members_added', x.id, {'added', added}) end
   return {kind = 'added', id = x.id, added = added}
 end
 
 function OP.batch_close(x)
   local b = load_batch(x.id)
-  if b == nil then return {kind = 'not_found', id = x.id} end
+  if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
   local r = batch_move(b, 'close', {}, {closed = '1'})
   if r.kind ~= 'moved' then return r end
   local f = batch_finalize(b, false)
@@ -619,13 +619,13 @@ end
 
 function OP.batch_finalize(x)
   local b = load_batch(x.id)
-  if b == nil then return {kind = 'not_found', id = x.id} end
+  if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
   return batch_finalize(b, x.stuck == true)
 end
 
 function OP.batch_cancel(x)
   local b = load_batch(x.id)
-  if b == nil then return {kind = 'not_found', id = x.id} end
+  if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
   local kind, o = apply(M.batch, b.state, 'cancel', {})
   if kind ~= 'moved' then return {kind = kind, id = b.id, state = b.state} end
   local r = batch_move(b, 'cancel', {}, {reason = 'cancelled'})
@@ -706,9 +706,12 @@ function OP.deliveries(x)
       if d.state == 'sending' then delivery_move(d, 'release', {}, {}) end
       local attempts = num(d.attempts) + 1
       local token = x.nonce .. '.' .. attempts
-      local r = delivery_move(d, 'send', {}, {'attempts', attempts, 'token', token},
-        NOW + num(x.lease_ms))
-      if r.kind == 'moved' then
+      local r = delivery_move(d, 'send', {attempts_left = num(d.attempts) < num(x.max_attempts)},
+        {'attempts', attempts, 'token', token}, NOW + num(x.lease_ms))
+      if r.kind == 'moved' and r.to == 'dead' then
+        redis.call('HSET', dkey(id), 'attempts', d.attempts, 'token', '')
+      end
+      if r.kind == 'moved' and r.to == 'sending' then
         out[#out + 1] = {id = id, event = d.event, object = d.object, url = d.url,
           snapshot = d.snapshot, attempt = attempts, token = token, created_at = num(d.created_at)}
       end
@@ -720,7 +723,7 @@ end
 -- The outcome of one send: succeed, fail (retry_at decides when) or reject; or release.
 function OP.delivered(x)
   local d = load_delivery(x.id)
-  if d == nil then return {kind = 'not_found', id = x.id} end
+  if d == nil then return {kind = 'not_found', error = 'delivery', id = x.id} end
   if M.webhook.terminal[d.state] then return {kind = 'absorbed', id = x.id, state = d.state} end
   if d.token ~= x.token then return {kind = 'stale', id = x.id, state = d.state} end
   local facts = {attempts_left = num(d.attempts) < num(x.max_attempts)}

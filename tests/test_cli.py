@@ -1,0 +1,596 @@
+"""The ``jobvisor`` command line as a user runs it: a subprocess against a real redis-server.
+
+SPEC.md, "Interfaces" and "Bad input": exit 0 success, 2 bad input (one clear line
+naming the field, nothing written), 3 not found, 1 other failure (Redis unreachable,
+naming the URL). "Nothing written" is checked by dumping the whole Redis database,
+every key with its type-aware contents, before and after the command.
+
+Every bad-input case that reaches Redis runs against a seeded database of its own (a
+queued job, a cancelled job, open, closed and cancelled batches, another queue), so a
+write anywhere shows up; the cases run side by side, each in one of Redis's databases 1-15.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from adapters.backend import open_backend
+from adapters.records import BatchSpec
+from adapters.store import SyncStore
+from examples.app import app as example_app
+from supervisor.client import build_spec
+from tests.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+UNKNOWN_JOB = "default.01ARZ3NDEKTSV4RRFFQ69G5FAV"  # well formed, never created
+UNKNOWN_BATCH = "default.01BX5ZZKBKACTAV9WEVGEMMVRZ"
+TYPES = {t: h.describe() for t, h in example_app.handlers.items()}
+
+
+# -- running the CLI ------------------------------------------------------------------------
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without its JOBVISOR_* settings, plus ``extra``.
+
+    Bytecode is cached outside the source tree (``PYTHONPYCACHEPREFIX``): without a cache
+    every CLI start compiles the project again, which is a third of its start-up time.
+    """
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("JOBVISOR_") and k != "PYTHONDONTWRITEBYTECODE"}
+    environ["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "jobvisor-test-pycache")
+    environ.update(extra or {})
+    return environ
+
+
+def jv(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+       timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m supervisor.cli ARGS`` from the repository root, without the caller's JOBVISOR_*."""
+    environ = cli_env(env)
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", *args],
+        cwd=ROOT, env=environ, input=stdin, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stderr == ""
+    return json.loads(result.stdout)
+
+
+def json_lines(result: subprocess.CompletedProcess[str]) -> list[Any]:
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], codes: int | tuple[int, ...],
+                          *patterns: str) -> str:
+    """Exit code in ``codes``; stderr is exactly one ``jobvisor: ...`` line matching every pattern."""
+    codes = (codes,) if isinstance(codes, int) else codes
+    where = f"exit {result.returncode}; stdout={result.stdout!r}; stderr={result.stderr!r}"
+    assert result.returncode in codes, where
+    assert "Traceback" not in result.stderr, where
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and result.stderr.endswith("\n"), where
+    line = lines[0]
+    assert line.startswith("jobvisor: "), where
+    for pattern in patterns:
+        assert re.search(pattern, line), f"{pattern!r} not in {line!r}"
+    assert result.stdout == "", where
+    return line
+
+
+# -- the database, whole ------------------------------------------------------------------------
+
+
+def dump(url: str) -> dict[bytes, Any]:
+    """Every key with its type, its full contents and whether it carries a TTL."""
+    client = redis.Redis.from_url(url)
+    try:
+        out: dict[bytes, Any] = {}
+        for key in sorted(client.scan_iter(count=1000)):
+            kind = client.type(key).decode()
+            if kind == "string":
+                value: Any = client.get(key)
+            elif kind == "hash":
+                value = sorted(client.hgetall(key).items())
+            elif kind == "set":
+                value = sorted(client.smembers(key))
+            elif kind == "zset":
+                value = client.zrange(key, 0, -1, withscores=True)
+            elif kind == "list":
+                value = client.lrange(key, 0, -1)
+            elif kind == "stream":
+                value = [(i, sorted(f.items())) for i, f in client.xrange(key)]
+            else:
+                value = f"<{kind}>"
+            out[key] = (kind, value, client.pttl(key) >= 0)
+        return out
+    finally:
+        client.close()
+
+
+def assert_nothing_written(before: dict[bytes, Any], after: dict[bytes, Any]) -> None:
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+    assert not (added or removed or changed), f"written: added={added} removed={removed} changed={changed}"
+
+
+# -- a realistic database to refuse things against ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seeded:
+    url: str
+    queued: str  # an echo job, queued
+    cancelled: str  # a report job, cancelled
+    open_batch: str  # open, one member
+    closed_batch: str  # closed (running), one member still queued
+    cancelled_batch: str  # finalized: cancelled
+    other_batch: str  # an open batch in queue "other"
+    other_job: str  # a queued job in queue "other"
+    member: str  # the open batch's member
+
+
+def seed(url: str) -> Seeded:
+    with SyncStore(open_backend(url)) as store:
+        store.register_types(TYPES)  # what a daemon running examples.app publishes
+
+        def submit(type_: str, **options: Any) -> str:
+            return store.submit(build_spec(TYPES, type_, {"n": 1}, **options)).id
+
+        def batch(**options: Any) -> str:
+            return store.create_batch(BatchSpec(**options)).id
+
+        queued = submit("echo", idempotency_key="seeded")
+        cancelled = submit("report")
+        store.cancel(cancelled)
+        open_batch = batch(expected=3)
+        member = submit("echo", batch=open_batch)
+        closed_batch = batch()
+        submit("echo", batch=closed_batch)
+        assert store.close_batch(closed_batch).to == "running"
+        cancelled_batch = batch()
+        assert store.cancel_batch(cancelled_batch).to == "cancelled"
+        other_batch = batch(queue="other")
+        other_job = submit("echo", queue="other")
+    return Seeded(url, queued, cancelled, open_batch, closed_batch, cancelled_batch, other_batch,
+                  other_job, member)
+
+
+@pytest.fixture
+def seeded(redis_url: str) -> Seeded:
+    return seed(redis_url)
+
+
+# -- bad input, for every command -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One refused command line. ``@name`` arguments are filled from :class:`Seeded` and the files.
+
+    ``redis``: ``seeded`` (a database of its own, seeded, dumped before and after),
+    ``invalid`` (``--redis ftp://x``) or ``unreachable`` (a free port nobody listens on).
+    """
+
+    id: str
+    argv: tuple[str, ...]
+    code: int | tuple[int, ...]
+    patterns: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    redis: str = "seeded"
+
+
+def _c(id: str, argv: list[str], code: int | tuple[int, ...], patterns: list[str], *,
+       env: dict[str, str] | None = None, redis: str = "seeded") -> Case:
+    return Case(id, tuple(argv), code, tuple(patterns), tuple((env or {}).items()), redis)
+
+
+APP = ["--app", "examples.app:app"]
+CASES: list[Case] = [
+    # submit
+    _c("submit-malformed-json", ["submit", "echo", "--input", "{bad"], 2, ["input", "JSON"]),
+    _c("submit-malformed-json-file", ["submit", "echo", "--input-file", "@bad_json_file"], 2, ["input"]),
+    _c("submit-missing-input-file", ["submit", "echo", "--input-file", "@missing_file"], 2, ["input-file"]),
+    _c("submit-oversized-input", ["submit", "echo", "--input-file", "@big_file"], 2, ["input", "limit"]),
+    _c("submit-unknown-type", ["submit", "nosuch"], 2, ["type", "nosuch"]),
+    _c("submit-priority-500", ["submit", "echo", "--priority", "500"], 2, ["priority"]),
+    _c("submit-priority-not-int", ["submit", "echo", "--priority", "high"], 2, ["priority"]),
+    _c("submit-max-retries-negative", ["submit", "echo", "--max-retries", "-1"], 2, ["max[_-]retries"]),
+    _c("submit-timeout-0", ["submit", "echo", "--timeout", "0"], 2, ["timeout"]),
+    _c("submit-delay-negative", ["submit", "echo", "--delay", "-5"], 2, ["delay"]),
+    _c("submit-delay-absurd", ["submit", "echo", "--delay", "1e12"], 2, ["delay"]),
+    _c("submit-webhook-ftp", ["submit", "echo", "--webhook-url", "ftp://x"], 2, ["webhook"]),
+    _c("submit-webhook-no-host", ["submit", "echo", "--webhook-url", "http://"], 2, ["webhook"]),
+    _c("submit-queue-bad-name", ["submit", "echo", "--queue", "bad queue"], 2, ["queue"]),
+    _c("submit-idempotency-key-empty", ["submit", "echo", "--idempotency-key", ""], 2, ["idempotency"]),
+    _c("submit-batch-malformed-id", ["submit", "echo", "--batch", "nodot"], 2, ["batch"]),
+    _c("submit-batch-unknown", ["submit", "echo", "--batch", UNKNOWN_BATCH], 3, ["batch", "not found"]),
+    _c("submit-batch-closed", ["submit", "echo", "--batch", "@closed_batch"], 2, ["batch", "closed"]),
+    _c("submit-batch-finalized", ["submit", "echo", "--batch", "@cancelled_batch"], 2, ["batch", "cancelled"]),
+    _c("submit-batch-other-queue", ["submit", "echo", "--batch", "@other_batch"], 2, ["batch"]),
+    _c("submit-app-not-importable", ["submit", "echo", "--app", "no_such_module:app"], 2, ["app"]),
+    _c("submit-app-attr-missing", ["submit", "echo", "--app", "examples.app:nope"], 2, ["app"]),
+    # status, cancel, retry
+    _c("status-malformed-id", ["status", "nodot"], 2, ["id", "nodot"]),
+    _c("status-unknown-id", ["status", UNKNOWN_JOB], 3, ["not found"]),
+    _c("cancel-malformed-id", ["cancel", "nodot"], 2, ["id", "nodot"]),
+    _c("cancel-unknown-id", ["cancel", UNKNOWN_JOB], 3, ["not found"]),
+    _c("retry-malformed-id", ["retry", "nodot"], 2, ["id", "nodot"]),
+    _c("retry-unknown-id", ["retry", UNKNOWN_JOB, "--from-start"], 3, ["not found"]),
+    _c("retry-queued-job", ["retry", "@queued"], 2, ["queued", "retry"]),
+    # events
+    _c("events-queue-bad-name", ["events", "--queue", "bad!"], 2, ["queue"]),
+    _c("events-limit-0", ["events", "--limit", "0"], 2, ["limit"]),
+    _c("events-limit-negative", ["events", "--limit", "-1"], 2, ["limit"]),
+    _c("events-job-malformed-id", ["events", "--job", "nodot"], 2, ["job|id"]),
+    _c("events-job-unknown-id", ["events", "--job", UNKNOWN_JOB], 3, ["not found"]),
+    # batch create
+    _c("batch-create-threshold-0", ["batch", "create", "--threshold", "0"], 2, ["threshold"]),
+    _c("batch-create-threshold-101", ["batch", "create", "--threshold", "101"], 2, ["threshold"]),
+    _c("batch-create-progress-every-0", ["batch", "create", "--progress-every", "0"], 2, ["progress[_-]every"]),
+    _c("batch-create-expected-negative", ["batch", "create", "--expected", "-1"], 2, ["expected"]),
+    _c("batch-create-stuck-after-0", ["batch", "create", "--stuck-after", "0"], 2, ["stuck[_-]after"]),
+    _c("batch-create-webhook-ftp", ["batch", "create", "--webhook-url", "ftp://x"], 2, ["webhook"]),
+    _c("batch-create-queue-bad-name", ["batch", "create", "--queue", "x y"], 2, ["queue"]),
+    # batch add
+    _c("batch-add-to-closed", ["batch", "add", "@closed_batch", "@queued"], 2, ["closed"]),
+    _c("batch-add-to-finalized", ["batch", "add", "@cancelled_batch", "@queued"], 2, ["cancelled"]),
+    _c("batch-add-unknown-batch", ["batch", "add", UNKNOWN_BATCH, "@queued"], 3, ["not found"]),
+    _c("batch-add-malformed-batch", ["batch", "add", "nodot", "@queued"], 2, ["id", "nodot"]),
+    _c("batch-add-malformed-job", ["batch", "add", "@open_batch", "nodot"], 2, ["nodot"]),
+    _c("batch-add-unknown-job", ["batch", "add", "@open_batch", UNKNOWN_JOB], 3, ["not found"]),
+    _c("batch-add-job-of-other-queue", ["batch", "add", "@open_batch", "@other_job"], 2, ["queue"]),
+    # batch close, status, cancel
+    _c("batch-close-malformed-id", ["batch", "close", "nodot"], 2, ["id", "nodot"]),
+    _c("batch-close-unknown-id", ["batch", "close", UNKNOWN_BATCH], 3, ["not found"]),
+    _c("batch-close-already-closed", ["batch", "close", "@closed_batch"], 2, ["close"]),
+    _c("batch-status-malformed-id", ["batch", "status", "nodot"], 2, ["id", "nodot"]),
+    _c("batch-status-unknown-id", ["batch", "status", UNKNOWN_BATCH], 3, ["not found"]),
+    _c("batch-cancel-malformed-id", ["batch", "cancel", "nodot"], 2, ["id", "nodot"]),
+    _c("batch-cancel-unknown-id", ["batch", "cancel", UNKNOWN_BATCH], 3, ["not found"]),
+    # run: every setting is refused before anything connects
+    _c("run-concurrency-0", ["run", *APP, "--concurrency", "0"], 2, ["concurrency"]),
+    _c("run-lease-negative", ["run", *APP, "--lease", "-1"], 2, ["lease"]),
+    _c("run-grace-negative", ["run", *APP, "--grace", "-1"], 2, ["grace"]),
+    _c("run-metrics-port-70000", ["run", *APP, "--metrics-port", "70000"], 2, ["metrics[_-]port"]),
+    _c("run-queues-bad-name", ["run", *APP, "--queues", "a b"], 2, ["queues"]),
+    _c("run-restart-intensity-negative", ["run", *APP, "--restart-intensity", "-1"], 2,
+       ["restart[_-]intensity"]),
+    _c("run-idle-poll-0", ["run", *APP, "--idle-poll", "0"], 2, ["idle[_-]poll"]),
+    _c("run-env-concurrency-abc", ["run", *APP], 2, ["setting", "concurrency"],
+       env={"JOBVISOR_CONCURRENCY": "abc"}),
+    _c("run-env-lease-negative", ["run", *APP], 2, ["setting", "lease"], env={"JOBVISOR_LEASE": "-3"}),
+    _c("run-app-not-importable", ["run", "--app", "no_such_module:app"], 2, ["app", "no_such_module"]),
+    _c("run-app-attr-missing", ["run", "--app", "examples.app:nope"], 2, ["app"]),
+    _c("run-app-not-module-attr", ["run", "--app", "examples.app"], 2, ["app"]),
+    _c("run-log-level-bogus", ["run", *APP, "--log-level", "bogus"], 2, ["log[_-]level"]),
+    _c("run-metrics-host-unresolvable", ["run", *APP, "--metrics-port", "0", "--metrics-host", "999.1.1.1"],
+       (1, 2), ["metrics"]),
+    # diagram
+    _c("diagram-unknown-machine", ["diagram", "nosuch"], 2, ["machine", "nosuch"], redis="none"),
+    # an invalid Redis URL is bad input, whatever the command
+    *[_c(f"invalid-redis-url-{name}", argv, 2, ["redis", re.escape("ftp://x")], redis="invalid")
+      for name, argv in [("submit", ["submit", "echo"]), ("batch-create", ["batch", "create"]),
+                         ("run", ["run", *APP])]],
+    # Redis unreachable: exit 1, naming the URL
+    *[_c(f"unreachable-{name}", argv, 1, ["@url"], redis="unreachable")
+      for name, argv in [("submit", ["submit", "echo", *APP]), ("status", ["status", UNKNOWN_JOB]),
+                         ("run", ["run", *APP])]],
+]
+
+
+@dataclass
+class Outcome:
+    result: subprocess.CompletedProcess[str]
+    url: str
+    before: dict[bytes, Any] | None = None
+    after: dict[bytes, Any] | None = None
+
+
+def _files(directory: Path) -> dict[str, str]:
+    big = directory / "big.json"
+    big.write_text(json.dumps({"blob": "x" * (1 << 20)}))  # encodes to just over 1 MiB
+    bad = directory / "bad.json"
+    bad.write_text("{'single': 'quotes'}")
+    return {"big_file": str(big), "bad_json_file": str(bad), "missing_file": str(directory / "nope.json")}
+
+
+def _bounded(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``jv`` with a time limit that fails this case alone (a command that wrongly starts a daemon)."""
+    try:
+        return jv(*args, env=env, timeout=20)
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(exc.cmd, -9, "", f"(killed after 20s) stderr: {exc.stderr!r}\n")
+
+
+def _run_case(case: Case, base_url: str, databases: queue.Queue[int], files: dict[str, str]) -> Outcome:
+    def fill(arg: str, values: dict[str, str]) -> str:
+        return values[arg[1:]] if arg.startswith("@") else arg
+
+    if case.redis != "seeded":
+        url = {"invalid": "ftp://x", "none": "",
+               "unreachable": f"redis://127.0.0.1:{free_port()}/0"}[case.redis]
+        args = [fill(a, files) for a in case.argv] + (["--redis", url] if url else [])
+        return Outcome(_bounded(args, dict(case.env)), url)
+    db = databases.get()
+    url = base_url.rsplit("/", 1)[0] + f"/{db}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+        values = {**{k: str(v) for k, v in vars(seed(url)).items()}, **files}
+        before = dump(url)
+        result = _bounded([fill(a, values) for a in case.argv] + ["--redis", url], dict(case.env))
+        return Outcome(result, url, before, dump(url))
+    finally:
+        client.flushdb()
+        client.close()
+        databases.put(db)
+
+
+@pytest.fixture(scope="module")
+def outcomes(request: pytest.FixtureRequest, redis_server: RedisServer,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Run every selected case at once, each seeded case in a Redis database of its own (1-15).
+
+    A CLI start costs about half a second of CPU; running the cases side by side keeps the
+    file fast while every case still gets its own before/after dump and its own test.
+    """
+    selected = {item.callspec.id for item in request.session.items
+                if getattr(item, "originalname", "") == "test_refused" and hasattr(item, "callspec")}
+    cases = [c for c in CASES if c.id in selected]
+    databases: queue.Queue[int] = queue.Queue()
+    for db in range(1, 16):
+        databases.put(db)
+    files = _files(tmp_path_factory.mktemp("cli-files"))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {c.id: pool.submit(_run_case, c, redis_server.url, databases, files) for c in cases}
+        return {case_id: f.result() for case_id, f in futures.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_refused(case: Case, outcomes: dict[str, Outcome]) -> None:
+    """Exit code, exactly one stderr line naming the field or setting, and nothing written."""
+    outcome = outcomes[case.id]
+    patterns = [re.escape(outcome.url) if p == "@url" else p for p in case.patterns]
+    assert_one_line_error(outcome.result, case.code, *patterns)
+    if outcome.before is not None:
+        assert outcome.after is not None
+        assert_nothing_written(outcome.before, outcome.after)
+
+
+def test_a_bad_setting_line_reads_setting_name_colon(redis_url: str) -> None:
+    """config.py's docstring: ``setting concurrency: Expected `int` >= 1, got 0``."""
+    result = jv("run", "--redis", redis_url, "--app", "examples.app:app", "--concurrency", "0")
+    line = assert_one_line_error(result, 2)
+    assert line.startswith("jobvisor: setting concurrency: "), line
+
+
+def test_submit_to_an_unknown_batch_on_an_empty_database_writes_nothing(redis_url: str) -> None:
+    before = dump(redis_url)
+    assert before == {}
+    result = jv("submit", "echo", "--app", "examples.app:app", "--batch", UNKNOWN_BATCH, "--redis", redis_url)
+    assert_one_line_error(result, 3, "batch", "not found")
+    assert_nothing_written(before, dump(redis_url))
+
+
+def test_metrics_port_in_use_is_one_line_exit_1(seeded: Seeded) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        before = dump(seeded.url)
+        result = jv("run", "--redis", seeded.url, "--app", "examples.app:app", "--metrics-port", str(port),
+                    timeout=20)
+    assert_one_line_error(result, 1, "metrics|port|" + str(port))
+    assert_nothing_written(before, dump(seeded.url))
+
+
+@pytest.mark.parametrize("machine", ["job", "phase", "batch", "webhook"])
+def test_diagram_prints_mermaid(machine: str) -> None:
+    result = jv("diagram", machine)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("stateDiagram-v2\n")
+    assert result.stderr == ""
+
+
+def test_diagram_takes_redis_like_every_command(redis_url: str) -> None:
+    """README: 'Every command takes ``--redis URL``'."""
+    result = jv("diagram", "job", "--redis", redis_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("stateDiagram-v2\n")
+
+
+# -- happy paths ---------------------------------------------------------------------------------
+
+
+def test_submit_with_app_then_status_queues_and_events(redis_url: str) -> None:
+    """No daemon has run: ``--app`` supplies the type's defaults."""
+    submitted = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--input", '{"hello": "world"}',
+                           "--priority", "7", "--json", "--redis", redis_url))
+    assert submitted["created"] is True and submitted["state"] == "queued"
+    job_id = submitted["id"]
+    assert job_id.startswith("default.")
+
+    status = ok_json(jv("status", job_id, "--json", "--redis", redis_url))
+    assert status["id"] == job_id and status["type"] == "echo" and status["queue"] == "default"
+    assert status["state"] == "queued"
+    assert status["input"] == {"hello": "world"}
+    assert status["priority"] == 7
+    assert (status["max_retries"], status["timeout"], status["retry_count"]) == (2, 10.0, 0)
+    assert status["attempts"] == 0 and status["attempt_records"] == []
+    assert "raw" not in status
+
+    queues = ok_json(jv("queues", "--json", "--redis", redis_url))
+    assert queues == {"default": {"queued": 1, "scheduled": 0, "active": 0, "validating": 0,
+                                  "finished": 0, "outbox": 0}}
+
+    events = json_lines(jv("events", "--json", "--redis", redis_url))
+    assert [(e["type"], e["id"], e["fields"]) for e in events] == [
+        ("job.submitted", job_id, {"to": "queued", "job_type": "echo"})
+    ]
+
+
+def test_submit_uses_the_types_a_daemon_published(redis_url: str) -> None:
+    with SyncStore(open_backend(redis_url)) as store:
+        store.register_types(TYPES)
+    job_id = ok_json(jv("submit", "report", "--json", "--redis", redis_url))["id"]
+    status = ok_json(jv("status", job_id, "--json", "--redis", redis_url))
+    assert status["phases"] == {"fetch": "pending", "render": "pending", "publish": "pending"}
+    assert status["timeout"] == 30.0
+
+
+def test_submit_reads_input_from_stdin_and_honours_jobvisor_redis(redis_url: str, tmp_path: Path) -> None:
+    env = {"JOBVISOR_REDIS": redis_url}
+    from_stdin = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--input-file", "-", "--json",
+                            env=env, stdin='{"from": "stdin"}'))
+    path = tmp_path / "input.json"
+    path.write_text('[1, 2, {"from": "file"}]')
+    from_file = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--input-file", str(path), "--json",
+                           env=env))
+    with SyncStore(open_backend(redis_url)) as store:
+        assert store.get_job(from_stdin["id"]).input == {"from": "stdin"}
+        assert store.get_job(from_file["id"]).input == [1, 2, {"from": "file"}]
+
+
+def test_submit_with_a_delay_is_scheduled(redis_url: str) -> None:
+    submitted = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--delay", "60", "--json",
+                           "--redis", redis_url))
+    assert submitted["state"] == "scheduled"
+    queues = ok_json(jv("queues", "--json", "--redis", redis_url))
+    assert (queues["default"]["queued"], queues["default"]["scheduled"]) == (0, 1)
+
+
+def test_input_exactly_at_the_limit_is_accepted_one_byte_over_is_refused(redis_url: str, tmp_path: Path) -> None:
+    at_limit = tmp_path / "at.json"
+    at_limit.write_text(json.dumps("x" * ((1 << 20) - 2)))  # a JSON string: 2 quotes + body = 1 MiB
+    over = tmp_path / "over.json"
+    over.write_text(json.dumps("x" * ((1 << 20) - 1)))
+    before = dump(redis_url)
+    refused = jv("submit", "echo", "--app", "examples.app:app", "--input-file", str(over), "--redis", redis_url)
+    assert_one_line_error(refused, 2, "input", str(1 << 20))
+    assert_nothing_written(before, dump(redis_url))
+    accepted = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--input-file", str(at_limit), "--json",
+                          "--redis", redis_url))
+    assert accepted["created"] is True
+
+
+def test_the_same_idempotency_key_returns_the_same_job(redis_url: str) -> None:
+    argv = ["submit", "echo", "--app", "examples.app:app", "--idempotency-key", "order-42", "--redis", redis_url]
+    first = ok_json(jv(*argv, "--input", '{"n": 1}', "--json"))
+    before = dump(redis_url)
+    second = ok_json(jv(*argv, "--input", '{"n": 2}', "--json"))
+    assert second["id"] == first["id"]
+    assert (first["created"], second["created"]) == (True, False)
+    assert_nothing_written(before, dump(redis_url))
+    text = jv(*argv)  # the plain output names the same id too
+    assert text.returncode == 0 and text.stdout.split()[0] == first["id"]
+    events = json_lines(jv("events", "--json", "--redis", redis_url))
+    assert [e["type"] for e in events] == ["job.submitted"]
+    with SyncStore(open_backend(redis_url)) as store:
+        assert store.get_job(first["id"]).input == {"n": 1}
+
+
+def test_cancel_then_cancel_again_then_retry(redis_url: str) -> None:
+    job_id = ok_json(jv("submit", "report", "--app", "examples.app:app", "--json", "--redis", redis_url))["id"]
+
+    cancelled = ok_json(jv("cancel", job_id, "--json", "--redis", redis_url))
+    assert (cancelled["outcome"], cancelled["from"], cancelled["to"]) == ("moved", "queued", "cancelled")
+    with SyncStore(open_backend(redis_url)) as store:
+        job = store.get_job(job_id)
+    assert job.state == "cancelled" and job.finished_at is not None
+    assert set(job.phases.values()) == {"cancelled"}  # every unfinished phase is cancelled
+
+    before = dump(redis_url)
+    again = jv("cancel", job_id, "--redis", redis_url)
+    assert again.returncode == 0 and again.stderr == ""
+    assert "no change" in again.stdout
+    again_json = ok_json(jv("cancel", job_id, "--json", "--redis", redis_url))
+    assert (again_json["outcome"], again_json["state"]) == ("absorbed", "cancelled")
+    assert_nothing_written(before, dump(redis_url))
+
+    retried = ok_json(jv("retry", job_id, "--json", "--redis", redis_url))
+    assert (retried["outcome"], retried["from"], retried["to"]) == ("moved", "cancelled", "queued")
+    with SyncStore(open_backend(redis_url)) as store:
+        job = store.get_job(job_id)
+    assert job.state == "queued" and job.finished_at is None
+
+    before = dump(redis_url)
+    assert_one_line_error(jv("retry", job_id, "--redis", redis_url), 2, "queued")
+    assert_nothing_written(before, dump(redis_url))
+
+    events = json_lines(jv("events", "--json", "--job", job_id, "--redis", redis_url))
+    assert [(e["type"], e["fields"].get("from"), e["fields"]["to"]) for e in events] == [
+        ("job.submitted", None, "queued"), ("job.cancelled", "queued", "cancelled"),
+        ("job.retry", "cancelled", "queued"),
+    ]
+
+
+def test_events_filters_by_job_and_by_queue(redis_url: str) -> None:
+    a = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--json", "--redis", redis_url))["id"]
+    b = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--queue", "other", "--json",
+                   "--redis", redis_url))["id"]
+    every = json_lines(jv("events", "--json", "--redis", redis_url))
+    assert sorted(e["id"] for e in every) == sorted([a, b])
+    only_a = json_lines(jv("events", "--json", "--job", a, "--redis", redis_url))
+    assert [e["id"] for e in only_a] == [a]
+    only_other = json_lines(jv("events", "--json", "--queue", "other", "--redis", redis_url))
+    assert [(e["id"], e["queue"]) for e in only_other] == [(b, "other")]
+
+
+def test_batch_create_add_close_status_cancel(redis_url: str) -> None:
+    created = ok_json(jv("batch", "create", "--expected", "2", "--threshold", "50", "--progress-every", "1",
+                         "--stuck-after", "60", "--json", "--redis", redis_url))
+    assert created["state"] == "open"
+    batch = created["id"]
+    status = ok_json(jv("batch", "status", batch, "--json", "--redis", redis_url))
+    assert status["id"] == batch and status["state"] == "open"
+    assert (status["expected"], status["threshold"], status["progress_every"], status["stuck_after"]) == (
+        2, 50, 1, 60.0)
+    assert (status["members"], status["closed"]) == (0, False)
+
+    member = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--batch", batch, "--json",
+                        "--redis", redis_url))["id"]
+    loose = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--json", "--redis", redis_url))["id"]
+    added = ok_json(jv("batch", "add", batch, loose, "--json", "--redis", redis_url))
+    assert added == {"id": batch, "added": 1}
+    closed = ok_json(jv("batch", "close", batch, "--json", "--redis", redis_url))
+    assert (closed["outcome"], closed["from"], closed["to"]) == ("moved", "open", "running")
+    status = ok_json(jv("batch", "status", batch, "--json", "--redis", redis_url))
+    assert (status["state"], status["members"], status["closed"]) == ("running", 2, True)
+
+    cancelled = ok_json(jv("batch", "cancel", batch, "--json", "--redis", redis_url))
+    assert (cancelled["outcome"], cancelled["to"]) == ("moved", "cancelled")
+    with SyncStore(open_backend(redis_url)) as store:
+        for job_id in (member, loose):
+            job = store.get_job(job_id)
+            assert (job.state, job.batch) == ("cancelled", batch)
+    before = dump(redis_url)
+    again = ok_json(jv("batch", "cancel", batch, "--json", "--redis", redis_url))
+    assert (again["outcome"], again["state"]) == ("absorbed", "cancelled")
+    assert_nothing_written(before, dump(redis_url))
+
+
+def test_adding_a_member_again_changes_nothing(seeded: Seeded) -> None:
+    """A no-op writes nothing (STYLE.md 4): not even a ``batch.members_added`` event with ``added 0``."""
+    before = dump(seeded.url)
+    again = ok_json(jv("batch", "add", seeded.open_batch, seeded.member, "--json", "--redis", seeded.url))
+    assert again == {"id": seeded.open_batch, "added": 0}
+    assert_nothing_written(before, dump(seeded.url))
