@@ -205,8 +205,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         flags["queues"] = [q for q in args.queues.split(",") if q]
     config = load_config(flags)
     app = load_app(config.app) if config.app else App()
-    if not app.handlers:
-        logging.getLogger("jobvisor").warning("no handlers registered (use --app module:attr)")
     try:
         trio.run(partial(run_daemon, config, app))
     except BaseException as exc:  # noqa: BLE001 - nurseries wrap errors in groups: find ours

@@ -91,6 +91,8 @@ async def run_daemon(
         backend.ping()
     else:
         await trio.to_thread.run_sync(backend.ping)
+    if not app.handlers:
+        log.warning("no handlers registered (use --app module:attr): this daemon claims nothing it can run")
     metrics = Metrics()
     hub = Hub()
     wall = clock or TrioWallClock()
