@@ -1,0 +1,19 @@
+"""Handlers for the benchmarks: a no-op, and one that reports when it started."""
+
+from __future__ import annotations
+
+import time
+
+from supervisor import App
+
+app = App()
+
+
+@app.handler("noop", max_retries=0)
+async def noop(ctx):  # type: ignore[no-untyped-def]
+    return None
+
+
+@app.handler("stamp", max_retries=0)
+async def stamp(ctx):  # type: ignore[no-untyped-def]
+    return time.time()
