@@ -29,7 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import BadInput, StoreError, StoreUnavailable
+from .errors import BadInput, StoreError, StoreUnavailable, redact
 from .keys import Keys
 from .records import Reply
 from .scripts import LuaLibrary
@@ -82,7 +82,7 @@ class Backend:
 
     def __init__(self, client: Any, url: str, *, inline: bool, stream_cap: int = STREAM_CAP) -> None:
         self.client = client
-        self.url = url
+        self.url = redact(url)
         self.inline = inline
         self.library = LuaLibrary()
         self.stream_cap = stream_cap
@@ -156,7 +156,7 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
         client = fakeredis.FakeRedis(server=servers.get(name))
         return Backend(client, url, inline=True)
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise BadInput(f"redis: {url!r} is not a Redis URL (redis://host:port/db or memory://)")
+        raise BadInput(f"redis: {redact(url)!r} is not a Redis URL (redis://host:port/db or memory://)")
     try:
         client = redis.Redis.from_url(
             url,
@@ -167,5 +167,5 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
             health_check_interval=0,
         )
     except ValueError as exc:
-        raise BadInput(f"redis: {url!r} is not a valid Redis URL ({exc})") from None
+        raise BadInput(f"redis: {redact(url)!r} is not a valid Redis URL ({exc})") from None
     return Backend(client, url, inline=False)

@@ -47,5 +47,21 @@ class StoreUnavailable(StoreError):
     """
 
     def __init__(self, url: str, detail: str = "") -> None:
-        self.url = url
-        super().__init__(f"Redis is unavailable at {url}" + (f": {detail}" if detail else ""))
+        self.url = redact(url)
+        self.detail = detail
+        super().__init__(f"Redis is unavailable at {self.url}" + (f": {detail}" if detail else ""))
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (errors and logs never show secrets)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))

@@ -31,7 +31,7 @@ import msgspec
 
 from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
-from .ids import new_id, new_token
+from .ids import IdGenerator, new_token
 from .keys import QUEUES, TYPES, Keys, check_queue_name, queue_of
 from .records import (
     MAX_INPUT_BYTES,
@@ -104,6 +104,7 @@ class Store:
         self._known_queues: set[str] = set()
         self.max_input_bytes = max_input_bytes
         self.randbytes = randbytes
+        self.ids = IdGenerator(randbytes)
         self.rng = rng or random.Random()
 
     # -- plumbing -----------------------------------------------------------
@@ -162,7 +163,7 @@ class Store:
                 raise BadInput(f"batch: {spec.batch} is not in queue {spec.queue!r}")
         return {
             "op": "submit",
-            "id": new_id(spec.queue, self._now_ms(), self.randbytes),
+            "id": self.ids.new_id(spec.queue, self._now_ms()),
             "type": spec.type,
             "input": encoded.decode(),
             "priority": spec.priority,
@@ -310,7 +311,7 @@ class Store:
     async def create_batch(self, spec: BatchSpec) -> Reply:
         op = {
             "op": "batch_create",
-            "id": new_id(spec.queue, self._now_ms(), self.randbytes),
+            "id": self.ids.new_id(spec.queue, self._now_ms()),
             "expected": "" if spec.expected is None else spec.expected,
             "threshold": spec.threshold,
             "progress_every": spec.progress_every or 0,

@@ -131,7 +131,7 @@ class StoreActor:
         self._stats.requests += len(batch)
         if self._last_error is not None and trio.current_time() < self._down_until:
             for request in batch:
-                request.error = self._last_error
+                request.error = StoreUnavailable(self._last_error.url, self._last_error.detail)
                 request.done.set()
             return
         calls, routes = _merge(batch)

@@ -168,6 +168,7 @@ local function outbox_add(object_id, kind, epoch, url, snapshot)
 end
 
 local batch_member_done -- defined with the batch ops below
+local MEMBER_COUNTER = {completed = 'completed', cancelled = 'cancelled'}
 
 -- The one path every job transition takes. `x` carries the op's data.
 local function job_move(j, trigger, x)
@@ -238,6 +239,9 @@ local function job_move(j, trigger, x)
   end
   if x.error and x.error ~= '' and to ~= 'completed' then put('error', x.error) end
   if to == 'validating' then put('val_checks', 0) end
+  if (trigger == 'validation_passed' or trigger == 'validation_exhausted') and x.status and x.status ~= '' then
+    put('validation_status', x.status)
+  end
   if to == 'queued' then score = queued_score(j.priority); woke = true end
   if M.job.terminal[to] then
     put('finished_at', fmt(NOW))
@@ -263,6 +267,10 @@ local function job_move(j, trigger, x)
     {'from', from, 'to', to, 'attempt', attempt, 'reason', j.reason,
      'phase', interrupted})
   if M.job.terminal[to] and j.batch ~= '' then batch_member_done(j.batch, to) end
+  if M.job.terminal[from] and not M.job.terminal[to] and j.batch ~= '' then
+    -- an operator retry: the member is unfinished again (counters only; a finalized batch stays)
+    redis.call('HINCRBY', bkey(j.batch), MEMBER_COUNTER[from] or 'failed', -1)
+  end
   return reply
 end
 
@@ -303,6 +311,9 @@ function OP.submit(x)
   end
   if x.idem and x.idem ~= '' then
     redis.call('SET', P .. 'idem:' .. x.idem, x.id, 'PX', x.idem_ttl_ms)
+  end
+  if redis.call('EXISTS', jkey(x.id)) == 1 then
+    return {kind = 'rejected', error = 'job id ' .. x.id .. ' already exists'}
   end
   local delay = num(x.delay_ms)
   local state = delay > 0 and 'scheduled' or 'queued'
@@ -409,10 +420,6 @@ function OP.trigger(x)
   if not UNFENCED[x.trigger] then return {kind = 'rejected', error = 'trigger ' .. x.trigger .. ' needs a lease'} end
   local j = load_job(x.id)
   if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
-  if x.trigger == 'validation_passed' or x.trigger == 'validation_exhausted' then
-    if x.status and x.status ~= '' then j.validation_status = x.status
-      redis.call('HSET', jkey(x.id), 'validation_status', x.status) end
-  end
   return job_move(j, x.trigger, x)
 end
 
@@ -676,6 +683,7 @@ local function delivery_move(d, trigger, facts, set, score)
   if kind ~= 'moved' then return {kind = kind, id = d.id, state = d.state} end
   local from = d.state
   d.state = o.to
+  for i = 1, #set, 2 do d[set[i]] = set[i + 1] end
   set[#set + 1] = 'state'; set[#set + 1] = o.to
   set[#set + 1] = 'updated_at'; set[#set + 1] = fmt(NOW)
   redis.call('HSET', dkey(d.id), unpack(set))
@@ -706,11 +714,9 @@ function OP.deliveries(x)
       if d.state == 'sending' then delivery_move(d, 'release', {}, {}) end
       local attempts = num(d.attempts) + 1
       local token = x.nonce .. '.' .. attempts
-      local r = delivery_move(d, 'send', {attempts_left = num(d.attempts) < num(x.max_attempts)},
-        {'attempts', attempts, 'token', token}, NOW + num(x.lease_ms))
-      if r.kind == 'moved' and r.to == 'dead' then
-        redis.call('HSET', dkey(id), 'attempts', d.attempts, 'token', '')
-      end
+      local left = num(d.attempts) < num(x.max_attempts)
+      local set = left and {'attempts', attempts, 'token', token} or {'token', ''}
+      local r = delivery_move(d, 'send', {attempts_left = left}, set, NOW + num(x.lease_ms))
       if r.kind == 'moved' and r.to == 'sending' then
         out[#out + 1] = {id = id, event = d.event, object = d.object, url = d.url,
           snapshot = d.snapshot, attempt = attempts, token = token, created_at = num(d.created_at)}
