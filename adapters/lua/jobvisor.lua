@@ -102,6 +102,16 @@ local JOB_FIELDS = {'state', 'lease_token', 'attempts', 'retry_count', 'max_retr
   'service_job_id', 'result', 'error', 'reason', 'finished_at', 'lease_worker', 'val_checks',
   'validation_status'}
 
+-- One record as a table of strings ('' for absent fields); nil when the record does not exist
+-- (every record's first field is its state).
+local function load_hash(key, fields, id)
+  local v = redis.call('HMGET', key, unpack(fields))
+  if not v[1] then return nil end
+  local record = {id = id}
+  for i, f in ipairs(fields) do record[f] = v[i] or '' end
+  return record
+end
+
 local function load_job(id, extra)
   local fields = JOB_FIELDS
   if extra then
@@ -109,11 +119,7 @@ local function load_job(id, extra)
     for i, f in ipairs(JOB_FIELDS) do fields[i] = f end
     for _, f in ipairs(extra) do fields[#fields + 1] = f end
   end
-  local v = redis.call('HMGET', jkey(id), unpack(fields))
-  if not v[1] then return nil end
-  local j = {id = id}
-  for i, f in ipairs(fields) do j[f] = v[i] or '' end
-  return j
+  return load_hash(jkey(id), fields, id)
 end
 
 local function index_of(state)
@@ -476,13 +482,7 @@ local BATCH_FIELDS = {'state', 'expected', 'members', 'completed', 'failed', 'ca
   'threshold', 'progress_every', 'stuck_after_ms', 'closed', 'notify', 'webhook_url', 'epoch',
   'created_at', 'finished_at', 'reason'}
 
-local function load_batch(id)
-  local v = redis.call('HMGET', bkey(id), unpack(BATCH_FIELDS))
-  if not v[1] then return nil end
-  local b = {id = id}
-  for i, f in ipairs(BATCH_FIELDS) do b[f] = v[i] or '' end
-  return b
-end
+local function load_batch(id) return load_hash(bkey(id), BATCH_FIELDS, id) end
 
 local function batch_total(b)
   if b.expected ~= '' then return num(b.expected) end
@@ -670,13 +670,7 @@ end
 local DELIVERY_FIELDS = {'state', 'attempts', 'event', 'object', 'url', 'snapshot', 'epoch',
   'created_at', 'token'}
 
-local function load_delivery(id)
-  local v = redis.call('HMGET', dkey(id), unpack(DELIVERY_FIELDS))
-  if not v[1] then return nil end
-  local d = {id = id}
-  for i, f in ipairs(DELIVERY_FIELDS) do d[f] = v[i] or '' end
-  return d
-end
+local function load_delivery(id) return load_hash(dkey(id), DELIVERY_FIELDS, id) end
 
 local function delivery_move(d, trigger, facts, set, score)
   local kind, o = apply(M.webhook, d.state, trigger, facts)
