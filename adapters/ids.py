@@ -12,23 +12,9 @@ from collections.abc import Callable
 
 from .keys import check_queue_name
 
-__all__ = ["new_id", "new_token", "IdGenerator"]
+__all__ = ["new_token", "IdGenerator"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def _ulid(now_ms: int, randbytes: Callable[[int], bytes]) -> str:
-    value = (now_ms & ((1 << 48) - 1)) << 80 | int.from_bytes(randbytes(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
-
-
-def new_id(queue: str, now_ms: int, randbytes: Callable[[int], bytes] = os.urandom) -> str:
-    """A new id in ``queue``, created at ``now_ms``."""
-    return f"{check_queue_name(queue)}.{_ulid(now_ms, randbytes)}"
 
 
 def new_token(randbytes: Callable[[int], bytes] = os.urandom) -> str:

@@ -18,7 +18,7 @@ import redis
 
 from .backend import Backend
 
-__all__ = ["listen_blocking", "poll_inline"]
+__all__ = ["listen_blocking", "InlinePoller"]
 
 log = logging.getLogger("jobvisor.notify")
 
@@ -71,9 +71,3 @@ class InlinePoller:
 
     def close(self) -> None:
         self.pubsub.close()
-
-
-def poll_inline(backend: Backend, channels: Sequence[str]) -> InlinePoller:
-    return InlinePoller(backend, channels)
-
-

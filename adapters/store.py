@@ -54,7 +54,6 @@ IDEMPOTENCY_TTL = 86400.0
 
 _json = msgspec.json.Encoder()
 _decode_any = msgspec.json.Decoder()
-_claimed = msgspec.convert
 T = TypeVar("T")
 
 
@@ -215,7 +214,7 @@ class Store:
             {"op": "claim", "n": n, "worker": worker, "lease_ms": int(lease * 1000),
              "nonce": new_token(self.randbytes)},
         )
-        return [_claimed(j, ClaimedJob) for j in reply.jobs]
+        return [msgspec.convert(j, ClaimedJob) for j in reply.jobs]
 
     async def report(
         self,
@@ -284,7 +283,7 @@ class Store:
     async def expired(self, queue: str, n: int = 100) -> list[Expired]:
         """Active jobs whose lease deadline has passed (read only)."""
         reply = await self._op(queue, {"op": "expired", "n": n})
-        return [_claimed(j, Expired) for j in reply.jobs]
+        return [msgspec.convert(j, Expired) for j in reply.jobs]
 
     async def expire(
         self, job_id: str, token: str, trigger: str = "lease_expired", *,
@@ -354,7 +353,7 @@ class Store:
             queue, {"op": "deliveries", "n": n, "lease_ms": int(lease * 1000), "nonce": new_token(self.randbytes),
                     "max_attempts": max_attempts}
         )
-        return [_claimed(d, Delivery) for d in reply.deliveries]
+        return [msgspec.convert(d, Delivery) for d in reply.deliveries]
 
     async def delivery_outcome(
         self, queue: str, delivery_id: str, token: str, trigger: str, *,

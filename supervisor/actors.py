@@ -17,7 +17,7 @@ import trio
 from adapters.backend import Backend
 from adapters.errors import StoreUnavailable
 from adapters.keys import Keys
-from adapters.notify import listen_blocking, poll_inline
+from adapters.notify import InlinePoller, listen_blocking
 
 from .deps import Deps
 from .hub import wait_any
@@ -71,7 +71,7 @@ async def run_listener(deps: Deps, backend: Backend, stop: trio.Event, *, task_s
         keys = Keys(queue)
         channels += [keys.wake_channel, keys.cancel_channel]
     if backend.inline:
-        poller = poll_inline(backend, channels)
+        poller = InlinePoller(backend, channels)
         task_status.started()
         try:
             while not stop.is_set():

@@ -24,7 +24,7 @@ from adapters.backend import open_backend
 from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable
 from adapters.keys import Keys, check_queue_name, queue_of
 from adapters.records import BatchSpec, decode_spec
-from adapters.store import SyncStore
+from adapters.store import SyncStore, event_of
 from machines import MACHINES, to_mermaid
 
 from .app import App
@@ -362,8 +362,6 @@ def cmd_events(args: argparse.Namespace) -> int:
         try:
             while True:
                 answer = client.xread(streams, block=1000, count=100) or []
-                from adapters.store import event_of
-
                 for key, rows in answer:
                     key = key.decode() if isinstance(key, bytes) else key
                     queue = key.split("{", 1)[1].split("}", 1)[0]

@@ -24,8 +24,6 @@ class Hub:
     def __init__(self) -> None:
         self._work = trio.Event()
         self._scheduled = trio.Event()
-        self._deliveries = trio.Event()
-        self._validations = trio.Event()
         self._cancel_handlers: dict[str, Callable[[str], None]] = {}
 
     # -- work to claim ------------------------------------------------------
@@ -38,7 +36,7 @@ class Hub:
         self._work.set()
         self._work = trio.Event()
 
-    # -- schedules, deliveries, validations -------------------------------
+    # -- schedules ---------------------------------------------------------
 
     def scheduled_event(self) -> trio.Event:
         return self._scheduled
@@ -46,20 +44,6 @@ class Hub:
     def scheduled_changed(self) -> None:
         self._scheduled.set()
         self._scheduled = trio.Event()
-
-    def deliveries_event(self) -> trio.Event:
-        return self._deliveries
-
-    def deliveries_due(self) -> None:
-        self._deliveries.set()
-        self._deliveries = trio.Event()
-
-    def validations_event(self) -> trio.Event:
-        return self._validations
-
-    def validations_due(self) -> None:
-        self._validations.set()
-        self._validations = trio.Event()
 
     # -- running handlers -------------------------------------------------------
 
@@ -88,12 +72,8 @@ class Hub:
                 self.work_available()
             if r.to == "scheduled" or (r.kind == "created" and r.state == "scheduled"):
                 self.scheduled_changed()
-            if r.to == "validating":
-                self.validations_due()
             if r.to == "cancelled" and r.from_ == "active":
                 self.cancel_requested(r.id)
-            if r.to in ("completed", "failed", "cancelled", "timed_out", "validation_failed"):
-                self.deliveries_due()
 
     def on_message(self, channel: str, data: str) -> None:
         """A pub/sub message from any process (``...:wake`` or ``...:cancel``)."""

@@ -175,12 +175,6 @@ class Supervisor:
                 with trio.move_on_after(max(1.0, child.spec.shutdown_s)):
                     await child.done.wait()
 
-    def stop_event(self, child_id: str) -> trio.Event:
-        for child in self._children:
-            if child.spec.id == child_id:
-                return child.stop
-        raise KeyError(child_id)
-
 
 class _OnceStatus:
     """Passes ``started()`` on once, whichever run of a restarted child reaches it."""

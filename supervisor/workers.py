@@ -102,7 +102,6 @@ class WorkerPool:
         self._idle = trio.Event()
         self._idle.set()
         self.skip_grace = trio.Event()  # a second signal: interrupt running handlers now
-        self.executions = 0
 
     @property
     def free(self) -> int:
@@ -185,7 +184,6 @@ class WorkerPool:
             started = trio.current_time()
             running.scope.deadline = started + timeout
             outcome: tuple[str, Any] | None = None
-            self.executions += 1
             with running.scope:
                 try:
                     result = await spec.fn(context)
