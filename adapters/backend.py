@@ -32,6 +32,7 @@ from redis.retry import Retry
 from .errors import BadInput, StoreError, StoreUnavailable, redact
 from .keys import Keys
 from .records import Reply
+from .resp import TrioConnection
 from .scripts import LuaLibrary
 
 __all__ = ["Backend", "OpsCall", "CommandCall", "MemoryServers", "open_backend"]
@@ -80,9 +81,13 @@ class MemoryServers:
 class Backend:
     """A redis-py-compatible client plus the Lua library loaded on it."""
 
-    def __init__(self, client: Any, url: str, *, inline: bool, stream_cap: int = STREAM_CAP) -> None:
+    def __init__(
+        self, client: Any, url: str, *, inline: bool, stream_cap: int = STREAM_CAP, timeout: float = 5.0
+    ) -> None:
         self.client = client
+        self._url = url
         self.url = redact(url)
+        self.timeout = timeout
         self.inline = inline
         self.library = LuaLibrary()
         self.stream_cap = stream_cap
@@ -102,17 +107,41 @@ class Backend:
                 results[i] = r
         return [self._decode(call, r) for call, r in zip(calls, results, strict=True)]
 
+    async def run_async(self, connection: TrioConnection, calls: Sequence[Call], now_ms: int) -> list[Any]:
+        """:meth:`run` over a trio-native connection (redis-server only): no thread hop."""
+        results = await connection.pipeline(self._commands(calls, now_ms))
+        self.round_trips += 1
+        missing = [i for i, r in enumerate(results) if _function_missing(r)]
+        if missing:
+            (loaded,) = await connection.pipeline([("FUNCTION", "LOAD", "REPLACE", self.library.source)])
+            if isinstance(loaded, Exception):
+                raise StoreError(f"Redis refused the Lua library at {self.url}: {loaded}")
+            again = await connection.pipeline(self._commands([calls[i] for i in missing], now_ms))
+            self.round_trips += 2
+            for i, r in zip(missing, again, strict=True):
+                results[i] = r
+        return [self._decode(call, r) for call, r in zip(calls, results, strict=True)]
+
+    def connection(self) -> TrioConnection:
+        """A new trio-native connection to this backend's redis-server (connects on first use)."""
+        return TrioConnection(self._url, timeout=self.timeout, callbacks=self.client.response_callbacks)
+
+    def _commands(self, calls: Sequence[Call], now_ms: int) -> list[tuple[Any, ...]]:
+        commands: list[tuple[Any, ...]] = []
+        for call in calls:
+            if isinstance(call, OpsCall):
+                keys = Keys(call.queue)
+                commands.append(("FCALL", self.library.function, 1, keys.queued, keys.prefix, now_ms,
+                                 call.ops, self.stream_cap))
+            else:
+                commands.append(call.args)
+        return commands
+
     def _pipeline(self, calls: Sequence[Call], now_ms: int) -> list[Any]:
         def send() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for call in calls:
-                if isinstance(call, OpsCall):
-                    keys = Keys(call.queue)
-                    pipe.fcall(
-                        self.library.function, 1, keys.queued, keys.prefix, now_ms, call.ops, self.stream_cap
-                    )
-                else:
-                    pipe.execute_command(*call.args)
+            for command in self._commands(calls, now_ms):
+                pipe.execute_command(*command)
             self.round_trips += 1
             return list(pipe.execute(raise_on_error=False))
 
@@ -168,4 +197,4 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
         )
     except ValueError as exc:
         raise BadInput(f"redis: {redact(url)!r} is not a valid Redis URL ({exc})") from None
-    return Backend(client, url, inline=False)
+    return Backend(client, url, inline=False, timeout=timeout)

@@ -9,9 +9,10 @@ results. Under load, many callers' transitions cost one round trip.
 
 Cancellation: a caller cancelled while waiting simply stops waiting; its
 request still runs to completion and the answer is dropped, so no
-connection is ever left half-way through a reply. The worker thread that
-talks to redis-server is never abandoned (``trio.to_thread.run_sync`` is
-not cancellable), so a cancelled actor finishes its round trip first.
+connection is ever left half-way through a reply. The actor's own round
+trip is shielded (and bounded by the connection timeout): a cancelled actor
+finishes the round trip it started. Each serving task owns one trio-native
+connection (:mod:`adapters.resp`), so no thread sits between trio and Redis.
 
 Redis away: the batch's callers get :class:`StoreUnavailable` naming the
 URL; for a backoff window (doubling up to ``max_backoff``) new requests fail
@@ -29,6 +30,7 @@ from typing import Any
 import trio
 
 from .backend import Backend, Call, OpsCall
+from .resp import TrioConnection
 from .errors import StoreError, StoreUnavailable
 
 __all__ = ["StoreActor", "StoreStatistics"]
@@ -117,17 +119,22 @@ class StoreActor:
             self.closed.set()
 
     async def _serve_loop(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                while len(batch) < self.max_batch:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await self._serve(batch)
+        connection = None if self.backend.inline else self.backend.connection()
+        try:
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    while len(batch) < self.max_batch:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._serve(batch, connection)
+        finally:
+            if connection is not None:
+                connection.close()
 
-    async def _serve(self, batch: list[_Request]) -> None:
+    async def _serve(self, batch: list[_Request], connection: TrioConnection | None) -> None:
         self._stats.requests += len(batch)
         if self._last_error is not None and trio.current_time() < self._down_until:
             for request in batch:
@@ -137,10 +144,13 @@ class StoreActor:
         calls, routes = _merge(batch)
         now_ms = int(self.now() * 1000)
         try:
-            if self.backend.inline:
+            if connection is None:
                 results = self.backend.run(calls, now_ms)
             else:
-                results = await trio.to_thread.run_sync(self.backend.run, calls, now_ms)
+                # Shielded: a round trip that started is finished (or its connection
+                # closed), so no caller's ops are left half-sent; bounded by the timeout.
+                with trio.CancelScope(shield=True):
+                    results = await self.backend.run_async(connection, calls, now_ms)
         except StoreUnavailable as exc:
             self._stats.failures += 1
             self._backoff = min(self.max_backoff, max(self.min_backoff, self._backoff * 2))

@@ -202,7 +202,7 @@ async def test_a_caller_cancelled_before_sending_sends_nothing(target: Target, t
 
 async def test_callers_cancelled_mid_flight_leave_the_actor_serving(target: Target) -> None:
     """The callers' scope is cancelled from inside the round trip that carries their
-    requests (from the worker thread, for redis-server): none of them gets an answer, every
+    requests (from inside the actor's round trip): none of them gets an answer, every
     request still runs whole, and the actor goes on serving with a healthy connection."""
     q = "cancel-inflight"
     raw = target.raw()
@@ -210,19 +210,21 @@ async def test_callers_cancelled_mid_flight_leave_the_actor_serving(target: Targ
     # one serving loop, so that a later request is served after the held one
     actor = StoreActor(backend, time.time, concurrency=1)
     store = Store(actor)
-    real_run = backend.run
+    real_run, real_run_async = backend.run, backend.run_async
     armed: list[Callable[[], None]] = []
 
     def run_cancelling_callers(calls: Any, now_ms: int) -> Any:
         if armed:
-            cancel = armed.pop()
-            if backend.inline:
-                cancel()
-            else:
-                trio.from_thread.run_sync(cancel)
+            armed.pop()()
         return real_run(calls, now_ms)
 
+    async def run_async_cancelling_callers(connection: Any, calls: Any, now_ms: int) -> Any:
+        if armed:
+            armed.pop()()
+        return await real_run_async(connection, calls, now_ms)
+
     backend.run = run_cancelling_callers  # type: ignore[method-assign]
+    backend.run_async = run_async_cancelling_callers  # type: ignore[method-assign]
     all_jobs: list[str] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)

@@ -1,0 +1,129 @@
+"""The store actor's trio-native connection (adapters/resp.py) against a real redis-server.
+
+It must give every reply the shape the synchronous redis-py client gives, select the URL's
+database, never let a cancelled or failed round trip leave a reply behind for the next one,
+and turn a server that is gone or silent into one clear error naming the URL.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pytest
+import redis
+import trio
+
+from adapters.backend import open_backend
+from adapters.errors import StoreUnavailable
+from tests.redis_server import RedisServer
+
+
+def _seed(client: redis.Redis) -> None:
+    client.hset("h", mapping={"a": "1", "b": "two"})
+    client.xadd("s", {"type": "x", "id": "1"})
+    client.xadd("s", {"type": "y", "id": "2"})
+    client.sadd("set", "p", "q")
+    client.zadd("z", {"m": 1.5, "n": 2})
+
+
+READS = [
+    ("HGETALL", "h"),
+    ("HGETALL", "missing"),
+    ("HMGET", "h", "a", "nope"),
+    ("XRANGE", "s", "-", "+", "COUNT", 10),
+    ("SMEMBERS", "set"),
+    ("ZCARD", "z"),
+    ("ZRANGE", "z", 0, -1, "WITHSCORES"),
+    ("ZRANGEBYSCORE", "z", "-inf", "+inf", "WITHSCORES"),
+    ("EXISTS", "h"),
+    ("GET", "missing"),
+    ("PING",),
+]
+
+
+async def test_replies_have_the_synchronous_clients_shapes(redis_url: str) -> None:
+    sync = redis.Redis.from_url(redis_url)
+    _seed(sync)
+    expected = [sync.execute_command(*c) for c in READS]
+    connection = open_backend(redis_url).connection()
+    try:
+        assert await connection.pipeline(READS) == expected
+    finally:
+        connection.close()
+
+
+async def test_the_urls_database_is_selected(redis_url: str) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/5"
+    connection = open_backend(url).connection()
+    try:
+        await connection.pipeline([("SET", "where", "five")])
+    finally:
+        connection.close()
+    assert redis.Redis.from_url(url).get("where") == b"five"
+    assert redis.Redis.from_url(redis_url).get("where") is None
+
+
+async def test_an_error_reply_is_a_value_and_the_connection_goes_on(redis_url: str) -> None:
+    connection = open_backend(redis_url).connection()
+    try:
+        bad, good = await connection.pipeline([("HGET", "only-one-arg"), ("PING",)])
+        assert isinstance(bad, redis.exceptions.ResponseError)
+        assert "wrong number of arguments" in str(bad)
+        assert good in (b"PONG", True, "PONG")
+    finally:
+        connection.close()
+
+
+async def test_a_cancelled_round_trip_leaves_no_reply_for_the_next(redis_url: str) -> None:
+    """Cancelled while Redis still owes a reply (BLPOP): the connection is closed, so the
+    late reply can never be read as the answer to the next command."""
+    connection = open_backend(redis_url).connection()
+    try:
+        with trio.move_on_after(0.2) as scope:
+            await connection.pipeline([("BLPOP", "nothing-here", 2)])
+        assert scope.cancelled_caught
+        redis.Redis.from_url(redis_url).rpush("nothing-here", "late")
+        assert await connection.pipeline([("GET", "k"), ("LLEN", "nothing-here")]) == [None, 1]
+    finally:
+        connection.close()
+
+
+async def test_a_server_that_goes_away_is_one_error_then_a_reconnect(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, appendonly=False)
+    server.start()
+    connection = open_backend(server.url).connection()
+    try:
+        await connection.pipeline([("SET", "k", "v")])
+        server.kill()
+        with pytest.raises(StoreUnavailable) as caught:
+            await connection.pipeline([("GET", "k")])
+        assert server.url.split("//")[1].split("/")[0] in str(caught.value)
+        server.start()
+        assert await connection.pipeline([("PING",)]) in ([b"PONG"], [True], ["PONG"])
+    finally:
+        connection.close()
+        server.stop()
+
+
+async def test_a_server_that_never_answers_costs_one_timeout() -> None:
+    async def accept_and_stay_silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, accept_and_stay_silent, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        backend = open_backend(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+        connection = backend.connection()
+        with trio.fail_after(5), pytest.raises(StoreUnavailable, match="no answer within 0.3 s"):
+            await connection.pipeline([("PING",)])
+        nursery.cancel_scope.cancel()
+
+
+async def test_nothing_listening_names_the_url() -> None:
+    with trio.socket.socket() as probe:
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    connection = open_backend(f"redis://127.0.0.1:{port}/0", timeout=1).connection()
+    with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+        await connection.pipeline([("PING",)])
