@@ -1,24 +1,23 @@
 """Pub/sub: how one process hears that another queued work or cancelled a job.
 
-For redis-server a blocking subscriber runs in a worker thread and hands
-each message to trio with ``trio.from_thread.run_sync``. It reconnects with
-backoff when Redis goes away, and ends within ``poll`` seconds of ``stop``.
-The embedded store has no other process to hear from; its messages are
-polled inline.
+For redis-server, :func:`listen` subscribes on a trio-native connection
+(:mod:`adapters.resp`) and hands each message to ``deliver`` in the trio
+thread, with no thread hop; it reconnects with backoff when Redis goes away
+and pings an idle connection so a dead one is noticed. The embedded
+store has no other process to hear from; its messages are polled inline.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-
 from collections.abc import Callable, Sequence
 
-import redis
+import trio
 
 from .backend import Backend
+from .errors import StoreError, StoreUnavailable
 
-__all__ = ["listen_blocking", "InlinePoller"]
+__all__ = ["listen", "InlinePoller"]
 
 log = logging.getLogger("jobvisor.notify")
 
@@ -29,29 +28,34 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def listen_blocking(
-    backend: Backend, channels: Sequence[str], deliver: Deliver, stop: threading.Event, *, poll: float = 0.5
-) -> None:
-    """Subscribe and call ``deliver(channel, data)`` per message until ``stop`` is set."""
+async def listen(backend: Backend, channels: Sequence[str], deliver: Deliver, *, idle: float = 15.0) -> None:
+    """Subscribe and call ``deliver(channel, data)`` per message, until cancelled."""
     backoff = 0.05
-    while not stop.is_set():
-        pubsub = backend.client.pubsub(ignore_subscribe_messages=True)
+    while True:
+        connection = backend.connection()
         try:
-            pubsub.subscribe(*channels)
+            await connection.send("SUBSCRIBE", *channels)
             backoff = 0.05
-            while not stop.is_set():
-                message = pubsub.get_message(timeout=poll)
-                if message is not None and message.get("type") == "message":
-                    deliver(_text(message["channel"]), _text(message["data"]))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            log.warning("pub/sub lost its connection to %s (%s); reconnecting", backend.url, exc)
-            stop.wait(backoff)
+            pinged = False
+            while True:
+                reply = await connection.receive(idle)
+                if reply is None:
+                    if pinged:  # not even a PONG: the connection is dead without knowing it
+                        raise StoreUnavailable(backend.url, f"no answer to PING within {idle:g} s")
+                    await connection.send("PING")
+                    pinged = True
+                    continue
+                pinged = False
+                if isinstance(reply, Exception):  # e.g. an ACL without SUBSCRIBE: not transient
+                    raise StoreError(f"Redis refused pub/sub at {backend.url}: {reply}")
+                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                    deliver(_text(reply[1]), _text(reply[2]))
+        except StoreUnavailable as exc:
+            log.warning("pub/sub lost its connection to %s (%s); reconnecting", backend.url, exc.detail)
+            await trio.sleep(backoff)
             backoff = min(2.0, backoff * 2)
         finally:
-            try:
-                pubsub.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail too
-                pass
+            connection.close()
 
 
 class InlinePoller:

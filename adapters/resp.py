@@ -82,6 +82,44 @@ class TrioConnection:
             shaped.append(callback(reply) if callback is not None else reply)
         return shaped
 
+    async def send(self, *command: Any) -> None:
+        """Send one command without reading its reply (pub/sub: ``SUBSCRIBE``, ``PING``);
+        read replies and messages with :meth:`receive`."""
+        if self._stream is None:
+            await self._connect()
+        assert self._stream is not None
+        try:
+            with trio.fail_after(self._timeout):
+                await self._stream.send_all(hiredis.pack_command(command))
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+            self.close()
+            raise StoreUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+
+    async def receive(self, timeout: float) -> Any:
+        """The next reply or push (a pub/sub message is ``[b"message", channel, data]``),
+        or ``None`` when nothing came within ``timeout``. Cancelling it loses nothing:
+        bytes already read stay in the parser."""
+        stream, reader = self._stream, self._reader
+        if stream is None:
+            raise StoreUnavailable(self.url, "not connected")
+        try:
+            with trio.move_on_after(timeout):
+                while True:
+                    reply = reader.gets()
+                    if reply is not False:
+                        return reply
+                    chunk = await stream.receive_some(_READ_SIZE)
+                    if not chunk:
+                        raise StoreUnavailable(self.url, "connection closed by server")
+                    reader.feed(chunk)
+            return None
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError) as exc:
+            self.close()
+            raise StoreUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+        except StoreUnavailable:
+            self.close()
+            raise
+
     async def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         stream, reader = self._stream, self._reader
         assert stream is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from functools import partial
 
 import trio
@@ -17,7 +16,7 @@ import trio
 from adapters.backend import Backend
 from adapters.errors import StoreUnavailable
 from adapters.keys import Keys
-from adapters.notify import InlinePoller, listen_blocking
+from adapters.notify import InlinePoller, listen
 
 from .deps import Deps
 from .hub import wait_any
@@ -80,29 +79,11 @@ async def run_listener(deps: Deps, backend: Backend, stop: trio.Event, *, task_s
         finally:
             poller.close()
         return
-    token = trio.lowlevel.current_trio_token()
-    halt = threading.Event()
-
-    def deliver(channel: str, data: str) -> None:
-        try:
-            trio.from_thread.run_sync(deps.hub.on_message, channel, data, trio_token=token)
-        except trio.RunFinishedError:
-            halt.set()
-
-    async def stop_when_asked(scope: trio.CancelScope) -> None:
-        await stop.wait()
-        scope.cancel()
-
     task_status.started()
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stop_when_asked, nursery.cancel_scope)
-            # The thread checks `halt` every poll interval, so abandoning it on cancel is bounded.
-            await trio.to_thread.run_sync(
-                partial(listen_blocking, backend, channels, deliver, halt, poll=0.25), abandon_on_cancel=True
-            )
-    finally:
-        halt.set()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(listen, backend, channels, deps.hub.on_message))
+        await stop.wait()
+        nursery.cancel_scope.cancel()
 
 
 async def run_gauges(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

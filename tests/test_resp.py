@@ -15,7 +15,8 @@ import redis
 import trio
 
 from adapters.backend import open_backend
-from adapters.errors import StoreUnavailable
+from adapters.errors import StoreError, StoreUnavailable
+from adapters.notify import listen
 from tests.redis_server import RedisServer
 
 
@@ -127,3 +128,54 @@ async def test_nothing_listening_names_the_url() -> None:
     connection = open_backend(f"redis://127.0.0.1:{port}/0", timeout=1).connection()
     with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
         await connection.pipeline([("PING",)])
+
+
+async def test_listen_delivers_messages_and_comes_back_after_a_restart(tmp_path: Path) -> None:
+    """The daemon's pub/sub listener: messages reach ``deliver`` in trio; when redis-server
+    restarts, it reconnects and hears the next message (it is never silently deaf)."""
+    server = RedisServer(tmp_path, appendonly=False)
+    server.start()
+    backend = open_backend(server.url)
+    got: list[tuple[str, str]] = []
+    arrived = trio.Event()
+
+    def deliver(channel: str, data: str) -> None:
+        got.append((channel, data))
+        arrived.set()
+
+    async def publish_until_heard(data: str) -> None:
+        # a subscription becomes live a moment after connecting: publish until it is heard
+        nonlocal arrived
+        arrived = trio.Event()
+        with trio.fail_after(10):
+            while not arrived.is_set():
+                try:
+                    redis.Redis.from_url(server.url).publish("jv:{q}:wake", data)
+                except redis.exceptions.ConnectionError:
+                    pass
+                with trio.move_on_after(0.05):
+                    await arrived.wait()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(listen, backend, ["jv:{q}:wake", "jv:{q}:cancel"], deliver))
+            await publish_until_heard("before")
+            server.restart()
+            await publish_until_heard("after")
+            nursery.cancel_scope.cancel()
+        assert got[0] == ("jv:{q}:wake", "before")
+        assert got[-1] == ("jv:{q}:wake", "after")
+        assert {d for _, d in got} == {"before", "after"}
+    finally:
+        server.stop()
+
+
+async def test_listen_refused_by_an_acl_is_an_error_not_a_retry(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("ACL", "SETUSER", "nosub", "on", ">pw", "~*", "&*", "+@all", "-subscribe")
+    try:
+        backend = open_backend(redis_url.replace("redis://", "redis://nosub:pw@", 1))
+        with trio.fail_after(5), pytest.raises(StoreError, match="refused pub/sub"):
+            await listen(backend, ["jv:{q}:wake"], lambda channel, data: None)
+    finally:
+        admin.execute_command("ACL", "DELUSER", "nosub")
