@@ -17,7 +17,7 @@
 -- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
 
 -- Per-call values: set by `run` at the start of every call (Redis runs one call at a time).
-local P, NOW, OPS, CAP, QUEUE
+local P, NOW, NOW_S, OPS, CAP, QUEUE
 local K_QUEUED, K_DUE, K_ACTIVE, K_VALIDATING, K_FINISHED, K_EVENTS, K_OUTBOX, K_BATCHES
 local EPOCH_2024 = 1704067200000
 local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
@@ -26,6 +26,7 @@ local woke = false
 local function begin(args)
   P = args[1]
   NOW = tonumber(args[2])
+  NOW_S = string.format('%d', NOW)
   OPS = cjson.decode(args[3])
   CAP = args[4]
   K_QUEUED, K_DUE, K_ACTIVE = P .. 'queued', P .. 'due', P .. 'active'
@@ -59,11 +60,14 @@ local function apply(m, state, trigger, facts)
 end
 
 local function event(kind, id, fields)
-  local args = {'XADD', K_EVENTS, 'MAXLEN', '~', CAP, '*', 'type', kind, 'id', id, 'at', fmt(NOW)}
+  local args = {'XADD', K_EVENTS, 'MAXLEN', '~', CAP, '*', 'type', kind, 'id', id, 'at', NOW_S}
+  local n = 12
   for i = 1, #fields, 2 do
-    if fields[i + 1] ~= nil and fields[i + 1] ~= '' then
-      args[#args + 1] = fields[i]
-      args[#args + 1] = tostring(fields[i + 1])
+    local v = fields[i + 1]
+    if v ~= nil and v ~= '' then
+      args[n + 1] = fields[i]
+      args[n + 2] = type(v) == 'string' and v or tostring(v)
+      n = n + 2
     end
   end
   redis.call(unpack(args))
@@ -167,7 +171,7 @@ local function outbox_add(object_id, kind, epoch, url, snapshot)
   local did = object_id .. '~' .. kind .. '~' .. epoch
   if redis.call('EXISTS', dkey(did)) == 1 then return false end
   redis.call('HSET', dkey(did), 'state', 'pending', 'attempts', 0, 'event', kind,
-    'object', object_id, 'epoch', epoch, 'url', url or '', 'created_at', fmt(NOW),
+    'object', object_id, 'epoch', epoch, 'url', url or '', 'created_at', NOW_S,
     'snapshot', snapshot)
   redis.call('ZADD', K_OUTBOX, NOW, did)
   return true
@@ -186,7 +190,7 @@ local function job_move(j, trigger, x)
   local set = {}
   local function put(f, v) set[#set + 1] = f; set[#set + 1] = v; j[f] = v end
   put('state', to)
-  put('updated_at', fmt(NOW))
+  put('updated_at', NOW_S)
   local attempt = num(j.attempts)
   local phases = parse_phases(j.phases)
   local phases_before = j.phases
@@ -201,7 +205,7 @@ local function job_move(j, trigger, x)
     put('lease_token', token)
     put('lease_worker', x.worker or '')
     put('lease_deadline', fmt(deadline))
-    put('started_at', fmt(NOW))
+    put('started_at', NOW_S)
     score = deadline
     reply.token = token
     reply.lease_deadline = deadline
@@ -231,10 +235,10 @@ local function job_move(j, trigger, x)
       started_at = NOW, resumed_at_phase = resume}))
   end
   if fx.end_attempt then
-    put('atx:' .. attempt, '{"outcome":' .. enc(OUTCOME[trigger]) .. ',"finished_at":' .. fmt(NOW) ..
+    put('atx:' .. attempt, '{"outcome":"' .. OUTCOME[trigger] .. '","finished_at":' .. NOW_S ..
       ',"error":' .. raw(x.error) .. ',"interrupted_phase":' .. enc(interrupted ~= '' and interrupted or nil) ..
       ',"service_job_id":' .. enc(j.service_job_id ~= '' and j.service_job_id or nil) ..
-      ',"result":' .. raw(x.result) .. ',"by":' .. enc(x.by or 'worker') .. '}')
+      ',"result":' .. raw(x.result) .. ',"by":"' .. (x.by or 'worker') .. '"}')
     put('lease_token', '')
     put('lease_deadline', '')
     reply.interrupted_phase = interrupted ~= '' and interrupted or nil
@@ -250,7 +254,7 @@ local function job_move(j, trigger, x)
   end
   if to == 'queued' then score = queued_score(j.priority); woke = true end
   if M.job.terminal[to] then
-    put('finished_at', fmt(NOW))
+    put('finished_at', NOW_S)
     local reason = x.reason or REASON[trigger]
     if to == 'completed' then reason = '' end
     put('reason', reason or '')
@@ -328,8 +332,8 @@ function OP.submit(x)
     'attempts', 0, 'epoch', 0, 'timeout_ms', x.timeout_ms, 'backoff_ms', x.backoff_ms,
     'backoff_max_ms', x.backoff_max_ms, 'has_validator', x.has_validator and '1' or '0',
     'phases', x.phases or '', 'notify', x.notify and '1' or '0', 'webhook_url', x.webhook_url or '',
-    'batch', x.batch or '', 'idempotency_key', x.idem or '', 'created_at', fmt(NOW),
-    'updated_at', fmt(NOW), 'due_at', delay > 0 and fmt(NOW + delay) or '',
+    'batch', x.batch or '', 'idempotency_key', x.idem or '', 'created_at', NOW_S,
+    'updated_at', NOW_S, 'due_at', delay > 0 and fmt(NOW + delay) or '',
     'validator_url', x.validator_url or '')
   if state == 'queued' then
     redis.call('ZADD', K_QUEUED, queued_score(x.priority), x.id)
@@ -404,7 +408,7 @@ function OP.phase(x)
       if kind ~= 'moved' then return {kind = kind, id = x.id, phase = x.name, state = p[2]} end
       local from = p[2]
       p[2] = o.to
-      local set = {'phases', join_phases(phases), 'updated_at', fmt(NOW)}
+      local set = {'phases', join_phases(phases), 'updated_at', NOW_S}
       if o.fx.store_result then
         set[#set + 1] = 'pr:' .. x.name
         set[#set + 1] = (x.result ~= nil and x.result ~= '') and x.result or 'null'
@@ -520,10 +524,10 @@ local function batch_move(b, trigger, facts, fields)
   if kind ~= 'moved' then return {kind = kind, id = b.id, state = b.state} end
   local from = b.state
   b.state = o.to
-  local set = {'state', o.to, 'updated_at', fmt(NOW)}
+  local set = {'state', o.to, 'updated_at', NOW_S}
   for k, v in pairs(fields or {}) do set[#set + 1] = k; set[#set + 1] = v; b[k] = v end
   if M.batch.terminal[o.to] then
-    b.finished_at = fmt(NOW)
+    b.finished_at = NOW_S
     set[#set + 1] = 'finished_at'; set[#set + 1] = b.finished_at
     redis.call('ZREM', K_BATCHES, b.id)
   end
@@ -579,8 +583,8 @@ function OP.batch_create(x)
     'expected', x.expected or '', 'members', 0, 'completed', 0, 'failed', 0, 'cancelled', 0,
     'threshold', x.threshold, 'progress_every', x.progress_every or 0,
     'stuck_after_ms', x.stuck_after_ms or 0, 'closed', '', 'notify', x.notify and '1' or '0',
-    'webhook_url', x.webhook_url or '', 'epoch', 0, 'created_at', fmt(NOW),
-    'updated_at', fmt(NOW))
+    'webhook_url', x.webhook_url or '', 'epoch', 0, 'created_at', NOW_S,
+    'updated_at', NOW_S)
   local stuck_after = num(x.stuck_after_ms)
   redis.call('ZADD', K_BATCHES, stuck_after > 0 and (NOW + stuck_after) or '+inf', x.id)
   event('batch.created', x.id, {'to', 'open', 'expected', x.expected})
@@ -679,7 +683,7 @@ local function delivery_move(d, trigger, facts, set, score)
   d.state = o.to
   for i = 1, #set, 2 do d[set[i]] = set[i + 1] end
   set[#set + 1] = 'state'; set[#set + 1] = o.to
-  set[#set + 1] = 'updated_at'; set[#set + 1] = fmt(NOW)
+  set[#set + 1] = 'updated_at'; set[#set + 1] = NOW_S
   redis.call('HSET', dkey(d.id), unpack(set))
   if M.webhook.terminal[o.to] then
     redis.call('ZREM', K_OUTBOX, d.id)
