@@ -358,9 +358,15 @@ def cmd_events(args: argparse.Namespace) -> int:
         if not args.follow:
             return EXIT_OK
         client = store.backend.client
-        streams = {Keys(q).events: last.get(q, "$") for q in queues}
+        streams = {Keys(q).events: last.get(q, "0-0") for q in queues}
         try:
             while True:
+                if not args.queue:  # following every queue: take in queues that appear later
+                    for q in store.queues():
+                        streams.setdefault(Keys(q).events, "0-0")
+                if not streams:
+                    time.sleep(1.0)  # no queue exists yet
+                    continue
                 answer = client.xread(streams, block=1000, count=100) or []
                 for key, rows in answer:
                     key = key.decode() if isinstance(key, bytes) else key
