@@ -15,12 +15,14 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import trio
 
+from adapters.backend import open_backend
 from adapters.errors import BadInput, NotFound, Rejected
 from adapters.records import BatchSpec, JobSpec
 from adapters.store import Store, SyncStore
@@ -482,3 +484,17 @@ async def test_three_daemons_monitors_and_fifty_completions_finalize_once(redis_
         finally:
             raw.close()
     assert sum(outcomes.values()) == rounds, outcomes
+
+
+def test_the_readme_batch_example_runs(redis_url: str) -> None:
+    """README.md's Python batch example, as written, against the test's Redis."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Batches"):readme.index("### Command line")]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with SyncStore(open_backend(redis_url)) as store:
+        store.register_types({"echo": {"queue": "default"}})  # what a daemon running examples.app publishes
+    namespace: dict[str, Any] = {"Client": Client}
+    exec(code.replace("redis://127.0.0.1:6379/0", redis_url), namespace)  # noqa: S102 - the README's own code
+    view = namespace["view"]
+    assert (view.state, view.members, view.closed, view.threshold, view.stuck_after) == (
+        "running", 10, True, 80, 600.0)
