@@ -247,6 +247,36 @@ def test_adding_finished_jobs_finalizes_once_after_all_are_members(
         ("batch.progress", "2"), ("batch.finalize", "2"), ("batch.completed", "2")]
 
 
+def test_closing_fixes_the_size_below_the_expected_total(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    """Closing says "no more members": the members so far are the whole batch."""
+    raw = target.raw()
+    b = sync_store.create_batch(BatchSpec(expected=5, notify=True)).id
+    sync_store.submit_many([member(b), member(b)])
+    for c in sync_store.claim(Q, "w", n=2):
+        sync_store.complete(c.id, c.token)
+    assert sync_store.get_batch(b).state == "open"  # 2 of the 5 expected
+    r = sync_store.close_batch(b)
+    assert (r.from_, r.to) == ("open", "completed")
+    assert body(raw, f"{b}~batch.completed~0")["total"] == 2
+
+
+def test_a_member_submitted_is_activity_for_the_stuck_timer(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    raw = target.raw()
+    b = sync_store.create_batch(BatchSpec(stuck_after=30)).id
+    assert raw.zscore(K.batches, b) == int(clock() * 1000) + 30_000
+    clock.advance(20)
+    sync_store.submit(member(b))
+    assert raw.zscore(K.batches, b) == int(clock() * 1000) + 30_000
+    clock.advance(29)
+    assert (sync_store.sweep_batches(Q).n, sync_store.get_batch(b).state) == (0, "open")
+    clock.advance(1)
+    assert sync_store.sweep_batches(Q).batches[0]["to"] == "failed"
+
+
 # -- bad input: a clear error, nothing written ---------------------------------------------------------
 
 
