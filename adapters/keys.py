@@ -20,7 +20,10 @@ key (after ``jv:{q}:``)          type    contents and lifetime
 ``delivery:<id>``               hash    one webhook delivery with its own body snapshot
 ``idem:<key>``                  string  idempotency key -> job id; expires (default 1 day)
 ``batch:<id>``                  hash    the batch record and its counters
-``batches``                     zset    live batch ids; score = last member activity ms
+``batch:<id>:members``          set     the batch's member job ids
+``batches``                     zset    live batch ids; score = stuck deadline ms (last
+                                        member activity + stuck-after; +inf without);
+                                        a batch leaves it when it ends
 ``wake`` (channel)              pubsub  a job became queued: idle workers claim
 ``cancel`` (channel)            pubsub  a running job was cancelled: its holder stops it
 ==============================  ======  ==============================================

@@ -186,6 +186,7 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     added: int = 0
     members_cancelled: int = 0
     next_due: float | None = None
+    cursor: int | None = None
     jobs: list[Any] = []
     batches: list[Any] = []
     deliveries: list[Any] = []

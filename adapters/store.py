@@ -308,6 +308,7 @@ class Store:
     # -- batches -----------------------------------------------------------------
 
     async def create_batch(self, spec: BatchSpec) -> Reply:
+        """Create a batch (``created``; ``state`` is ``completed`` at once when it expects no members)."""
         op = {
             "op": "batch_create",
             "id": self.ids.new_id(spec.queue, self._now_ms()),
@@ -322,6 +323,12 @@ class Store:
         return await self._op(spec.queue, op)
 
     async def add_to_batch(self, batch_id: str, job_ids: Sequence[str]) -> Reply:
+        """Add existing jobs (``added`` counts the new ones); members already finished are counted.
+
+        Refused, with nothing written (:class:`Rejected`), when the batch is closed or
+        finalized, when a job belongs to another batch, or when more members than the
+        expected total would result; :class:`NotFound` for an unknown batch or job.
+        """
         queue = self._queue_of(batch_id)
         for job_id in job_ids:
             if self._queue_of(job_id) != queue:
@@ -329,19 +336,33 @@ class Store:
         return self._rejected(await self._op(queue, {"op": "batch_add", "id": batch_id, "jobs": list(job_ids)}))
 
     async def close_batch(self, batch_id: str) -> Reply:
+        """No more members: the size is now known, so the batch may finalize at once."""
         return self._rejected(await self._op(self._queue_of(batch_id), {"op": "batch_close", "id": batch_id}))
 
     async def finalize_batch(self, batch_id: str, *, stuck: bool = False) -> Reply:
+        """The guarded finalize: ``moved`` (to its terminal state) once; ``blocked`` while not
+        ready, ``absorbed`` once terminal, both writing nothing."""
         return self._rejected(
             await self._op(self._queue_of(batch_id), {"op": "batch_finalize", "id": batch_id, "stuck": stuck})
         )
 
     async def cancel_batch(self, batch_id: str) -> Reply:
+        """Cancel the batch and every unfinished member (``members_cancelled``)."""
         return self._rejected(await self._op(self._queue_of(batch_id), {"op": "batch_cancel", "id": batch_id}))
 
-    async def sweep_batches(self, queue: str, n: int = 100) -> Reply:
-        """Finalize batches with no member activity for their stuck-after time."""
-        return await self._op(queue, {"op": "batch_sweep", "n": n})
+    async def sweep_batches(self, queue: str, n: int = 100, *, ready_from: int | None = None) -> Reply:
+        """The batch monitor's sweep, through the guarded finalize (``swept``).
+
+        Finalizes up to ``n`` batches with no member activity for their stuck-after
+        time. With ``ready_from``, also tries the ordinary finalize on a page of ``n``
+        live batches from that rank (a safety net: a batch that is not ready is left
+        untouched); ``cursor`` is where the next page starts. ``batches`` lists the
+        batches that moved, ``next_due`` (ms) is the earliest stuck deadline left.
+        """
+        op: dict[str, Any] = {"op": "batch_sweep", "n": n}
+        if ready_from is not None:
+            op["ready_from"] = ready_from
+        return await self._op(queue, op)
 
     # -- webhook deliveries ----------------------------------------------------------
 

@@ -5,19 +5,20 @@ threshold being reached, every member being terminal, and the batch
 monitor's stuck sweep. ``finalize`` moves to ``finalizing`` only when the
 batch is ``ready``; ``settle`` then picks the terminal state:
 
-* ``completed`` when every member is terminal and the threshold is met;
+* ``completed`` when every member is terminal (whatever their outcomes: the
+  counters tell how many completed, failed or were cancelled);
 * ``completed_partial`` when the threshold is met but members remain;
-* ``failed`` otherwise (a stuck batch under its threshold, or every member
-  terminal without reaching it).
+* ``failed`` otherwise: the stuck sweep found the batch under its threshold
+  (reason ``stuck``).
 
 The store runs ``finalize`` and ``settle`` in one atomic script, so exactly
 one ``batch.completed`` (or ``batch.failed``) exists per batch however many
 triggers race. ``member_done`` is internal: it records member activity (the
 stuck timer restarts) and is what tries ``finalize``; a terminal batch absorbs
-it. The member counters and ``batch.progress`` (every K finished members) are
-not batch transitions: they belong to the member's own terminal transition,
-so late completions after finalize change the counters (and may report
-progress) but never the batch state.
+it. The member counters and ``batch.progress`` (every K member completions)
+are not batch transitions: they belong to the member's own terminal
+transition, so late completions after finalize change the counters (and may
+report progress) but never the batch state.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ BATCH: MachineDef[BatchState, BatchTrigger] = MachineDef(
     initial=((O, "create"),),
     terminal=frozenset({DONE, PART, FAILED, CANC}),
     guards={
-        "ready": "threshold met, or every member terminal (membership closed), or stuck",
-        "all_done": "every member terminal and the threshold met",
+        "ready": "threshold met (size known), or every member terminal (size known), or stuck",
+        "all_done": "the size is known (closed, or an expected total) and every member is terminal",
         "threshold_met": "completed members * 100 >= threshold percent * total",
     },
     effects_doc={

@@ -115,9 +115,9 @@ class BatchModel:
     """A batch as seen by the embeddable batch machine.
 
     Counters are moved by :meth:`member_finished`, which also lists in
-    ``progress_events`` the finished-member counts at which ``batch.progress``
-    was due (every ``progress_every`` members reaching a terminal state);
-    then fire ``member_done`` so the machine can try ``finalize``.
+    ``progress_events`` the completion counts at which ``batch.progress`` was
+    due (every ``progress_every`` member completions); then fire
+    ``member_done`` so the machine can try ``finalize``.
     """
 
     def __init__(
@@ -149,13 +149,12 @@ class BatchModel:
         """
         if outcome == "completed":
             self.completed += 1
+            if self.progress_every and self.completed % self.progress_every == 0:
+                self.progress_events.append(self.completed)
         elif outcome == "cancelled":
             self.cancelled += 1
         else:
             self.failed += 1
-        done = self.finished
-        if self.progress_every and done % self.progress_every == 0:
-            self.progress_events.append(done)
 
     @property
     def finished(self) -> int:
@@ -167,13 +166,11 @@ class BatchModel:
 
     @property
     def all_done(self) -> bool:
-        return self.closed and self.finished >= self.total and (
-            self.total == 0 or self.threshold_met
-        )
+        return self.closed and self.finished >= self.total
 
     @property
     def ready(self) -> bool:
-        return self.threshold_met or (self.closed and self.finished >= self.total) or self.stuck
+        return self.threshold_met or self.all_done or self.stuck
 
     def do_touch(self) -> None:
         self.touches += 1

@@ -23,12 +23,11 @@ import msgspec
 from adapters.backend import open_backend
 from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable
 from adapters.keys import Keys, check_queue_name, queue_of
-from adapters.records import BatchSpec, decode_spec
 from adapters.store import SyncStore, event_of
 from machines import MACHINES, to_mermaid
 
 from .app import App
-from .client import build_spec
+from .client import build_batch_spec, build_spec
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -70,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grace", default=None)
     run.add_argument("--idle-poll", dest="idle_poll", default=None)
     run.add_argument("--watchdog-interval", dest="watchdog_interval", default=None)
+    run.add_argument("--batch-interval", dest="batch_interval", default=None)
+    run.add_argument("--batch-sweep-size", dest="batch_sweep_size", default=None)
     run.add_argument("--metrics-port", dest="metrics_port", default=None)
     run.add_argument("--metrics-host", dest="metrics_host", default=None)
     run.add_argument("--restart-intensity", dest="restart_intensity", default=None)
@@ -199,7 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _bad(f"log-level: {args.log_level!r} is not one of debug, info, warning, error, critical")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = {k: getattr(args, k) for k in ("redis", "app", "concurrency", "lease", "grace", "idle_poll",
-                                           "watchdog_interval", "metrics_port", "metrics_host",
+                                           "watchdog_interval", "batch_interval", "batch_sweep_size",
+                                           "metrics_port", "metrics_host",
                                            "restart_intensity", "restart_period", "worker_id")}
     if args.queues is not None:
         flags["queues"] = [q for q in args.queues.split(",") if q]
@@ -397,10 +399,9 @@ def cmd_queues(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     with _store(args) as store:
         if args.batch_command == "create":
-            spec = decode_spec(BatchSpec, {k: v for k, v in {
-                "queue": args.queue, "expected": args.expected, "threshold": args.threshold,
-                "progress_every": args.progress_every, "stuck_after": args.stuck_after,
-                "webhook_url": args.webhook_url}.items() if v is not None})
+            spec = build_batch_spec(
+                queue=args.queue, expected=args.expected, threshold=args.threshold,
+                progress_every=args.progress_every, stuck_after=args.stuck_after, webhook_url=args.webhook_url)
             reply = store.create_batch(spec)
             _print(args, {"id": reply.id, "state": reply.state}, reply.id)
             return EXIT_OK

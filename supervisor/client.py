@@ -12,6 +12,11 @@ anything is written.
     with Client("redis://127.0.0.1:6379/0") as client:
         job = client.submit("thumbnail", {"url": "https://example.org/a.png"})
         print(client.status(job).state)
+
+Batches: :meth:`Client.create_batch` takes the options of SPEC.md (expected
+total, threshold percent, progress every K completions, stuck-after seconds,
+webhook URL), validated before anything is written; members join at submit
+(``batch=``) or with :meth:`Client.add_to_batch`.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ from typing import Any
 
 from adapters.backend import MemoryServers, open_backend
 from adapters.errors import BadInput
-from adapters.records import JobSpec, JobView, Reply, decode_spec
+from adapters.records import BatchSpec, BatchView, JobSpec, JobView, Reply, decode_spec
 from adapters.store import Store, SyncStore
 
 from .app import App
 
-__all__ = ["Client", "AsyncClient", "build_spec"]
+__all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec"]
 
 _OVERRIDES = {
     "queue", "priority", "max_retries", "timeout", "backoff", "backoff_max", "delay",
@@ -55,6 +60,14 @@ def build_spec(types: dict[str, dict[str, Any]], type: str, input: Any, **option
     }
     fields.update({k: v for k, v in options.items() if v is not None})
     return decode_spec(JobSpec, fields)
+
+
+def build_batch_spec(**options: Any) -> BatchSpec:
+    """A validated :class:`BatchSpec`; a bad option is one :class:`BadInput` line naming it."""
+    unknown = set(options) - set(BatchSpec.__struct_fields__)
+    if unknown:
+        raise BadInput(f"{sorted(unknown)[0]}: not a batch option")
+    return decode_spec(BatchSpec, {k: v for k, v in options.items() if v is not None})
 
 
 def _types_of(app: App) -> dict[str, dict[str, Any]]:
@@ -97,6 +110,26 @@ class Client:
     def queue_counts(self, queue: str = "default") -> dict[str, int]:
         return self.store.queue_counts(queue)
 
+    # -- batches ----------------------------------------------------------------
+
+    def create_batch(self, **options: Any) -> str:
+        """Create a batch (``queue``, ``expected``, ``threshold``, ``progress_every``,
+        ``stuck_after``, ``webhook_url``, ``notify``); returns its id."""
+        return self.store.create_batch(build_batch_spec(**options)).id
+
+    def add_to_batch(self, batch_id: str, job_ids: list[str]) -> int:
+        """Add existing jobs; returns how many were new members."""
+        return self.store.add_to_batch(batch_id, job_ids).added
+
+    def close_batch(self, batch_id: str) -> Reply:
+        return self.store.close_batch(batch_id)
+
+    def batch_status(self, batch_id: str) -> BatchView:
+        return self.store.get_batch(batch_id)
+
+    def cancel_batch(self, batch_id: str) -> Reply:
+        return self.store.cancel_batch(batch_id)
+
     def close(self) -> None:
         self.store.close()
 
@@ -136,3 +169,18 @@ class AsyncClient:
 
     async def queue_counts(self, queue: str = "default") -> dict[str, int]:
         return await self.store.queue_counts(queue)
+
+    async def create_batch(self, **options: Any) -> str:
+        return (await self.store.create_batch(build_batch_spec(**options))).id
+
+    async def add_to_batch(self, batch_id: str, job_ids: list[str]) -> int:
+        return (await self.store.add_to_batch(batch_id, job_ids)).added
+
+    async def close_batch(self, batch_id: str) -> Reply:
+        return await self.store.close_batch(batch_id)
+
+    async def batch_status(self, batch_id: str) -> BatchView:
+        return await self.store.get_batch(batch_id)
+
+    async def cancel_batch(self, batch_id: str) -> Reply:
+        return await self.store.cancel_batch(batch_id)

@@ -14,6 +14,8 @@ lease                       JOBVISOR_LEASE                 30 s
 grace                       JOBVISOR_GRACE                 10 s
 idle_poll                   JOBVISOR_IDLE_POLL             1 s (safety net when idle)
 watchdog_interval           JOBVISOR_WATCHDOG_INTERVAL     1 s
+batch_interval              JOBVISOR_BATCH_INTERVAL        1 s (longest wait between sweeps)
+batch_sweep_size            JOBVISOR_BATCH_SWEEP_SIZE      100 batches per sweep and queue
 metrics_port                JOBVISOR_METRICS_PORT          (off)
 metrics_host                JOBVISOR_METRICS_HOST          127.0.0.1
 restart_intensity           JOBVISOR_RESTART_INTENSITY     5 restarts ...
@@ -51,6 +53,8 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     grace: Annotated[float, Meta(ge=0, le=3600)] = 10.0
     idle_poll: Seconds = 1.0
     watchdog_interval: Seconds = 1.0
+    batch_interval: Seconds = 1.0
+    batch_sweep_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
     restart_intensity: Annotated[int, Meta(ge=0, le=1000)] = 5

@@ -1,7 +1,7 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the gauges, and the workers last. Shutdown on
+scheduler, the watchdog, the batch monitor, the gauges, and the workers last. Shutdown on
 SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
 claiming, running handlers get the grace period, then are cancelled and
 their jobs released with the interrupted attempt recorded; the other
@@ -26,6 +26,7 @@ from adapters.store_actor import StoreActor
 
 from .actors import run_gauges, run_listener, run_scheduler, run_watchdog
 from .app import App
+from .batch_monitor import run_batch_monitor
 from .config import DaemonConfig
 from .deps import Deps, TrioWallClock
 from .hub import Hub
@@ -104,6 +105,7 @@ async def run_daemon(
         ChildSpec("listener", partial(run_listener, deps, backend), shutdown_s=1.0),
         ChildSpec("scheduler", partial(run_scheduler, deps), shutdown_s=1.0),
         ChildSpec("watchdog", partial(run_watchdog, deps), shutdown_s=1.0),
+        ChildSpec("batch_monitor", partial(run_batch_monitor, deps), shutdown_s=1.0),
         ChildSpec("gauges", partial(run_gauges, deps), shutdown_s=1.0),
         *extra_children,
         ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + 10.0),

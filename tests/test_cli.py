@@ -146,6 +146,8 @@ class Seeded:
     other_batch: str  # an open batch in queue "other"
     other_job: str  # a queued job in queue "other"
     member: str  # the open batch's member
+    completed_batch: str  # finalized: closed with no members, completed
+    full_batch: str  # open, expects 1 member and has it
 
 
 def seed(url: str) -> Seeded:
@@ -170,8 +172,12 @@ def seed(url: str) -> Seeded:
         assert store.cancel_batch(cancelled_batch).to == "cancelled"
         other_batch = batch(queue="other")
         other_job = submit("echo", queue="other")
+        completed_batch = batch()
+        assert store.close_batch(completed_batch).to == "completed"
+        full_batch = batch(expected=1)
+        submit("echo", batch=full_batch)
     return Seeded(url, queued, cancelled, open_batch, closed_batch, cancelled_batch, other_batch,
-                  other_job, member)
+                  other_job, member, completed_batch, full_batch)
 
 
 @pytest.fixture
@@ -226,6 +232,8 @@ CASES: list[Case] = [
     _c("submit-batch-closed", ["submit", "echo", "--batch", "@closed_batch"], 2, ["batch", "closed"]),
     _c("submit-batch-finalized", ["submit", "echo", "--batch", "@cancelled_batch"], 2, ["batch", "cancelled"]),
     _c("submit-batch-other-queue", ["submit", "echo", "--batch", "@other_batch"], 2, ["batch"]),
+    _c("submit-batch-completed", ["submit", "echo", "--batch", "@completed_batch"], 2, ["batch", "completed"]),
+    _c("submit-batch-full", ["submit", "echo", "--batch", "@full_batch"], 2, ["batch", "expects 1"]),
     _c("submit-app-not-importable", ["submit", "echo", "--app", "no_such_module:app"], 2, ["app"]),
     _c("submit-app-attr-missing", ["submit", "echo", "--app", "examples.app:nope"], 2, ["app"]),
     # status, cancel, retry
@@ -254,6 +262,9 @@ CASES: list[Case] = [
     _c("batch-add-to-closed", ["batch", "add", "@closed_batch", "@queued"], 2, ["closed"]),
     _c("batch-add-to-finalized", ["batch", "add", "@cancelled_batch", "@queued"], 2, ["cancelled"]),
     _c("batch-add-unknown-batch", ["batch", "add", UNKNOWN_BATCH, "@queued"], 3, ["not found"]),
+    _c("batch-add-to-completed", ["batch", "add", "@completed_batch", "@queued"], 2, ["completed"]),
+    _c("batch-add-over-expected", ["batch", "add", "@full_batch", "@queued"], 2, ["expects 1 members"]),
+    _c("batch-create-threshold-not-int", ["batch", "create", "--threshold", "most"], 2, ["threshold"]),
     _c("batch-add-malformed-batch", ["batch", "add", "nodot", "@queued"], 2, ["id", "nodot"]),
     _c("batch-add-malformed-job", ["batch", "add", "@open_batch", "nodot"], 2, ["nodot"]),
     _c("batch-add-unknown-job", ["batch", "add", "@open_batch", UNKNOWN_JOB], 3, ["not found"]),
@@ -275,6 +286,10 @@ CASES: list[Case] = [
     _c("run-restart-intensity-negative", ["run", *APP, "--restart-intensity", "-1"], 2,
        ["restart[_-]intensity"]),
     _c("run-idle-poll-0", ["run", *APP, "--idle-poll", "0"], 2, ["idle[_-]poll"]),
+    _c("run-batch-interval-0", ["run", *APP, "--batch-interval", "0"], 2, ["batch[_-]interval"]),
+    _c("run-batch-sweep-size-0", ["run", *APP, "--batch-sweep-size", "0"], 2, ["batch[_-]sweep[_-]size"]),
+    _c("run-env-batch-interval-abc", ["run", *APP], 2, ["setting", "batch_interval"],
+       env={"JOBVISOR_BATCH_INTERVAL": "abc"}),
     _c("run-env-concurrency-abc", ["run", *APP], 2, ["setting", "concurrency"],
        env={"JOBVISOR_CONCURRENCY": "abc"}),
     _c("run-env-lease-negative", ["run", *APP], 2, ["setting", "lease"], env={"JOBVISOR_LEASE": "-3"}),
@@ -594,3 +609,24 @@ def test_adding_a_member_again_changes_nothing(seeded: Seeded) -> None:
     again = ok_json(jv("batch", "add", seeded.open_batch, seeded.member, "--json", "--redis", seeded.url))
     assert again == {"id": seeded.open_batch, "added": 0}
     assert_nothing_written(before, dump(seeded.url))
+
+
+def test_batch_status_shows_how_a_batch_ended(redis_url: str) -> None:
+    created = ok_json(jv("batch", "create", "--expected", "2", "--threshold", "50", "--json", "--redis", redis_url))
+    batch = created["id"]
+    member = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--batch", batch, "--json",
+                        "--redis", redis_url))["id"]
+    with SyncStore(open_backend(redis_url)) as store:
+        assert store.finalize_batch(batch, stuck=True).to == "failed"  # what the batch monitor does
+    status = ok_json(jv("batch", "status", batch, "--json", "--redis", redis_url))
+    assert (status["state"], status["reason"], status["members"], status["completed"]) == ("failed", "stuck", 1, 0)
+    text = jv("batch", "status", batch, "--redis", redis_url)
+    assert text.returncode == 0, text.stderr
+    assert "failed    reason stuck" in text.stdout
+    assert "members    1 of 2 expected" in text.stdout
+    with SyncStore(open_backend(redis_url)) as store:  # a late completion: counters only
+        [claimed] = store.claim("default", "w")
+        assert claimed.id == member
+        store.complete(member, claimed.token)
+    status = ok_json(jv("batch", "status", batch, "--json", "--redis", redis_url))
+    assert (status["state"], status["completed"]) == ("failed", 1)

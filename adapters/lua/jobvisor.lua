@@ -177,8 +177,7 @@ local function outbox_add(object_id, kind, epoch, url, snapshot)
   return true
 end
 
-local batch_member_done -- defined with the batch ops below
-local MEMBER_COUNTER = {completed = 'completed', cancelled = 'cancelled'}
+local batch_member_done, batch_member_reopened, batch_refusal, batch_member_added -- batch section
 
 -- The one path every job transition takes. `x` carries the op's data.
 local function job_move(j, trigger, x)
@@ -276,10 +275,9 @@ local function job_move(j, trigger, x)
   event(notify ~= '' and notify or ('job.' .. trigger), j.id,
     {'from', from, 'to', to, 'attempt', attempt, 'reason', j.reason,
      'phase', interrupted})
-  if M.job.terminal[to] and j.batch ~= '' then batch_member_done(j.batch, to) end
-  if M.job.terminal[from] and not M.job.terminal[to] and j.batch ~= '' then
-    -- an operator retry: the member is unfinished again (counters only; a finalized batch stays)
-    redis.call('HINCRBY', bkey(j.batch), MEMBER_COUNTER[from] or 'failed', -1)
+  if j.batch ~= '' then
+    if M.job.terminal[to] then batch_member_done(j.batch, to)
+    elseif M.job.terminal[from] then batch_member_reopened(j.batch, from) end
   end
   return reply
 end
@@ -310,14 +308,8 @@ function OP.submit(x)
     end
   end
   if x.batch and x.batch ~= '' then
-    local bstate = redis.call('HGET', bkey(x.batch), 'state')
-    if not bstate then return {kind = 'not_found', error = 'batch', id = x.batch} end
-    if bstate ~= 'open' and bstate ~= 'running' then
-      return {kind = 'rejected', error = 'batch ' .. x.batch .. ' is ' .. bstate .. '; no members can be added'}
-    end
-    if redis.call('HGET', bkey(x.batch), 'closed') == '1' then
-      return {kind = 'rejected', error = 'batch ' .. x.batch .. ' is closed; no members can be added'}
-    end
+    local refusal = batch_refusal(x.batch, 1)
+    if refusal then return refusal end
   end
   if x.idem and x.idem ~= '' then
     redis.call('SET', P .. 'idem:' .. x.idem, x.id, 'PX', x.idem_ttl_ms)
@@ -342,10 +334,7 @@ function OP.submit(x)
     redis.call('ZADD', K_DUE, NOW + delay, x.id)
   end
   event('job.submitted', x.id, {'to', state, 'job_type', x.type})
-  if x.batch and x.batch ~= '' then
-    redis.call('HINCRBY', bkey(x.batch), 'members', 1)
-    redis.call('SADD', bkey(x.batch) .. ':members', x.id)
-  end
+  if x.batch and x.batch ~= '' then batch_member_added(x.batch, x.id) end
   return {kind = 'created', id = x.id, state = state}
 end
 
@@ -485,24 +474,28 @@ end
 local BATCH_FIELDS = {'state', 'expected', 'members', 'completed', 'failed', 'cancelled',
   'threshold', 'progress_every', 'stuck_after_ms', 'closed', 'notify', 'webhook_url', 'epoch',
   'created_at', 'finished_at', 'reason'}
+local MEMBER_COUNTER = {completed = 'completed', cancelled = 'cancelled'}
 
 local function load_batch(id) return load_hash(bkey(id), BATCH_FIELDS, id) end
 
+-- The batch's size: once membership is closed, its members; before, the expected total when
+-- one was given, else the members so far.
 local function batch_total(b)
-  if b.expected ~= '' then return num(b.expected) end
-  return num(b.members)
+  if b.closed == '1' or b.expected == '' then return num(b.members) end
+  return num(b.expected)
 end
 
--- An open batch without an expected total has no known size yet: neither its threshold nor
--- "every member terminal" can make it ready until it is closed (or found stuck).
+-- The guards of the batch machine. The size is known once membership is closed or an expected
+-- total was given; until then neither the threshold nor "every member terminal" can make the
+-- batch ready, only the stuck sweep can.
 local function batch_facts(b, stuck)
   local total = batch_total(b)
   local known = b.closed == '1' or b.expected ~= ''
   local finished = num(b.completed) + num(b.failed) + num(b.cancelled)
-  local settled = known and finished >= total
+  local all_done = known and finished >= total
   local threshold_met = total > 0 and num(b.completed) * 100 >= num(b.threshold) * total
-  return {ready = (known and threshold_met) or settled or stuck, threshold_met = threshold_met,
-    all_done = settled and (total == 0 or threshold_met)}
+  return {ready = (known and threshold_met) or all_done or stuck, threshold_met = threshold_met,
+    all_done = all_done}
 end
 
 local function batch_snapshot(b)
@@ -516,6 +509,12 @@ end
 
 local function batch_notify(b, kind, epoch)
   if b.notify == '1' then outbox_add(b.id, kind, epoch, b.webhook_url, batch_snapshot(b)) end
+end
+
+-- Member activity: the stuck timer starts again (a live batch without stuck-after stays at +inf).
+local function batch_touch(b)
+  local stuck_after = num(b.stuck_after_ms)
+  redis.call('ZADD', K_BATCHES, stuck_after > 0 and (NOW + stuck_after) or '+inf', b.id)
 end
 
 -- Move a batch with one trigger; writes state, one event and the notification.
@@ -536,45 +535,76 @@ local function batch_move(b, trigger, facts, fields)
   if notify ~= '' then batch_notify(b, notify, 0) end
   event(notify ~= '' and notify or ('batch.' .. trigger), b.id, {'from', from, 'to', o.to,
     'reason', b.reason, 'completed', b.completed, 'failed', b.failed, 'cancelled', b.cancelled})
-  return {kind = 'moved', id = b.id, from = from, to = o.to}
+  return {kind = 'moved', id = b.id, from = from, to = o.to, state = o.to}
 end
 
--- The one guarded finalize every trigger funnels into: finalize, then settle, atomically.
+-- The one guarded finalize every trigger funnels into (the threshold, every member terminal,
+-- close, the monitor's stuck and ready sweeps): finalize, then settle, in this one atomic step.
+-- Only the stuck sweep can make a batch ready with neither its threshold met nor every member
+-- terminal: that one settles `failed` with the reason `stuck`.
 local function batch_finalize(b, stuck)
   local facts = batch_facts(b, stuck)
   local r = batch_move(b, 'finalize', facts)
   if r.kind ~= 'moved' then return r end
-  local reason = ''
-  if not facts.threshold_met then reason = stuck and 'stuck' or 'threshold_not_met' end
-  local settled = batch_move(b, 'settle', facts, {reason = reason})
+  local failed = not facts.all_done and not facts.threshold_met
+  local settled = batch_move(b, 'settle', facts, {reason = failed and 'stuck' or ''})
   settled.from = r.from
   return settled
 end
 
--- A member reached a terminal state. The counters and `batch.progress` (every K finished
--- members) belong to the member's transition and happen whatever the batch's state; the
--- batch machine's `member_done` (absorbed once the batch is terminal) only records activity
--- and funnels into the guarded finalize.
-batch_member_done = function(batch_id, outcome)
-  local counter = 'failed'
-  if outcome == 'completed' then counter = 'completed' elseif outcome == 'cancelled' then counter = 'cancelled' end
-  redis.call('HINCRBY', bkey(batch_id), counter, 1)
+-- Why `adding` more members would be refused (a `rejected` reply), or nil.
+batch_refusal = function(batch_id, adding)
   local b = load_batch(batch_id)
-  if b == nil then return end
-  local finished = num(b.completed) + num(b.failed) + num(b.cancelled)
+  if b == nil then return {kind = 'not_found', error = 'batch', id = batch_id} end
+  local why
+  if b.state ~= 'open' and b.state ~= 'running' then why = 'is ' .. b.state
+  elseif b.closed == '1' then why = 'is closed'
+  elseif b.expected ~= '' and num(b.members) + adding > num(b.expected) then
+    why = 'expects ' .. b.expected .. ' members and has ' .. num(b.members)
+  end
+  if why == nil then return nil end
+  return {kind = 'rejected', id = batch_id, error = 'batch ' .. batch_id .. ' ' .. why .. '; no more members can be added'}
+end
+
+-- A new job joins a live batch at submit (batch_refusal said yes in the same step).
+batch_member_added = function(batch_id, job_id)
+  redis.call('HINCRBY', bkey(batch_id), 'members', 1)
+  redis.call('SADD', bkey(batch_id) .. ':members', job_id)
+  local b = load_batch(batch_id)
+  batch_touch(b)
+end
+
+-- A member reached a terminal state, in the member's own transition. The counters and
+-- `batch.progress` (every K member completions) happen whatever the batch's state: late
+-- completions after finalize move counters only. The batch machine's `member_done` (absorbed
+-- once the batch is terminal) records the activity and tries the guarded finalize, unless the
+-- caller finalizes once itself after several members (`deferred`).
+batch_member_done = function(batch_id, outcome, deferred)
+  local b = load_batch(batch_id)
+  if b == nil then return end -- the batch was deleted: nothing to count
+  local counter = MEMBER_COUNTER[outcome] or 'failed'
+  b[counter] = redis.call('HINCRBY', bkey(batch_id), counter, 1)
   local every = num(b.progress_every)
-  if every > 0 and finished % every == 0 then
-    batch_notify(b, 'batch.progress', finished)
-    event('batch.progress', batch_id, {'finished', finished, 'completed', b.completed,
-      'failed', b.failed, 'cancelled', b.cancelled, 'total', batch_total(b), 'state', b.state})
+  if counter == 'completed' and every > 0 and num(b.completed) % every == 0 then
+    -- `completed` never decreases (a completed job is absorbing), so each multiple of K is
+    -- reached once: one event and one outbox row (epoch = the completions so far).
+    batch_notify(b, 'batch.progress', num(b.completed))
+    event('batch.progress', batch_id, {'completed', b.completed, 'failed', b.failed,
+      'cancelled', b.cancelled, 'total', batch_total(b), 'state', b.state})
   end
   local kind, o = apply(M.batch, b.state, 'member_done', {})
   if kind ~= 'moved' then return end -- terminal: the counters moved, the state never does
-  if o.fx.touch then
-    local stuck_after = num(b.stuck_after_ms)
-    redis.call('ZADD', K_BATCHES, stuck_after > 0 and (NOW + stuck_after) or '+inf', batch_id)
-  end
-  batch_finalize(b, false)
+  if o.fx.touch then batch_touch(b) end
+  if not deferred then batch_finalize(b, false) end
+end
+
+-- An operator retry took a member out of a terminal state: it is unfinished again (counters
+-- only; a finalized batch stays as it is, a live one sees activity).
+batch_member_reopened = function(batch_id, from)
+  local b = load_batch(batch_id)
+  if b == nil then return end
+  redis.call('HINCRBY', bkey(batch_id), MEMBER_COUNTER[from] or 'failed', -1)
+  if not M.batch.terminal[b.state] then batch_touch(b) end
 end
 
 function OP.batch_create(x)
@@ -585,37 +615,46 @@ function OP.batch_create(x)
     'stuck_after_ms', x.stuck_after_ms or 0, 'closed', '', 'notify', x.notify and '1' or '0',
     'webhook_url', x.webhook_url or '', 'epoch', 0, 'created_at', NOW_S,
     'updated_at', NOW_S)
-  local stuck_after = num(x.stuck_after_ms)
-  redis.call('ZADD', K_BATCHES, stuck_after > 0 and (NOW + stuck_after) or '+inf', x.id)
+  local b = load_batch(x.id)
+  batch_touch(b)
   event('batch.created', x.id, {'to', 'open', 'expected', x.expected})
-  return {kind = 'created', id = x.id, state = 'open'}
+  batch_finalize(b, false) -- ready at once only when it expects no members
+  return {kind = 'created', id = x.id, state = b.state}
 end
 
+-- Add existing jobs. Everything is checked before anything is written; members already
+-- terminal are counted, and the guarded finalize is tried once, after all of them.
 function OP.batch_add(x)
   local b = load_batch(x.id)
   if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
-  if (b.state ~= 'open' and b.state ~= 'running') or b.closed == '1' then
-    return {kind = 'rejected', error = 'batch ' .. x.id .. ' is ' .. (b.closed == '1' and 'closed' or b.state) .. '; no members can be added'}
-  end
-  local added = 0
+  local fresh, seen = {}, {}
   for _, id in ipairs(x.jobs) do
     local j = load_job(id)
     if j == nil then return {kind = 'not_found', error = 'job', id = id} end
     if j.batch ~= '' and j.batch ~= x.id then
       return {kind = 'rejected', error = 'job ' .. id .. ' already belongs to batch ' .. j.batch}
     end
-  end
-  for _, id in ipairs(x.jobs) do
-    if redis.call('SADD', bkey(x.id) .. ':members', id) == 1 then
-      added = added + 1
-      redis.call('HSET', jkey(id), 'batch', x.id)
-      redis.call('HINCRBY', bkey(x.id), 'members', 1)
-      local state = redis.call('HGET', jkey(id), 'state')
-      if M.job.terminal[state] then batch_member_done(x.id, state) end
+    if not seen[id] and redis.call('SISMEMBER', bkey(x.id) .. ':members', id) == 0 then
+      fresh[#fresh + 1] = j
     end
+    seen[id] = true
   end
-  if added > 0 then event('batch.members_added', x.id, {'added', added}) end
-  return {kind = 'added', id = x.id, added = added}
+  local refusal = batch_refusal(x.id, #fresh)
+  if refusal then return refusal end
+  if #fresh == 0 then return {kind = 'added', id = x.id, added = 0, state = b.state} end
+  local finished = {}
+  for _, j in ipairs(fresh) do
+    redis.call('SADD', bkey(x.id) .. ':members', j.id)
+    redis.call('HSET', jkey(j.id), 'batch', x.id)
+    if M.job.terminal[j.state] then finished[#finished + 1] = j.state end
+  end
+  redis.call('HINCRBY', bkey(x.id), 'members', #fresh)
+  event('batch.members_added', x.id, {'added', #fresh})
+  for _, state in ipairs(finished) do batch_member_done(x.id, state, true) end
+  b = load_batch(x.id)
+  batch_touch(b)
+  batch_finalize(b, false)
+  return {kind = 'added', id = x.id, added = #fresh, state = b.state}
 end
 
 function OP.batch_close(x)
@@ -623,7 +662,7 @@ function OP.batch_close(x)
   if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
   local r = batch_move(b, 'close', {}, {closed = '1'})
   if r.kind ~= 'moved' then return r end
-  local f = batch_finalize(b, false)
+  local f = batch_finalize(b, false) -- an empty batch, or one whose members all finished
   if f.kind == 'moved' then f.from = r.from; return f end
   return r
 end
@@ -653,20 +692,43 @@ function OP.batch_cancel(x)
   return r
 end
 
--- The batch monitor's sweep: batches with no member activity for their stuck-after time.
+-- The batch monitor's sweep. Stuck: batches whose stuck deadline (last member activity plus
+-- stuck-after) has passed are finalized with the stuck fact. Ready (when `ready_from` is
+-- given): a page of live batches, from that rank on, gets the ordinary guarded finalize, a
+-- safety net that writes nothing for a batch that is not ready. Only moved batches are listed;
+-- `cursor` is where the next ready page starts (0: start over), `next_due` the earliest
+-- stuck deadline left.
 function OP.batch_sweep(x)
-  local ids = redis.call('ZRANGEBYSCORE', K_BATCHES, '-inf', NOW, 'LIMIT', 0, x.n)
+  local n = num(x.n)
   local results = {}
-  for _, id in ipairs(ids) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_BATCHES, '-inf', NOW, 'LIMIT', 0, n)) do
     local b = load_batch(id)
     if b == nil or M.batch.terminal[b.state] then
       redis.call('ZREM', K_BATCHES, id)
     else
-      local r = batch_finalize(b, true)
-      results[#results + 1] = r
+      results[#results + 1] = batch_finalize(b, true)
     end
   end
-  return {kind = 'swept', n = #results, batches = #results > 0 and results or nil}
+  local cursor
+  if x.ready_from ~= nil then
+    local from = num(x.ready_from)
+    local page = redis.call('ZRANGE', K_BATCHES, from, from + n - 1)
+    for _, id in ipairs(page) do
+      local b = load_batch(id)
+      if b == nil or M.batch.terminal[b.state] then
+        redis.call('ZREM', K_BATCHES, id)
+      else
+        local r = batch_finalize(b, false)
+        if r.kind == 'moved' then results[#results + 1] = r end
+      end
+    end
+    cursor = #page < n and 0 or from + #page
+  end
+  local first = redis.call('ZRANGE', K_BATCHES, 0, 0, 'WITHSCORES')
+  local next_due = first[2] and tonumber(first[2])
+  if next_due ~= nil and next_due == math.huge then next_due = nil end
+  return {kind = 'swept', n = #results, batches = #results > 0 and results or nil,
+    next_due = next_due, cursor = cursor}
 end
 
 ------------------------------------------------------------------------------ deliveries --
