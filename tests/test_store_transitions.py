@@ -1416,3 +1416,19 @@ def test_an_id_collision_never_overwrites_a_job(target: Target, clock: ManualClo
     view = a.get_job(first.id)
     assert (view.type, view.input) == ("one", {"mine": 1})
     assert [e["type"] for e in stream(raw) if e["id"] == first.id] == ["job.submitted"]
+
+
+def test_a_submit_refused_for_an_id_collision_writes_no_idempotency_key(
+    target: Target, clock: ManualClock
+) -> None:
+    """A refused submit writes nothing, not even its idempotency key: the key must not point
+    at somebody else's job."""
+    raw = target.raw()
+    same = lambda n: b"\x02" * n  # noqa: E731
+    a = SyncStore(target.backend(), clock=clock, randbytes=same)
+    b = SyncStore(target.backend(), clock=clock, randbytes=same)
+    a.submit(JobSpec(type="one"))
+    before = snapshot(raw)
+    with pytest.raises(Rejected, match="already exists"):
+        b.submit(JobSpec(type="two", idempotency_key="k-1"))
+    assert snapshot(raw) == before

@@ -311,11 +311,11 @@ function OP.submit(x)
     local refusal = batch_refusal(x.batch, 1)
     if refusal then return refusal end
   end
-  if x.idem and x.idem ~= '' then
-    redis.call('SET', P .. 'idem:' .. x.idem, x.id, 'PX', x.idem_ttl_ms)
-  end
   if redis.call('EXISTS', jkey(x.id)) == 1 then
     return {kind = 'rejected', error = 'job id ' .. x.id .. ' already exists'}
+  end
+  if x.idem and x.idem ~= '' then
+    redis.call('SET', P .. 'idem:' .. x.idem, x.id, 'PX', x.idem_ttl_ms)
   end
   local delay = num(x.delay_ms)
   local state = delay > 0 and 'scheduled' or 'queued'
