@@ -1,7 +1,8 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the gauges, and the workers last. Shutdown on
+scheduler, the watchdog, the evaluator, retention, the gauges, and the
+workers last. Shutdown on
 SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
 claiming, running handlers get the grace period, then are cancelled and
 their jobs released with the interrupted attempt recorded; the other
@@ -28,8 +29,10 @@ from .actors import run_gauges, run_listener, run_scheduler, run_watchdog
 from .app import App
 from .config import DaemonConfig
 from .deps import Deps, TrioWallClock
+from .evaluator import run_evaluator
 from .hub import Hub
 from .metrics import Metrics, MetricsServer
+from .retention import run_retention
 from .supervise import ChildSpec, Policy, Supervisor
 from .workers import WorkerPool
 
@@ -97,13 +100,15 @@ async def run_daemon(
     hub = Hub()
     wall = clock or TrioWallClock()
     actor = StoreActor(backend, wall)
-    store = Store(actor, observers=[hub.observe, metrics.observe])
+    store = Store(actor, sanitizer=config.sanitizer, observers=[hub.observe, metrics.observe])
     deps = Deps(store=store, app=app, config=config, hub=hub, metrics=metrics, clock=wall)
     pool = WorkerPool(deps)
     children = (
         ChildSpec("listener", partial(run_listener, deps, backend), shutdown_s=1.0),
         ChildSpec("scheduler", partial(run_scheduler, deps), shutdown_s=1.0),
         ChildSpec("watchdog", partial(run_watchdog, deps), shutdown_s=1.0),
+        ChildSpec("evaluator", partial(run_evaluator, deps), shutdown_s=1.0),
+        ChildSpec("retention", partial(run_retention, deps), shutdown_s=1.0),
         ChildSpec("gauges", partial(run_gauges, deps), shutdown_s=1.0),
         *extra_children,
         ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + 10.0),
