@@ -836,11 +836,13 @@ local function delete_job(j, key)
     redis.call('DEL', P .. 'idem:' .. j.idempotency_key)
   end
   -- settled deliveries go with the job; one still on its way keeps its own snapshot
-  for e = 0, num(j.epoch) do
-    for _, s in ipairs(TERMINAL_STATES) do
-      local did = id .. '~job.' .. s .. '~' .. e
-      local d = redis.call('HGET', dkey(did), 'state')
-      if d and M.webhook.terminal[d] then redis.call('DEL', dkey(did)) end
+  if j.notify == '1' then
+    for e = 0, num(j.epoch) do
+      for _, s in ipairs(TERMINAL_STATES) do
+        local did = id .. '~job.' .. s .. '~' .. e
+        local d = redis.call('HGET', dkey(did), 'state')
+        if d and M.webhook.terminal[d] then redis.call('DEL', dkey(did)) end
+      end
     end
   end
   if j.category ~= '' then uncount(j.category .. ':' .. j.problem) end
