@@ -161,6 +161,8 @@ class App:
         from adapters.keys import check_queue_name
 
         check_queue_name(queue)
+        if isinstance(required_outputs, str):
+            raise ValueError(f"handler {type!r}: required_outputs is a list of names, not one string")
         settings = msgspec.convert(
             {"type": type, "phases": list(phases), "timeout": timeout, "max_retries": max_retries,
              "backoff": backoff, "backoff_max": backoff_max, "required_outputs": list(required_outputs)},
