@@ -9,7 +9,7 @@ rewrites the value, keeping its structure:
   the base64 alphabet) at least ``base64_min`` characters long becomes a
   descriptor object::
 
-      {"$omitted": "base64", "media_type": "image/png", "size": 6990508,
+      {"$omitted": "base64", "media_type": "image/png", "size": 5000022,
        "sha256": "<hex digest of the original string>"}
 
   (``media_type`` only for data URIs);
