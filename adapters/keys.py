@@ -14,7 +14,10 @@ key (after ``jv:{q}:``)          type    contents and lifetime
 ``due``                         zset    scheduled ids (delay or backoff); score = due ms
 ``active``                      zset    active ids; score = lease deadline ms
 ``validating``                  zset    validating ids; score = next check ms
-``finished``                    zset    terminal ids; score = finish ms (retention)
+``finished``                    zset    terminal ids; score = finish ms
+``unfiled``                     zset    terminal ids the evaluator has not filed; score = when to look
+``retain:<state>``              zset    filed ids by terminal state; score = finish ms (retention)
+``filing``                      hash    ``<category>:<problem>`` -> filed jobs still stored
 ``events``                      stream  one entry per transition; capped (MAXLEN ~)
 ``outbox``                      zset    delivery ids to send; score = next attempt ms
 ``delivery:<id>``               hash    one webhook delivery with its own body snapshot
@@ -102,6 +105,17 @@ class Keys:
     @property
     def finished(self) -> str:
         return f"{self.prefix}finished"
+
+    @property
+    def unfiled(self) -> str:
+        return f"{self.prefix}unfiled"
+
+    def retain(self, state: str) -> str:
+        return f"{self.prefix}retain:{state}"
+
+    @property
+    def filing(self) -> str:
+        return f"{self.prefix}filing"
 
     @property
     def events(self) -> str:

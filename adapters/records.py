@@ -27,6 +27,7 @@ __all__ = [
     "JobView",
     "BatchView",
     "Event",
+    "Unfiled",
     "decode_spec",
     "check_url",
     "MAX_INPUT_BYTES",
@@ -168,7 +169,8 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     report with an old lease token), ``skipped`` (a watchdog that lost the
     race), ``not_found``, ``rejected`` (with ``error``), ``created``,
     ``exists``, and the list answers ``claimed``, ``expired``, ``woken``,
-    ``swept``, ``deliveries``, ``renewed``, ``extended``, ``recorded``, ``added``.
+    ``swept``, ``deliveries``, ``renewed``, ``extended``, ``recorded``, ``added``;
+    for the evaluator and retention ``unfiled``, ``filed``, ``deferred`` and ``purged``.
     """
 
     kind: str
@@ -197,7 +199,12 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
 
 
 class Attempt(Struct, kw_only=True, frozen=True):
-    """One attempt of a job: its start record joined with its end record."""
+    """One attempt of a job: its start record joined with its end record.
+
+    Each attempt has its own fields in the job hash (``att:<n>`` when it
+    starts, ``atx:<n>`` when it ends, ``ap:<n>:<phase>`` per phase result),
+    so a later attempt never overwrites an earlier one's record.
+    """
 
     n: int
     worker: str = ""
@@ -210,6 +217,7 @@ class Attempt(Struct, kw_only=True, frozen=True):
     service_job_id: str | None = None
     result: Any = None
     by: str | None = None
+    phase_results: dict[str, Any] = {}
 
 
 class JobView(Struct, kw_only=True, frozen=True):
@@ -243,6 +251,9 @@ class JobView(Struct, kw_only=True, frozen=True):
     notification: str | None
     attempt_records: list[Attempt]
     raw: dict[str, str] = {}
+    category: str | None = None
+    problem: str | None = None
+    filed_at: float | None = None
 
 
 class BatchView(Struct, kw_only=True, frozen=True):
@@ -264,6 +275,26 @@ class BatchView(Struct, kw_only=True, frozen=True):
     finished_at: float | None
     reason: str | None
     notification: str | None
+
+
+class Unfiled(Struct, kw_only=True, frozen=True):
+    """A finished job the evaluator has not filed yet, with what classifying it needs.
+
+    ``notification``: the state of the delivery of its terminal notification
+    (``""`` when the job does not notify); ``missing``: the type's required
+    outputs absent from a completed job's result.
+    """
+
+    id: str
+    type: str
+    state: str
+    epoch: int
+    finished_at: int
+    reason: str = ""
+    notification: str = ""
+    batch_reason: str = ""
+    result_empty: bool = False
+    missing: list[str] = []
 
 
 class Event(Struct, kw_only=True, frozen=True):

@@ -12,6 +12,11 @@
 coroutines over a :class:`DirectExecutor`, where they never suspend, so
 there is one implementation of each operation, not two.
 
+Payload hygiene: results, errors, phase results and service ids pass
+through the store's :class:`~adapters.sanitize.Sanitizer` before they are
+sent (so attempt records, built from them in Lua, are sanitized too); job
+input never does, and input over ``max_input_bytes`` is refused.
+
 Every method that changes state returns :class:`~adapters.records.Reply`
 (or a list of claimed items) whose ``kind`` tells moved, absorbed, blocked,
 invalid, stale or not_found; only refusals the caller must fix raise
@@ -31,6 +36,7 @@ import msgspec
 
 from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
+from .filing import CATEGORY_OF, Problem
 from .ids import IdGenerator, new_token
 from .keys import QUEUES, TYPES, Keys, check_queue_name, queue_of
 from .records import (
@@ -45,7 +51,9 @@ from .records import (
     JobSpec,
     JobView,
     Reply,
+    Unfiled,
 )
+from .sanitize import Sanitizer
 
 __all__ = ["Store", "SyncStore", "Executor", "DirectExecutor", "IDEMPOTENCY_TTL"]
 
@@ -94,6 +102,7 @@ class Store:
         executor: Executor,
         *,
         max_input_bytes: int = MAX_INPUT_BYTES,
+        sanitizer: Sanitizer | None = Sanitizer(),
         randbytes: Callable[[int], bytes] = os.urandom,
         rng: random.Random | None = None,
         observers: Sequence[Callable[[Sequence[Reply]], None]] = (),
@@ -102,6 +111,7 @@ class Store:
         self.observers = list(observers)
         self._known_queues: set[str] = set()
         self.max_input_bytes = max_input_bytes
+        self.sanitizer = sanitizer
         self.randbytes = randbytes
         self.ids = IdGenerator(randbytes)
         self.rng = rng or random.Random()
@@ -136,6 +146,15 @@ class Store:
             return queue_of(object_id)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
+
+    def _clean(self, value: Any) -> str:
+        """``value`` as the JSON that is stored: sanitized (unless the sanitizer is off)."""
+        if self.sanitizer is not None:
+            value = self.sanitizer.sanitize(value)
+        return _json.encode(value).decode()
+
+    def _clean_raw(self, raw: bytes) -> str:
+        return (raw if self.sanitizer is None else self.sanitizer.sanitize_json(raw)).decode()
 
     @staticmethod
     def _rejected(reply: Reply) -> Reply:
@@ -230,11 +249,11 @@ class Store:
         op: dict[str, Any] = {"op": "report", "id": job_id, "token": token, "trigger": trigger,
                               "jitter": self.rng.random()}
         if raw_result is not None:
-            op["result"] = raw_result.decode()
+            op["result"] = self._clean_raw(raw_result)
         elif result is not None or trigger == "complete":
-            op["result"] = _json.encode(result).decode()
+            op["result"] = self._clean(result)
         if error is not None:
-            op["error"] = _json.encode(error).decode()
+            op["error"] = self._clean(error)
         return await self._op(self._queue_of(job_id), op)
 
     async def complete(self, job_id: str, token: str, result: Any = None) -> Reply:
@@ -254,13 +273,14 @@ class Store:
         """A phase ``start``s or ``complete``s (with its result), fenced by ``token``."""
         op: dict[str, Any] = {"op": "phase", "id": job_id, "token": token, "name": name, "trigger": trigger}
         if trigger == "complete":
-            op["result"] = _json.encode(result).decode()
+            op["result"] = self._clean(result)
         return self._rejected(await self._op(self._queue_of(job_id), op))
 
     async def record_service_job_id(self, job_id: str, token: str, service_job_id: str) -> Reply:
         return await self._op(
             self._queue_of(job_id),
-            {"op": "service_id", "id": job_id, "token": token, "service_job_id": service_job_id},
+            {"op": "service_id", "id": job_id, "token": token,
+             "service_job_id": self.sanitizer.sanitize_text(service_job_id) if self.sanitizer else service_job_id},
         )
 
     # -- operator and system triggers ---------------------------------------------
@@ -298,7 +318,7 @@ class Store:
         op: dict[str, Any] = {"op": "expire", "id": job_id, "token": token, "trigger": trigger,
                               "jitter": self.rng.random()}
         if result is not None or trigger == "complete":
-            op["result"] = _json.encode(result).decode()
+            op["result"] = self._clean(result)
         if lease is not None:
             op["lease_ms"] = int(lease * 1000)
         if reason is not None:
@@ -387,6 +407,63 @@ class Store:
             op["retry_at"] = int(retry_at * 1000)
         return await self._op(queue, op)
 
+    # -- filing and retention ------------------------------------------------------------
+
+    async def unfiled(
+        self, queue: str, n: int = 100, *, required: dict[str, list[str]] | None = None
+    ) -> list[Unfiled]:
+        """Finished jobs due to be filed; ``required``: job type -> required output names."""
+        reply = await self._op(queue, {"op": "unfiled", "n": n, "required": required or {}})
+        return [msgspec.convert(j, Unfiled) for j in reply.jobs]
+
+    async def file_job(self, job: Unfiled, problem: Problem | str) -> Reply:
+        """File ``job`` as it was read: ``filed`` once per outcome, else ``absorbed`` or ``skipped``."""
+        return (await self.file_jobs([(job, Problem(problem))]))[0]
+
+    async def file_jobs(
+        self, decisions: Sequence[tuple[Unfiled, Problem | None]], *, wait: float = 600.0
+    ) -> list[Reply]:
+        """File each job under its problem in one call per queue; ``None`` looks again in ``wait`` s.
+
+        Replies in order: ``filed`` (exactly one ``job.filed`` event), ``absorbed``
+        (already filed at this epoch), ``skipped`` (the job moved on since it was
+        read), ``deferred`` or ``not_found``.
+        """
+        by_queue: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for i, (job, problem) in enumerate(decisions):
+            op: dict[str, Any] = {"op": "file", "id": job.id, "state": job.state, "epoch": job.epoch}
+            if problem is None:
+                op["wait_ms"] = int(wait * 1000)
+            else:
+                op["category"] = CATEGORY_OF[problem].value
+                op["problem"] = problem.value
+            by_queue.setdefault(self._queue_of(job.id), []).append((i, op))
+        replies: list[Reply | None] = [None] * len(decisions)
+        for queue, items in by_queue.items():
+            answers = await self._ops(queue, [op for _, op in items])
+            for (i, _), reply in zip(items, answers, strict=True):
+                replies[i] = reply
+        return [r for r in replies if r is not None]
+
+    async def filing_counts(self, queue: str) -> tuple[dict[tuple[str, str], int], int]:
+        """Filed jobs still stored by (category, problem), and how many wait to be filed."""
+        keys = Keys(check_queue_name(queue))
+        raw, waiting = await self._commands([("HGETALL", keys.filing), ("ZCARD", keys.unfiled)])
+        counts: dict[tuple[str, str], int] = {}
+        for field, value in raw.items():
+            category, _, problem = _b2s(field).partition(":")
+            if int(value):
+                counts[(category, problem)] = int(value)
+        return counts, int(waiting)
+
+    async def purge(self, queue: str, cutoffs: dict[str, float], n: int = 500) -> Reply:
+        """Delete up to ``n`` filed jobs that finished before their state's cutoff (epoch seconds).
+
+        ``jobs`` lists what was deleted (id and state), each with one ``job.deleted`` event.
+        """
+        pairs = [[state, int(cutoff * 1000)] for state, cutoff in cutoffs.items()]
+        return await self._op(queue, {"op": "purge", "n": n, "cutoffs": pairs})
+
     # -- reads ------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> JobView:
@@ -451,6 +528,8 @@ def job_view(h: dict[str, str]) -> JobView:
         start = _json_or(h.get(f"att:{n}"), {"n": n})
         end = _json_or(h.get(f"atx:{n}"), {})
         record = {**start, **end}
+        record["phase_results"] = {name: _json_or(h[f"ap:{n}:{name}"]) for name in phases
+                                   if f"ap:{n}:{name}" in h}
         record["started_at"] = record.get("started_at", 0) / 1000
         if record.get("finished_at") is not None:
             record["finished_at"] = record["finished_at"] / 1000
@@ -468,6 +547,8 @@ def job_view(h: dict[str, str]) -> JobView:
         service_job_id=h.get("service_job_id") or None, lease_worker=h.get("lease_worker") or None,
         lease_deadline=_ms(h.get("lease_deadline")), validation_status=h.get("validation_status") or None,
         notification=h.get("notification") or None, attempt_records=attempts, raw=h,
+        category=h.get("category") or None, problem=h.get("problem") or None,
+        filed_at=_ms(h.get("filed_at")),
     )
 
 
@@ -561,3 +642,8 @@ class SyncStore:
     register_types = _sync(Store.register_types)
     job_types = _sync(Store.job_types)
     queue_counts = _sync(Store.queue_counts)
+    unfiled = _sync(Store.unfiled)
+    file_job = _sync(Store.file_job)
+    file_jobs = _sync(Store.file_jobs)
+    filing_counts = _sync(Store.filing_counts)
+    purge = _sync(Store.purge)

@@ -23,7 +23,8 @@ async def flaky(ctx):
     return {"attempts": ctx.attempt}
 
 
-@app.handler("report", phases=["fetch", "render", "publish"], timeout=30, max_retries=2)
+@app.handler("report", phases=["fetch", "render", "publish"], timeout=30, max_retries=2,
+             required_outputs=["url", "pages"])
 async def report(ctx):
     """A phased job: a retry resumes at the first unfinished phase."""
 

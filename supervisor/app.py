@@ -29,9 +29,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
+from msgspec import Meta
 
 from adapters.records import PhaseName, TypeName, check_url
 
@@ -102,6 +103,7 @@ class HandlerSpec:
     backoff_max: float = 300.0
     validator: Validator | HttpValidator | None = None
     status_query: StatusQuery | None = None
+    required_outputs: tuple[str, ...] = ()
 
     @property
     def has_validator(self) -> bool:
@@ -118,6 +120,7 @@ class HandlerSpec:
             "backoff_max": self.backoff_max,
             "has_validator": self.has_validator,
             "has_status_query": self.status_query is not None,
+            "required_outputs": list(self.required_outputs),
         }
 
 
@@ -128,6 +131,7 @@ class _TypeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_retries: int = 3
     backoff: float = 1.0
     backoff_max: float = 300.0
+    required_outputs: tuple[Annotated[str, Meta(min_length=1, max_length=256)], ...] = ()
 
 
 @dataclass
@@ -146,14 +150,22 @@ class App:
         max_retries: int = 3,
         backoff: float = 1.0,
         backoff_max: float = 300.0,
+        required_outputs: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
-        """Register an async handler for ``type`` (a decorator)."""
+        """Register an async handler for ``type`` (a decorator).
+
+        ``required_outputs`` names the keys the result (a JSON object) must
+        hold, non-null: a completed job without one of them, or with an
+        empty result, is filed ``incomplete`` / ``missing_output``.
+        """
         from adapters.keys import check_queue_name
 
         check_queue_name(queue)
+        if isinstance(required_outputs, str):
+            raise ValueError(f"handler {type!r}: required_outputs is a list of names, not one string")
         settings = msgspec.convert(
             {"type": type, "phases": list(phases), "timeout": timeout, "max_retries": max_retries,
-             "backoff": backoff, "backoff_max": backoff_max},
+             "backoff": backoff, "backoff_max": backoff_max, "required_outputs": list(required_outputs)},
             _TypeSettings,
         )
         if not 0 < timeout <= 7 * 86400 or not 0 <= max_retries <= 1000 or backoff < 0:
@@ -167,6 +179,7 @@ class App:
             self.handlers[type] = HandlerSpec(
                 type=type, fn=fn, queue=queue, phases=settings.phases, timeout=timeout,
                 max_retries=max_retries, backoff=backoff, backoff_max=backoff_max,
+                required_outputs=settings.required_outputs,
             )
             return fn
 

@@ -56,6 +56,13 @@ def _common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
 
 
+_HYGIENE_SETTINGS = (
+    "evaluator_interval", "retention_interval", "retention_batch", "retention_completed",
+    "retention_failed", "retention_cancelled", "retention_timed_out", "retention_validation_failed",
+    "sanitize_base64_min", "sanitize_max_string", "sanitize_max_value",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jobvisor", description="Job supervisor with guarded state machines.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -76,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--restart-intensity", dest="restart_intensity", default=None)
     run.add_argument("--restart-period", dest="restart_period", default=None)
     run.add_argument("--worker-id", dest="worker_id", default=None)
+    for setting in _HYGIENE_SETTINGS:
+        run.add_argument("--" + setting.replace("_", "-"), dest=setting, default=None)
     run.add_argument("--log-level", default="INFO")
 
     submit = sub.add_parser("submit", help="submit a job")
@@ -112,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     queues = sub.add_parser("queues", help="jobs per queue and state")
     _common(queues)
+
+    report = sub.add_parser("report", help="finished jobs by category and problem, as the evaluator filed them")
+    report.add_argument("--queue", action="append", default=None, help="queue(s) (default: all)")
+    _common(report)
 
     batch = sub.add_parser("batch", help="batches")
     bsub = batch.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
@@ -202,7 +215,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in ("redis", "app", "concurrency", "lease", "grace", "idle_poll",
                                            "watchdog_interval", "batch_interval", "batch_sweep_size",
                                            "metrics_port", "metrics_host",
-                                           "restart_intensity", "restart_period", "worker_id")}
+                                           "restart_intensity", "restart_period", "worker_id",
+                                           *_HYGIENE_SETTINGS)}
     if args.queues is not None:
         flags["queues"] = [q for q in args.queues.split(",") if q]
     config = load_config(flags)
@@ -286,19 +300,40 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"validation {job.validation_status}")
     if job.notification:
         lines.append(f"webhook    {job.notification}")
+    if job.category:
+        lines.append(f"filed      {job.category} / {job.problem}    at {_when(job.filed_at)}")
     lines.append(f"input      {json.dumps(job.input)[:200]}")
     if job.result is not None:
         lines.append(f"result     {json.dumps(job.result)[:200]}")
     if job.error is not None:
-        message = job.error.get("message") if isinstance(job.error, dict) else job.error
-        lines.append(f"error      {str(message)[:200]}")
+        lines.append(f"error      {_error_text(job.error)}")
     for a in job.attempt_records:
         lines.append(
-            f"attempt {a.n}  {a.outcome or 'running'}  worker {a.worker or '-'}  started {_when(a.started_at)}"
-            + (f"  interrupted in phase {a.interrupted_phase}" if a.interrupted_phase else "")
+            f"attempt {a.n}  {a.outcome or 'running'}  worker {a.worker or '-'}"
+            f"  started {_when(a.started_at)}  finished {_when(a.finished_at)}"
+            + (f"  by {a.by}" if a.by and a.by != "worker" else "")
         )
+        if a.resumed_at_phase and a.n > 1:
+            lines.append(f"    resumed at phase {a.resumed_at_phase}")
+        if a.interrupted_phase:
+            lines.append(f"    interrupted in phase {a.interrupted_phase}")
+        if a.service_job_id:
+            lines.append(f"    service id {a.service_job_id}")
+        for name, value in a.phase_results.items():
+            lines.append(f"    phase {name}: {json.dumps(value)[:160]}")
+        if a.error is not None:
+            lines.append(f"    error {_error_text(a.error)}")
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        kind, message = error.get("type"), error.get("message")
+        text = f"{kind}: {message}" if kind and message is not None else str(message if message is not None else error)
+    else:
+        text = str(error)
+    return text.replace("\n", " ")[:200]
 
 
 def _trigger_result(args: argparse.Namespace, reply: Any, verb: str) -> int:
@@ -396,6 +431,45 @@ def cmd_queues(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from adapters.filing import CATEGORY_OF, Category, Problem
+
+    for q in args.queue or ():
+        try:
+            check_queue_name(q)
+        except ValueError as exc:
+            _bad(str(exc))
+    with _store(args) as store:
+        queues = args.queue or store.queues()
+        per_queue = {q: store.filing_counts(q) for q in queues}
+    categories = {c.value: 0 for c in Category}
+    problems = {p.value: 0 for p in Problem}
+    counts: dict[str, dict[str, int]] = {c.value: {} for c in Category}
+    unfiled = 0
+    for found, waiting in per_queue.values():
+        unfiled += waiting
+        for (category, problem), n in found.items():
+            categories[category] = categories.get(category, 0) + n
+            problems[problem] = problems.get(problem, 0) + n
+            counts.setdefault(category, {})[problem] = counts.get(category, {}).get(problem, 0) + n
+    if args.json:
+        print(json.dumps({
+            "filed": sum(categories.values()), "unfiled": unfiled, "categories": categories,
+            "problems": problems, "counts": counts,
+            "queues": {q: {"unfiled": w, "counts": {f"{c}:{p}": n for (c, p), n in found.items()}}
+                       for q, (found, w) in per_queue.items()},
+        }))
+        return EXIT_OK
+    print(f"{'category':<12}{'problem':<22}{'jobs':>8}")
+    for problem, category in CATEGORY_OF.items():
+        print(f"{category.value:<12}{problem.value:<22}{counts.get(category.value, {}).get(problem.value, 0):>8}")
+    print(f"{'':<12}{'':<22}{'--------':>8}")
+    for category in Category:
+        print(f"{category.value:<12}{'(all)':<22}{categories[category.value]:>8}")
+    print(f"{'unfiled':<12}{'(waiting)':<22}{unfiled:>8}")
+    return EXIT_OK
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     with _store(args) as store:
         if args.batch_command == "create":
@@ -431,7 +505,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "diagram": cmd_diagram, "run": cmd_run, "submit": cmd_submit, "status": cmd_status,
     "cancel": cmd_cancel, "retry": cmd_retry, "events": cmd_events, "queues": cmd_queues,
-    "batch": cmd_batch,
+    "batch": cmd_batch, "report": cmd_report,
 }
 
 

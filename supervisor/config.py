@@ -3,24 +3,39 @@
 Every setting is validated by msgspec; a bad value is one line naming the
 setting (``setting concurrency: Expected `int` >= 1, got 0``) and exit code 2.
 
-==========================  =============================  ===========================
-setting                     environment variable           default
-==========================  =============================  ===========================
-redis                       JOBVISOR_REDIS                 redis://127.0.0.1:6379/0
-app                         JOBVISOR_APP                   (none)
-queues                      JOBVISOR_QUEUES (comma list)   the app's queues
-concurrency                 JOBVISOR_CONCURRENCY           16 handler slots
-lease                       JOBVISOR_LEASE                 30 s
-grace                       JOBVISOR_GRACE                 10 s
-idle_poll                   JOBVISOR_IDLE_POLL             1 s (safety net when idle)
-watchdog_interval           JOBVISOR_WATCHDOG_INTERVAL     1 s
-batch_interval              JOBVISOR_BATCH_INTERVAL        1 s (longest wait between sweeps)
-batch_sweep_size            JOBVISOR_BATCH_SWEEP_SIZE      100 batches per sweep and queue
-metrics_port                JOBVISOR_METRICS_PORT          (off)
-metrics_host                JOBVISOR_METRICS_HOST          127.0.0.1
-restart_intensity           JOBVISOR_RESTART_INTENSITY     5 restarts ...
-restart_period              JOBVISOR_RESTART_PERIOD        ... within 30 s
-==========================  =============================  ===========================
+===========================  =====================================  ==================================
+setting                      environment variable                   default
+===========================  =====================================  ==================================
+redis                        JOBVISOR_REDIS                         redis://127.0.0.1:6379/0
+app                          JOBVISOR_APP                           (none)
+queues                       JOBVISOR_QUEUES (comma list)           the app's queues
+concurrency                  JOBVISOR_CONCURRENCY                   16 handler slots
+lease                        JOBVISOR_LEASE                         30 s
+grace                        JOBVISOR_GRACE                         10 s
+idle_poll                    JOBVISOR_IDLE_POLL                     1 s (safety net when idle)
+watchdog_interval            JOBVISOR_WATCHDOG_INTERVAL             1 s
+batch_interval               JOBVISOR_BATCH_INTERVAL                1 s (longest wait between sweeps)
+batch_sweep_size             JOBVISOR_BATCH_SWEEP_SIZE              100 batches per sweep and queue
+metrics_port                 JOBVISOR_METRICS_PORT                  (off)
+metrics_host                 JOBVISOR_METRICS_HOST                  127.0.0.1
+restart_intensity            JOBVISOR_RESTART_INTENSITY             5 restarts ...
+restart_period               JOBVISOR_RESTART_PERIOD                ... within 30 s
+evaluator_interval           JOBVISOR_EVALUATOR_INTERVAL            600 s (files finished jobs)
+retention_interval           JOBVISOR_RETENTION_INTERVAL            300 s (deletes expired jobs)
+retention_batch              JOBVISOR_RETENTION_BATCH               500 jobs per store call
+retention_completed          JOBVISOR_RETENTION_COMPLETED           604800 s (7 days)
+retention_failed             JOBVISOR_RETENTION_FAILED              2592000 s (30 days)
+retention_cancelled          JOBVISOR_RETENTION_CANCELLED           2592000 s (30 days)
+retention_timed_out          JOBVISOR_RETENTION_TIMED_OUT           2592000 s (30 days)
+retention_validation_failed  JOBVISOR_RETENTION_VALIDATION_FAILED   2592000 s (30 days)
+sanitize_base64_min          JOBVISOR_SANITIZE_BASE64_MIN           1024 characters
+sanitize_max_string          JOBVISOR_SANITIZE_MAX_STRING           65536 characters
+sanitize_max_value           JOBVISOR_SANITIZE_MAX_VALUE            262144 bytes of JSON
+===========================  =====================================  ==================================
+
+Retention counts from a job's finish time, per terminal state; a job is
+deleted only once the evaluator has filed it. The sanitizer settings apply
+to what this daemon's workers store (results, errors, phase results).
 """
 
 from __future__ import annotations
@@ -36,12 +51,15 @@ from msgspec import Meta
 
 from adapters.errors import BadInput
 from adapters.keys import QUEUE_NAME
+from adapters.sanitize import Sanitizer
 
 __all__ = ["DaemonConfig", "load_config", "ENV_PREFIX"]
 
 ENV_PREFIX = "JOBVISOR_"
 
 Seconds = Annotated[float, Meta(gt=0, le=86400)]
+Retention = Annotated[float, Meta(gt=0, le=3650 * 86400)]
+DAY = 86400.0
 
 
 class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -59,12 +77,39 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     metrics_host: str = "127.0.0.1"
     restart_intensity: Annotated[int, Meta(ge=0, le=1000)] = 5
     restart_period: Seconds = 30.0
+    evaluator_interval: Seconds = 600.0
+    retention_interval: Seconds = 300.0
+    retention_batch: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    retention_completed: Retention = 7 * DAY
+    retention_failed: Retention = 30 * DAY
+    retention_cancelled: Retention = 30 * DAY
+    retention_timed_out: Retention = 30 * DAY
+    retention_validation_failed: Retention = 30 * DAY
+    sanitize_base64_min: Annotated[int, Meta(ge=16, le=1 << 30)] = 1024
+    sanitize_max_string: Annotated[int, Meta(ge=256, le=1 << 30)] = 64 * 1024
+    sanitize_max_value: Annotated[int, Meta(ge=1024, le=1 << 30)] = 256 * 1024
     worker_id: str = ""
 
     @property
     def heartbeat(self) -> float:
         """How often leases are renewed: a third of the lease."""
         return self.lease / 3
+
+    @property
+    def retention(self) -> dict[str, float]:
+        """Seconds a finished job is kept, by terminal state."""
+        return {
+            "completed": self.retention_completed,
+            "failed": self.retention_failed,
+            "cancelled": self.retention_cancelled,
+            "timed_out": self.retention_timed_out,
+            "validation_failed": self.retention_validation_failed,
+        }
+
+    @property
+    def sanitizer(self) -> Sanitizer:
+        return Sanitizer(base64_min=self.sanitize_base64_min, max_string=self.sanitize_max_string,
+                         max_value=self.sanitize_max_value)
 
     def with_worker_id(self) -> DaemonConfig:
         if self.worker_id:

@@ -1,7 +1,8 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the batch monitor, the gauges, and the workers last. Shutdown on
+scheduler, the watchdog, the batch monitor, the evaluator, retention, the gauges,
+and the workers last. Shutdown on
 SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
 claiming, running handlers get the grace period, then are cancelled and
 their jobs released with the interrupted attempt recorded; the other
@@ -29,8 +30,10 @@ from .app import App
 from .batch_monitor import run_batch_monitor
 from .config import DaemonConfig
 from .deps import Deps, TrioWallClock
+from .evaluator import run_evaluator
 from .hub import Hub
 from .metrics import Metrics, MetricsServer
+from .retention import run_retention
 from .supervise import ChildSpec, Policy, Supervisor
 from .workers import WorkerPool
 
@@ -98,7 +101,7 @@ async def run_daemon(
     hub = Hub()
     wall = clock or TrioWallClock()
     actor = StoreActor(backend, wall)
-    store = Store(actor, observers=[hub.observe, metrics.observe])
+    store = Store(actor, sanitizer=config.sanitizer, observers=[hub.observe, metrics.observe])
     deps = Deps(store=store, app=app, config=config, hub=hub, metrics=metrics, clock=wall)
     pool = WorkerPool(deps)
     children = (
@@ -106,6 +109,8 @@ async def run_daemon(
         ChildSpec("scheduler", partial(run_scheduler, deps), shutdown_s=1.0),
         ChildSpec("watchdog", partial(run_watchdog, deps), shutdown_s=1.0),
         ChildSpec("batch_monitor", partial(run_batch_monitor, deps), shutdown_s=1.0),
+        ChildSpec("evaluator", partial(run_evaluator, deps), shutdown_s=1.0),
+        ChildSpec("retention", partial(run_retention, deps), shutdown_s=1.0),
         ChildSpec("gauges", partial(run_gauges, deps), shutdown_s=1.0),
         *extra_children,
         ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + 10.0),

@@ -16,6 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from adapters.errors import JobvisorError
+from adapters.filing import CATEGORY_OF
 from adapters.records import Reply
 
 __all__ = ["Metrics", "MetricsServer"]
@@ -41,7 +42,26 @@ class Metrics:
         self.actor_restarts = Counter(
             "jobvisor_actor_restarts", "Actor restarts after a crash", ["actor"], registry=self.registry
         )
+        self.filed = Gauge(
+            "jobvisor_filed_jobs", "Filed jobs still stored, by queue, category and problem",
+            ["queue", "category", "problem"], registry=self.registry,
+        )
+        self.unfiled = Gauge(
+            "jobvisor_unfiled_jobs", "Finished jobs waiting to be filed", ["queue"], registry=self.registry
+        )
+        self.deleted = Counter(
+            "jobvisor_jobs_deleted", "Finished jobs deleted by retention, by queue and state",
+            ["queue", "state"], registry=self.registry,
+        )
         self.healthy = True
+
+    def set_filing(self, queue: str, counts: dict[tuple[str, str], int], waiting: int) -> None:
+        """The filing gauges of ``queue`` (every category/problem pair, zeros included)."""
+        for problem, category in CATEGORY_OF.items():
+            self.filed.labels(queue, category.value, problem.value).set(
+                counts.get((category.value, problem.value), 0)
+            )
+        self.unfiled.labels(queue).set(waiting)
 
     def observe(self, replies: Sequence[Reply]) -> None:
         for r in replies:

@@ -250,6 +250,8 @@ CASES: list[Case] = [
     _c("events-limit-negative", ["events", "--limit", "-1"], 2, ["limit"]),
     _c("events-job-malformed-id", ["events", "--job", "nodot"], 2, ["job|id"]),
     _c("events-job-unknown-id", ["events", "--job", UNKNOWN_JOB], 3, ["not found"]),
+    # report
+    _c("report-queue-bad-name", ["report", "--queue", "bad!"], 2, ["queue"]),
     # batch create
     _c("batch-create-threshold-0", ["batch", "create", "--threshold", "0"], 2, ["threshold"]),
     _c("batch-create-threshold-101", ["batch", "create", "--threshold", "101"], 2, ["threshold"]),
@@ -296,6 +298,14 @@ CASES: list[Case] = [
     _c("run-app-not-importable", ["run", "--app", "no_such_module:app"], 2, ["app", "no_such_module"]),
     _c("run-app-attr-missing", ["run", "--app", "examples.app:nope"], 2, ["app"]),
     _c("run-app-not-module-attr", ["run", "--app", "examples.app"], 2, ["app"]),
+    _c("run-evaluator-interval-0", ["run", *APP, "--evaluator-interval", "0"], 2, ["evaluator[_-]interval"]),
+    _c("run-retention-completed-negative", ["run", *APP, "--retention-completed", "-1"], 2,
+       ["retention[_-]completed"]),
+    _c("run-retention-batch-0", ["run", *APP, "--retention-batch", "0"], 2, ["retention[_-]batch"]),
+    _c("run-env-retention-failed-abc", ["run", *APP], 2, ["setting", "retention_failed"],
+       env={"JOBVISOR_RETENTION_FAILED": "abc"}),
+    _c("run-sanitize-max-string-10", ["run", *APP, "--sanitize-max-string", "10"], 2,
+       ["sanitize[_-]max[_-]string"]),
     _c("run-log-level-bogus", ["run", *APP, "--log-level", "bogus"], 2, ["log[_-]level"]),
     _c("run-metrics-host-unresolvable", ["run", *APP, "--metrics-port", "0", "--metrics-host", "999.1.1.1"],
        (1, 2), ["metrics"]),

@@ -29,7 +29,8 @@ A moved row writes exactly: the job hash, the job's index (it sits in exactly
 one of queued/due/active/validating/finished), one event on the stream (the
 notification type for a notifying destination, else ``job.<trigger>``) and,
 iff the destination notifies and the job was submitted with ``notify``, one
-outbox row keyed ``<job>~<event type>~<epoch>``. No other key changes.
+outbox row keyed ``<job>~<event type>~<epoch>``, and for a terminal destination the
+``unfiled`` entry the evaluator files it from. No other key changes.
 """
 
 from __future__ import annotations
@@ -447,6 +448,7 @@ def test_job_pair(target: Target, sync_store: SyncStore, clock: ManualClock, row
     if dest in NOTIFY:
         assert h["finished_at"] == str(int(clock() * 1000))
         assert raw.zscore(K.finished, job) == int(clock() * 1000)
+        assert raw.zscore(K.unfiled, job) == int(clock() * 1000)  # for the evaluator to file
     else:
         assert h.get("finished_at", "") == ""
     # exactly one event, the right one
@@ -477,6 +479,7 @@ def test_job_pair(target: Target, sync_store: SyncStore, clock: ManualClock, row
         outbox_added = set()
     assert {m for m, _ in after.get(K.outbox, ("", []))[1]} - {m for m, _ in before.get(K.outbox, ("", []))[1]} == outbox_added
     allowed = {jkey, K.events} | INDEX_KEYS | ({K.outbox, K.delivery(did)} if outbox_added else set())
+    allowed |= {K.unfiled} if dest in NOTIFY else set()
     assert diff_keys(before, after) <= allowed, diff_keys(before, after) - allowed
 
 

@@ -1,0 +1,80 @@
+"""The evaluator: files every finished job as ``complete``, ``incomplete`` or ``filed``.
+
+Every ``evaluator_interval`` (and once at start) it reads the finished jobs
+not yet filed, in bounded batches (:data:`BATCH` per store call), classifies
+each with the pure :func:`adapters.filing.classify`, and files the batch in
+one store call. Filing is a guarded step in the store: a job is filed once
+per outcome, however many daemons' evaluators race for it (the losers get
+``absorbed``), with exactly one ``job.filed`` event. A completed job whose
+webhook is still on its way is looked at again one interval later.
+
+Required outputs come from the handlers of this daemon's app and from the
+types other daemons published, so any daemon can file any job of its queues.
+
+A store outage is logged and the pass is tried again at the next interval;
+stopping takes effect between batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from adapters.errors import StoreUnavailable
+from adapters.filing import classify
+
+from .deps import Deps
+from .hub import wait_any
+
+__all__ = ["run_evaluator", "file_finished", "refresh_filing_gauges"]
+
+log = logging.getLogger("jobvisor.evaluator")
+
+BATCH = 200
+"""Jobs read and filed per store call."""
+
+
+async def run_evaluator(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """File finished jobs now and then every ``evaluator_interval`` until ``stop`` is set."""
+    task_status.started()
+    while not stop.is_set():
+        try:
+            filed = await file_finished(deps, stop)
+            if filed:
+                log.info("filed %d finished jobs", filed)
+        except StoreUnavailable as exc:
+            log.warning("evaluator: %s", exc)
+        await wait_any(stop, deps.config.evaluator_interval)
+
+
+async def _required_outputs(deps: Deps) -> dict[str, list[str]]:
+    types: dict[str, dict[str, Any]] = await deps.store.job_types()
+    types.update({t: h.describe() for t, h in deps.app.handlers.items()})
+    return {t: list(d["required_outputs"]) for t, d in types.items() if d.get("required_outputs")}
+
+
+async def file_finished(deps: Deps, stop: trio.Event | None = None) -> int:
+    """One pass over every queue of the daemon; returns how many jobs this pass filed."""
+    required = await _required_outputs(deps)
+    filed = 0
+    for queue in deps.queues:
+        while stop is None or not stop.is_set():
+            jobs = await deps.store.unfiled(queue, BATCH, required=required)
+            if not jobs:
+                break
+            now_ms = int(deps.clock() * 1000)
+            decisions = [(job, classify(job, now_ms=now_ms)) for job in jobs]
+            replies = await deps.store.file_jobs(decisions, wait=deps.config.evaluator_interval)
+            filed += sum(r.kind == "filed" for r in replies)
+            if len(jobs) < BATCH:
+                break
+        await refresh_filing_gauges(deps, queue)
+    return filed
+
+
+async def refresh_filing_gauges(deps: Deps, queue: str) -> None:
+    """Set the filing gauges of ``queue`` from the store's counts (shared by every daemon)."""
+    counts, waiting = await deps.store.filing_counts(queue)
+    deps.metrics.set_filing(queue, counts, waiting)
