@@ -145,3 +145,111 @@ async def test_an_actor_crashing_past_the_intensity_stops_the_daemon_with_superv
     assert len(starts) == 3
     # two restarts, each after its backoff (0.1 s, then doubled)
     assert starts[1] - starts[0] >= 0.1 and starts[2] - starts[1] >= 0.2
+
+
+# -- 2. cancel across daemons -----------------------------------------------------------------------
+
+
+class Gates:
+    """Per-job events a handler sets and waits on, so a test can drive it."""
+
+    def __init__(self) -> None:
+        self.inside: dict[str, trio.Event] = {}
+        self.gate: dict[str, trio.Event] = {}
+        self.cancelled: dict[str, trio.Event] = {}
+
+    def of(self, table: dict[str, trio.Event], job_id: str) -> trio.Event:
+        return table.setdefault(job_id, trio.Event())
+
+
+def gated_app(gates: Gates) -> App:
+    app = App()
+
+    @app.handler("gated", timeout=60, max_retries=0)
+    async def gated(ctx: Any) -> str:
+        gates.of(gates.inside, ctx.job_id).set()
+        try:
+            await gates.of(gates.gate, ctx.job_id).wait()
+        except trio.Cancelled:
+            gates.of(gates.cancelled, ctx.job_id).set()
+            raise
+        return "done"
+
+    return app
+
+
+@pytest.mark.parametrize("through", ["daemon B's store", "a Client"])
+async def test_cancel_through_another_daemon_cancels_the_handler_where_it_runs(
+    shared: Shared, through: str
+) -> None:
+    from supervisor import Client
+
+    gates = Gates()
+    app = gated_app(gates)
+    async with shared.daemon(app, worker_id="A") as (a, watcher_a), \
+            shared.daemon(app, worker_id="B", queues=["other"]) as (b, _):
+        job = await a.store.submit(spec(app, "gated"))
+        with trio.fail_after(10):
+            await gates.of(gates.inside, job.id).wait()
+            if through == "a Client":
+                with Client(shared.url, memory=shared.memory) as client:
+                    reply = await trio.to_thread.run_sync(client.cancel, job.id)
+            else:
+                reply = await b.store.cancel(job.id)
+            assert (reply.kind, reply.from_, reply.to) == ("moved", "active", "cancelled")
+            await gates.of(gates.cancelled, job.id).wait()  # A's handler saw trio.Cancelled
+            # A ran nothing more for the job: a second job proves its slot was freed and reused
+            follow = await a.store.submit(spec(app, "gated"))
+            await gates.of(gates.inside, follow.id).wait()
+            gates.of(gates.gate, follow.id).set()
+            await watcher_a.until(ended(watcher_a, follow.id))
+        view = await a.store.get_job(job.id)
+        events = await terminal_events(a, job.id)
+    assert view.state == "cancelled"
+    assert [(r.worker, r.outcome) for r in view.attempt_records] == [("A", "cancelled")]
+    assert view.result is None
+    assert events == ["job.cancelled"]
+
+
+async def test_cancel_racing_completion_across_two_daemons_ends_in_exactly_one_terminal_event(
+    shared: Shared,
+) -> None:
+    gates = Gates()
+    app = gated_app(gates)
+    rounds = 30
+    outcomes: list[tuple[str, str]] = []
+    async with shared.daemon(app, worker_id="A", concurrency=1) as (a, _), \
+            shared.daemon(app, worker_id="B", queues=["other"]) as (b, _):
+        ids = []
+        with trio.fail_after(30):
+            for _round in range(rounds + 1):
+                # concurrency 1: this job starting proves A is done with the one before
+                job = await a.store.submit(spec(app, "gated"))
+                await gates.of(gates.inside, job.id).wait()
+                if _round == rounds:  # the sentinel
+                    gates.of(gates.gate, job.id).set()
+                    break
+                ids.append(job.id)
+                replies = []
+
+                async def cancel(job_id: str = job.id) -> None:
+                    replies.append(await b.store.cancel(job_id))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(cancel)
+                    if _round % 2:  # let the cancel go first every other round
+                        await trio.lowlevel.checkpoint()
+                    gates.of(gates.gate, job.id).set()
+                outcomes.append((replies[0].kind, replies[0].to or replies[0].state))
+        events = await a.store.events("default", "-", 100_000)
+        views = [await a.store.get_job(i) for i in ids]
+    for job_id, view, (kind, state) in zip(ids, views, outcomes, strict=True):
+        terminal = [e.type for e in events if e.id == job_id and e.type in TERMINAL_EVENTS]
+        assert terminal == [f"job.{view.state}"], (job_id, terminal, view.state)
+        assert view.state in ("cancelled", "completed")
+        # the cancel either won (moved) or found the job already completed (absorbed)
+        assert (kind, state) in (("moved", "cancelled"), ("absorbed", "completed")), (kind, state)
+        assert state == view.state
+        [attempt] = view.attempt_records
+        assert attempt.outcome == ("succeeded" if view.state == "completed" else "cancelled")
+        assert (view.result == "done") == (view.state == "completed")
