@@ -1,7 +1,7 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the gauges, and the workers last. Shutdown on
+scheduler, the watchdog, and the workers last. Shutdown on
 SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
 claiming, running handlers get the grace period, then are cancelled and
 their jobs released with the interrupted attempt recorded; the other
@@ -24,7 +24,7 @@ from adapters.backend import Backend, MemoryServers, open_backend
 from adapters.store import Store
 from adapters.store_actor import StoreActor
 
-from .actors import run_gauges, run_listener, run_scheduler, run_watchdog
+from .actors import run_listener, run_scheduler, run_watchdog
 from .app import App
 from .config import DaemonConfig
 from .deps import Deps, TrioWallClock
@@ -104,7 +104,6 @@ async def run_daemon(
         ChildSpec("listener", partial(run_listener, deps, backend), shutdown_s=1.0),
         ChildSpec("scheduler", partial(run_scheduler, deps), shutdown_s=1.0),
         ChildSpec("watchdog", partial(run_watchdog, deps), shutdown_s=1.0),
-        ChildSpec("gauges", partial(run_gauges, deps), shutdown_s=1.0),
         *extra_children,
         ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + 10.0),
     )
@@ -115,8 +114,10 @@ async def run_daemon(
     )
     server = None
     if config.metrics_port is not None:
-        server = MetricsServer(metrics, config.metrics_host, config.metrics_port)
+        server = MetricsServer(metrics, config.metrics_host, config.metrics_port,
+                               partial(metrics.refresh, store, deps.queues))
         server.start()
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", config.metrics_host, server.port)
     try:
         async with trio.open_nursery() as root:
             await root.start(actor.run)
@@ -141,5 +142,7 @@ async def run_daemon(
                 root.cancel_scope.cancel()
     finally:
         if server is not None:
-            server.stop()
+            # From a thread: a request in flight may be waiting on this trio run.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(server.stop)
         backend.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from supervisor import App
 from supervisor.supervise import ChildSpec, SupervisorGaveUp
 
 from .harness import TERMINAL, Watcher, running_daemon
+from .redis_server import RedisServer
 
 FAST = {"idle_poll": 0.2, "watchdog_interval": 0.2}
 TERMINAL_EVENTS = {f"job.{s}" for s in TERMINAL}
@@ -253,3 +255,106 @@ async def test_cancel_racing_completion_across_two_daemons_ends_in_exactly_one_t
         [attempt] = view.attempt_records
         assert attempt.outcome == ("succeeded" if view.state == "completed" else "cancelled")
         assert (view.result == "done") == (view.state == "completed")
+
+
+# -- 3. metrics and health over real HTTP -----------------------------------------------------------
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A Prometheus text page as {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def sample(page: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
+    return page.get((name, frozenset(labels.items())))
+
+
+async def test_metrics_count_transitions_depths_durations_and_restarts(shared: Shared) -> None:
+    import httpx
+
+    app = echo_app()
+
+    @app.handler("boom", max_retries=1, backoff=0.01, backoff_max=0.01)
+    async def boom(ctx: Any) -> None:
+        raise ValueError("no")
+
+    restarted = trio.Event()
+    runs = []
+
+    async def crashes_once(stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        runs.append(1)
+        task_status.started()
+        if len(runs) == 1:
+            raise RuntimeError("once")
+        restarted.set()
+        await stop.wait()
+
+    async with shared.daemon(app, metrics_port=0,
+                             extra_children=[ChildSpec("fragile", crashes_once)]) as (daemon, watcher):
+        assert daemon.metrics_port
+        base = f"http://127.0.0.1:{daemon.metrics_port}"
+        with trio.fail_after(10):
+            echoes = [await daemon.store.submit(spec(app, "echo", input=i)) for i in range(3)]
+            failing = await daemon.store.submit(spec(app, "boom"))
+            waiting = await daemon.store.submit(spec(app, "echo", delay=600))
+            for job in (*echoes, failing):
+                await watcher.until(ended(watcher, job.id))
+            await restarted.wait()
+            async with httpx.AsyncClient(base_url=base) as http:
+                health = await http.get("/healthz")
+                metrics = await http.get("/metrics")
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert metrics.status_code == 200
+    page = samples(metrics.text)
+    transitions = "jobvisor_transitions_total"
+    assert sample(page, transitions, machine="job", trigger="complete", outcome="moved") == 3
+    assert sample(page, transitions, machine="job", trigger="fail", outcome="moved") == 2  # a retry, then failed
+    assert sample(page, transitions, machine="job", trigger="claim", outcome="moved") == 5  # 3 + 2 attempts
+    assert sample(page, transitions, machine="job", trigger="wake", outcome="moved") == 1  # the retry's
+    assert sample(page, transitions, machine="job", trigger="cancel", outcome="moved") is None
+    depth = {state: sample(page, "jobvisor_queue_depth", queue="default", state=state)
+             for state in ("queued", "scheduled", "active", "validating", "finished", "outbox")}
+    assert depth == {"queued": 0, "scheduled": 1, "active": 0, "validating": 0, "finished": 4, "outbox": 0}
+    durations = "jobvisor_handler_duration_seconds_count"
+    assert (sample(page, durations, type="echo"), sample(page, durations, type="boom")) == (3, 2)
+    assert sample(page, "jobvisor_handler_duration_seconds_bucket", type="echo", le="+Inf") == 3
+    assert sample(page, "jobvisor_actor_restarts_total", actor="fragile") == 1
+    assert sample(page, "jobvisor_actor_restarts_total", actor="workers") is None
+    assert waiting.state == "scheduled"
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (AOF on), to kill and restart."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_healthz_is_503_while_redis_is_down_and_200_once_it_is_back(private_redis: RedisServer) -> None:
+    import httpx
+
+    app = echo_app()
+    async with running_daemon(app, redis=private_redis.url, metrics_port=0, **FAST) as (daemon, watcher):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.metrics_port}") as http:
+            with trio.fail_after(20):
+                up = await http.get("/healthz")
+                await trio.to_thread.run_sync(private_redis.kill)
+                down = await http.get("/healthz")
+                scrape = await http.get("/metrics")  # still served, with the depths last read
+                await trio.to_thread.run_sync(private_redis.start)
+                mark = len(watcher.replies)
+                await watcher.until(lambda: len(watcher.replies) > mark)  # the daemon's store answers again
+                back = await http.get("/healthz")
+                job = await daemon.store.submit(spec(app, "echo", input="after"))
+                await watcher.until(ended(watcher, job.id))
+    assert (up.status_code, up.text) == (200, "ok\n")
+    assert (down.status_code, down.text) == (503, "unhealthy\n")
+    assert scrape.status_code == 200 and "jobvisor_queue_depth" in scrape.text
+    assert (back.status_code, back.text) == (200, "ok\n")
