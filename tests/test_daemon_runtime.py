@@ -358,3 +358,49 @@ async def test_healthz_is_503_while_redis_is_down_and_200_once_it_is_back(privat
     assert (down.status_code, down.text) == (503, "unhealthy\n")
     assert scrape.status_code == 200 and "jobvisor_queue_depth" in scrape.text
     assert (back.status_code, back.text) == (200, "ok\n")
+
+
+# -- 4. Redis restarted under a running daemon ------------------------------------------------------
+
+
+async def test_a_redis_restart_under_a_running_daemon_loses_and_doubles_nothing(private_redis: RedisServer) -> None:
+    gates = Gates()
+    app = gated_app(gates)
+    runs: dict[str, int] = {}
+
+    @app.handler("echo", max_retries=0)
+    async def echo(ctx: Any) -> Any:
+        runs[ctx.job_id] = runs.get(ctx.job_id, 0) + 1
+        return ctx.input
+
+    async with running_daemon(app, redis=private_redis.url, concurrency=2, lease=5, **FAST) as (daemon, watcher):
+        with trio.fail_after(30):
+            done_before = [await daemon.store.submit(spec(app, "echo", input=i)) for i in range(3)]
+            for job in done_before:
+                await watcher.until(ended(watcher, job.id))
+            running = [await daemon.store.submit(spec(app, "gated")) for _ in range(2)]
+            for job in running:
+                await gates.of(gates.inside, job.id).wait()
+            waiting = [await daemon.store.submit(spec(app, "echo", input=f"w{i}")) for i in range(3)]
+
+            await trio.to_thread.run_sync(private_redis.kill)
+            for job in running:  # the handlers finish while Redis is away: their reports must wait
+                gates.of(gates.gate, job.id).set()
+            await trio.to_thread.run_sync(private_redis.start)
+
+            for job in (*running, *waiting):
+                await watcher.until(ended(watcher, job.id))
+            after = [await daemon.store.submit(spec(app, "echo", input=f"a{i}")) for i in range(3)]
+            for job in after:
+                await watcher.until(ended(watcher, job.id))
+        every = [*done_before, *running, *waiting, *after]
+        views = [await daemon.store.get_job(j.id) for j in every]
+        events = await daemon.store.events("default", "-", 100_000)
+        restarts = dict(daemon.supervisor.restarts)
+    assert [v.state for v in views] == ["completed"] * len(every)
+    assert [v.result for v in views] == [0, 1, 2, "done", "done", "w0", "w1", "w2", "a0", "a1", "a2"]
+    for view in views:
+        assert [e.type for e in events if e.id == view.id and e.type in TERMINAL_EVENTS] == ["job.completed"]
+        assert [a.outcome for a in view.attempt_records] == ["succeeded"], view.attempt_records
+    assert all(n == 1 for n in runs.values()) and len(runs) == 9
+    assert set(restarts.values()) == {0}, restarts  # the actors backed off; none crashed
