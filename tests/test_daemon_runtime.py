@@ -404,3 +404,37 @@ async def test_a_redis_restart_under_a_running_daemon_loses_and_doubles_nothing(
         assert [a.outcome for a in view.attempt_records] == ["succeeded"], view.attempt_records
     assert all(n == 1 for n in runs.values()) and len(runs) == 9
     assert set(restarts.values()) == {0}, restarts  # the actors backed off; none crashed
+
+
+# -- 5. an idle daemon does not spin ----------------------------------------------------------------
+
+
+def commands_processed(url: str) -> dict[str, int]:
+    """Calls per command since the server started (``INFO commandstats``; scripts' calls included)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+async def test_an_idle_daemon_costs_redis_a_few_commands_per_interval(private_redis: RedisServer) -> None:
+    """One queue, idle_poll 1 s, watchdog 1 s: each second the scheduler, the claim loop and the
+    watchdog make one FCALL each (a couple of reads inside); nothing else runs while idle."""
+    app = echo_app()
+    window, interval = 2.0, 1.0
+    async with running_daemon(app, redis=private_redis.url, idle_poll=interval,
+                              watchdog_interval=interval) as (daemon, _):
+        before = await trio.to_thread.run_sync(commands_processed, private_redis.url)
+        await trio.sleep(window)  # the measured window itself, not a wait for anything
+        after = await trio.to_thread.run_sync(commands_processed, private_redis.url)
+    spent = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    spent["info"] -= 1  # the second INFO counted itself
+    spent = {name: n for name, n in spent.items() if n}
+    ticks = window / interval + 1  # a tick at each end of the window at most
+    assert spent.get("fcall", 0) <= 3 * ticks, spent
+    assert sum(spent.values()) < 30, spent
+    assert set(spent) <= {"fcall", "zpopmin", "zrangebyscore", "zrange", "hello", "ping"}, spent
