@@ -10,10 +10,14 @@ shape the synchronous client gives.
 
 A connection is never left in an unknown state: any failure or cancellation
 in the middle of a round trip closes it, and the next round trip reconnects.
+An idle connection the server closed (Redis restarted while it sat unused)
+is noticed before anything is sent on it, and replaced: a round trip after
+a restart does not fail just because its connection is an old one.
 """
 
 from __future__ import annotations
 
+import select
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,8 +75,20 @@ class TrioConnection:
             if socket is not None:
                 socket.close()
 
+    def _stale(self) -> bool:
+        """Something to read on an idle request/response connection: the server closed it
+        (end of file, reset) or it is out of step. Either way it must not be sent on."""
+        socket = getattr(self._stream, "socket", None)
+        if socket is None or not hasattr(select, "poll"):
+            return False
+        poller = select.poll()
+        poller.register(socket.fileno(), select.POLLIN)
+        return bool(poller.poll(0))  # POLLHUP and POLLERR are reported too
+
     async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send every command, read every reply; a reply may be a ``ResponseError``."""
+        if self._stream is not None and self._stale():
+            self.close()
         if self._stream is None:
             await self._connect()
         replies = await self._round_trip(commands)

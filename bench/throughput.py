@@ -2,7 +2,9 @@
 
 * jobs/s: N no-op jobs submitted in bulk, run by 1 and by 2 daemon processes
   (``jobvisor run``), from the first submit to the last job finished (results stored);
-* pickup latency at a light load (50 jobs/s): submit to handler start, p50 and p99.
+* pickup latency at a light load (50 jobs/s): submit to handler start, p50 and p99;
+* idle daemon CPU: one ``jobvisor run`` with default settings left idle, its CPU time
+  (``/proc/<pid>/stat``, user + system) over the window as a share of one core.
 
 Run: .venv/bin/python bench/throughput.py [N]
 """
@@ -105,6 +107,31 @@ def pickup(url: str, jobs: int = 500, rate: float = 50.0) -> tuple[float, float]
         store.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of the whole line
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(url: str, window: float = 5.0, settle: float = 1.0) -> float:
+    """Percent of one core an idle daemon uses over ``window`` seconds."""
+    store = SyncStore(open_backend(url))
+    store.backend.client.flushall()
+    [proc] = start_daemons(url, 1, 16)
+    try:
+        wait_ready(store)
+        time.sleep(settle)  # let start-up (imports, first connections) finish
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(window)
+        cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        return (cpu1 - cpu0) / (t1 - t0) * 100
+    finally:
+        stop([proc])
+        store.close()
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +143,8 @@ def main() -> None:
                 print(f"{daemons} daemon(s), 64 slots each: {throughput(server.url, n, daemons):,.0f} jobs/s end to end")
             p50, p99 = pickup(server.url)
             print(f"\npickup latency at 50 jobs/s (submit -> handler start): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+            if os.path.exists("/proc/self/stat"):
+                print(f"\nidle daemon CPU (default settings, 5 s window): {idle_cpu(server.url):.2f}% of one core")
         finally:
             server.stop()
 

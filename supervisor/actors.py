@@ -1,4 +1,4 @@
-"""The small actors: scheduler, watchdog, pub/sub listener, queue gauges.
+"""The small actors: scheduler, watchdog, pub/sub listener.
 
 Each is ``async def run_<actor>(deps, stop, *, task_status)``: it reports
 ``started()`` once ready, returns soon after ``stop`` is set, and treats a
@@ -21,7 +21,7 @@ from adapters.notify import InlinePoller, listen
 from .deps import Deps
 from .hub import wait_any
 
-__all__ = ["run_scheduler", "run_watchdog", "run_listener", "run_gauges"]
+__all__ = ["run_scheduler", "run_watchdog", "run_listener"]
 
 log = logging.getLogger("jobvisor.actors")
 
@@ -85,16 +85,3 @@ async def run_listener(deps: Deps, backend: Backend, stop: trio.Event, *, task_s
         await stop.wait()
         nursery.cancel_scope.cancel()
 
-
-async def run_gauges(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Keep the queue-depth gauges fresh (every 5 s) and the health flag honest."""
-    task_status.started()
-    while not stop.is_set():
-        try:
-            for queue in deps.queues:
-                for state, count in (await deps.store.queue_counts(queue)).items():
-                    deps.metrics.queue_depth.labels(queue, state).set(count)
-            deps.metrics.healthy = True
-        except StoreUnavailable:
-            deps.metrics.healthy = False
-        await wait_any(stop, 5.0)

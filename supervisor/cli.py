@@ -374,6 +374,18 @@ def cmd_events(args: argparse.Namespace) -> int:
             _bad(str(exc))
     if args.limit < 1:
         _bad(f"limit: must be at least 1, got {args.limit}")
+    if not args.follow:
+        return _events(args)
+    try:
+        return _events(args)
+    except KeyboardInterrupt:  # Ctrl-C is how a user ends --follow: not a failure
+        return EXIT_OK
+
+
+def _events(args: argparse.Namespace) -> int:
+    """Print the stream (the first ``--limit`` events per queue); with ``--follow`` go on
+    printing every event appended after them, until interrupted. Without ``--queue``,
+    queues that appear later are followed too, from their first event."""
     with _store(args) as store:
         if args.job is not None:
             try:
@@ -385,37 +397,36 @@ def cmd_events(args: argparse.Namespace) -> int:
             except NotFound:
                 store.get_batch(args.job)
             args.queue = args.queue or [job_queue]
+        fixed = args.queue is not None
         queues = args.queue or store.queues()
-        last: dict[str, str] = {}
+        # where each stream was read up to; "0-0" (from its start) for one with nothing yet
+        streams: dict[str, str] = {}
         for q in queues:
+            streams[Keys(q).events] = "0-0"
             for e in store.events(q, "-", args.limit):
-                last[q] = e.stream_id
+                streams[Keys(q).events] = e.stream_id
                 if args.job is None or e.id == args.job:
                     _print(args, e, _event_line(e))
         if not args.follow:
             return EXIT_OK
+        sys.stdout.flush()
         client = store.backend.client
-        streams = {Keys(q).events: last.get(q, "0-0") for q in queues}
-        try:
-            while True:
-                if not args.queue:  # following every queue: take in queues that appear later
-                    for q in store.queues():
-                        streams.setdefault(Keys(q).events, "0-0")
-                if not streams:
-                    time.sleep(1.0)  # no queue exists yet
-                    continue
-                answer = client.xread(streams, block=1000, count=100) or []
-                for key, rows in answer:
-                    key = key.decode() if isinstance(key, bytes) else key
-                    queue = key.split("{", 1)[1].split("}", 1)[0]
-                    for row in rows:
-                        e = event_of(queue, row)
-                        streams[key] = e.stream_id
-                        if args.job is None or e.id == args.job:
-                            _print(args, e, _event_line(e))
-                            sys.stdout.flush()
-        except KeyboardInterrupt:
-            return EXIT_OK
+        while True:
+            if not fixed:
+                for q in store.queues():
+                    streams.setdefault(Keys(q).events, "0-0")
+            if not streams:
+                time.sleep(1.0)  # no queue exists yet: nothing to block on
+                continue
+            for key, rows in client.xread(streams, block=1000, count=100) or []:
+                key = key.decode() if isinstance(key, bytes) else key
+                queue = key.split("{", 1)[1].split("}", 1)[0]
+                for row in rows:
+                    e = event_of(queue, row)
+                    streams[key] = e.stream_id
+                    if args.job is None or e.id == args.job:
+                        _print(args, e, _event_line(e))
+            sys.stdout.flush()
 
 
 def cmd_queues(args: argparse.Namespace) -> int:

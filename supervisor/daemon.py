@@ -1,8 +1,8 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the batch monitor, the evaluator, retention, the gauges,
-and the workers last. Shutdown on
+scheduler, the watchdog, the batch monitor, the evaluator, retention, and the
+workers last. Shutdown on
 SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
 claiming, running handlers get the grace period, then are cancelled and
 their jobs released with the interrupted attempt recorded; the other
@@ -25,7 +25,7 @@ from adapters.backend import Backend, MemoryServers, open_backend
 from adapters.store import Store
 from adapters.store_actor import StoreActor
 
-from .actors import run_gauges, run_listener, run_scheduler, run_watchdog
+from .actors import run_listener, run_scheduler, run_watchdog
 from .app import App
 from .batch_monitor import run_batch_monitor
 from .config import DaemonConfig
@@ -111,7 +111,6 @@ async def run_daemon(
         ChildSpec("batch_monitor", partial(run_batch_monitor, deps), shutdown_s=1.0),
         ChildSpec("evaluator", partial(run_evaluator, deps), shutdown_s=1.0),
         ChildSpec("retention", partial(run_retention, deps), shutdown_s=1.0),
-        ChildSpec("gauges", partial(run_gauges, deps), shutdown_s=1.0),
         *extra_children,
         ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + 10.0),
     )
@@ -122,8 +121,10 @@ async def run_daemon(
     )
     server = None
     if config.metrics_port is not None:
-        server = MetricsServer(metrics, config.metrics_host, config.metrics_port)
+        server = MetricsServer(metrics, config.metrics_host, config.metrics_port,
+                               partial(metrics.refresh, store, deps.queues))
         server.start()
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", config.metrics_host, server.port)
     try:
         async with trio.open_nursery() as root:
             await root.start(actor.run)
@@ -148,5 +149,7 @@ async def run_daemon(
                 root.cancel_scope.cancel()
     finally:
         if server is not None:
-            server.stop()
+            # From a thread: a request in flight may be waiting on this trio run.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(server.stop)
         backend.close()

@@ -1,25 +1,41 @@
 """Prometheus metrics and a health endpoint, one registry per daemon.
 
-Served on ``--metrics-port`` (``/metrics`` in Prometheus text format,
-``/healthz`` answering 200 while the daemon runs and its store answers,
-503 otherwise) by a small WSGI server in a thread: serving a scrape never
-waits on trio.
+Served on ``--metrics-port`` by a small WSGI server in a thread:
+
+* ``/metrics``: Prometheus text format. Counters and the handler-duration
+  histogram are kept as things happen; the queue-depth gauges are read from
+  the store at scrape time (one pipeline of ``ZCARD`` per queue), so they are
+  exact when scraped and cost nothing between scrapes. When the store does
+  not answer, the scrape still succeeds with the depths last read.
+* ``/healthz``: 200 ``ok`` when the daemon's store answers a round trip
+  within :data:`PROBE_TIMEOUT` seconds; 503 ``unhealthy`` otherwise (Redis
+  away or refusing, the daemon shutting down).
+
+Both reach the store through the daemon's trio loop
+(``trio.from_thread.run``); the server is stopped from a worker thread
+before the loop ends, so a request in flight never waits on a loop that is
+gone.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from adapters.errors import JobvisorError
 from adapters.filing import CATEGORY_OF
 from adapters.records import Reply
+from adapters.store import Store
 
-__all__ = ["Metrics", "MetricsServer"]
+__all__ = ["Metrics", "MetricsServer", "PROBE_TIMEOUT"]
+
+PROBE_TIMEOUT = 2.0
+"""Seconds the store has to answer a scrape's or a health check's round trip."""
 
 
 class Metrics:
@@ -53,7 +69,21 @@ class Metrics:
             "jobvisor_jobs_deleted", "Finished jobs deleted by retention, by queue and state",
             ["queue", "state"], registry=self.registry,
         )
-        self.healthy = True
+
+    async def refresh(self, store: Store, queues: Iterable[str], *, timeout: float = PROBE_TIMEOUT) -> bool:
+        """Read every queue's depths into the gauges; False when the store did not answer."""
+        with trio.move_on_after(timeout):
+            try:
+                names = tuple(queues)
+                for queue in names:
+                    for state, count in (await store.queue_counts(queue)).items():
+                        self.queue_depth.labels(queue, state).set(count)
+                if not names:  # still one round trip: the answer is whether the store answers
+                    await store.queues()
+            except JobvisorError:  # unavailable, refused, or closed at shutdown
+                return False
+            return True
+        return False
 
     def set_filing(self, queue: str, counts: dict[tuple[str, str], int], waiting: int) -> None:
         """The filing gauges of ``queue`` (every category/problem pair, zeros included)."""
@@ -64,9 +94,15 @@ class Metrics:
         self.unfiled.labels(queue).set(waiting)
 
     def observe(self, replies: Sequence[Reply]) -> None:
+        """Count the job transitions in the store's replies: each fenced or operator trigger
+        by outcome, and the list answers' claims (queued → active) and wakes (scheduled → queued)."""
         for r in replies:
             if r.trigger:
                 self.transitions.labels("job", r.trigger, r.kind).inc()
+            elif r.kind == "claimed" and r.n:
+                self.transitions.labels("job", "claim", "moved").inc(r.n)
+            elif r.kind == "woken" and r.n:
+                self.transitions.labels("job", "wake", "moved").inc(r.n)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -75,17 +111,28 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class MetricsServer:
-    """``/metrics`` and ``/healthz`` on ``host:port`` in a background thread."""
+    """``/metrics`` and ``/healthz`` on ``host:port`` in a background thread.
 
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+    Create it inside the daemon's trio run: ``refresh`` (a coroutine function
+    answering whether the store answered, e.g. a bound :meth:`Metrics.refresh`)
+    runs in that run for every request. Stop it with ``await
+    trio.to_thread.run_sync(server.stop)``, never from the trio thread itself.
+    """
+
+    def __init__(self, metrics: Metrics, host: str, port: int,
+                 refresh: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.metrics = metrics
+        self._refresh = refresh
+        self._token = trio.lowlevel.current_trio_token() if refresh is not None else None
+        self._stopping = False
         prometheus = make_wsgi_app(metrics.registry)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            answered = self._store_answers()
             if environ.get("PATH_INFO") == "/healthz":
-                ok = metrics.healthy
-                start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-                return [b"ok\n" if ok else b"unhealthy\n"]
+                start_response("200 OK" if answered else "503 Service Unavailable",
+                               [("Content-Type", "text/plain")])
+                return [b"ok\n" if answered else b"unhealthy\n"]
             return prometheus(environ, start_response)  # type: ignore[no-any-return]
 
         try:
@@ -95,10 +142,22 @@ class MetricsServer:
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="jobvisor-metrics", daemon=True)
 
+    def _store_answers(self) -> bool:
+        if self._refresh is None:
+            return True
+        if self._stopping:
+            return False
+        try:
+            return trio.from_thread.run(self._refresh, trio_token=self._token)
+        except trio.RunFinishedError:
+            return False
+
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving (blocks until a request in flight is answered)."""
+        self._stopping = True
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)

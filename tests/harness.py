@@ -19,6 +19,7 @@ from adapters.backend import MemoryServers
 from adapters.records import Reply
 from supervisor import App, Daemon, run_daemon
 from supervisor.config import load_config
+from supervisor.supervise import ChildSpec
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out", "validation_failed"}
 
@@ -48,13 +49,17 @@ class Watcher:
 
 @asynccontextmanager
 async def running_daemon(
-    app: App, *, redis: str = "memory://test", memory: MemoryServers | None = None, **settings: Any
+    app: App, *, redis: str = "memory://test", memory: MemoryServers | None = None,
+    extra_children: Sequence[ChildSpec] = (), **settings: Any
 ) -> AsyncIterator[tuple[Daemon, Watcher]]:
+    """A daemon for ``app``; ``settings`` are :class:`DaemonConfig` fields (``worker_id``
+    defaults to ``test-worker``), ``extra_children`` more supervised actors."""
     config = load_config({"redis": redis, "worker_id": "test-worker", **settings}, environ={})
     watcher = Watcher()
     async with trio.open_nursery() as nursery:
         daemon: Daemon = await nursery.start(
-            partial(run_daemon, config, app, memory=memory or MemoryServers(), handle_signals=False)
+            partial(run_daemon, config, app, memory=memory or MemoryServers(), handle_signals=False,
+                    extra_children=tuple(extra_children))
         )
         daemon.store.observers.append(watcher)
         try:

@@ -16,10 +16,12 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -578,6 +580,48 @@ def test_events_filters_by_job_and_by_queue(redis_url: str) -> None:
     assert [e["id"] for e in only_a] == [a]
     only_other = json_lines(jv("events", "--json", "--queue", "other", "--redis", redis_url))
     assert [(e["id"], e["queue"]) for e in only_other] == [(b, "other")]
+
+
+def test_events_follow_prints_new_events_until_sigint_then_exits_0(redis_url: str) -> None:
+    """Started on an empty database: it follows queues as they appear; Ctrl-C ends it cleanly."""
+    from supervisor import Client
+
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "events", "--follow", "--json", "--redis", redis_url],
+        cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout or ()], daemon=True)
+    reader.start()
+
+    def next_event() -> Any:
+        try:
+            return json.loads(lines.get(timeout=15))
+        except queue.Empty:
+            follower.kill()
+            raise AssertionError(f"no event printed within 15s; stderr: {follower.communicate()[1]}") from None
+
+    try:
+        with Client(redis_url, app=example_app) as client:
+            first = client.submit("echo", {"n": 1})
+            submitted = next_event()
+            second = client.submit("echo", {"n": 2}, queue="other")  # a queue that did not exist yet
+            elsewhere = next_event()
+            client.cancel(first)
+            cancelled = next_event()
+        follower.send_signal(signal.SIGINT)
+        code = follower.wait(15)
+        reader.join(5)
+        stderr = follower.stderr.read() if follower.stderr else ""
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(10)
+    assert [(e["type"], e["id"], e["queue"]) for e in (submitted, elsewhere, cancelled)] == [
+        ("job.submitted", first, "default"), ("job.submitted", second, "other"),
+        ("job.cancelled", first, "default")]
+    assert lines.empty()  # nothing printed twice
+    assert (code, stderr) == (0, "")
 
 
 def test_batch_create_add_close_status_cancel(redis_url: str) -> None:

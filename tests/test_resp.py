@@ -107,6 +107,21 @@ async def test_a_server_that_goes_away_is_one_error_then_a_reconnect(tmp_path: P
         server.stop()
 
 
+async def test_an_idle_connection_outlives_a_restart_without_a_failed_round_trip(tmp_path: Path) -> None:
+    """Redis restarted while the connection sat unused: the next round trip just works."""
+    server = RedisServer(tmp_path)
+    server.start()
+    connection = open_backend(server.url).connection()
+    try:
+        await connection.pipeline([("SET", "k", "v")])
+        server.kill()
+        server.start()
+        assert await connection.pipeline([("GET", "k")]) == [b"v"]  # AOF kept it
+    finally:
+        connection.close()
+        server.stop()
+
+
 async def test_a_server_that_never_answers_costs_one_timeout() -> None:
     async def accept_and_stay_silent(stream: trio.SocketStream) -> None:
         await trio.sleep_forever()
