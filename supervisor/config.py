@@ -14,6 +14,10 @@ lease                       JOBVISOR_LEASE                 30 s
 grace                       JOBVISOR_GRACE                 10 s
 idle_poll                   JOBVISOR_IDLE_POLL             1 s (safety net when idle)
 watchdog_interval           JOBVISOR_WATCHDOG_INTERVAL     1 s
+status_query_timeout        JOBVISOR_STATUS_QUERY_TIMEOUT  10 s per status query
+status_query_concurrency    JOBVISOR_STATUS_QUERY_CONCURRENCY  8 status queries at once
+abandon_after               JOBVISOR_ABANDON_AFTER         10 s (a cancelled handler that
+                                                           ignores it is then abandoned)
 metrics_port                JOBVISOR_METRICS_PORT          (off)
 metrics_host                JOBVISOR_METRICS_HOST          127.0.0.1
 restart_intensity           JOBVISOR_RESTART_INTENSITY     5 restarts ...
@@ -51,6 +55,9 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     grace: Annotated[float, Meta(ge=0, le=3600)] = 10.0
     idle_poll: Seconds = 1.0
     watchdog_interval: Seconds = 1.0
+    status_query_timeout: Seconds = 10.0
+    status_query_concurrency: Annotated[int, Meta(ge=1, le=1000)] = 8
+    abandon_after: Seconds = 10.0
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
     restart_intensity: Annotated[int, Meta(ge=0, le=1000)] = 5
