@@ -371,6 +371,8 @@ class WorkerPool:
                       trigger, job.id)
         elif reply.kind == "stale":
             log.info("late %s for %s rejected by the lease fence", trigger, job.id)
+        elif reply.kind == "absorbed":
+            log.info("late %s for %s absorbed: the job is already %s", trigger, job.id, reply.state)
 
     async def _renew_loop(self) -> None:
         while True:

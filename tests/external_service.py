@@ -35,8 +35,8 @@ class ExternalService:
         self.jobs: dict[str, dict[str, Any]] = {}  # service id -> {"job", "status", "result"}
         self.modes: dict[str, str] = {}  # service id -> hang | error | garbage | reset
         self.default_mode: str | None = None
+        self.initial: tuple[str, Any] = ("running", None)  # status and result of new jobs
         self.asked: Counter[str] = Counter()
-        self.created = threading.Condition(self.lock)
         self.released = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
@@ -62,6 +62,11 @@ class ExternalService:
     def set(self, service_id: str, status: str, result: Any = None) -> None:
         with self.lock:
             self.jobs[service_id].update(status=status, result=result)
+
+    def start_new_jobs_as(self, status: str, result: Any = None) -> None:
+        """Jobs handed over from now on start in ``status`` (``completed``: done at once)."""
+        with self.lock:
+            self.initial = (status, result)
 
     def misbehave(self, service_id: str | None, mode: str | None) -> None:
         """``mode`` for ``service_id``'s status, or for every job (``service_id=None``)."""
@@ -101,8 +106,8 @@ class ExternalService:
                 data = json.loads(self.rfile.read(length) or b"{}")
                 with service.lock:
                     sid = f"svc-{len(service.jobs) + 1}"
-                    service.jobs[sid] = {"job": data.get("job"), "status": "running", "result": None}
-                    service.created.notify_all()
+                    status, result = service.initial
+                    service.jobs[sid] = {"job": data.get("job"), "status": status, "result": result}
                 self._send(201, json.dumps({"id": sid}).encode())
 
             def do_GET(self) -> None:  # noqa: N802 - stdlib's name

@@ -8,8 +8,8 @@ outside how often, and where, a handler ran. ``$TEST_SERVICE_URL`` is the loopba
 * ``external``: hands the job to the external service, records the service job id, then
   polls the service until it says completed (returns its result) or failed (raises);
   its status query asks the service.
-* ``plain``: sleeps ``input["seconds"]`` (only on attempt 1 with ``first_attempt_only``)
-  and returns the attempt number; no status query.
+* ``plain``: sleeps ``input["seconds"]`` (a list: by attempt; only on attempt 1 with
+  ``first_attempt_only``) and returns the attempt number; no status query.
 * ``shielded``: the same, but its sleep is shielded: cancelled, it still finishes and
   returns (so a late success is reported and must be fenced out).
 * ``stuck``: blocks in a thread that cannot be interrupted (``time.sleep``).
@@ -87,10 +87,14 @@ async def ask_external(service_job_id: str) -> StatusAnswer:
 
 
 def _seconds(ctx: JobContext) -> float:
+    """``input["seconds"]``: a number, or a list by attempt (attempts past its end: 0)."""
     spec: dict[str, Any] = ctx.input if isinstance(ctx.input, dict) else {}
+    seconds = spec.get("seconds", 0.0)
+    if isinstance(seconds, list):
+        return float(seconds[ctx.attempt - 1]) if ctx.attempt <= len(seconds) else 0.0
     if spec.get("first_attempt_only") and ctx.attempt > 1:
         return 0.0
-    return float(spec.get("seconds", 0.0))
+    return float(seconds)
 
 
 @app.handler("plain", timeout=60, max_retries=2, backoff=0.1)
