@@ -42,9 +42,9 @@ APP = "tests.recovery_app:app"
 
 @contextmanager
 def recovery_daemon(url: str, directory: Path, name: str, *, service: ExternalService | None = None,
-                    lease: float = 1.0, extra: tuple[str, ...] = ()) -> Iterator[DaemonProcess]:
+                    lease: float = 1.0, grace: float = 5.0, extra: tuple[str, ...] = ()) -> Iterator[DaemonProcess]:
     env = {"TEST_SERVICE_URL": service.url} if service is not None else {}
-    with daemon(url, directory, name, lease=lease, app=APP, env=env,
+    with daemon(url, directory, name, lease=lease, grace=grace, app=APP, env=env,
                 extra=("--status-query-timeout", "1", *extra)) as process:
         yield process
 
@@ -309,17 +309,18 @@ def test_workers_lists_live_daemons_with_their_jobs_and_a_killed_one_is_declared
     assert jv("workers", "--redis", redis_url, "--json").stdout.strip() == "[]"
     ids = submit(redis_url, 3, "plain", {"seconds": 60})
     with ExitStack() as stack:
-        daemons = {name: stack.enter_context(recovery_daemon(redis_url, tmp_path, name, lease=1.5,
+        daemons = {name: stack.enter_context(recovery_daemon(redis_url, tmp_path, name, lease=1.5, grace=0.2,
                                                              extra=("--concurrency", "1")))
                    for name in ("d1", "d2", "d3")}
 
-        def listed() -> list[dict[str, Any]]:
-            out = jv("workers", "--redis", redis_url, "--json")
-            assert out.returncode == 0, out.stderr
-            data = json.loads(out.stdout)
-            return data if sum(len(d["slots"]) for d in data) == 3 else []
+        def heartbeating() -> bool:
+            with SyncStore(open_backend(redis_url)) as store:
+                return sum(len(w.slots) for w in store.workers()) == 3
 
-        data = wait_until(listed, timeout=30, what="three daemons each heartbeating its job")
+        wait_until(heartbeating, timeout=30, what="three daemons each heartbeating its job", alive=daemons["d1"])
+        out = jv("workers", "--redis", redis_url, "--json")
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
         assert sorted(d["id"] for d in data) == ["d1", "d2", "d3"]
         for d in data:
             assert (d["state"], d["late"], d["concurrency"], d["queues"]) == ("live", False, 1, ["default"])
