@@ -3,26 +3,26 @@
 Every setting is validated by msgspec; a bad value is one line naming the
 setting (``setting concurrency: Expected `int` >= 1, got 0``) and exit code 2.
 
-==========================  =============================  ===========================
-setting                     environment variable           default
-==========================  =============================  ===========================
-redis                       JOBVISOR_REDIS                 redis://127.0.0.1:6379/0
-app                         JOBVISOR_APP                   (none)
-queues                      JOBVISOR_QUEUES (comma list)   the app's queues
-concurrency                 JOBVISOR_CONCURRENCY           16 handler slots
-lease                       JOBVISOR_LEASE                 30 s
-grace                       JOBVISOR_GRACE                 10 s
-idle_poll                   JOBVISOR_IDLE_POLL             1 s (safety net when idle)
-watchdog_interval           JOBVISOR_WATCHDOG_INTERVAL     1 s
-status_query_timeout        JOBVISOR_STATUS_QUERY_TIMEOUT  10 s per status query
-status_query_concurrency    JOBVISOR_STATUS_QUERY_CONCURRENCY  8 status queries at once
-abandon_after               JOBVISOR_ABANDON_AFTER         10 s (a cancelled handler that
-                                                           ignores it is then abandoned)
-metrics_port                JOBVISOR_METRICS_PORT          (off)
-metrics_host                JOBVISOR_METRICS_HOST          127.0.0.1
-restart_intensity           JOBVISOR_RESTART_INTENSITY     5 restarts ...
-restart_period              JOBVISOR_RESTART_PERIOD        ... within 30 s
-==========================  =============================  ===========================
+==========================  =================================  =========================
+setting                     environment variable               default
+==========================  =================================  =========================
+redis                       JOBVISOR_REDIS                     redis://127.0.0.1:6379/0
+app                         JOBVISOR_APP                       (none)
+queues                      JOBVISOR_QUEUES (comma list)       the app's queues
+concurrency                 JOBVISOR_CONCURRENCY               16 handler slots
+lease                       JOBVISOR_LEASE                     30 s
+grace                       JOBVISOR_GRACE                     10 s
+idle_poll                   JOBVISOR_IDLE_POLL                 1 s (safety net when idle)
+watchdog_interval           JOBVISOR_WATCHDOG_INTERVAL         1 s
+status_query_timeout        JOBVISOR_STATUS_QUERY_TIMEOUT      10 s per status query
+status_query_concurrency    JOBVISOR_STATUS_QUERY_CONCURRENCY  8 queries at once
+abandon_after               JOBVISOR_ABANDON_AFTER             10 s, then a cancelled
+                                                               handler is abandoned
+metrics_port                JOBVISOR_METRICS_PORT              (off)
+metrics_host                JOBVISOR_METRICS_HOST              127.0.0.1
+restart_intensity           JOBVISOR_RESTART_INTENSITY         5 restarts ...
+restart_period              JOBVISOR_RESTART_PERIOD            ... within 30 s
+==========================  =================================  =========================
 """
 
 from __future__ import annotations

@@ -78,6 +78,8 @@ _encode = msgspec.json.Encoder().encode
 
 PAGE = 100
 """Expired leases read per store call."""
+PAGES = 20
+"""Store calls per queue and sweep at most (the rest waits for the next sweep)."""
 
 
 class Cause(enum.StrEnum):
@@ -182,7 +184,7 @@ class Watchdog:
     async def sweep(self, queue: str, queries: trio.Nursery) -> None:
         """Decide every expired lease of ``queue`` that needs no query; start the queries."""
         offset = 0
-        while True:
+        for _ in range(PAGES):
             jobs = await self.deps.store.expired(queue, n=PAGE, offset=offset)
             async with trio.open_nursery() as now:
                 for job in jobs:
