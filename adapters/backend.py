@@ -30,7 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .errors import BadInput, StoreError, StoreUnavailable, redact
-from .keys import Keys
+from .keys import script_keys
 from .records import Reply
 from .resp import TrioConnection
 from .scripts import LuaLibrary
@@ -43,7 +43,7 @@ STREAM_CAP = 100_000
 
 @dataclass(frozen=True, slots=True)
 class OpsCall:
-    """A list of ops for one queue: one FCALL."""
+    """A list of ops for one queue (or the registry, ``keys.REGISTRY``): one FCALL."""
 
     queue: str
     ops: bytes  # JSON list
@@ -130,8 +130,8 @@ class Backend:
         commands: list[tuple[Any, ...]] = []
         for call in calls:
             if isinstance(call, OpsCall):
-                keys = Keys(call.queue)
-                commands.append(("FCALL", self.library.function, 1, keys.queued, keys.prefix, now_ms,
+                first, prefix = script_keys(call.queue)
+                commands.append(("FCALL", self.library.function, 1, first, prefix, now_ms,
                                  call.ops, self.stream_cap))
             else:
                 commands.append(call.args)

@@ -34,18 +34,49 @@ key (after ``jv:{q}:``)          type    contents and lifetime
 Outside any queue: ``jv:queues`` (set of queue names ever submitted to) and
 ``jv:types`` (hash: job type -> JSON of its defaults, published by daemons at start
 so that ``jobvisor submit`` can refuse an unknown type).
+
+The registry of daemons (one per process, with its worker slots) is global, not per
+queue: a daemon serves several queues and must be declared lost once, not once per
+queue. Its keys share their own hash tag, ``{@workers}`` (``@`` is never part of a
+queue name, so no queue can collide with it), and its guarded steps run in the same
+Lua library with that prefix (:data:`REGISTRY` is the pseudo-queue that names it):
+
+==============================  ======  ==============================================
+key (after ``jv:{@workers}:``)   type    contents and lifetime
+==============================  ======  ==============================================
+``live``                        zset    daemon ids; score = heartbeat deadline ms;
+                                        removed when stopped or declared lost
+``daemon:<id>``                 hash    host, pid, queues, slots and their current
+                                        jobs, heartbeat; expires a day after the last
+``gone``                        zset    stopped or lost daemon ids; score = when;
+                                        the latest 1000 kept
+``events``                      stream  worker.started / returned / stopped / lost;
+                                        capped (MAXLEN ~)
+==============================  ======  ==============================================
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["PREFIX", "QUEUE_NAME", "Keys", "queue_of", "check_queue_name"]
+__all__ = [
+    "PREFIX",
+    "QUEUE_NAME",
+    "REGISTRY",
+    "Keys",
+    "RegistryKeys",
+    "queue_of",
+    "check_queue_name",
+    "script_keys",
+    "events_key",
+]
 
 PREFIX = "jv"
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 QUEUES = f"{PREFIX}:queues"
 TYPES = f"{PREFIX}:types"
+REGISTRY = "@workers"
+"""The pseudo-queue of the daemon registry: its ops run with the prefix ``jv:{@workers}:``."""
 
 
 def check_queue_name(queue: str) -> str:
@@ -136,3 +167,29 @@ class Keys:
     @property
     def cancel_channel(self) -> str:
         return f"{self.prefix}cancel"
+
+
+class RegistryKeys:
+    """The keys of the daemon registry (all under the hash tag ``{@workers}``)."""
+
+    prefix = f"{PREFIX}:{{{REGISTRY}}}:"
+    live = f"{prefix}live"
+    gone = f"{prefix}gone"
+    events = f"{prefix}events"
+
+    @classmethod
+    def daemon(cls, daemon_id: str) -> str:
+        return f"{cls.prefix}daemon:{daemon_id}"
+
+
+def script_keys(queue: str) -> tuple[str, str]:
+    """KEYS[1] and the key prefix of one call of the Lua library: a queue's, or the registry's."""
+    if queue == REGISTRY:
+        return RegistryKeys.live, RegistryKeys.prefix
+    keys = Keys(queue)
+    return keys.queued, keys.prefix
+
+
+def events_key(queue: str) -> str:
+    """The event stream of ``queue`` (or of the registry, :data:`REGISTRY`)."""
+    return RegistryKeys.events if queue == REGISTRY else Keys(check_queue_name(queue)).events

@@ -28,6 +28,10 @@ __all__ = [
     "BatchView",
     "Event",
     "Unfiled",
+    "Expired",
+    "LostWorker",
+    "SlotView",
+    "WorkerView",
     "decode_spec",
     "check_url",
     "MAX_INPUT_BYTES",
@@ -147,6 +151,17 @@ class Expired(Struct, kw_only=True, frozen=True):
     attempt: int
     service_job_id: str = ""
     worker: str = ""
+    started_at: int = 0  # ms: when the attempt started
+    timeout_ms: int = 0
+    retry_count: int = 0
+    max_retries: int = 0
+
+    @property
+    def attempt_deadline(self) -> float | None:
+        """When the attempt exceeds the job's timeout (epoch seconds), if known."""
+        if not self.started_at or not self.timeout_ms:
+            return None
+        return (self.started_at + self.timeout_ms) / 1000
 
 
 class Delivery(Struct, kw_only=True, frozen=True):
@@ -169,8 +184,11 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     report with an old lease token), ``skipped`` (a watchdog that lost the
     race), ``not_found``, ``rejected`` (with ``error``), ``created``,
     ``exists``, and the list answers ``claimed``, ``expired``, ``woken``,
-    ``swept``, ``deliveries``, ``renewed``, ``extended``, ``recorded``, ``added``;
-    for the evaluator and retention ``unfiled``, ``filed``, ``deferred`` and ``purged``.
+    ``swept``, ``deliveries``, ``renewed``, ``extended``, ``recorded``, ``added``,
+    ``inspecting`` (a watchdog holds an expired lease to ask the external
+    service); for the evaluator and retention ``unfiled``, ``filed``, ``deferred``
+    and ``purged``; for the registry ``registered``, ``alive``, ``returned``,
+    ``stopped`` and ``lost`` (whose ``jobs`` are the daemons declared lost).
     """
 
     kind: str
@@ -306,3 +324,42 @@ class Event(Struct, kw_only=True, frozen=True):
     id: str
     at: float
     fields: dict[str, str]
+
+
+class SlotView(Struct, kw_only=True, frozen=True):
+    """A job a daemon's worker slot holds (or a handler it abandoned), as last heartbeated."""
+
+    slot: int
+    job: str
+    type: str
+    attempt: int
+    since: float  # epoch seconds: when the handler started
+
+
+class WorkerView(Struct, kw_only=True, frozen=True):
+    """A daemon in the registry: ``live``, ``lost`` (its heartbeat stopped) or ``stopped``.
+
+    ``late`` means live but past its heartbeat deadline, not yet declared lost.
+    """
+
+    id: str
+    state: str
+    host: str = ""
+    pid: int = 0
+    queues: list[str] = []
+    concurrency: int = 0
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    deadline: float | None = None
+    gone_at: float | None = None
+    late: bool = False
+    slots: list[SlotView] = []
+    abandoned: list[SlotView] = []
+
+
+class LostWorker(Struct, kw_only=True, frozen=True):
+    """A daemon this sweep declared lost: its last heartbeat (ms) and the jobs it then held."""
+
+    id: str
+    heartbeat_at: int = 0
+    slots: str = ""  # JSON list of SlotView, as last heartbeated

@@ -38,7 +38,7 @@ from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
 from .filing import CATEGORY_OF, Problem
 from .ids import IdGenerator, new_token
-from .keys import QUEUES, TYPES, Keys, check_queue_name, queue_of
+from .keys import QUEUES, REGISTRY, TYPES, Keys, RegistryKeys, check_queue_name, events_key, queue_of
 from .records import (
     MAX_INPUT_BYTES,
     Attempt,
@@ -50,7 +50,10 @@ from .records import (
     Expired,
     JobSpec,
     JobView,
+    LostWorker,
     Reply,
+    SlotView,
+    WorkerView,
     Unfiled,
 )
 from .sanitize import Sanitizer
@@ -300,20 +303,41 @@ class Store:
         """Move scheduled jobs whose time has come to queued; ``next_due`` is the next time."""
         return await self._op(queue, {"op": "wake", "n": n})
 
-    async def expired(self, queue: str, n: int = 100) -> list[Expired]:
-        """Active jobs whose lease deadline has passed (read only)."""
-        reply = await self._op(queue, {"op": "expired", "n": n})
+    async def expired(self, queue: str, n: int = 100, offset: int = 0) -> list[Expired]:
+        """Active jobs whose lease deadline has passed and that no inspection holds (read only).
+
+        Oldest deadline first; ``offset`` skips that many (the ones a caller leaves for later).
+        """
+        reply = await self._op(queue, {"op": "expired", "n": n, "offset": offset})
         return [msgspec.convert(j, Expired) for j in reply.jobs]
+
+    async def inspect(self, job_id: str, token: str, *, hold: float, inspector: str) -> Reply:
+        """Take an expired lease in hand for ``hold`` seconds to ask the external service.
+
+        ``inspecting`` when this caller holds it now: no other watchdog sees the job
+        until the hold ends, and the decision must present ``inspector``. ``skipped``
+        when the lease was renewed, taken, or is held by another inspection.
+        """
+        return await self._op(
+            self._queue_of(job_id),
+            {"op": "inspect", "id": job_id, "token": token, "hold_ms": int(hold * 1000),
+             "inspector": inspector},
+        )
 
     async def expire(
         self, job_id: str, token: str, trigger: str = "lease_expired", *,
         result: Any = None, lease: float | None = None, reason: str | None = None,
+        inspector: str | None = None, cause: str | None = None, error: Any = None,
     ) -> Reply:
         """The watchdog's decision on an expired lease it saw with ``token``.
 
-        ``trigger`` is ``lease_expired``, ``complete`` (the external service
-        finished it) or ``extend`` (still running there). ``skipped`` when
-        another watchdog or the worker got there first.
+        ``trigger`` is ``lease_expired`` (retry or ``failed``), ``complete`` (the
+        external service finished it: completed here, or validating when the type
+        has a validator), ``timeout`` (past the job's timeout) or ``extend`` (still
+        running there; never past the attempt's timeout). ``cause`` names why, on
+        the transition's event; ``error`` goes in the attempt record. After
+        :meth:`inspect`, pass its ``inspector``. ``skipped`` when another watchdog
+        or the worker got there first.
         """
         op: dict[str, Any] = {"op": "expire", "id": job_id, "token": token, "trigger": trigger,
                               "jitter": self.rng.random()}
@@ -323,7 +347,50 @@ class Store:
             op["lease_ms"] = int(lease * 1000)
         if reason is not None:
             op["reason"] = reason
+        if inspector is not None:
+            op["inspector"] = inspector
+        if cause is not None:
+            op["cause"] = cause
+        if error is not None:
+            op["error"] = _json.encode(error).decode()
         return await self._op(self._queue_of(job_id), op)
+
+    # -- the registry of daemons ---------------------------------------------------------
+
+    async def heartbeat(
+        self, daemon_id: str, fields: dict[str, str], *, ttl: float, start: bool = False
+    ) -> Reply:
+        """Register (``start``) or refresh a daemon; it is live for ``ttl`` seconds more.
+
+        ``registered``, ``alive``, or ``returned`` when it had been declared lost.
+        """
+        flat = [x for k, v in fields.items() for x in (k, v)]
+        return await self._op(
+            REGISTRY,
+            {"op": "heartbeat", "id": daemon_id, "fields": flat, "ttl_ms": int(ttl * 1000), "start": start},
+        )
+
+    async def worker_stopped(self, daemon_id: str) -> Reply:
+        """A daemon shutting down leaves the registry (never declared lost)."""
+        return await self._op(REGISTRY, {"op": "worker_stop", "id": daemon_id})
+
+    async def declare_lost_workers(self, n: int = 100) -> list[LostWorker]:
+        """Daemons past their heartbeat deadline, each declared lost by exactly one caller."""
+        reply = await self._op(REGISTRY, {"op": "workers_lost", "n": n})
+        return [msgspec.convert(w, LostWorker) for w in reply.jobs]
+
+    async def workers(self, *, include_gone: bool = False, gone_limit: int = 100) -> list[WorkerView]:
+        """Live daemons (oldest first), then, with ``include_gone``, the latest stopped or lost."""
+        live = await self._command("ZRANGE", RegistryKeys.live, 0, -1)
+        ids = [_b2s(i) for i in live]
+        if include_gone:
+            gone = await self._command("ZREVRANGE", RegistryKeys.gone, 0, gone_limit - 1)
+            ids += [_b2s(i) for i in gone if _b2s(i) not in ids]
+        if not ids:
+            return []
+        rows = await self._commands(("HGETALL", RegistryKeys.daemon(i)) for i in ids)
+        now = self.executor.now()
+        return [worker_view({_b2s(k): _b2s(v) for k, v in row.items()}, now) for row in rows if row]
 
     # -- batches -----------------------------------------------------------------
 
@@ -480,9 +547,10 @@ class Store:
         return batch_view({_b2s(k): _b2s(v) for k, v in raw.items()})
 
     async def events(self, queue: str, after: str = "-", count: int = 1000) -> list[Event]:
-        """Events of ``queue`` after stream id ``after`` (exclusive), oldest first."""
+        """Events of ``queue`` (or of the registry, ``REGISTRY``) after stream id ``after``
+        (exclusive), oldest first."""
         start = after if after == "-" else f"({after}"
-        rows = await self._command("XRANGE", Keys(check_queue_name(queue)).events, start, "+", "COUNT", count)
+        rows = await self._command("XRANGE", events_key(queue), start, "+", "COUNT", count)
         return [event_of(queue, row) for row in rows]
 
     async def register_types(self, types: dict[str, dict[str, Any]]) -> None:
@@ -565,6 +633,24 @@ def batch_view(h: dict[str, str]) -> BatchView:
     )
 
 
+_slots = msgspec.json.Decoder(list[SlotView])
+
+
+def worker_view(h: dict[str, str], now: float) -> WorkerView:
+    """Decode a registry record; ``now`` (epoch seconds) tells a late heartbeat."""
+    deadline = _ms(h.get("deadline"))
+    state = h.get("state", "unknown")
+    return WorkerView(
+        id=h.get("id", ""), state=state, host=h.get("host", ""), pid=int(h.get("pid") or 0),
+        queues=[q for q in h.get("queues", "").split(",") if q],
+        concurrency=int(h.get("concurrency") or 0), started_at=_ms(h.get("started_at")),
+        heartbeat_at=_ms(h.get("heartbeat_at")), deadline=deadline, gone_at=_ms(h.get("gone_at")),
+        late=state == "live" and deadline is not None and deadline < now,
+        slots=_slots.decode(h["slots"]) if h.get("slots") else [],
+        abandoned=_slots.decode(h["abandoned"]) if h.get("abandoned") else [],
+    )
+
+
 def event_of(queue: str, row: Any) -> Event:
     stream_id, raw_fields = row
     fields = {_b2s(k): _b2s(v) for k, v in (raw_fields.items() if isinstance(raw_fields, dict) else
@@ -626,7 +712,12 @@ class SyncStore:
     retry = _sync(Store.retry)
     wake = _sync(Store.wake)
     expired = _sync(Store.expired)
+    inspect = _sync(Store.inspect)
     expire = _sync(Store.expire)
+    heartbeat = _sync(Store.heartbeat)
+    worker_stopped = _sync(Store.worker_stopped)
+    declare_lost_workers = _sync(Store.declare_lost_workers)
+    workers = _sync(Store.workers)
     create_batch = _sync(Store.create_batch)
     add_to_batch = _sync(Store.add_to_batch)
     close_batch = _sync(Store.close_batch)

@@ -1,4 +1,4 @@
-"""The small actors: scheduler, watchdog, pub/sub listener.
+"""The small actors: scheduler and pub/sub listener (the watchdog has its own module).
 
 Each is ``async def run_<actor>(deps, stop, *, task_status)``: it reports
 ``started()`` once ready, returns soon after ``stop`` is set, and treats a
@@ -21,7 +21,7 @@ from adapters.notify import InlinePoller, listen
 from .deps import Deps
 from .hub import wait_any
 
-__all__ = ["run_scheduler", "run_watchdog", "run_listener"]
+__all__ = ["run_scheduler", "run_listener"]
 
 log = logging.getLogger("jobvisor.actors")
 
@@ -41,26 +41,6 @@ async def run_scheduler(deps: Deps, stop: trio.Event, *, task_status: trio.TaskS
             log.warning("scheduler: %s", exc)
         wait = min(deps.config.idle_poll, max(0.0, next_due - deps.clock()))
         await wait_any(stop, wait, changed)
-
-
-async def run_watchdog(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Recover jobs whose lease ran out: the worker or its daemon is gone.
-
-    Every daemon runs one; the store's ``expire`` takes the token the
-    watchdog saw, so when several race, one recovers and the others are
-    ``skipped``.
-    """
-    task_status.started()
-    while not stop.is_set():
-        try:
-            for queue in deps.queues:
-                for job in await deps.store.expired(queue):
-                    reply = await deps.store.expire(job.id, job.token, "lease_expired")
-                    if reply.moved:
-                        log.warning("job %s lost its worker %s; now %s", job.id, job.worker, reply.to)
-        except StoreUnavailable as exc:
-            log.warning("watchdog: %s", exc)
-        await wait_any(stop, deps.config.watchdog_interval)
 
 
 async def run_listener(deps: Deps, backend: Backend, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -22,7 +22,8 @@ import msgspec
 
 from adapters.backend import open_backend
 from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable
-from adapters.keys import Keys, check_queue_name, queue_of
+from adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
+from adapters.records import BatchSpec, decode_spec
 from adapters.store import SyncStore, event_of
 from machines import MACHINES, to_mermaid
 
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--watchdog-interval", dest="watchdog_interval", default=None)
     run.add_argument("--batch-interval", dest="batch_interval", default=None)
     run.add_argument("--batch-sweep-size", dest="batch_sweep_size", default=None)
+    run.add_argument("--status-query-timeout", dest="status_query_timeout", default=None)
+    run.add_argument("--status-query-concurrency", dest="status_query_concurrency", default=None)
+    run.add_argument("--abandon-after", dest="abandon_after", default=None)
     run.add_argument("--metrics-port", dest="metrics_port", default=None)
     run.add_argument("--metrics-host", dest="metrics_host", default=None)
     run.add_argument("--restart-intensity", dest="restart_intensity", default=None)
@@ -113,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(retry)
 
     events = sub.add_parser("events", help="print the event stream")
-    events.add_argument("--queue", action="append", default=None, help="queue(s) (default: all)")
+    events.add_argument("--queue", action="append", default=None,
+                        help=f"queue(s) (default: all); {REGISTRY} for the daemons' registry")
     events.add_argument("--job", default=None, help="only events of this job or batch")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     events.add_argument("--limit", type=int, default=1000)
@@ -125,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="finished jobs by category and problem, as the evaluator filed them")
     report.add_argument("--queue", action="append", default=None, help="queue(s) (default: all)")
     _common(report)
+    workers = sub.add_parser("workers", help="live daemons, their worker slots and current jobs")
+    workers.add_argument("--all", action="store_true", help="also the latest stopped and lost daemons")
+    _common(workers)
 
     batch = sub.add_parser("batch", help="batches")
     bsub = batch.add_subparsers(dest="batch_command", required=True, parser_class=_Parser)
@@ -214,7 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = {k: getattr(args, k) for k in ("redis", "app", "concurrency", "lease", "grace", "idle_poll",
                                            "watchdog_interval", "batch_interval", "batch_sweep_size",
-                                           "metrics_port", "metrics_host",
+                                           "status_query_timeout", "status_query_concurrency",
+                                           "abandon_after", "metrics_port", "metrics_host",
                                            "restart_intensity", "restart_period", "worker_id",
                                            *_HYGIENE_SETTINGS)}
     if args.queues is not None:
@@ -222,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(flags)
     app = load_app(config.app) if config.app else App()
     try:
-        trio.run(partial(run_daemon, config, app))
+        trio.run(partial(run_daemon, config, app, on_stuck=_exit_stuck))
     except BaseException as exc:  # noqa: BLE001 - nurseries wrap errors in groups: find ours
         found = _innermost(exc, (SupervisorGaveUp, JobvisorError))
         if found is None:
@@ -231,6 +240,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         raise _Exit(EXIT_FAILURE, str(found)) from None
     return EXIT_OK
+
+
+def _exit_stuck(ending: BaseException | None) -> None:
+    """Handlers blocked in threads that cannot be interrupted would keep the process alive:
+    everything else is cleaned up by now, so end it here, with the exit code it would have had."""
+    import os
+
+    from .supervise import SupervisorGaveUp
+
+    code = EXIT_OK
+    if ending is not None:
+        found = _innermost(ending, (SupervisorGaveUp, JobvisorError))
+        code = EXIT_BAD_INPUT if isinstance(found, BadInput) else EXIT_FAILURE
+        print(f"jobvisor: {found if found is not None else repr(ending)}", file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _innermost(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
@@ -369,7 +396,8 @@ def _event_line(e: Any) -> str:
 def cmd_events(args: argparse.Namespace) -> int:
     for q in args.queue or ():
         try:
-            check_queue_name(q)
+            if q != REGISTRY:
+                check_queue_name(q)
         except ValueError as exc:
             _bad(str(exc))
     if args.limit < 1:
@@ -402,9 +430,9 @@ def _events(args: argparse.Namespace) -> int:
         # where each stream was read up to; "0-0" (from its start) for one with nothing yet
         streams: dict[str, str] = {}
         for q in queues:
-            streams[Keys(q).events] = "0-0"
+            streams[events_key(q)] = "0-0"
             for e in store.events(q, "-", args.limit):
-                streams[Keys(q).events] = e.stream_id
+                streams[events_key(q)] = e.stream_id
                 if args.job is None or e.id == args.job:
                     _print(args, e, _event_line(e))
         if not args.follow:
@@ -414,7 +442,7 @@ def _events(args: argparse.Namespace) -> int:
         while True:
             if not fixed:
                 for q in store.queues():
-                    streams.setdefault(Keys(q).events, "0-0")
+                    streams.setdefault(events_key(q), "0-0")
             if not streams:
                 time.sleep(1.0)  # no queue exists yet: nothing to block on
                 continue
@@ -478,6 +506,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     for category in Category:
         print(f"{category.value:<12}{'(all)':<22}{categories[category.value]:>8}")
     print(f"{'unfiled':<12}{'(waiting)':<22}{unfiled:>8}")
+
+
+def _ago(now: float, ts: float | None) -> str:
+    return "-" if ts is None else f"{max(0.0, now - ts):.1f}s ago"
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        daemons = store.workers(include_gone=args.all)
+    if args.json:
+        print(msgspec.json.encode(daemons).decode())
+        return EXIT_OK
+    if not daemons:
+        print("no live daemons" + ("" if args.all else " (--all shows stopped and lost ones)"))
+        return EXIT_OK
+    now = time.time()
+    for d in daemons:
+        state = "late" if d.late else d.state
+        busy = f"{len(d.slots)}/{d.concurrency} busy" if d.state == "live" else f"gone {_ago(now, d.gone_at)}"
+        print(f"{d.id}  {state}  host {d.host or '-'} pid {d.pid or '-'}  queues {','.join(d.queues) or '-'}  "
+              f"{busy}  heartbeat {_ago(now, d.heartbeat_at)}  started {_when(d.started_at)}")
+        for slot in d.slots:
+            print(f"  slot {slot.slot:<4} {slot.job}  {slot.type}  attempt {slot.attempt}  "
+                  f"running {max(0.0, now - slot.since):.1f}s")
+        for slot in d.abandoned:
+            print(f"  abandoned  {slot.job}  {slot.type}  attempt {slot.attempt}  "
+                  f"since {max(0.0, now - slot.since):.1f}s (ignored its cancellation)")
     return EXIT_OK
 
 
@@ -516,7 +571,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "diagram": cmd_diagram, "run": cmd_run, "submit": cmd_submit, "status": cmd_status,
     "cancel": cmd_cancel, "retry": cmd_retry, "events": cmd_events, "queues": cmd_queues,
-    "batch": cmd_batch, "report": cmd_report,
+    "workers": cmd_workers, "batch": cmd_batch, "report": cmd_report,
 }
 
 

@@ -14,6 +14,9 @@ lease                        JOBVISOR_LEASE                         30 s
 grace                        JOBVISOR_GRACE                         10 s
 idle_poll                    JOBVISOR_IDLE_POLL                     1 s (safety net when idle)
 watchdog_interval            JOBVISOR_WATCHDOG_INTERVAL             1 s
+status_query_timeout         JOBVISOR_STATUS_QUERY_TIMEOUT          10 s per status query
+status_query_concurrency     JOBVISOR_STATUS_QUERY_CONCURRENCY      8 queries at once
+abandon_after                JOBVISOR_ABANDON_AFTER                 10 s, then a cancelled handler is abandoned
 batch_interval               JOBVISOR_BATCH_INTERVAL                1 s (longest wait between sweeps)
 batch_sweep_size             JOBVISOR_BATCH_SWEEP_SIZE              100 batches per sweep and queue
 metrics_port                 JOBVISOR_METRICS_PORT                  (off)
@@ -73,6 +76,9 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     watchdog_interval: Seconds = 1.0
     batch_interval: Seconds = 1.0
     batch_sweep_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    status_query_timeout: Seconds = 10.0
+    status_query_concurrency: Annotated[int, Meta(ge=1, le=1000)] = 8
+    abandon_after: Seconds = 10.0
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
     restart_intensity: Annotated[int, Meta(ge=0, le=1000)] = 5

@@ -10,12 +10,21 @@ actors are asked to stop, then cancelled; the store actor drains what is
 queued and closes last. Cleanup runs under a shielded, time-limited scope,
 so it always runs and never hangs. A second signal skips the grace period:
 running handlers are interrupted at once, and their jobs still released.
+
+Handlers run in a host nursery outside all of that, so that a handler that
+ignores cancellation can be abandoned (its slot freed, its attempt recorded)
+without holding up anything. Last of all the daemon waits ``abandon_after``
+for such handlers to return; if some never do (blocking code in a thread
+cannot be interrupted), ``on_stuck`` is called (the CLI ends the process
+there, everything else being cleaned up already); without it, the call
+returns when they do.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,7 +34,7 @@ from adapters.backend import Backend, MemoryServers, open_backend
 from adapters.store import Store
 from adapters.store_actor import StoreActor
 
-from .actors import run_listener, run_scheduler, run_watchdog
+from .actors import run_listener, run_scheduler
 from .app import App
 from .batch_monitor import run_batch_monitor
 from .config import DaemonConfig
@@ -34,7 +43,9 @@ from .evaluator import run_evaluator
 from .hub import Hub
 from .metrics import Metrics, MetricsServer
 from .retention import run_retention
+from .registry import Registration, run_registry
 from .supervise import ChildSpec, Policy, Supervisor
+from .watchdog import run_watchdog
 from .workers import WorkerPool
 
 __all__ = ["Daemon", "run_daemon"]
@@ -81,13 +92,16 @@ async def run_daemon(
     handle_signals: bool = True,
     clock: TrioWallClock | None = None,
     extra_children: tuple[ChildSpec, ...] = (),
+    on_stuck: Callable[[BaseException | None], None] | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until ``shutdown`` is set (or a signal arrives).
 
     Raises :class:`~adapters.errors.StoreUnavailable` when Redis does not
     answer at start, and :class:`~supervisor.supervise.SupervisorGaveUp`
-    (inside an exception group) when an actor keeps crashing.
+    (inside an exception group) when an actor keeps crashing. ``on_stuck``
+    is called with the error the daemon is ending with (or ``None``) when
+    abandoned handlers are still blocked once everything else is done.
     """
     shutdown = shutdown or trio.Event()
     backend = open_backend(config.redis, memory=memory)
@@ -103,7 +117,32 @@ async def run_daemon(
     actor = StoreActor(backend, wall)
     store = Store(actor, sanitizer=config.sanitizer, observers=[hub.observe, metrics.observe])
     deps = Deps(store=store, app=app, config=config, hub=hub, metrics=metrics, clock=wall)
-    pool = WorkerPool(deps)
+    async with trio.open_nursery() as host:
+        pool = WorkerPool(deps, host)
+        ending: BaseException | None = None
+        try:
+            await _run(deps, pool, backend, actor, shutdown, handle_signals, extra_children, task_status)
+        except BaseException as exc:
+            ending = exc
+            raise
+        finally:
+            host.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(config.abandon_after):
+                    await pool.wait_handlers_returned()
+            if pool.handlers_live:
+                log.error("%d abandoned handler(s) still blocked after shutdown (%s); they cannot be interrupted",
+                          pool.handlers_live, ", ".join(job for job, _ in pool.abandoned) or "-")
+                if on_stuck is not None:
+                    on_stuck(ending)
+
+
+async def _run(
+    deps: Deps, pool: WorkerPool, backend: Backend, actor: StoreActor, shutdown: trio.Event,
+    handle_signals: bool, extra_children: tuple[ChildSpec, ...], task_status: trio.TaskStatus[Daemon],
+) -> None:
+    config, store, metrics = deps.config, deps.store, deps.metrics
+    registration = Registration(deps, pool.slots)
     children = (
         ChildSpec("listener", partial(run_listener, deps, backend), shutdown_s=1.0),
         ChildSpec("scheduler", partial(run_scheduler, deps), shutdown_s=1.0),
@@ -111,8 +150,9 @@ async def run_daemon(
         ChildSpec("batch_monitor", partial(run_batch_monitor, deps), shutdown_s=1.0),
         ChildSpec("evaluator", partial(run_evaluator, deps), shutdown_s=1.0),
         ChildSpec("retention", partial(run_retention, deps), shutdown_s=1.0),
+        ChildSpec("registry", partial(run_registry, registration), shutdown_s=6.0),
         *extra_children,
-        ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + 10.0),
+        ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + config.abandon_after + 10.0),
     )
     supervisor = Supervisor(
         children,
@@ -132,7 +172,7 @@ async def run_daemon(
                 async with trio.open_nursery() as inner:
                     if handle_signals:
                         inner.start_soon(_watch_signals, shutdown, pool.skip_grace)
-                    await store.register_types({t: h.describe() for t, h in app.handlers.items()})
+                    await store.register_types({t: h.describe() for t, h in deps.app.handlers.items()})
                     await inner.start(supervisor.run)
                     task_status.started(
                         Daemon(deps, pool, supervisor, actor, backend, shutdown,

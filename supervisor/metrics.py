@@ -55,6 +55,18 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
         )
+        self.watchdog_decisions = Counter(
+            "jobvisor_watchdog_decisions", "Watchdog decisions on expired leases by decision and cause",
+            ["decision", "cause"], registry=self.registry,
+        )
+        self.workers_lost = Counter(
+            "jobvisor_workers_lost", "Daemons this daemon declared lost (their heartbeat stopped)",
+            registry=self.registry,
+        )
+        self.abandoned_handlers = Gauge(
+            "jobvisor_abandoned_handlers", "Handlers that ignored cancellation, abandoned, not yet returned",
+            registry=self.registry,
+        )
         self.actor_restarts = Counter(
             "jobvisor_actor_restarts", "Actor restarts after a crash", ["actor"], registry=self.registry
         )

@@ -5,12 +5,21 @@ call per queue; when nothing is queued the loop waits on the hub (a
 ``wake`` message or this daemon's own transition), with ``idle_poll`` as a
 safety net, so an idle daemon does not spin.
 
-Running: each handler runs in its own cancel scope whose deadline is the
-job's timeout; the pool renews every running job's lease every third of
-the lease in one batched store call. A handler is cancelled, and its outcome
-not reported, when the job was cancelled (here, or on another daemon: the
-cancel message, or a renewal answered ``absorbed``) or when its lease was
-lost to another worker (a renewal answered ``stale``).
+Running: each handler runs in its own task and cancel scope, whose deadline
+is the job's timeout; the slot's own task waits for it. The pool renews every
+running job's lease every third of the lease in one batched store call. A
+handler is cancelled, and its outcome not reported, when the job was
+cancelled (here, or on another daemon: the cancel message, or a renewal
+answered ``absorbed``) or when its lease was lost to another worker (a
+renewal answered ``stale``).
+
+Abandoning: a handler that ignores its cancellation (blocking code in a
+thread that cannot be interrupted) gets ``abandon_after`` more seconds; then
+the slot gives up on it: the attempt is reported (``timeout`` or, at
+shutdown, ``release``) with ``abandoned: true`` in its error, and the slot
+takes new work. The handler's task lives on in the daemon's host nursery
+until it returns, and whatever it returns is discarded (its lease is gone,
+so any late report it makes is fenced out).
 
 Reporting: success ``complete`` (the store routes through validation when
 the type has a validator); an exception or an unencodable result ``fail``;
@@ -25,8 +34,10 @@ the interrupted phase), and return.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +45,7 @@ import msgspec
 import trio
 
 from adapters.errors import StoreUnavailable
-from adapters.records import ClaimedJob, Reply
+from adapters.records import ClaimedJob, Reply, SlotView
 
 from .app import JobContext
 from .deps import Deps
@@ -61,14 +72,27 @@ def error_record(exc: BaseException, *, limit: int = 8) -> dict[str, Any]:
 class _Running:
     job: ClaimedJob
     queue: str
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    slot: int
+    since: float  # epoch seconds
+    abandon_after: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # the handler's
+    wait: trio.CancelScope = field(default_factory=trio.CancelScope)  # the slot's wait for it
+    done: trio.Event = field(default_factory=trio.Event)
     reason: str | None = None  # why the scope was cancelled: cancelled | lost | shutdown
     context: JobContext | None = None
+    outcome: tuple[str, Any] | None = None
+    abandoned: bool = False
 
     def stop(self, reason: str) -> None:
+        """Cancel the handler; the slot waits ``abandon_after`` more for it, at most."""
         if self.reason is None:
             self.reason = reason
         self.scope.cancel()
+        self.wait.deadline = min(self.wait.deadline, trio.current_time() + self.abandon_after)
+
+    def view(self) -> SlotView:
+        job = self.job
+        return SlotView(slot=self.slot, job=job.id, type=job.type, attempt=job.attempt, since=self.since)
 
 
 class _Reporter:
@@ -94,20 +118,48 @@ class _Reporter:
 class WorkerPool:
     """Handler slots for the daemon's queues (see the module docstring)."""
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, host: trio.Nursery | None = None) -> None:
         self.deps = deps
         self.config = deps.config
+        self.host = host  # where handler tasks run: it outlives the pool (see run_daemon)
         self.running: dict[str, _Running] = {}
+        self.abandoned: dict[tuple[str, int], _Running] = {}  # given up on, not yet returned
+        self._free_slots = list(range(1, self.config.concurrency + 1))
         self._slot_freed = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
+        self._handlers_live = 0
+        self._handler_ended = trio.Event()
         self.skip_grace = trio.Event()  # a second signal: interrupt running handlers now
 
     @property
     def free(self) -> int:
         return self.config.concurrency - len(self.running)
 
+    @property
+    def handlers_live(self) -> int:
+        """Handler tasks not yet returned (running ones and abandoned ones)."""
+        return self._handlers_live
+
+    def slots(self) -> tuple[list[SlotView], list[SlotView]]:
+        """The jobs the slots hold now, and the handlers abandoned but still running."""
+        return ([r.view() for r in sorted(self.running.values(), key=lambda r: r.slot)],
+                [r.view() for r in self.abandoned.values()])
+
+    async def wait_handlers_returned(self) -> None:
+        """Until every handler task has returned (abandoned ones included)."""
+        while self._handlers_live:
+            await self._handler_ended.wait()
+
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.host is None:  # on its own: the pool hosts its handlers (and waits for them)
+            async with trio.open_nursery() as host:
+                self.host = host
+                await self._run(stop, task_status)
+            return
+        await self._run(stop, task_status)
+
+    async def _run(self, stop: trio.Event, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(self._renew_loop)
             async with trio.open_nursery() as claiming:
@@ -118,7 +170,7 @@ class WorkerPool:
             await wait_any(self._idle, self.config.grace, self.skip_grace)
             for running in list(self.running.values()):
                 running.stop("shutdown")
-            with trio.move_on_after(self.config.grace + 5):
+            with trio.move_on_after(self.config.abandon_after + 5):
                 await self._idle.wait()
             handlers.cancel_scope.cancel()
 
@@ -152,14 +204,16 @@ class WorkerPool:
                 await wait_any(work, self.config.idle_poll)
 
     def _start(self, handlers: trio.Nursery, queue: str, job: ClaimedJob) -> None:
-        running = _Running(job, queue)
+        running = _Running(job, queue, heapq.heappop(self._free_slots), self.deps.clock(),
+                           self.config.abandon_after)
         self.running[job.id] = running
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self.deps.hub.register_running(job.id, running.stop)
         handlers.start_soon(self._run_job, running)
 
     def _finished(self, running: _Running) -> None:
-        self.running.pop(running.job.id, None)
+        if self.running.pop(running.job.id, None) is not None:
+            heapq.heappush(self._free_slots, running.slot)
         self.deps.hub.unregister_running(running.job.id)
         self._slot_freed.set()
         self._slot_freed = trio.Event()
@@ -183,17 +237,18 @@ class WorkerPool:
             timeout = job.timeout_ms / 1000
             started = trio.current_time()
             running.scope.deadline = started + timeout
-            outcome: tuple[str, Any] | None = None
-            with running.scope:
-                try:
-                    result = await spec.fn(context)
-                except Exception as exc:  # noqa: BLE001 - a handler error fails the attempt
-                    outcome = ("fail", error_record(exc))
-                else:
-                    outcome = ("complete", result)
-            self.deps.metrics.handler_duration.labels(job.type).observe(trio.current_time() - started)
-            if running.scope.cancelled_caught:
+            running.wait.deadline = min(running.wait.deadline, started + timeout + self.config.abandon_after)
+            assert self.host is not None
+            self._handlers_live += 1
+            self.host.start_soon(self._handle, running, spec.fn, context)
+            with running.wait:
+                await running.done.wait()
+            if not running.done.is_set():
+                outcome = self._abandon(running, timeout)
+            elif running.scope.cancelled_caught:
                 outcome = self._interrupted(running, timeout)
+            else:
+                outcome = running.outcome
             if outcome is None:
                 return
             trigger, value = outcome
@@ -213,6 +268,48 @@ class WorkerPool:
                 await self._report(running, trigger, error=value)
         finally:
             self._finished(running)
+
+    async def _handle(self, running: _Running, fn: Callable[[JobContext], Awaitable[Any]],
+                      context: JobContext) -> None:
+        """The handler itself, in the host nursery; its outcome is left on ``running``."""
+        started = trio.current_time()
+        try:
+            with running.scope:
+                try:
+                    result = await fn(context)
+                except Exception as exc:  # noqa: BLE001 - a handler error fails the attempt
+                    running.outcome = ("fail", error_record(exc))
+                else:
+                    running.outcome = ("complete", result)
+        finally:
+            self.deps.metrics.handler_duration.labels(running.job.type).observe(trio.current_time() - started)
+            running.done.set()
+            self._handlers_live -= 1
+            self._handler_ended.set()
+            self._handler_ended = trio.Event()
+            if self.abandoned.pop((running.job.id, running.job.attempt), None) is not None:
+                self.deps.metrics.abandoned_handlers.set(len(self.abandoned))
+                log.warning("the abandoned handler of %s returned after all; its outcome is discarded",
+                            running.job.id)
+
+    def _abandon(self, running: _Running, timeout: float) -> tuple[str, Any] | None:
+        """The handler ignored its cancellation for ``abandon_after``: free the slot without it."""
+        running.abandoned = True
+        self.abandoned[(running.job.id, running.job.attempt)] = running
+        self.deps.metrics.abandoned_handlers.set(len(self.abandoned))
+        waited = self.config.abandon_after
+        log.error("the handler of %s ignored its cancellation for %gs: abandoned, its slot is free again",
+                  running.job.id, waited)
+        phase = running.context.current_phase if running.context else None
+        if running.reason in ("cancelled", "lost"):
+            return None
+        if running.reason == "shutdown":
+            return ("release", {"type": "Interrupted", "abandoned": True, "phase": phase,
+                                "message": f"daemon shutting down; the handler ignored its cancellation "
+                                           f"for {waited:g}s and was abandoned"})
+        return ("timeout", {"type": "Timeout", "abandoned": True, "phase": phase,
+                            "message": f"handler exceeded its timeout of {timeout:g}s and ignored its "
+                                       f"cancellation for {waited:g}s; abandoned"})
 
     def _interrupted(self, running: _Running, timeout: float) -> tuple[str, Any] | None:
         phase = running.context.current_phase if running.context else None
@@ -274,6 +371,8 @@ class WorkerPool:
                       trigger, job.id)
         elif reply.kind == "stale":
             log.info("late %s for %s rejected by the lease fence", trigger, job.id)
+        elif reply.kind == "absorbed":
+            log.info("late %s for %s absorbed: the job is already %s", trigger, job.id, reply.state)
 
     async def _renew_loop(self) -> None:
         while True:

@@ -49,18 +49,19 @@ def cli_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 class DaemonProcess:
-    """One ``jobvisor run --app tests.daemon_app:app`` subprocess; its stderr goes to a file."""
+    """One ``jobvisor run --app tests.daemon_app:app`` subprocess (or ``app``); its stderr goes to a file."""
 
     def __init__(self, url: str, directory: Path, name: str, *, grace: float, lease: float,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), app: str = "tests.daemon_app:app",
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = directory / f"{name}.stderr"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.cli", "run", "--redis", url, "--app", "tests.daemon_app:app",
+            [sys.executable, "-m", "supervisor.cli", "run", "--redis", url, "--app", app,
              "--grace", str(grace), "--lease", str(lease), "--worker-id", name,
              "--idle-poll", "0.2", "--watchdog-interval", "0.2", *extra],
-            cwd=ROOT, env=cli_env({"JOBVISOR_REDIS": url}),
+            cwd=ROOT, env=cli_env({"JOBVISOR_REDIS": url, **(env or {})}),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
         )
 
@@ -90,8 +91,9 @@ class DaemonProcess:
 
 @contextmanager
 def daemon(url: str, directory: Path, name: str, *, grace: float = 5.0, lease: float = 5.0,
-           extra: tuple[str, ...] = ()) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(url, directory, name, grace=grace, lease=lease, extra=extra)
+           extra: tuple[str, ...] = (), app: str = "tests.daemon_app:app",
+           env: dict[str, str] | None = None) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(url, directory, name, grace=grace, lease=lease, extra=extra, app=app, env=env)
     try:
         yield process
     finally:

@@ -277,7 +277,7 @@ local function job_move(j, trigger, x)
   end
   event(notify ~= '' and notify or ('job.' .. trigger), j.id,
     {'from', from, 'to', to, 'attempt', attempt, 'reason', j.reason,
-     'phase', interrupted})
+     'phase', interrupted, 'cause', x.cause or ''})
   if j.batch ~= '' then
     if M.job.terminal[to] then batch_member_done(j.batch, to)
     elseif M.job.terminal[from] then batch_member_reopened(j.batch, from) end
@@ -431,14 +431,26 @@ end
 
 -- The watchdog: a lease that ran out. The watchdog presents the token it saw expire, so
 -- a renewal or a takeover in between makes this a no-op (lost race, no stale record).
+-- A decision after a status query also presents its inspection's nonce (see `inspect`);
+-- one without a nonce is skipped while another watchdog's inspection holds the job.
+-- `extend` (still running on the external service) never reaches past the attempt's timeout.
 function OP.expire(x)
-  local j = load_job(x.id)
+  local j = load_job(x.id, {'inspector', 'started_at'})
   if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
   if j.state ~= 'active' or j.lease_token ~= x.token or num(j.lease_deadline) > NOW then
     return {kind = 'skipped', id = x.id, state = j.state}
   end
+  if x.inspector then
+    if j.inspector ~= x.inspector then return {kind = 'skipped', id = x.id, state = j.state} end
+  else
+    local held = tonumber(redis.call('ZSCORE', K_ACTIVE, x.id))
+    if held ~= nil and held > NOW then return {kind = 'skipped', id = x.id, state = j.state} end
+  end
+  if j.inspector ~= '' then redis.call('HDEL', jkey(x.id), 'inspector') end
   if x.trigger == 'extend' then
     local deadline = NOW + num(x.lease_ms)
+    local cap = num(j.started_at) + num(j.timeout_ms)
+    if num(j.timeout_ms) > 0 and deadline > cap then deadline = math.max(cap, NOW) end
     redis.call('HSET', jkey(x.id), 'lease_deadline', fmt(deadline))
     redis.call('ZADD', K_ACTIVE, deadline, x.id)
     event('job.lease_extended', x.id, {'reason', x.reason, 'attempt', j.attempts})
@@ -448,14 +460,38 @@ function OP.expire(x)
   return job_move(j, x.trigger, x)
 end
 
+-- The watchdog takes an expired lease in hand to ask the job type's status query. For
+-- `hold_ms` no other watchdog sees the job (its place in the active index moves to the end
+-- of the hold), and only a decision presenting this inspection's nonce counts; after the
+-- hold (the inspecting daemon died too) any watchdog may inspect it again, with a new
+-- nonce. The worker keeps its lease: if it was only late, its renewal or report still
+-- wins, and the decision is then skipped. Nothing else is written, and no event.
+function OP.inspect(x)
+  local j = load_job(x.id)
+  if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
+  local held = tonumber(redis.call('ZSCORE', K_ACTIVE, x.id))
+  if j.state ~= 'active' or j.lease_token ~= x.token or num(j.lease_deadline) > NOW
+      or held == nil or held > NOW then
+    return {kind = 'skipped', id = x.id, state = j.state}
+  end
+  local hold = NOW + num(x.hold_ms)
+  redis.call('HSET', jkey(x.id), 'inspector', x.inspector)
+  redis.call('ZADD', K_ACTIVE, hold, x.id)
+  return {kind = 'inspecting', id = x.id, lease_deadline = hold}
+end
+
+-- Active jobs whose lease ran out (and that no inspection holds), oldest first; `offset`
+-- pages past the ones the caller is leaving for later.
 function OP.expired(x)
-  local ids = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', NOW, 'LIMIT', 0, x.n)
+  local ids = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', NOW, 'LIMIT', x.offset or 0, x.n)
   local jobs = {}
   for _, id in ipairs(ids) do
-    local j = load_job(id)
+    local j = load_job(id, {'started_at'})
     if j ~= nil and j.state == 'active' then
       jobs[#jobs + 1] = {id = id, token = j.lease_token, type = j.type,
-        service_job_id = j.service_job_id, worker = j.lease_worker, attempt = num(j.attempts)}
+        service_job_id = j.service_job_id, worker = j.lease_worker, attempt = num(j.attempts),
+        started_at = num(j.started_at), timeout_ms = num(j.timeout_ms),
+        retry_count = num(j.retry_count), max_retries = num(j.max_retries)}
     elseif j == nil then
       redis.call('ZREM', K_ACTIVE, id)
     end
@@ -946,6 +982,71 @@ function OP.purge(x)
     end
   end
   return {kind = 'purged', n = #deleted, jobs = #deleted > 0 and deleted or nil}
+end
+
+------------------------------------------------------------------------------- registry --
+-- Daemons and their worker slots, under their own hash tag: P is 'jv:{@workers}:' here.
+-- `live` (zset: daemon id -> heartbeat deadline), `gone` (zset: id -> when it stopped or
+-- was declared lost), `daemon:<id>` (hash), `events` (stream). Not a machine: a daemon is
+-- live while it heartbeats; the one guarded step is declaring it lost, exactly once.
+
+local REGISTRY_KEEP_MS = 86400000 -- a daemon's record outlives its last heartbeat by a day
+local REGISTRY_GONE_KEEP = 1000   -- stopped or lost daemons remembered
+
+local function rkey(id) return P .. 'daemon:' .. id end
+
+local function registry_gone(id, state)
+  redis.call('ZREM', P .. 'live', id)
+  redis.call('ZADD', P .. 'gone', NOW, id)
+  redis.call('ZREMRANGEBYRANK', P .. 'gone', 0, -(REGISTRY_GONE_KEEP + 1))
+  redis.call('HSET', rkey(id), 'state', state, 'gone_at', fmt(NOW))
+end
+
+-- Register (x.start) or refresh a daemon: its fields, and a heartbeat deadline `ttl_ms` ahead.
+-- A daemon declared lost (or stopped) that heartbeats again is live again: `worker.returned`.
+function OP.heartbeat(x)
+  local key = rkey(x.id)
+  local was = redis.call('HGET', key, 'state')
+  local deadline = NOW + num(x.ttl_ms)
+  local set = {'id', x.id, 'state', 'live', 'heartbeat_at', fmt(NOW), 'deadline', fmt(deadline)}
+  for i = 1, #x.fields, 2 do set[#set + 1] = x.fields[i]; set[#set + 1] = x.fields[i + 1] end
+  if x.start then set[#set + 1] = 'started_at'; set[#set + 1] = fmt(NOW) end
+  redis.call('HSET', key, unpack(set))
+  redis.call('HDEL', key, 'gone_at')
+  redis.call('PEXPIRE', key, REGISTRY_KEEP_MS)
+  redis.call('ZADD', P .. 'live', deadline, x.id)
+  redis.call('ZREM', P .. 'gone', x.id)
+  if x.start then
+    event('worker.started', x.id, {'was', was or ''})
+    return {kind = 'registered', id = x.id, lease_deadline = deadline}
+  end
+  if was ~= 'live' then
+    event('worker.returned', x.id, {'was', was or 'unknown'})
+    return {kind = 'returned', id = x.id, state = was or '', lease_deadline = deadline}
+  end
+  return {kind = 'alive', id = x.id, lease_deadline = deadline}
+end
+
+-- A daemon shutting down: no longer live, never declared lost.
+function OP.worker_stop(x)
+  if redis.call('ZSCORE', P .. 'live', x.id) == false then return {kind = 'skipped', id = x.id} end
+  registry_gone(x.id, 'stopped')
+  event('worker.stopped', x.id, {})
+  return {kind = 'stopped', id = x.id}
+end
+
+-- Every watchdog sweeps; a daemon whose heartbeat deadline passed leaves `live` in the same
+-- step that declares it lost, so however many watchdogs race, it is declared lost once.
+function OP.workers_lost(x)
+  local ids = redis.call('ZRANGEBYSCORE', P .. 'live', '-inf', NOW, 'LIMIT', 0, x.n)
+  local lost = {}
+  for _, id in ipairs(ids) do
+    local d = redis.call('HMGET', rkey(id), 'heartbeat_at', 'slots')
+    registry_gone(id, 'lost')
+    event('worker.lost', id, {'heartbeat_at', d[1] or '', 'slots', d[2] or ''})
+    lost[#lost + 1] = {id = id, heartbeat_at = num(d[1]), slots = d[2] or ''}
+  end
+  return {kind = 'lost', jobs = #lost > 0 and lost or nil, n = #lost}
 end
 
 --------------------------------------------------------------------------------- dispatch --
