@@ -1,12 +1,14 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the gauges, and the workers last. Shutdown on
+scheduler, the watchdog, the gauges, the webhook deliverer, the validator,
+and the workers last. Shutdown on
 SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
 claiming, running handlers get the grace period, then are cancelled and
 their jobs released with the interrupted attempt recorded; the other
-actors are asked to stop, then cancelled; the store actor drains what is
-queued and closes last. Cleanup runs under a shielded, time-limited scope,
+actors are asked to stop, then cancelled (the webhook deliverer first lets
+sends under way finish within the grace period, returning the rest to the
+outbox); the store actor drains what is queued and closes last. Cleanup runs under a shielded, time-limited scope,
 so it always runs and never hangs. A second signal skips the grace period:
 running handlers are interrupted at once, and their jobs still released.
 """
@@ -21,6 +23,7 @@ from functools import partial
 import trio
 
 from adapters.backend import Backend, MemoryServers, open_backend
+from adapters.http import HttpClient
 from adapters.store import Store
 from adapters.store_actor import StoreActor
 
@@ -31,6 +34,8 @@ from .deps import Deps, TrioWallClock
 from .hub import Hub
 from .metrics import Metrics, MetricsServer
 from .supervise import ChildSpec, Policy, Supervisor
+from .validation import Validator, check_validator_urls
+from .webhooks import Deliverer
 from .workers import WorkerPool
 
 __all__ = ["Daemon", "run_daemon"]
@@ -86,6 +91,7 @@ async def run_daemon(
     (inside an exception group) when an actor keeps crashing.
     """
     shutdown = shutdown or trio.Event()
+    check_validator_urls(app, config)
     backend = open_backend(config.redis, memory=memory)
     if backend.inline:
         backend.ping()
@@ -100,12 +106,19 @@ async def run_daemon(
     store = Store(actor, observers=[hub.observe, metrics.observe])
     deps = Deps(store=store, app=app, config=config, hub=hub, metrics=metrics, clock=wall)
     pool = WorkerPool(deps)
+    validator_http = HttpClient(max_connections=config.validation_concurrency, clock=wall)
+    webhook_http = HttpClient(max_connections=config.webhook_concurrency, clock=wall)
+    validator = Validator(deps, validator_http)
+    deliverer = Deliverer(deps, webhook_http)
     children = (
         ChildSpec("listener", partial(run_listener, deps, backend), shutdown_s=1.0),
         ChildSpec("scheduler", partial(run_scheduler, deps), shutdown_s=1.0),
         ChildSpec("watchdog", partial(run_watchdog, deps), shutdown_s=1.0),
         ChildSpec("gauges", partial(run_gauges, deps), shutdown_s=1.0),
         *extra_children,
+        ChildSpec("webhooks", deliverer.run, shutdown_s=config.grace + config.webhook_lease + 6.0),
+        ChildSpec("validator", validator.run,
+                  shutdown_s=config.validation_timeout + config.validation_lease + 7.0),
         ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + 10.0),
     )
     supervisor = Supervisor(
@@ -138,6 +151,8 @@ async def run_daemon(
                     cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT
                     actor.close()
                     await actor.closed.wait()
+                    await validator_http.aclose()
+                    await webhook_http.aclose()
                 root.cancel_scope.cancel()
     finally:
         if server is not None:

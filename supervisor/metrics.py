@@ -38,6 +38,14 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
         )
+        self.validation_checks = Counter(
+            "jobvisor_validation_checks", "Checks against the source of truth by outcome",
+            ["outcome"], registry=self.registry,
+        )
+        self.webhook_attempts = Counter(
+            "jobvisor_webhook_attempts", "Webhook delivery attempts by outcome (succeed, fail, reject)",
+            ["outcome"], registry=self.registry,
+        )
         self.actor_restarts = Counter(
             "jobvisor_actor_restarts", "Actor restarts after a crash", ["actor"], registry=self.registry
         )
