@@ -117,8 +117,7 @@ async def run_daemon(
         ChildSpec("gauges", partial(run_gauges, deps), shutdown_s=1.0),
         *extra_children,
         ChildSpec("webhooks", deliverer.run, shutdown_s=config.grace + config.webhook_lease + 6.0),
-        ChildSpec("validator", validator.run,
-                  shutdown_s=config.validation_timeout + config.validation_lease + 7.0),
+        ChildSpec("validator", validator.run, shutdown_s=config.validation_lease + 6.0),
         ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + 10.0),
     )
     supervisor = Supervisor(
