@@ -162,9 +162,11 @@ class Validator:
             return ValidationResult(ok=False, reason=f"no validator for job type {task.type!r} in this daemon")
         timeout = self.config.validation_timeout
         result: ValidationResult | None = None
-        with trio.move_on_after(timeout):
+        # The HTTP client bounds its own requests (and says so); the scope is the backstop.
+        http = isinstance(validator, HttpValidator)
+        with trio.move_on_after(timeout + 1.0 if http else timeout):
             try:
-                if isinstance(validator, HttpValidator):
+                if http:
                     result = await self._http_check(validator, task)
                 else:
                     result = await self._python_check(validator, task)

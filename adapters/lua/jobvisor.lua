@@ -757,7 +757,7 @@ local function delivery_move(d, trigger, facts, set, score)
     redis.call('ZADD', K_OUTBOX, score or NOW, d.id)
   end
   event('webhook.' .. trigger, d.object, {'delivery', d.id, 'from', from, 'to', o.to,
-    'attempt', d.attempts, 'event', d.event})
+    'attempt', d.attempts, 'event', d.event, 'status', d.last_status, 'error', d.last_error})
   return {kind = 'moved', id = d.id, from = from, to = o.to}
 end
 
