@@ -1,7 +1,10 @@
 """HTTP for the validator and the webhook deliverer: httpx below, our errors above.
 
-One :class:`HttpClient` per actor wraps one ``httpx.AsyncClient`` (connection
-pooling, no redirects followed, proxy variables of the environment ignored).
+One :class:`HttpClient` per actor wraps ``httpx.AsyncClient`` pools (keep-alive,
+no redirects followed, proxy variables of the environment ignored). httpx's pool
+spends time per request in proportion to the requests and connections it holds,
+so a large ``max_connections`` is split into pools of at most ``POOL_SIZE``
+connections, and each request goes to the least busy one.
 Every request is bounded as a whole by ``timeout`` (a trio cancel scope around
 connect, send and reading the answer), so a receiver that hangs or drips bytes
 costs exactly one time limit. An answer with any status code is returned as an
@@ -34,6 +37,7 @@ from .errors import HttpFailure, HttpTimeout, HttpUnreachable
 __all__ = ["HttpAnswer", "HttpClient", "parse_retry_after", "USER_AGENT"]
 
 USER_AGENT = "jobvisor/0.1"
+POOL_SIZE = 8
 
 
 class HttpAnswer(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,16 +84,23 @@ class HttpClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            trust_env=False,
-            headers={"user-agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        pools = 1 if transport is not None else max(1, -(-max_connections // POOL_SIZE))
+        size = -(-max_connections // pools)
+        self._clients = [
+            httpx.AsyncClient(
+                transport=transport,
+                follow_redirects=False,
+                trust_env=False,
+                headers={"user-agent": USER_AGENT},
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+            for _ in range(pools)
+        ]
+        self._busy = [0] * pools
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float, *, max_body: int = 4096
@@ -103,9 +114,11 @@ class HttpClient:
 
     async def _request(self, method: str, url: str, timeout: float, max_body: int, **kwargs: object) -> HttpAnswer:
         answer: HttpAnswer | None = None
+        pool = self._busy.index(min(self._busy))
+        self._busy[pool] += 1
         with trio.move_on_after(timeout):
             try:
-                async with self._client.stream(
+                async with self._clients[pool].stream(
                     method, url, timeout=httpx.Timeout(timeout), **kwargs  # type: ignore[arg-type]
                 ) as response:
                     chunks: list[bytes] = []
@@ -135,6 +148,8 @@ class HttpClient:
                 raise HttpUnreachable(url, f"invalid URL ({_short(exc)})") from exc
             except httpx.HTTPError as exc:  # the rest of httpx's tree, mapped at the boundary
                 raise HttpFailure(url, _short(exc)) from exc
+            finally:
+                self._busy[pool] -= 1
         if answer is None:
             raise HttpTimeout(url, f"no answer within {timeout:g}s")
         return answer

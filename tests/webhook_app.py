@@ -18,3 +18,15 @@ app = App()
 @app.handler("notify_me", max_retries=0)
 async def notify_me(ctx: JobContext) -> dict[str, Any]:
     return {"ok": True, "job": ctx.job_id}
+
+
+validated = App()
+"""An app whose job type is checked by the built-in HTTP validator (``--app tests.webhook_app:validated``)."""
+
+
+@validated.handler("synced", max_retries=0)
+async def synced(ctx: JobContext) -> dict[str, Any]:
+    return {"ok": True}
+
+
+validated.http_validator("synced", "https://truth.example/jobs/{job_id}")
