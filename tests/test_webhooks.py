@@ -367,3 +367,27 @@ def _utc(seconds: int) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def test_the_readmes_receiver_verifies_our_deliveries_and_refuses_forgeries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README, "Receiving webhooks": its few lines, run as written, against a signed body."""
+    import re
+    import time
+    from pathlib import Path
+
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    from adapters.webhooks import WebhookSigner
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    match = re.search(r"#### Receiving webhooks\n.*?```python\n(.*?)```", readme, re.S)
+    assert match is not None, "README has no receiver example"
+    monkeypatch.setenv("JOBVISOR_WEBHOOK_SECRET", SECRET)
+    namespace: dict[str, Any] = {}
+    exec(compile(match.group(1), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    body = event_body("job.completed", 1_750_000_000_000, json.dumps({"id": "default.X", "state": "completed"}))
+    headers = WebhookSigner(SECRET).headers("default.X~job.completed~0", time.time(), body)
+    event = namespace["on_webhook"](body, headers)
+    assert (event["type"], event["data"]["state"]) == ("job.completed", "completed")
+    with pytest.raises(WebhookVerificationError):
+        namespace["on_webhook"](body.replace(b"completed", b"cancelled"), headers)
