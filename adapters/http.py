@@ -102,17 +102,22 @@ class HttpClient:
         for client in self._clients:
             await client.aclose()
 
+    # The time limit is part of each request (httpx's own timeouts get it too, and running
+    # out of it is HttpTimeout, not a Cancelled): hence a `timeout` parameter here.
     async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float, *, max_body: int = 4096
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float,  # noqa: ASYNC109
+        *, max_body: int = 4096,
     ) -> HttpAnswer:
         """POST ``body``; raises :class:`HttpTimeout` or :class:`HttpUnreachable`."""
         return await self._request("POST", url, timeout, max_body, content=body, headers=dict(headers))
 
-    async def get(self, url: str, timeout: float, *, max_body: int = 1 << 20) -> HttpAnswer:
+    async def get(self, url: str, timeout: float, *, max_body: int = 1 << 20) -> HttpAnswer:  # noqa: ASYNC109
         """GET ``url`` (JSON expected); raises :class:`HttpTimeout` or :class:`HttpUnreachable`."""
         return await self._request("GET", url, timeout, max_body, headers={"accept": "application/json"})
 
-    async def _request(self, method: str, url: str, timeout: float, max_body: int, **kwargs: object) -> HttpAnswer:
+    async def _request(
+        self, method: str, url: str, timeout: float, max_body: int, **kwargs: object  # noqa: ASYNC109
+    ) -> HttpAnswer:
         answer: HttpAnswer | None = None
         pool = self._busy.index(min(self._busy))
         self._busy[pool] += 1

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -390,7 +390,8 @@ class Store:
         keys = Keys(self._queue_of(job_id))
         ids = [f"{job_id}~{event}~{e}" for e in range(epoch + 1) for event in JOB_NOTIFICATIONS]
         rows = await self._commands(("HGETALL", keys.delivery(i)) for i in ids)
-        views = [delivery_view(i, {_b2s(k): _b2s(v) for k, v in raw.items()}) for i, raw in zip(ids, rows, strict=True) if raw]
+        views = [delivery_view(i, {_b2s(k): _b2s(v) for k, v in raw.items()})
+                 for i, raw in zip(ids, rows, strict=True) if raw]
         return sorted(views, key=lambda v: v.created_at)
 
     # -- validation --------------------------------------------------------------------

@@ -60,7 +60,7 @@ def classify(status: int) -> str:
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Seconds before the next attempt after failed ``attempt`` (1-based): exponential,
     capped, with equal jitter (between half and all of it)."""
-    delay = min(cap, base * 2 ** (attempt - 1))
+    delay: float = min(cap, base * 2.0 ** (attempt - 1))
     return delay * (0.5 + 0.5 * rng.random())
 
 

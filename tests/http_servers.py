@@ -127,7 +127,8 @@ class ScriptedServer:
                 self._changed.wait(left)
             return list(self._requests)
 
-    async def wait_for_async(self, n: int, timeout: float = 30.0) -> list[Request]:
+    async def wait_for_async(self, n: int, timeout: float = 30.0) -> list[Request]:  # noqa: ASYNC109
+        """:meth:`wait_for` from trio (a worker thread it abandons if cancelled)."""
         return await trio.to_thread.run_sync(partial(self.wait_for, n, timeout), abandon_on_cancel=True)
 
     def close(self) -> None:

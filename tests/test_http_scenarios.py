@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import trio
 from standardwebhooks.webhooks import Webhook
 
 from adapters.backend import CommandCall

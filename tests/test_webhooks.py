@@ -212,7 +212,8 @@ async def test_retries_back_off_exponentially_with_jitter_then_dead(autojump_clo
     expected = [min(100.0, 2 ** (n - 1)) * (0.5 + 0.5 * rng.random()) for n in (1, 2, 3)]
     gaps = [b.at - a.at for a, b in zip(receiver.seen, receiver.seen[1:])]
     assert gaps == pytest.approx(expected, abs=0.002), f"seed {SEED}"
-    assert (delivery.state, delivery.attempts, delivery.last_status, delivery.last_error) == ("dead", 4, 500, "HTTP 500")
+    assert (delivery.state, delivery.attempts, delivery.last_status, delivery.last_error) == (
+        "dead", 4, 500, "HTTP 500")
     assert view.notification == "dead"
     assert {s.headers["webhook-id"] for s in receiver.seen} == {did}
     assert len({s.body for s in receiver.seen}) == 1
