@@ -392,3 +392,20 @@ def test_the_readmes_receiver_verifies_our_deliveries_and_refuses_forgeries(monk
     assert (event["type"], event["data"]["state"]) == ("job.completed", "completed")
     with pytest.raises(WebhookVerificationError):
         namespace["on_webhook"](body.replace(b"completed", b"cancelled"), headers)
+
+
+async def test_a_batch_event_is_delivered_like_a_job_event(autojump_clock: trio.testing.MockClock) -> None:
+    from adapters.records import BatchSpec
+
+    async with deliverer(statuses(200)) as (store, watcher, receiver):
+        batch = (await store.create_batch(BatchSpec(expected=1, webhook_url=URL))).id
+        job = (await store.submit(JobSpec(type="report", batch=batch))).id
+        [claimed] = await store.claim(Q, "w1")
+        assert (await store.complete(job, claimed.token, {"n": 1})).to == "completed"
+        await watcher.until(settled(watcher, f"{batch}~batch.completed~0"))
+        view = await store.get_batch(batch)
+    [seen] = receiver.seen
+    body = json.loads(seen.body)
+    assert (body["type"], body["data"]["id"], body["data"]["state"]) == ("batch.completed", batch, "completed")
+    assert body["data"]["completed_at"] is not None and body["data"]["completed"] == 1
+    assert view.notification == "delivered"
