@@ -8,7 +8,7 @@ so supervisor code and users never catch a library's exception::
     ├── BadInput            a value the caller gave is wrong (CLI exit 2)
     ├── NotFound            no such job, batch or delivery (CLI exit 3)
     ├── Rejected            the store refused an op (adding to a finalized batch...) (exit 2)
-    └── StoreError          the store failed (CLI exit 1)
+    ├── StoreError          the store failed (CLI exit 1)
     │   └── StoreUnavailable    Redis did not answer at its URL; the outcome of the
     │                           request is unknown, nothing was retried
     └── HttpFailure         an HTTP request (webhook, validator) got no usable answer

@@ -158,4 +158,3 @@ class HttpClient:
         if answer is None:
             raise HttpTimeout(url, f"no answer within {timeout:g}s")
         return answer
-

@@ -30,6 +30,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
+from machines import JOB
+
 from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
 from .ids import IdGenerator, new_token
@@ -59,7 +61,7 @@ IDEMPOTENCY_TTL = 86400.0
 _json = msgspec.json.Encoder()
 _decode_any = msgspec.json.Decoder()
 T = TypeVar("T")
-JOB_NOTIFICATIONS = ("job.completed", "job.failed", "job.cancelled", "job.timed_out", "job.validation_failed")
+JOB_NOTIFICATIONS = tuple(JOB.notifications.values())  # every event type a job's outbox row can have
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,8 +79,14 @@ class WebhookSigner:
 
 
 def event_body(event: str, created_at_ms: int, snapshot: str) -> bytes:
-    """The body of a delivery: its event type, when the event happened, and its snapshot."""
-    data: Any = _decode(snapshot) if snapshot else None
+    """The body of a delivery: its event type, when the event happened, and its snapshot.
+
+    ``ValueError`` when the snapshot is not JSON (the store never writes one that is not).
+    """
+    try:
+        data: Any = _decode(snapshot) if snapshot else None
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"the delivery's snapshot is not JSON ({exc})") from None
     if isinstance(data, dict):
         finished = data.get("finished_at_ms")
         data["created_at"] = rfc3339(data.get("created_at_ms"))

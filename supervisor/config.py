@@ -33,8 +33,9 @@ webhook_concurrency         JOBVISOR_WEBHOOK_CONCURRENCY   16 deliveries at once
 allowed_hosts               JOBVISOR_ALLOWED_HOSTS         (any; comma list, ``*.domain`` ok)
 ==========================  =============================  ===========================
 
-The webhook secret is only ever read from the environment or a flag, and never
-printed: the config's repr shows ``***`` in its place.
+The webhook secret comes from the environment only (no command-line flag, which
+other users could read in the process list) and is never printed: the config's
+repr shows ``***`` in its place, and a refused secret is not quoted.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the gauges, the webhook deliverer, the validator,
-and the workers last. Shutdown on
-SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
-claiming, running handlers get the grace period, then are cancelled and
-their jobs released with the interrupted attempt recorded; the other
-actors are asked to stop, then cancelled (the webhook deliverer first lets
-sends under way finish within the grace period, returning the rest to the
-outbox); the store actor drains what is queued and closes last. Cleanup runs under a shielded, time-limited scope,
-so it always runs and never hangs. A second signal skips the grace period:
+scheduler, the watchdog, the gauges, the webhook deliverer, the validator, and
+the workers last. Shutdown on SIGINT/SIGTERM (or the ``shutdown`` event) runs in
+reverse: the workers stop claiming, running handlers get the grace period, then
+are cancelled and their jobs released with the interrupted attempt recorded;
+the other actors are asked to stop, then cancelled (the validator gives its
+checks back at once; the webhook deliverer lets sends under way finish within
+the grace period and returns the rest to the outbox); the store actor drains
+what is queued and closes last. Cleanup runs under a shielded, time-limited
+scope, so it always runs and never hangs. A second signal skips the grace period:
 running handlers are interrupted at once, and their jobs still released.
 """
 

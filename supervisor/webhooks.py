@@ -160,7 +160,10 @@ class Deliverer:
         if allowed is not None and not host_allowed(host, allowed):
             return _Outcome("reject", error=f"host {host!r} is not in the allowed hosts")
         assert self.signer is not None
-        body = event_body(delivery.event, delivery.created_at, delivery.snapshot)
+        try:
+            body = event_body(delivery.event, delivery.created_at, delivery.snapshot)
+        except ValueError as exc:
+            return _Outcome("reject", error=str(exc))
         headers = self.signer.headers(delivery.id, self.deps.clock(), body)
         try:
             answer = await self.http.post(url, body, headers, self.config.webhook_timeout)

@@ -409,3 +409,22 @@ async def test_a_batch_event_is_delivered_like_a_job_event(autojump_clock: trio.
     assert (body["type"], body["data"]["id"], body["data"]["state"]) == ("batch.completed", batch, "completed")
     assert body["data"]["completed_at"] is not None and body["data"]["completed"] == 1
     assert view.notification == "delivered"
+
+
+async def test_a_delivery_whose_snapshot_is_not_json_is_dead_and_the_actor_lives_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryServers()
+    async with deliverer(statuses(200), memory=memory, webhook_secret=None) as (store, watcher, receiver):
+        bad = await cancelled_job(store)
+    # A raw write (the store never writes such a snapshot): the one way to get a poisoned row.
+    open_backend("memory://hooks", memory=memory).client.hset(
+        f"jv:{{default}}:delivery:{bad}~job.cancelled~0", "snapshot", "{not json")
+    async with deliverer(statuses(200), memory=memory) as (store, watcher, receiver):
+        await watcher.until(settled(watcher, f"{bad}~job.cancelled~0"))
+        good = await cancelled_job(store)
+        await watcher.until(settled(watcher, f"{good}~job.cancelled~0"))
+        [dead] = await store.job_deliveries(bad, 0)
+        [sent] = await store.job_deliveries(good, 0)
+    assert (dead.state, dead.attempts) == ("dead", 1) and "not JSON" in (dead.last_error or "")
+    assert sent.state == "delivered" and len(receiver.seen) == 1
