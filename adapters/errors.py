@@ -8,14 +8,27 @@ so supervisor code and users never catch a library's exception::
     ├── BadInput            a value the caller gave is wrong (CLI exit 2)
     ├── NotFound            no such job, batch or delivery (CLI exit 3)
     ├── Rejected            the store refused an op (adding to a finalized batch...) (exit 2)
-    └── StoreError          the store failed (CLI exit 1)
-        └── StoreUnavailable    Redis did not answer at its URL; the outcome of the
-                                request is unknown, nothing was retried
+    ├── StoreError          the store failed (CLI exit 1)
+    │   └── StoreUnavailable    Redis did not answer at its URL; the outcome of the
+    │                           request is unknown, nothing was retried
+    └── HttpFailure         an HTTP request (webhook, validator) got no usable answer
+        ├── HttpTimeout         no complete answer within the request's time limit
+        └── HttpUnreachable     refused, reset, DNS, TLS, or not HTTP at all
 """
 
 from __future__ import annotations
 
-__all__ = ["JobvisorError", "BadInput", "NotFound", "Rejected", "StoreError", "StoreUnavailable"]
+__all__ = [
+    "JobvisorError",
+    "BadInput",
+    "NotFound",
+    "Rejected",
+    "StoreError",
+    "StoreUnavailable",
+    "HttpFailure",
+    "HttpTimeout",
+    "HttpUnreachable",
+]
 
 
 class JobvisorError(Exception):
@@ -50,6 +63,23 @@ class StoreUnavailable(StoreError):
         self.url = redact(url)
         self.detail = detail
         super().__init__(f"Redis is unavailable at {self.url}" + (f": {detail}" if detail else ""))
+
+
+class HttpFailure(JobvisorError):
+    """An HTTP request got no usable answer; ``reason`` is one short line for the records."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = redact(url)
+        self.reason = reason
+        super().__init__(f"{self.url}: {reason}")
+
+
+class HttpTimeout(HttpFailure):
+    """No complete answer within the time limit (a receiver that hangs or drips)."""
+
+
+class HttpUnreachable(HttpFailure):
+    """The request could not be completed: connection refused or reset, DNS, TLS, garbage."""
 
 
 def redact(url: str) -> str:

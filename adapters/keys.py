@@ -13,13 +13,13 @@ key (after ``jv:{q}:``)          type    contents and lifetime
 ``queued``                      zset    queued ids; score = priority band + enqueue ms
 ``due``                         zset    scheduled ids (delay or backoff); score = due ms
 ``active``                      zset    active ids; score = lease deadline ms
-``validating``                  zset    validating ids; score = next check ms
+``validating``                  zset    validating ids; score = next check (or check lease) ms
 ``finished``                    zset    terminal ids; score = finish ms
 ``unfiled``                     zset    terminal ids the evaluator has not filed; score = when to look
 ``retain:<state>``              zset    filed ids by terminal state; score = finish ms (retention)
 ``filing``                      hash    ``<category>:<problem>`` -> filed jobs still stored
 ``events``                      stream  one entry per transition; capped (MAXLEN ~)
-``outbox``                      zset    delivery ids to send; score = next attempt ms
+``outbox``                      zset    delivery ids to send; score = next attempt (or send lease) ms
 ``delivery:<id>``               hash    one webhook delivery with its own body snapshot
 ``idem:<key>``                  string  idempotency key -> job id; expires (default 1 day)
 ``batch:<id>``                  hash    the batch record and its counters

@@ -32,8 +32,12 @@ __all__ = [
     "LostWorker",
     "SlotView",
     "WorkerView",
+    "ValidationTask",
+    "ValidationCheck",
+    "DeliveryView",
     "decode_spec",
     "check_url",
+    "host_allowed",
     "MAX_INPUT_BYTES",
 ]
 
@@ -72,7 +76,7 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         if self.webhook_url is not None:
             check_url(self.webhook_url, "webhook_url")
         if self.validator_url is not None:
-            check_url(self.validator_url.replace("{job_id}", "x"), "validator_url")
+            check_url(self.validator_url, "validator_url")
 
 
 class BatchSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -91,20 +95,48 @@ class BatchSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
             check_url(self.webhook_url, "webhook_url")
 
 
+MAX_URL_LENGTH = 2048
+URL_PLACEHOLDERS = ("{job_id}", "{service_job_id}")
+
+
 def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None) -> str:
-    """Return ``url`` if it is an http(s) URL with a host (in ``allowed_hosts`` if given)."""
+    """Return ``url`` if it is an http(s) URL with a host (in ``allowed_hosts`` if given).
+
+    ``{job_id}`` and ``{service_job_id}`` placeholders (validator URL templates) are
+    accepted anywhere. A refusal is a ``ValueError`` naming ``field``.
+    """
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"{field}: must be a non-empty URL")
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"{field}: URL is {len(url)} characters, over the limit of {MAX_URL_LENGTH}")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError(f"{field}: {url!r} contains whitespace or control characters")
+    concrete = url
+    for placeholder in URL_PLACEHOLDERS:
+        concrete = concrete.replace(placeholder, "x")
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(concrete)
         host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise ValueError(f"{field}: {url!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{field}: {url!r} must use http or https")
     if not host:
         raise ValueError(f"{field}: {url!r} has no host")
-    if allowed_hosts is not None and host not in allowed_hosts:
+    if allowed_hosts is not None and not host_allowed(host, allowed_hosts):
         raise ValueError(f"{field}: host {host!r} is not in the allowed hosts")
     return url
+
+
+def host_allowed(host: str, allowed_hosts: frozenset[str]) -> bool:
+    """``host`` is listed, or matches a ``*.domain`` entry (any depth below ``domain``)."""
+    host = host.lower().rstrip(".")
+    for entry in allowed_hosts:
+        entry = entry.lower().rstrip(".")
+        if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
+            return True
+    return False
 
 
 S = TypeVar("S")
@@ -177,6 +209,18 @@ class Delivery(Struct, kw_only=True, frozen=True):
     created_at: int
 
 
+class ValidationTask(Struct, kw_only=True, frozen=True):
+    """A ``validating`` job taken for one check under check token ``token``."""
+
+    id: str
+    type: str
+    token: str
+    check: int
+    epoch: int = 0
+    validator_url: str = ""
+    service_job_id: str = ""
+
+
 class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     """The answer to one op. ``kind`` says what happened:
 
@@ -184,10 +228,11 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     report with an old lease token), ``skipped`` (a watchdog that lost the
     race), ``not_found``, ``rejected`` (with ``error``), ``created``,
     ``exists``, and the list answers ``claimed``, ``expired``, ``woken``,
-    ``swept``, ``deliveries``, ``renewed``, ``extended``, ``recorded``, ``added``,
-    ``inspecting`` (a watchdog holds an expired lease to ask the external
-    service); for the evaluator and retention ``unfiled``, ``filed``, ``deferred``
-    and ``purged``; for the registry ``registered``, ``alive``, ``returned``,
+    ``swept``, ``deliveries``, ``validations``, ``renewed``, ``extended``, ``recorded``,
+    ``added``, ``inspecting`` (a watchdog holds an expired lease to ask the external
+    service); for a validation check ``checked`` (failed, another check is due at
+    ``next_due``) or ``released``; for the evaluator and retention ``unfiled``, ``filed``,
+    ``deferred`` and ``purged``; for the registry ``registered``, ``alive``, ``returned``,
     ``stopped`` and ``lost`` (whose ``jobs`` are the daemons declared lost).
     """
 
@@ -238,6 +283,31 @@ class Attempt(Struct, kw_only=True, frozen=True):
     phase_results: dict[str, Any] = {}
 
 
+class ValidationCheck(Struct, kw_only=True, frozen=True):
+    """One check against the source of truth (``epoch`` counts operator retries)."""
+
+    n: int
+    epoch: int = 0
+    at: float = 0.0
+    ok: bool = False
+    status: str = ""
+    reason: str = ""
+
+
+class DeliveryView(Struct, kw_only=True, frozen=True):
+    """One webhook delivery of a job or batch, as stored."""
+
+    id: str
+    event: str
+    state: str
+    attempts: int
+    url: str
+    created_at: float
+    updated_at: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+
+
 class JobView(Struct, kw_only=True, frozen=True):
     """A job as stored, decoded for reading (``status``)."""
 
@@ -268,6 +338,7 @@ class JobView(Struct, kw_only=True, frozen=True):
     validation_status: str | None
     notification: str | None
     attempt_records: list[Attempt]
+    validation_checks: list[ValidationCheck] = []
     raw: dict[str, str] = {}
     category: str | None = None
     problem: str | None = None

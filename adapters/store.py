@@ -30,9 +30,12 @@ import os
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
+
+from machines import JOB
 
 from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
@@ -46,6 +49,7 @@ from .records import (
     BatchView,
     ClaimedJob,
     Delivery,
+    DeliveryView,
     Event,
     Expired,
     JobSpec,
@@ -55,10 +59,12 @@ from .records import (
     SlotView,
     WorkerView,
     Unfiled,
+    ValidationCheck,
+    ValidationTask,
 )
 from .sanitize import Sanitizer
 
-__all__ = ["Store", "SyncStore", "Executor", "DirectExecutor", "IDEMPOTENCY_TTL"]
+__all__ = ["Store", "SyncStore", "Executor", "DirectExecutor", "Due", "IDEMPOTENCY_TTL"]
 
 IDEMPOTENCY_TTL = 86400.0
 """How long an idempotency key keeps returning the same job (seconds)."""
@@ -66,6 +72,15 @@ IDEMPOTENCY_TTL = 86400.0
 _json = msgspec.json.Encoder()
 _decode_any = msgspec.json.Decoder()
 T = TypeVar("T")
+JOB_NOTIFICATIONS = tuple(JOB.notifications.values())  # every event type a job's outbox row can have
+
+
+@dataclass(frozen=True, slots=True)
+class Due(Generic[T]):
+    """Work taken from an index, and when the next item there falls due (epoch seconds)."""
+
+    items: list[T]
+    next_due: float | None
 
 
 class Executor(Protocol):
@@ -194,7 +209,7 @@ class Store:
             "backoff_max_ms": int(spec.backoff_max * 1000),
             "delay_ms": int(spec.delay * 1000),
             "phases": ",".join(f"{p}=pending" for p in spec.phases),
-            "has_validator": spec.has_validator,
+            "has_validator": spec.has_validator or spec.validator_url is not None,
             "validator_url": spec.validator_url or "",
             "notify": spec.notify or spec.webhook_url is not None,
             "webhook_url": spec.webhook_url or "",
@@ -457,11 +472,17 @@ class Store:
         self, queue: str, n: int = 50, lease: float = 30.0, *, max_attempts: int = 8
     ) -> list[Delivery]:
         """Due deliveries, each now ``sending`` under a token; out of attempts means ``dead``."""
+        return (await self.outbox_due(queue, n, lease, max_attempts=max_attempts)).items
+
+    async def outbox_due(
+        self, queue: str, n: int = 50, lease: float = 30.0, *, max_attempts: int = 8
+    ) -> Due[Delivery]:
+        """:meth:`take_deliveries`, and when the outbox's next delivery falls due."""
         reply = await self._op(
             queue, {"op": "deliveries", "n": n, "lease_ms": int(lease * 1000), "nonce": new_token(self.randbytes),
                     "max_attempts": max_attempts}
         )
-        return [msgspec.convert(d, Delivery) for d in reply.deliveries]
+        return Due([msgspec.convert(d, Delivery) for d in reply.deliveries], _due(reply))
 
     async def delivery_outcome(
         self, queue: str, delivery_id: str, token: str, trigger: str, *,
@@ -530,6 +551,50 @@ class Store:
         """
         pairs = [[state, int(cutoff * 1000)] for state, cutoff in cutoffs.items()]
         return await self._op(queue, {"op": "purge", "n": n, "cutoffs": pairs})
+
+    async def job_deliveries(self, job_id: str, epoch: int) -> list[DeliveryView]:
+        """The webhook deliveries of a job's notifications, epochs ``0..epoch``, oldest first."""
+        keys = Keys(self._queue_of(job_id))
+        ids = [f"{job_id}~{event}~{e}" for e in range(epoch + 1) for event in JOB_NOTIFICATIONS]
+        rows = await self._commands(("HGETALL", keys.delivery(i)) for i in ids)
+        views = [delivery_view(i, {_b2s(k): _b2s(v) for k, v in raw.items()})
+                 for i, raw in zip(ids, rows, strict=True) if raw]
+        return sorted(views, key=lambda v: v.created_at)
+
+    # -- validation --------------------------------------------------------------------
+
+    async def validations_due(
+        self, queue: str, types: Sequence[str], n: int = 50, lease: float = 30.0
+    ) -> Due[ValidationTask]:
+        """Take ``validating`` jobs whose next check is due, each under a check token.
+
+        Only jobs of ``types`` (this daemon has their validators) or carrying their own
+        validator URL are taken; each is held for ``lease`` seconds.
+        """
+        reply = await self._op(
+            queue, {"op": "validations", "n": n, "lease_ms": int(lease * 1000), "types": list(types),
+                    "nonce": new_token(self.randbytes)}
+        )
+        return Due([msgspec.convert(j, ValidationTask) for j in reply.jobs], _due(reply))
+
+    async def validation_outcome(
+        self, job_id: str, token: str, *, ok: bool, status: str = "", reason: str = "",
+        max_attempts: int = 5, retry_at: float | None = None, error: Any = None,
+    ) -> Reply:
+        """Record one check: passed (``validation_passed``), failed (another check due at
+        ``retry_at``: ``checked``), or failed on the last of ``max_attempts`` checks
+        (``validation_exhausted``, ``error`` stored). Fenced by the check token."""
+        op: dict[str, Any] = {"op": "validated", "id": job_id, "token": token, "ok": ok, "status": status,
+                              "reason": reason, "max_attempts": max_attempts,
+                              "retry_at": int((retry_at if retry_at is not None else self.executor.now()) * 1000)}
+        if error is not None:
+            op["error"] = _json.encode(error).decode()
+        return await self._op(self._queue_of(job_id), op)
+
+    async def release_validation(self, job_id: str, token: str) -> Reply:
+        """Give a check back unrecorded (shutdown mid-check): due again at once."""
+        return await self._op(self._queue_of(job_id), {"op": "validated", "id": job_id, "token": token,
+                                                        "release": True})
 
     # -- reads ------------------------------------------------------------------------
 
@@ -614,9 +679,35 @@ def job_view(h: dict[str, str]) -> JobView:
         reason=h.get("reason") or None, batch=h.get("batch") or None,
         service_job_id=h.get("service_job_id") or None, lease_worker=h.get("lease_worker") or None,
         lease_deadline=_ms(h.get("lease_deadline")), validation_status=h.get("validation_status") or None,
-        notification=h.get("notification") or None, attempt_records=attempts, raw=h,
+        notification=h.get("notification") or None, attempt_records=attempts,
+        validation_checks=validation_checks(h), raw=h,
         category=h.get("category") or None, problem=h.get("problem") or None,
         filed_at=_ms(h.get("filed_at")),
+    )
+
+
+def _due(reply: Reply) -> float | None:
+    return reply.next_due / 1000 if reply.next_due is not None else None
+
+
+def validation_checks(h: dict[str, str]) -> list[ValidationCheck]:
+    """Every recorded check of a job hash, by epoch then number; times in seconds."""
+    checks = []
+    for key, value in h.items():
+        if key.startswith("vck:"):
+            record = _decode_any.decode(value)
+            record["at"] = record.get("at", 0) / 1000
+            checks.append(msgspec.convert(record, ValidationCheck))
+    return sorted(checks, key=lambda c: (c.epoch, c.n))
+
+
+def delivery_view(delivery_id: str, h: dict[str, str]) -> DeliveryView:
+    status = h.get("last_status") or ""
+    return DeliveryView(
+        id=delivery_id, event=h.get("event", ""), state=h.get("state", ""),
+        attempts=int(h.get("attempts", 0)), url=h.get("url", ""),
+        created_at=_ms(h.get("created_at")) or 0.0, updated_at=_ms(h.get("updated_at")),
+        last_status=int(status) if status.isdigit() else None, last_error=h.get("last_error") or None,
     )
 
 
@@ -725,6 +816,11 @@ class SyncStore:
     cancel_batch = _sync(Store.cancel_batch)
     sweep_batches = _sync(Store.sweep_batches)
     take_deliveries = _sync(Store.take_deliveries)
+    outbox_due = _sync(Store.outbox_due)
+    job_deliveries = _sync(Store.job_deliveries)
+    validations_due = _sync(Store.validations_due)
+    validation_outcome = _sync(Store.validation_outcome)
+    release_validation = _sync(Store.release_validation)
     delivery_outcome = _sync(Store.delivery_outcome)
     get_job = _sync(Store.get_job)
     get_batch = _sync(Store.get_batch)

@@ -32,6 +32,12 @@ from .client import build_batch_spec, build_spec
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+# Validation and webhook settings of `run`, one flag each (the secret only from the environment).
+RUN_SETTINGS = (
+    "validation_attempts", "validation_interval", "validation_jitter", "validation_timeout",
+    "validation_concurrency", "webhook_url", "webhook_attempts", "webhook_backoff",
+    "webhook_backoff_max", "webhook_timeout", "webhook_concurrency",
+)
 
 
 class _Exit(Exception):
@@ -89,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--worker-id", dest="worker_id", default=None)
     for setting in _HYGIENE_SETTINGS:
         run.add_argument("--" + setting.replace("_", "-"), dest=setting, default=None)
+    for name in RUN_SETTINGS:
+        run.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
+    run.add_argument("--allowed-hosts", dest="allowed_hosts", default=None,
+                     help="comma-separated hosts (or *.domain) webhook and validator URLs may use")
     run.add_argument("--log-level", default="INFO")
 
     submit = sub.add_parser("submit", help="submit a job")
@@ -104,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--delay", type=float, default=None)
     submit.add_argument("--idempotency-key", dest="idempotency_key", default=None)
     submit.add_argument("--webhook-url", dest="webhook_url", default=None)
+    submit.add_argument("--notify", action="store_true", default=None,
+                        help="send this job's terminal event to the daemon's default webhook URL")
+    submit.add_argument("--validator-url", dest="validator_url", default=None,
+                        help="validate against this URL ({job_id}, {service_job_id} filled in)")
     submit.add_argument("--batch", default=None)
     _common(submit)
 
@@ -188,6 +202,15 @@ def load_app(spec: str) -> App:
     return app
 
 
+def _allowed_hosts() -> frozenset[str] | None:
+    """``$JOBVISOR_ALLOWED_HOSTS`` (comma list), the hosts submitted URLs may name; None = any."""
+    import os
+
+    raw = os.environ.get("JOBVISOR_ALLOWED_HOSTS", "")
+    hosts = frozenset(h.strip() for h in raw.split(",") if h.strip())
+    return hosts or None
+
+
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
     if getattr(args, "json", False):
         print(msgspec.json.encode(data).decode())
@@ -225,9 +248,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                                            "status_query_timeout", "status_query_concurrency",
                                            "abandon_after", "metrics_port", "metrics_host",
                                            "restart_intensity", "restart_period", "worker_id",
-                                           *_HYGIENE_SETTINGS)}
+                                           *_HYGIENE_SETTINGS, *RUN_SETTINGS)}
     if args.queues is not None:
         flags["queues"] = [q for q in args.queues.split(",") if q]
+    if args.allowed_hosts is not None:
+        flags["allowed_hosts"] = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
     config = load_config(flags)
     app = load_app(config.app) if config.app else App()
     try:
@@ -296,8 +321,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if app is not None:
             types.update({t: h.describe() for t, h in app.handlers.items()})
         options = {k: getattr(args, k) for k in ("queue", "priority", "max_retries", "timeout", "delay",
-                                                 "idempotency_key", "webhook_url", "batch")}
-        spec = build_spec(types, args.type, value, **options)
+                                                 "idempotency_key", "webhook_url", "validator_url",
+                                                 "notify", "batch")}
+        spec = build_spec(types, args.type, value, allowed_hosts=_allowed_hosts(), **options)
         reply = store.submit(spec)
     _print(args, {"id": reply.id, "created": reply.kind == "created", "state": reply.state},
            reply.id if reply.kind == "created" else f"{reply.id} (existing job for this idempotency key)")
@@ -307,9 +333,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _store(args) as store:
         job = store.get_job(args.id)
+        deliveries = store.job_deliveries(job.id, job.epoch)
     if args.json:
         data = msgspec.to_builtins(job)
         data.pop("raw", None)
+        data["deliveries"] = msgspec.to_builtins(deliveries)
         print(json.dumps(data))
         return EXIT_OK
     lines = [
@@ -325,8 +353,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"service id {job.service_job_id}")
     if job.validation_status:
         lines.append(f"validation {job.validation_status}")
-    if job.notification:
-        lines.append(f"webhook    {job.notification}")
+    for c in job.validation_checks:
+        verdict = "passed" if c.ok else "failed"
+        lines.append(f"check {c.n}" + (f" (retry {c.epoch})" if c.epoch else "") + f"  {verdict}  {_when(c.at)}"
+                     + (f"  status {c.status}" if c.status else "") + (f"  {c.reason}" if c.reason else ""))
+    for d in deliveries:
+        lines.append(f"webhook    {d.event} {d.state}, {d.attempts} attempt(s)"
+                     + (f", last HTTP {d.last_status}" if d.last_status else "")
+                     + (f", last error {d.last_error}" if d.last_error else "") + f"  -> {d.url or '(default URL)'}")
     if job.category:
         lines.append(f"filed      {job.category} / {job.problem}    at {_when(job.filed_at)}")
     lines.append(f"input      {json.dumps(job.input)[:200]}")

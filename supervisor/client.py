@@ -21,11 +21,12 @@ webhook URL), validated before anything is written; members join at submit
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from adapters.backend import MemoryServers, open_backend
 from adapters.errors import BadInput
-from adapters.records import BatchSpec, BatchView, JobSpec, JobView, Reply, decode_spec
+from adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, Reply, check_url, decode_spec
 from adapters.store import Store, SyncStore
 
 from .app import App
@@ -34,12 +35,19 @@ __all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec"]
 
 _OVERRIDES = {
     "queue", "priority", "max_retries", "timeout", "backoff", "backoff_max", "delay",
-    "webhook_url", "notify", "idempotency_key", "batch",
+    "webhook_url", "validator_url", "notify", "idempotency_key", "batch",
 }
 
 
-def build_spec(types: dict[str, dict[str, Any]], type: str, input: Any, **options: Any) -> JobSpec:
-    """A validated :class:`JobSpec` for ``type`` with its registered defaults and ``options``."""
+def build_spec(
+    types: dict[str, dict[str, Any]], type: str, input: Any, *,
+    allowed_hosts: frozenset[str] | None = None, **options: Any,
+) -> JobSpec:
+    """A validated :class:`JobSpec` for ``type`` with its registered defaults and ``options``.
+
+    ``webhook_url`` and ``validator_url`` must be http(s) URLs with a host, and that host
+    must be in ``allowed_hosts`` when one is given; else :class:`BadInput` naming the field.
+    """
     unknown = set(options) - _OVERRIDES
     if unknown:
         raise BadInput(f"{sorted(unknown)[0]}: not a submit option")
@@ -59,7 +67,16 @@ def build_spec(types: dict[str, dict[str, Any]], type: str, input: Any, **option
         "has_validator": defaults.get("has_validator", False),
     }
     fields.update({k: v for k, v in options.items() if v is not None})
-    return decode_spec(JobSpec, fields)
+    spec = decode_spec(JobSpec, fields)
+    if allowed_hosts is not None:
+        for name in ("webhook_url", "validator_url"):
+            url = getattr(spec, name)
+            if url is not None:
+                try:
+                    check_url(url, name, allowed_hosts)
+                except ValueError as exc:
+                    raise BadInput(str(exc)) from None
+    return spec
 
 
 def build_batch_spec(**options: Any) -> BatchSpec:
@@ -75,14 +92,19 @@ def _types_of(app: App) -> dict[str, dict[str, Any]]:
 
 
 class Client:
-    """Synchronous client. ``redis`` is a Redis URL or ``memory://`` (with ``memory``)."""
+    """Synchronous client. ``redis`` is a Redis URL or ``memory://`` (with ``memory``).
+
+    ``allowed_hosts`` (hosts, or ``*.domain``) limits the webhook and validator URLs a
+    submit may carry; the daemon enforces its own list again when it sends.
+    """
 
     def __init__(
         self, redis: str = "redis://127.0.0.1:6379/0", *, app: App | None = None,
-        memory: MemoryServers | None = None,
+        memory: MemoryServers | None = None, allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         self.store = SyncStore(open_backend(redis, memory=memory))
         self.app = app
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
 
     def types(self) -> dict[str, dict[str, Any]]:
         published = self.store.job_types()
@@ -90,13 +112,18 @@ class Client:
 
     def submit(self, type: str, input: Any = None, **options: Any) -> str:
         """Submit a job; returns its id (the same id again for a repeated idempotency key)."""
-        return self.submit_spec(build_spec(self.types(), type, input, **options)).id
+        spec = build_spec(self.types(), type, input, allowed_hosts=self.allowed_hosts, **options)
+        return self.submit_spec(spec).id
 
     def submit_spec(self, spec: JobSpec) -> Reply:
         return self.store.submit(spec)
 
     def status(self, job_id: str) -> JobView:
         return self.store.get_job(job_id)
+
+    def deliveries(self, job_id: str) -> list[DeliveryView]:
+        """The job's webhook deliveries (every notification of every epoch), oldest first."""
+        return self.store.job_deliveries(job_id, self.store.get_job(job_id).epoch)
 
     def cancel(self, job_id: str) -> Reply:
         return self.store.cancel(job_id)
@@ -143,20 +170,25 @@ class Client:
 class AsyncClient:
     """The same operations for trio code, over any :class:`Store` (a daemon's, or direct)."""
 
-    def __init__(self, store: Store, *, app: App | None = None) -> None:
+    def __init__(self, store: Store, *, app: App | None = None,
+                 allowed_hosts: Iterable[str] | None = None) -> None:
         self.store = store
         self.app = app
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
 
     async def types(self) -> dict[str, dict[str, Any]]:
         published = await self.store.job_types()
         return {**published, **(_types_of(self.app) if self.app else {})}
 
     async def submit(self, type: str, input: Any = None, **options: Any) -> str:
-        spec = build_spec(await self.types(), type, input, **options)
+        spec = build_spec(await self.types(), type, input, allowed_hosts=self.allowed_hosts, **options)
         return (await self.store.submit(spec)).id
 
     async def status(self, job_id: str) -> JobView:
         return await self.store.get_job(job_id)
+
+    async def deliveries(self, job_id: str) -> list[DeliveryView]:
+        return await self.store.job_deliveries(job_id, (await self.store.get_job(job_id)).epoch)
 
     async def cancel(self, job_id: str) -> Reply:
         return await self.store.cancel(job_id)

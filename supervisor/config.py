@@ -23,6 +23,19 @@ metrics_port                 JOBVISOR_METRICS_PORT                  (off)
 metrics_host                 JOBVISOR_METRICS_HOST                  127.0.0.1
 restart_intensity            JOBVISOR_RESTART_INTENSITY             5 restarts ...
 restart_period               JOBVISOR_RESTART_PERIOD                ... within 30 s
+validation_attempts          JOBVISOR_VALIDATION_ATTEMPTS           5 checks, then validation_failed
+validation_interval          JOBVISOR_VALIDATION_INTERVAL           2 s between checks ...
+validation_jitter            JOBVISOR_VALIDATION_JITTER             ... +/- 10 % (a fraction, 0-1)
+validation_timeout           JOBVISOR_VALIDATION_TIMEOUT            5 s per check
+validation_concurrency       JOBVISOR_VALIDATION_CONCURRENCY        16 checks at once
+webhook_url                  JOBVISOR_WEBHOOK_URL                   (none: only per-job URLs)
+webhook_secret               JOBVISOR_WEBHOOK_SECRET                (none: deliveries wait in the outbox)
+webhook_attempts             JOBVISOR_WEBHOOK_ATTEMPTS              8 attempts, then dead
+webhook_backoff              JOBVISOR_WEBHOOK_BACKOFF               5 s, doubling per attempt ...
+webhook_backoff_max          JOBVISOR_WEBHOOK_BACKOFF_MAX           ... up to 1 h (also caps Retry-After)
+webhook_timeout              JOBVISOR_WEBHOOK_TIMEOUT               10 s per attempt
+webhook_concurrency          JOBVISOR_WEBHOOK_CONCURRENCY           16 deliveries at once
+allowed_hosts                JOBVISOR_ALLOWED_HOSTS                 (any; comma list, ``*.domain`` ok)
 evaluator_interval           JOBVISOR_EVALUATOR_INTERVAL            600 s (files finished jobs)
 retention_interval           JOBVISOR_RETENTION_INTERVAL            300 s (deletes expired jobs)
 retention_batch              JOBVISOR_RETENTION_BATCH               500 jobs per store call
@@ -39,6 +52,10 @@ sanitize_max_value           JOBVISOR_SANITIZE_MAX_VALUE            262144 bytes
 Retention counts from a job's finish time, per terminal state; a job is
 deleted only once the evaluator has filed it. The sanitizer settings apply
 to what this daemon's workers store (results, errors, phase results).
+
+The webhook secret comes from the environment only (no command-line flag, which
+other users could read in the process list) and is never printed: the config's
+repr shows ``***`` in its place, and a refused secret is not quoted.
 """
 
 from __future__ import annotations
@@ -55,6 +72,8 @@ from msgspec import Meta
 from adapters.errors import BadInput
 from adapters.keys import QUEUE_NAME
 from adapters.sanitize import Sanitizer
+from adapters.records import check_url
+from adapters.webhooks import check_secret
 
 __all__ = ["DaemonConfig", "load_config", "ENV_PREFIX"]
 
@@ -95,6 +114,49 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     sanitize_max_string: Annotated[int, Meta(ge=256, le=1 << 30)] = 64 * 1024
     sanitize_max_value: Annotated[int, Meta(ge=1024, le=1 << 30)] = 256 * 1024
     worker_id: str = ""
+    validation_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
+    validation_interval: Seconds = 2.0
+    validation_jitter: Annotated[float, Meta(ge=0, le=1)] = 0.1
+    validation_timeout: Seconds = 5.0
+    validation_concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 16
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_attempts: Annotated[int, Meta(ge=1, le=1000)] = 8
+    webhook_backoff: Seconds = 5.0
+    webhook_backoff_max: Seconds = 3600.0
+    webhook_timeout: Seconds = 10.0
+    webhook_concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 16
+    allowed_hosts: tuple[Annotated[str, Meta(min_length=1, max_length=253)], ...] | None = None
+
+    def __post_init__(self) -> None:
+        hosts = self.allowed_set
+        if self.webhook_url is not None:
+            check_url(self.webhook_url, "webhook_url", hosts)
+        if self.webhook_secret is not None:
+            check_secret(self.webhook_secret)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={'***' if name == 'webhook_secret' and value is not None else repr(value)}"
+            for name in self.__struct_fields__
+            for value in (getattr(self, name),)
+        )
+        return f"DaemonConfig({fields})"
+
+    @property
+    def allowed_set(self) -> frozenset[str] | None:
+        """The host allow-list, or ``None`` when every host is allowed."""
+        return None if self.allowed_hosts is None else frozenset(self.allowed_hosts)
+
+    @property
+    def webhook_lease(self) -> float:
+        """How long a delivery being sent stays ours: a dead daemon's sends resume after it."""
+        return 2 * self.webhook_timeout + 1.0
+
+    @property
+    def validation_lease(self) -> float:
+        """How long a check being made stays ours (as :attr:`webhook_lease`)."""
+        return 2 * self.validation_timeout + 1.0
 
     @property
     def heartbeat(self) -> float:
@@ -123,7 +185,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
         return msgspec.structs.replace(self, worker_id=f"{socket.gethostname()}:{os.getpid()}")
 
 
-_LISTS = {"queues"}
+_LISTS = {"queues", "allowed_hosts"}
 
 
 def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> DaemonConfig:
@@ -142,6 +204,10 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = No
     except msgspec.ValidationError as exc:
         message = str(exc)
         found = re.search(r"\$\.([A-Za-z_]+)", message)
-        field = found.group(1) if found else "?"
+        if found is None:  # __post_init__'s checks: the message starts with the setting's name
+            raise BadInput(f"setting {message.split(' - at ')[0]}") from None
+        field = found.group(1)
+        if field == "webhook_secret":  # msgspec may quote the value: never echo a secret
+            message = "Expected a whsec_ secret"
         raise BadInput(f"setting {field}: {message.split(' - at ')[0]}") from None
     return config.with_worker_id()

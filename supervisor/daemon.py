@@ -1,13 +1,15 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the batch monitor, the evaluator, retention, and the
-workers last. Shutdown on
+scheduler, the watchdog, the batch monitor, the evaluator, retention, the
+registry, the webhook deliverer, the validator, and the workers last. Shutdown on
 SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
 claiming, running handlers get the grace period, then are cancelled and
 their jobs released with the interrupted attempt recorded; the other
-actors are asked to stop, then cancelled; the store actor drains what is
-queued and closes last. Cleanup runs under a shielded, time-limited scope,
+actors are asked to stop, then cancelled (the validator gives its checks
+back at once; the webhook deliverer lets sends under way finish within the
+grace period and returns the rest to the outbox); the store actor drains what
+is queued and closes last. Cleanup runs under a shielded, time-limited scope,
 so it always runs and never hangs. A second signal skips the grace period:
 running handlers are interrupted at once, and their jobs still released.
 
@@ -31,6 +33,7 @@ from functools import partial
 import trio
 
 from adapters.backend import Backend, MemoryServers, open_backend
+from adapters.http import HttpClient
 from adapters.store import Store
 from adapters.store_actor import StoreActor
 
@@ -46,6 +49,8 @@ from .retention import run_retention
 from .registry import Registration, run_registry
 from .supervise import ChildSpec, Policy, Supervisor
 from .watchdog import run_watchdog
+from .validation import Validator, check_validator_urls
+from .webhooks import Deliverer
 from .workers import WorkerPool
 
 __all__ = ["Daemon", "run_daemon"]
@@ -104,6 +109,7 @@ async def run_daemon(
     abandoned handlers are still blocked once everything else is done.
     """
     shutdown = shutdown or trio.Event()
+    check_validator_urls(app, config)
     backend = open_backend(config.redis, memory=memory)
     if backend.inline:
         backend.ping()
@@ -143,6 +149,10 @@ async def _run(
 ) -> None:
     config, store, metrics = deps.config, deps.store, deps.metrics
     registration = Registration(deps, pool.slots)
+    validator_http = HttpClient(max_connections=config.validation_concurrency, clock=deps.clock)
+    webhook_http = HttpClient(max_connections=config.webhook_concurrency, clock=deps.clock)
+    validator = Validator(deps, validator_http)
+    deliverer = Deliverer(deps, webhook_http)
     children = (
         ChildSpec("listener", partial(run_listener, deps, backend), shutdown_s=1.0),
         ChildSpec("scheduler", partial(run_scheduler, deps), shutdown_s=1.0),
@@ -152,6 +162,8 @@ async def _run(
         ChildSpec("retention", partial(run_retention, deps), shutdown_s=1.0),
         ChildSpec("registry", partial(run_registry, registration), shutdown_s=6.0),
         *extra_children,
+        ChildSpec("webhooks", deliverer.run, shutdown_s=config.grace + config.webhook_lease + 6.0),
+        ChildSpec("validator", validator.run, shutdown_s=config.validation_lease + 6.0),
         ChildSpec("workers", pool.run, shutdown_s=2 * config.grace + config.abandon_after + 10.0),
     )
     supervisor = Supervisor(
@@ -186,6 +198,8 @@ async def _run(
                     cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT
                     actor.close()
                     await actor.closed.wait()
+                    await validator_http.aclose()
+                    await webhook_http.aclose()
                 root.cancel_scope.cancel()
     finally:
         if server is not None:

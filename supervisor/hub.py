@@ -1,5 +1,5 @@
 """In-process notifications between actors: work to claim, schedules that changed,
-cancel requests for running handlers.
+jobs to validate, webhooks to deliver, cancel requests for running handlers.
 
 The hub learns of changes two ways: the store reports every reply it gets
 (``observe``), so this daemon's own transitions wake its actors at once;
@@ -19,11 +19,17 @@ from adapters.records import Reply
 
 __all__ = ["Hub"]
 
+# Destinations whose transition writes an outbox row (when the object asked for notifications).
+_NOTIFYING = frozenset({"completed", "failed", "cancelled", "timed_out", "validation_failed",
+                        "completed_partial"})
+
 
 class Hub:
     def __init__(self) -> None:
         self._work = trio.Event()
         self._scheduled = trio.Event()
+        self._validating = trio.Event()
+        self._outbox = trio.Event()
         self._cancel_handlers: dict[str, Callable[[str], None]] = {}
 
     # -- work to claim ------------------------------------------------------
@@ -44,6 +50,24 @@ class Hub:
     def scheduled_changed(self) -> None:
         self._scheduled.set()
         self._scheduled = trio.Event()
+
+    # -- validation and webhooks ---------------------------------------------
+
+    def validating_event(self) -> trio.Event:
+        """Set when a job of this daemon entered ``validating``: take it *before* looking."""
+        return self._validating
+
+    def validating_changed(self) -> None:
+        self._validating.set()
+        self._validating = trio.Event()
+
+    def outbox_event(self) -> trio.Event:
+        """Set when a transition of this daemon may have written an outbox row."""
+        return self._outbox
+
+    def outbox_changed(self) -> None:
+        self._outbox.set()
+        self._outbox = trio.Event()
 
     # -- running handlers -------------------------------------------------------
 
@@ -74,6 +98,10 @@ class Hub:
                 self.scheduled_changed()
             if r.to == "cancelled" and r.from_ == "active":
                 self.cancel_requested(r.id)
+            if r.to == "validating":
+                self.validating_changed()
+            if r.to in _NOTIFYING:
+                self.outbox_changed()
 
     def on_message(self, channel: str, data: str) -> None:
         """A pub/sub message from any process (``...:wake`` or ``...:cancel``)."""

@@ -67,6 +67,14 @@ class Metrics:
             "jobvisor_abandoned_handlers", "Handlers that ignored cancellation, abandoned, not yet returned",
             registry=self.registry,
         )
+        self.validation_checks = Counter(
+            "jobvisor_validation_checks", "Checks against the source of truth by outcome",
+            ["outcome"], registry=self.registry,
+        )
+        self.webhook_attempts = Counter(
+            "jobvisor_webhook_attempts", "Webhook delivery attempts by outcome (succeed, fail, reject)",
+            ["outcome"], registry=self.registry,
+        )
         self.actor_restarts = Counter(
             "jobvisor_actor_restarts", "Actor restarts after a crash", ["actor"], registry=self.registry
         )

@@ -512,6 +512,72 @@ function OP.wake(x)
   return {kind = 'woken', n = moved, next_due = nxt[2] and tonumber(nxt[2]) or nil}
 end
 
+----------------------------------------------------------------------------- validation --
+
+-- The validator: `validating` jobs whose next check is due, each taken under a check token
+-- (its score moves to the check lease's end, so no other validator takes it meanwhile; a
+-- validator that dies mid-check loses nothing but time). Only jobs this daemon can check are
+-- taken: its types (x.types), or any job carrying its own validator URL.
+function OP.validations(x)
+  local types = {}
+  for _, t in ipairs(x.types or {}) do types[t] = true end
+  local ids = redis.call('ZRANGEBYSCORE', K_VALIDATING, '-inf', NOW, 'LIMIT', 0, 4 * x.n + 32)
+  local out = {}
+  for _, id in ipairs(ids) do
+    if #out >= x.n then break end
+    local j = load_job(id, {'validator_url'})
+    if j == nil or j.state ~= 'validating' then
+      redis.call('ZREM', K_VALIDATING, id)
+    elseif types[j.type] or j.validator_url ~= '' then
+      local check = num(j.val_checks) + 1
+      local token = x.nonce .. '.' .. check
+      redis.call('HSET', jkey(id), 'val_token', token)
+      redis.call('ZADD', K_VALIDATING, NOW + num(x.lease_ms), id)
+      out[#out + 1] = {id = id, type = j.type, token = token, check = check, epoch = num(j.epoch),
+        validator_url = j.validator_url, service_job_id = j.service_job_id}
+    end
+  end
+  local nxt = redis.call('ZRANGE', K_VALIDATING, 0, 0, 'WITHSCORES')
+  return {kind = 'validations', jobs = #out > 0 and out or nil, n = #out,
+    next_due = nxt[2] and tonumber(nxt[2]) or nil}
+end
+
+-- One check's verdict, fenced by its check token. Every check is recorded (`vck:<epoch>:<n>`,
+-- never overwritten). Passed: `validation_passed`. Failed with checks left: the next check is
+-- due at x.retry_at, one `job.validation_check` event. Failed on the last check:
+-- `validation_exhausted` with the last status the source of truth reported. `release` (a
+-- validator shutting down mid-check) records nothing and makes the check due again at once.
+function OP.validated(x)
+  local j = load_job(x.id, {'val_token', 'val_seen'})
+  if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
+  if M.job.terminal[j.state] then return {kind = 'absorbed', id = x.id, state = j.state} end
+  if j.state ~= 'validating' or j.val_token ~= x.token then
+    return {kind = 'stale', id = x.id, state = j.state}
+  end
+  if x.release then
+    redis.call('HSET', jkey(x.id), 'val_token', '')
+    redis.call('ZADD', K_VALIDATING, NOW, x.id)
+    return {kind = 'released', id = x.id, state = j.state}
+  end
+  local n = num(j.val_checks) + 1
+  local status = x.status or ''
+  local seen = status ~= '' and status or j.val_seen
+  redis.call('HSET', jkey(x.id), 'val_checks', n, 'val_token', '', 'val_seen', seen,
+    'vck:' .. num(j.epoch) .. ':' .. n, cjson.encode({n = n, epoch = num(j.epoch), at = NOW,
+      ok = x.ok == true, status = status, reason = x.reason or ''}))
+  j.val_checks = n
+  if x.ok == true then
+    return job_move(j, 'validation_passed', {status = status})
+  end
+  if n >= num(x.max_attempts) then
+    return job_move(j, 'validation_exhausted', {status = seen, error = x.error})
+  end
+  redis.call('ZADD', K_VALIDATING, x.retry_at, x.id)
+  event('job.validation_check', x.id, {'check', n, 'status', status, 'reason', x.reason,
+    'next_at', fmt(x.retry_at)})
+  return {kind = 'checked', id = x.id, state = j.state, n = n, next_due = x.retry_at}
+end
+
 -------------------------------------------------------------------------------- batches --
 
 local BATCH_FIELDS = {'state', 'expected', 'members', 'completed', 'failed', 'cancelled',
@@ -800,7 +866,7 @@ local function delivery_move(d, trigger, facts, set, score)
     redis.call('ZADD', K_OUTBOX, score or NOW, d.id)
   end
   event('webhook.' .. trigger, d.object, {'delivery', d.id, 'from', from, 'to', o.to,
-    'attempt', d.attempts, 'event', d.event})
+    'attempt', d.attempts, 'event', d.event, 'status', d.last_status, 'error', d.last_error})
   return {kind = 'moved', id = d.id, from = from, to = o.to}
 end
 
@@ -826,7 +892,9 @@ function OP.deliveries(x)
       end
     end
   end
-  return {kind = 'deliveries', deliveries = #out > 0 and out or nil, n = #out}
+  local nxt = redis.call('ZRANGE', K_OUTBOX, 0, 0, 'WITHSCORES')
+  return {kind = 'deliveries', deliveries = #out > 0 and out or nil, n = #out,
+    next_due = nxt[2] and tonumber(nxt[2]) or nil}
 end
 
 -- The outcome of one send: succeed, fail (retry_at decides when) or reject; or release.

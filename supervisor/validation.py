@@ -1,0 +1,245 @@
+"""The validator: a job reaches ``completed`` only once the source of truth agrees.
+
+A handler's success moves a job of a type with a validator to ``validating``
+(the job table decides). This actor takes ``validating`` jobs whose next check
+is due (each under a check token, so two daemons never check one job at once),
+and asks the type's validator:
+
+* a Python validator, ``async def (job: JobView) -> ValidationResult`` (or a bool);
+* or the built-in HTTP validator (:class:`~supervisor.app.HttpValidator`, or a
+  job submitted with its own ``validator_url``): GET the URL template with
+  ``{job_id}`` and ``{service_job_id}`` filled in, read a JSON field (dotted
+  paths reach inside objects), compare it with the expected value, and require
+  further fields to be non-null.
+
+A network error, a time-out (``validation_timeout``), a non-2xx answer, an
+answer that is not JSON, a validator that raises: each is a failed check with
+its reason recorded. Checks are ``validation_interval`` apart with
+``validation_jitter``; the ``validation_attempts``-th failed check moves the job
+to ``validation_failed`` with the last status the source of truth reported;
+a passed check moves it to ``completed`` (and only then is ``job.completed``
+written to the outbox). Checks run here, never in a worker slot.
+
+Shutdown: checks under way are cancelled at once and given back unrecorded
+(due again at once, for any daemon): a check is a read, cheap to make again.
+A verdict already reached is still recorded.
+A daemon that dies mid-check loses nothing: the check lease runs out and the
+job is taken again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import msgspec
+import trio
+
+from adapters.errors import BadInput, HttpFailure, NotFound, StoreUnavailable
+from adapters.http import HttpClient
+from adapters.records import ValidationTask, check_url, host_allowed
+
+from .app import App, HttpValidator, ValidationResult
+from .config import DaemonConfig
+from .deps import Deps
+from .hub import wait_any
+from .inflight import InFlight
+
+__all__ = ["Validator", "judge", "fill_url", "check_validator_urls"]
+
+log = logging.getLogger("jobvisor.validator")
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_MISSING = object()
+REASON_LIMIT = 300
+
+
+def fill_url(template: str, job_id: str, service_job_id: str) -> str:
+    """The URL for one job: ``{job_id}`` and ``{service_job_id}`` filled in, percent-encoded."""
+    if "{service_job_id}" in template and not service_job_id:
+        raise ValueError("the job has no service job id to fill {service_job_id} with")
+    return template.replace("{job_id}", quote(job_id, safe="")).replace(
+        "{service_job_id}", quote(service_job_id, safe=""))
+
+
+def _lookup(document: Any, path: str) -> Any:
+    value = document
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else _encode(value).decode()
+
+
+def judge(document: Any, validator: HttpValidator) -> ValidationResult:
+    """The HTTP validator's verdict on the source of truth's JSON answer (pure)."""
+    if not isinstance(document, dict):
+        return ValidationResult(ok=False, reason="the answer is not a JSON object")
+    value = _lookup(document, validator.field)
+    if value is _MISSING:
+        return ValidationResult(ok=False, reason=f"field {validator.field!r} is missing")
+    status = _text(value)
+    if value != validator.expected:
+        return ValidationResult(
+            ok=False, status=status, reason=f"{validator.field} is {status!r}, expected {validator.expected!r}")
+    for name in validator.non_null:
+        if _lookup(document, name) in (None, _MISSING):
+            return ValidationResult(ok=False, status=status, reason=f"{name} is null")
+    return ValidationResult(ok=True, status=status)
+
+
+class Validator:
+    """The validator actor (see the module docstring); ``run`` is its child start."""
+
+    def __init__(self, deps: Deps, http: HttpClient, *, rng: random.Random | None = None) -> None:
+        self.deps = deps
+        self.config = deps.config
+        self.http = http
+        self.rng = rng or random.Random()
+        self.in_flight = InFlight(self.config.validation_concurrency)
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(t for t, h in self.deps.app.handlers.items() if h.validator is not None)
+
+    async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as checks:
+            task_status.started()
+            while not stop.is_set():
+                woke = self.deps.hub.validating_event()
+                freed = self.in_flight.freed_event()
+                next_due = math.inf
+                try:
+                    for queue in self.deps.queues:
+                        if self.in_flight.free <= 0:
+                            break
+                        due = await self.deps.store.validations_due(
+                            queue, self.types, n=self.in_flight.free, lease=self.config.validation_lease)
+                        for task in due.items:
+                            if task.id not in self.in_flight:
+                                self.in_flight.start(checks, task.id, self._check, task)
+                        if due.next_due is not None:
+                            next_due = min(next_due, due.next_due)
+                except StoreUnavailable as exc:
+                    log.warning("validator: %s", exc)
+                wait = next_due - self.deps.clock()
+                wait = self.config.idle_poll if wait <= 0 else min(self.config.idle_poll, wait)
+                await wait_any(stop, wait, woke, freed)
+            await self.in_flight.drain(0.0)  # a check is a read: give it back now, redo it later
+
+    # -- one check -------------------------------------------------------------------------
+
+    async def _check(self, scope: trio.CancelScope, task: ValidationTask) -> None:
+        verdict: ValidationResult | None = None
+        with scope:
+            verdict = await self._verdict(task)
+        with trio.CancelScope(shield=True) as report:
+            report.deadline = trio.current_time() + self.config.validation_lease
+            try:
+                if verdict is None:
+                    await self.deps.store.release_validation(task.id, task.token)
+                else:
+                    await self._record(task, verdict)
+            except (StoreUnavailable, NotFound) as exc:
+                log.warning("validator: could not record the check of %s (%s); it will be checked again",
+                            task.id, exc)
+
+    async def _verdict(self, task: ValidationTask) -> ValidationResult | None:
+        """The check's verdict; ``None`` when there is nothing to record (job gone, store away)."""
+        spec = self.deps.app.handlers.get(task.type)
+        validator: Any = spec.validator if spec is not None else None
+        if task.validator_url:
+            base = validator if isinstance(validator, HttpValidator) else HttpValidator(url=task.validator_url)
+            validator = msgspec.structs.replace(base, url=task.validator_url)
+        if validator is None:
+            return ValidationResult(ok=False, reason=f"no validator for job type {task.type!r} in this daemon")
+        timeout = self.config.validation_timeout
+        result: ValidationResult | None = None
+        # The HTTP client bounds its own requests (and says so); the scope is the backstop.
+        http = isinstance(validator, HttpValidator)
+        with trio.move_on_after(timeout + 1.0 if http else timeout):
+            try:
+                if http:
+                    result = await self._http_check(validator, task)
+                else:
+                    result = await self._python_check(validator, task)
+            except (StoreUnavailable, NotFound):
+                return None
+        if result is None:
+            return ValidationResult(ok=False, reason=f"no verdict within {timeout:g}s")
+        return result
+
+    async def _python_check(self, validator: Any, task: ValidationTask) -> ValidationResult:
+        job = await self.deps.store.get_job(task.id)
+        try:
+            answer = await validator(job)
+        except Exception as exc:  # noqa: BLE001 - a validator that raises fails one check
+            return ValidationResult(ok=False, reason=f"validator raised {type(exc).__name__}: {exc}")
+        if isinstance(answer, bool):
+            return ValidationResult(ok=answer, reason="" if answer else "validator returned False")
+        if not isinstance(answer, ValidationResult):
+            return ValidationResult(
+                ok=False, reason=f"validator returned {type(answer).__name__}, not a ValidationResult")
+        return answer
+
+    async def _http_check(self, validator: HttpValidator, task: ValidationTask) -> ValidationResult:
+        try:
+            url = fill_url(validator.url, task.id, task.service_job_id)
+        except ValueError as exc:
+            return ValidationResult(ok=False, reason=str(exc))
+        allowed = self.config.allowed_set
+        host = urlsplit(url).hostname or ""
+        if allowed is not None and not host_allowed(host, allowed):
+            return ValidationResult(ok=False, reason=f"host {host!r} is not in the allowed hosts")
+        try:
+            answer = await self.http.get(url, self.config.validation_timeout)
+        except HttpFailure as exc:
+            return ValidationResult(ok=False, reason=exc.reason)
+        if not 200 <= answer.status < 300:
+            return ValidationResult(ok=False, reason=f"HTTP {answer.status}")
+        if answer.truncated:
+            return ValidationResult(ok=False, reason="the answer is too large")
+        try:
+            document = _decode(answer.body)
+        except msgspec.DecodeError:
+            return ValidationResult(ok=False, reason="the answer is not JSON")
+        return judge(document, validator)
+
+    async def _record(self, task: ValidationTask, verdict: ValidationResult) -> None:
+        attempts = self.config.validation_attempts
+        jitter = self.config.validation_jitter * self.rng.uniform(-1.0, 1.0)
+        retry_at = self.deps.clock() + self.config.validation_interval * (1.0 + jitter)
+        reason = verdict.reason[:REASON_LIMIT]
+        error = None
+        if not verdict.ok and task.check >= attempts:
+            error = {"type": "ValidationFailed", "status": verdict.status or None,
+                     "message": f"the source of truth did not confirm completion in {task.check} checks: {reason}"}
+        reply = await self.deps.store.validation_outcome(
+            task.id, task.token, ok=verdict.ok, status=verdict.status[:REASON_LIMIT], reason=reason,
+            max_attempts=attempts, retry_at=retry_at, error=error)
+        if reply.moved:
+            outcome = "passed" if reply.to == "completed" else "exhausted"
+            if outcome == "exhausted":
+                log.warning("job %s failed validation after %d checks: %s", task.id, task.check, reason)
+        elif reply.kind == "checked":
+            outcome = "failed"
+        else:
+            outcome = reply.kind  # stale, absorbed (cancelled meanwhile), not_found
+        self.deps.metrics.validation_checks.labels(outcome).inc()
+
+
+def check_validator_urls(app: App, config: DaemonConfig) -> None:
+    """Refuse to start with an HTTP validator whose host the allow-list excludes (BadInput)."""
+    for type_, spec in app.handlers.items():
+        if isinstance(spec.validator, HttpValidator):
+            try:
+                check_url(spec.validator.url, f"validator url of {type_!r}", config.allowed_set)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
