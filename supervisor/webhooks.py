@@ -27,6 +27,7 @@ are cancelled and returned to the outbox (``release``), their attempt counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -89,9 +90,14 @@ class Deliverer:
 
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self.signer is None:
-            log.warning("webhook deliveries wait in the outbox: no webhook secret is configured "
-                        "(JOBVISOR_WEBHOOK_SECRET)")
             task_status.started()
+            waiting = 0
+            with contextlib.suppress(StoreUnavailable):
+                for queue in self.deps.queues:
+                    waiting += (await self.deps.store.queue_counts(queue)).get("outbox", 0)
+            (log.warning if waiting else log.info)(
+                "webhook deliverer off: no webhook secret is configured (JOBVISOR_WEBHOOK_SECRET); "
+                "%d deliveries wait in the outbox", waiting)
             await stop.wait()
             return
         async with trio.open_nursery() as sends:
