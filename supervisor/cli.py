@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import msgspec
 
 from adapters.backend import open_backend
-from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable
+from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable, redact
 from adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
 from adapters.records import BatchSpec, decode_spec
 from adapters.store import SyncStore, event_of
@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     diagram = sub.add_parser("diagram", help="print a machine as a Mermaid state diagram")
     diagram.add_argument("machine", choices=sorted(MACHINES))
     diagram.add_argument("--redis", default=None, help="accepted like every command; not used")
+
+    demo = sub.add_parser("demo", help="the whole story in one process: jobs, validation, webhooks, a lost "
+                                       "worker, a batch; ends with the guarantees counted")
+    demo.add_argument("--redis", default=None,
+                      help="run against this Redis instead of the embedded store (its own queues; nothing "
+                           "else is touched)")
+    demo.add_argument("--json", action="store_true", help="print the final figures as JSON")
     return parser
 
 
@@ -230,6 +237,20 @@ def _when(ts: float | None) -> str:
 def cmd_diagram(args: argparse.Namespace) -> int:
     print(to_mermaid(MACHINES[args.machine]))
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    if args.redis is not None and not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        _bad(f"redis: {redact(args.redis)!r} is not a Redis URL (redis://host:port/db)")
+    try:
+        return demo_main(args.redis, args.json)
+    except BaseException as exc:  # noqa: BLE001 - nurseries wrap errors in groups: find ours
+        found = _innermost(exc, (JobvisorError,))
+        if found is None:
+            raise
+        raise _Exit(EXIT_FAILURE, str(found)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -603,7 +624,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "diagram": cmd_diagram, "run": cmd_run, "submit": cmd_submit, "status": cmd_status,
+    "diagram": cmd_diagram, "demo": cmd_demo, "run": cmd_run, "submit": cmd_submit, "status": cmd_status,
     "cancel": cmd_cancel, "retry": cmd_retry, "events": cmd_events, "queues": cmd_queues,
     "workers": cmd_workers, "batch": cmd_batch, "report": cmd_report,
 }
