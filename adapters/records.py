@@ -242,6 +242,7 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     from_: str = ""
     to: str = ""
     trigger: str = ""
+    machine: str = "job"  # which machine ``trigger`` belongs to: job, phase, batch or webhook
     token: str = ""
     error: str = ""
     lease_deadline: int = 0

@@ -611,6 +611,11 @@ class Store:
             raise NotFound(f"batch {batch_id} not found")
         return batch_view({_b2s(k): _b2s(v) for k, v in raw.items()})
 
+    async def latest_events(self, queue: str, count: int = 100) -> list[Event]:
+        """The last ``count`` events of ``queue`` (or of the registry), oldest first."""
+        rows = await self._command("XREVRANGE", events_key(queue), "+", "-", "COUNT", count)
+        return [event_of(queue, row) for row in reversed(rows)]
+
     async def events(self, queue: str, after: str = "-", count: int = 1000) -> list[Event]:
         """Events of ``queue`` (or of the registry, ``REGISTRY``) after stream id ``after``
         (exclusive), oldest first."""
@@ -825,6 +830,7 @@ class SyncStore:
     get_job = _sync(Store.get_job)
     get_batch = _sync(Store.get_batch)
     events = _sync(Store.events)
+    latest_events = _sync(Store.latest_events)
     queues = _sync(Store.queues)
     register_types = _sync(Store.register_types)
     job_types = _sync(Store.job_types)

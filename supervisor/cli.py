@@ -465,8 +465,22 @@ def cmd_events(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _history(store: Any, queue: str, job: str | None, limit: int) -> tuple[list[Any], str]:
+    """The last ``limit`` events of ``queue`` (of ``job`` only, when one is given), and the
+    stream id they were read up to ("0-0" for an empty stream), where following goes on."""
+    if job is None:
+        latest = store.latest_events(queue, limit)
+        return latest, latest[-1].stream_id if latest else "0-0"
+    found: list[Any] = []
+    after = "-"
+    while page := store.events(queue, after, 1000):  # the stream is capped: a bounded scan
+        found = (found + [e for e in page if e.id == job])[-limit:]
+        after = page[-1].stream_id
+    return found, "0-0" if after == "-" else after
+
+
 def _events(args: argparse.Namespace) -> int:
-    """Print the stream (the first ``--limit`` events per queue); with ``--follow`` go on
+    """Print the stream (the last ``--limit`` events per queue); with ``--follow`` go on
     printing every event appended after them, until interrupted. Without ``--queue``,
     queues that appear later are followed too, from their first event."""
     with _store(args) as store:
@@ -485,11 +499,9 @@ def _events(args: argparse.Namespace) -> int:
         # where each stream was read up to; "0-0" (from its start) for one with nothing yet
         streams: dict[str, str] = {}
         for q in queues:
-            streams[events_key(q)] = "0-0"
-            for e in store.events(q, "-", args.limit):
-                streams[events_key(q)] = e.stream_id
-                if args.job is None or e.id == args.job:
-                    _print(args, e, _event_line(e))
+            history, streams[events_key(q)] = _history(store, q, args.job, args.limit)
+            for e in history:
+                _print(args, e, _event_line(e))
         if not args.follow:
             return EXIT_OK
         sys.stdout.flush()
@@ -650,8 +662,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `jobvisor events --follow | head`: the reader has gone
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -21,12 +21,12 @@ __all__ = ["Deps", "TrioWallClock"]
 class TrioWallClock:
     """Epoch seconds that advance with trio's clock (so MockClock moves them too).
 
-    Anchored once to ``time.time()``; afterwards only ``trio.current_time()``
+    Anchored once (at first use) to ``time.time()``; afterwards only ``trio.current_time()``
     is read, so every timer, lease and timestamp of a daemon comes from trio.
     """
 
     def __init__(self, epoch: float | None = None) -> None:
-        self._epoch = time.time() if epoch is None else epoch
+        self._epoch = epoch
         self._base: float | None = None
 
     def __call__(self) -> float:
@@ -35,7 +35,12 @@ class TrioWallClock:
         except RuntimeError:  # outside trio (a sync caller): plain wall time
             return time.time()
         if self._base is None:
+            # anchored at first use, both readings together, so the clock does not lag behind
+            # wall time by however long ago it was created
             self._base = now
+            if self._epoch is None:
+                self._epoch = time.time()
+        assert self._epoch is not None
         return self._epoch + (now - self._base)
 
 

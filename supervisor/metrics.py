@@ -114,11 +114,12 @@ class Metrics:
         self.unfiled.labels(queue).set(waiting)
 
     def observe(self, replies: Sequence[Reply]) -> None:
-        """Count the job transitions in the store's replies: each fenced or operator trigger
-        by outcome, and the list answers' claims (queued → active) and wakes (scheduled → queued)."""
+        """Count the transitions in the store's replies, by machine, trigger and outcome: job
+        triggers (worker, operator, watchdog), phase, batch and webhook moves, and the list
+        answers' claims (queued → active) and wakes (scheduled → queued)."""
         for r in replies:
             if r.trigger:
-                self.transitions.labels("job", r.trigger, r.kind).inc()
+                self.transitions.labels(r.machine, r.trigger, r.kind).inc()
             elif r.kind == "claimed" and r.n:
                 self.transitions.labels("job", "claim", "moved").inc(r.n)
             elif r.kind == "woken" and r.n:

@@ -31,7 +31,7 @@ import pytest
 import redis
 
 from adapters.backend import open_backend
-from adapters.records import BatchSpec
+from adapters.records import BatchSpec, JobSpec
 from adapters.store import SyncStore
 from examples.app import app as example_app
 from supervisor.client import build_spec
@@ -580,6 +580,36 @@ def test_events_filters_by_job_and_by_queue(redis_url: str) -> None:
     assert [e["id"] for e in only_a] == [a]
     only_other = json_lines(jv("events", "--json", "--queue", "other", "--redis", redis_url))
     assert [(e["id"], e["queue"]) for e in only_other] == [(b, "other")]
+
+
+def test_events_prints_the_latest_limit_events_and_a_jobs_own_history(redis_url: str) -> None:
+    """History is the newest ``--limit`` events (oldest first), and ``--job`` finds a job's
+    events however far back they are."""
+    from supervisor import Client
+
+    with Client(redis_url, app=example_app) as client:
+        first = client.submit("echo")
+        later = [client.submit("echo") for _ in range(5)]
+    latest = json_lines(jv("events", "--json", "--limit", "3", "--redis", redis_url))
+    assert [e["id"] for e in latest] == later[-3:]
+    own = json_lines(jv("events", "--json", "--limit", "3", "--job", first, "--redis", redis_url))
+    assert [(e["id"], e["type"]) for e in own] == [(first, "job.submitted")]
+
+
+def test_events_piped_into_a_reader_that_quits_exits_quietly(redis_url: str) -> None:
+    from supervisor import Client
+
+    with Client(redis_url, app=example_app) as client:
+        client.store.submit_many([JobSpec(type="echo") for _ in range(2000)])  # more than a pipe holds
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "events", "--limit", "2000", "--redis", redis_url],
+        cwd=ROOT, env=cli_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    assert proc.wait(timeout=30) == 0
+    assert proc.stderr.read() == b""
 
 
 def test_events_follow_prints_new_events_until_sigint_then_exits_0(redis_url: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from adapters.backend import MemoryServers
-from adapters.records import JobSpec
+from adapters.records import BatchSpec, JobSpec
 from supervisor import App
 from supervisor.supervise import ChildSpec, SupervisorGaveUp
 
@@ -281,6 +281,14 @@ async def test_metrics_count_transitions_depths_durations_and_restarts(shared: S
     async def boom(ctx: Any) -> None:
         raise ValueError("no")
 
+    @app.handler("steps", phases=["one", "two"])
+    async def steps(ctx: Any) -> None:
+        async def nothing() -> None:
+            return None
+
+        await ctx.phase("one", nothing)
+        await ctx.phase("two", nothing)
+
     restarted = trio.Event()
     runs = []
 
@@ -300,7 +308,10 @@ async def test_metrics_count_transitions_depths_durations_and_restarts(shared: S
             echoes = [await daemon.store.submit(spec(app, "echo", input=i)) for i in range(3)]
             failing = await daemon.store.submit(spec(app, "boom"))
             waiting = await daemon.store.submit(spec(app, "echo", delay=600))
-            for job in (*echoes, failing):
+            phased = await daemon.store.submit(spec(app, "steps"))
+            batch = await daemon.store.create_batch(BatchSpec())
+            closed = await daemon.store.close_batch(batch.id)  # no members: closes, then settles at once
+            for job in (*echoes, failing, phased):
                 await watcher.until(ended(watcher, job.id))
             await restarted.wait()
             async with httpx.AsyncClient(base_url=base) as http:
@@ -310,14 +321,18 @@ async def test_metrics_count_transitions_depths_durations_and_restarts(shared: S
     assert metrics.status_code == 200
     page = samples(metrics.text)
     transitions = "jobvisor_transitions_total"
-    assert sample(page, transitions, machine="job", trigger="complete", outcome="moved") == 3
+    assert sample(page, transitions, machine="job", trigger="complete", outcome="moved") == 4
     assert sample(page, transitions, machine="job", trigger="fail", outcome="moved") == 2  # a retry, then failed
-    assert sample(page, transitions, machine="job", trigger="claim", outcome="moved") == 5  # 3 + 2 attempts
+    assert sample(page, transitions, machine="job", trigger="claim", outcome="moved") == 6  # 4 + 2 attempts
+    assert sample(page, transitions, machine="phase", trigger="start", outcome="moved") == 2
+    assert sample(page, transitions, machine="phase", trigger="complete", outcome="moved") == 2
+    assert (closed.machine, closed.to) == ("batch", "completed")
+    assert sample(page, transitions, machine="batch", trigger=closed.trigger, outcome="moved") == 1
     assert sample(page, transitions, machine="job", trigger="wake", outcome="moved") == 1  # the retry's
     assert sample(page, transitions, machine="job", trigger="cancel", outcome="moved") is None
     depth = {state: sample(page, "jobvisor_queue_depth", queue="default", state=state)
              for state in ("queued", "scheduled", "active", "validating", "finished", "outbox")}
-    assert depth == {"queued": 0, "scheduled": 1, "active": 0, "validating": 0, "finished": 4, "outbox": 0}
+    assert depth == {"queued": 0, "scheduled": 1, "active": 0, "validating": 0, "finished": 5, "outbox": 0}
     durations = "jobvisor_handler_duration_seconds_count"
     assert (sample(page, durations, type="echo"), sample(page, durations, type="boom")) == (3, 2)
     assert sample(page, "jobvisor_handler_duration_seconds_bucket", type="echo", le="+Inf") == 3

@@ -412,7 +412,8 @@ function OP.phase(x)
       redis.call('HSET', jkey(x.id), unpack(set))
       event('phase.' .. x.trigger, x.id, {'phase', x.name, 'from', from, 'to', o.to,
         'attempt', j.attempts})
-      return {kind = 'moved', id = x.id, phase = x.name, from = from, to = o.to}
+      return {kind = 'moved', machine = 'phase', trigger = x.trigger, id = x.id, phase = x.name,
+        from = from, to = o.to}
     end
   end
   return {kind = 'rejected', error = 'job ' .. x.id .. ' has no phase ' .. x.name}
@@ -644,7 +645,8 @@ local function batch_move(b, trigger, facts, fields)
   if notify ~= '' then batch_notify(b, notify, 0) end
   event(notify ~= '' and notify or ('batch.' .. trigger), b.id, {'from', from, 'to', o.to,
     'reason', b.reason, 'completed', b.completed, 'failed', b.failed, 'cancelled', b.cancelled})
-  return {kind = 'moved', id = b.id, from = from, to = o.to, state = o.to}
+  return {kind = 'moved', machine = 'batch', trigger = trigger, id = b.id, from = from, to = o.to,
+    state = o.to}
 end
 
 -- The one guarded finalize every trigger funnels into (the threshold, every member terminal,
@@ -867,7 +869,7 @@ local function delivery_move(d, trigger, facts, set, score)
   end
   event('webhook.' .. trigger, d.object, {'delivery', d.id, 'from', from, 'to', o.to,
     'attempt', d.attempts, 'event', d.event, 'status', d.last_status, 'error', d.last_error})
-  return {kind = 'moved', id = d.id, from = from, to = o.to}
+  return {kind = 'moved', machine = 'webhook', trigger = trigger, id = d.id, from = from, to = o.to}
 end
 
 -- Take due deliveries: pending or retry_wait ones are sent; a `sending` one whose send lease
