@@ -59,7 +59,7 @@ def spec(app: App, type_: str, **extra: Any) -> JobSpec:
 
 def ended(watcher: Watcher, job_id: str) -> Any:
     """A condition for ``watcher.until``: the reply that moved ``job_id`` to a terminal state."""
-    return lambda: next((r for r in watcher.replies if r.id == job_id and r.trigger and r.to in TERMINAL), None)
+    return lambda: next((r for r in watcher.replies if r.id == job_id and r.machine == "job" and r.trigger and r.to in TERMINAL), None)
 
 
 async def terminal_events(daemon: Any, job_id: str, queue: str = "default") -> list[str]:

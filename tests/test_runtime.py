@@ -25,7 +25,7 @@ def _spec(type_: str, app: App, **extra: Any) -> JobSpec:
 
 
 def _ended(watcher: Any, job_id: str) -> Any:
-    return lambda: next((r for r in watcher.replies if r.id == job_id and r.trigger and r.to in TERMINAL), None)
+    return lambda: next((r for r in watcher.replies if r.id == job_id and r.machine == "job" and r.trigger and r.to in TERMINAL), None)
 
 
 async def test_retries_back_off_and_stop_at_max_retries(autojump_clock: trio.testing.MockClock) -> None:
@@ -125,7 +125,7 @@ async def test_retry_from_start_runs_every_phase_again(autojump_clock: trio.test
         mark = len(watcher.replies)
         reply = await daemon.store.retry(job.id, from_start=True)
         assert reply.to == "queued"
-        await watcher.until(lambda: any(r.id == job.id and r.trigger and r.to in TERMINAL for r in watcher.replies[mark:]))
+        await watcher.until(lambda: any(r.id == job.id and r.machine == "job" and r.trigger and r.to in TERMINAL for r in watcher.replies[mark:]))
         view = await daemon.store.get_job(job.id)
     assert view.state == "completed"
     assert runs == {"a": 2, "b": 2}

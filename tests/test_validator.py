@@ -25,7 +25,7 @@ def _spec(app: App, type_: str, **extra: Any) -> JobSpec:
 
 
 def _ended(watcher: Watcher, job_id: str, after: int = 0) -> Any:
-    return lambda: next((r for r in watcher.replies[after:] if r.id == job_id and r.trigger and r.to in TERMINAL),
+    return lambda: next((r for r in watcher.replies[after:] if r.id == job_id and r.machine == "job" and r.trigger and r.to in TERMINAL),
                         None)
 
 
