@@ -437,12 +437,15 @@ def commands_processed(url: str) -> dict[str, int]:
 
 
 async def test_an_idle_daemon_costs_redis_a_few_commands_per_interval(private_redis: RedisServer) -> None:
-    """One queue, idle_poll 1 s, watchdog 1 s: each second the scheduler, the claim loop and the
-    watchdog make one FCALL each (a couple of reads inside); nothing else runs while idle."""
+    """One queue, every polling interval 1 s: each second the scheduler, the claim loop, the
+    watchdog (its queue and the daemon registry), the validator and the batch monitor make one
+    FCALL each (a couple of reads inside); the webhook deliverer (no secret here) and the
+    evaluator and retention (minutes apart) make none. Nothing spins while idle."""
     app = echo_app()
     window, interval = 2.0, 1.0
+    pollers = 6  # scheduler, claim loop, watchdog x2, validator, batch monitor
     async with running_daemon(app, redis=private_redis.url, idle_poll=interval,
-                              watchdog_interval=interval) as (daemon, _):
+                              watchdog_interval=interval, batch_interval=interval) as (daemon, _):
         before = await trio.to_thread.run_sync(commands_processed, private_redis.url)
         await trio.sleep(window)  # the measured window itself, not a wait for anything
         after = await trio.to_thread.run_sync(commands_processed, private_redis.url)
@@ -450,6 +453,6 @@ async def test_an_idle_daemon_costs_redis_a_few_commands_per_interval(private_re
     spent["info"] -= 1  # the second INFO counted itself
     spent = {name: n for name, n in spent.items() if n}
     ticks = window / interval + 1  # a tick at each end of the window at most
-    assert spent.get("fcall", 0) <= 3 * ticks, spent
-    assert sum(spent.values()) < 30, spent
-    assert set(spent) <= {"fcall", "zpopmin", "zrangebyscore", "zrange", "hello", "ping"}, spent
+    assert spent.get("fcall", 0) <= pollers * ticks, spent
+    assert sum(spent.values()) < 60, spent
+    assert set(spent) <= {"fcall", "zpopmin", "zrangebyscore", "zrange", "zcard", "hello", "ping"}, spent
