@@ -188,9 +188,14 @@ class WorkerPool:
                 for queue in self.deps.queues:
                     if self.free <= 0:
                         break
-                    jobs = await self.deps.store.claim(
-                        queue, self.config.worker_id, n=self.free, lease=self.config.lease
-                    )
+                    # Shielded: a claim that reached Redis has leased its jobs, so its answer
+                    # must not be dropped by a shutdown cancelling this loop; the jobs start,
+                    # and the shutdown's grace-then-release path hands them back.
+                    with trio.CancelScope(shield=True) as shield:
+                        shield.deadline = trio.current_time() + self.config.lease
+                        jobs = await self.deps.store.claim(
+                            queue, self.config.worker_id, n=self.free, lease=self.config.lease
+                        )
                     for job in jobs:
                         self._start(handlers, queue, job)
                     claimed += len(jobs)
@@ -242,7 +247,16 @@ class WorkerPool:
             self._handlers_live += 1
             self.host.start_soon(self._handle, running, spec.fn, context)
             with running.wait:
-                await running.done.wait()
+                try:
+                    await running.done.wait()
+                except trio.Cancelled:
+                    # The pool itself is torn down (the daemon gave up, or its shutdown ran out
+                    # of time): hand the job back now rather than leave it to lease expiry.
+                    running.stop("shutdown")
+                    phase = running.context.current_phase if running.context else None
+                    await self._report(running, "release", error={
+                        "type": "Interrupted", "message": "daemon stopping", "phase": phase})
+                    raise
             if not running.done.is_set():
                 outcome = self._abandon(running, timeout)
             elif running.scope.cancelled_caught:

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import trio
 
-from adapters.backend import MemoryServers
+from adapters.backend import MemoryServers, open_backend
 from adapters.records import BatchSpec, JobSpec
+from adapters.store import DirectExecutor, Store
 from supervisor import App
 from supervisor.supervise import ChildSpec, SupervisorGaveUp
 
@@ -41,6 +42,10 @@ class Shared:
 
     def daemon(self, app: App, **settings: Any) -> Any:
         return running_daemon(app, redis=self.url, memory=self.memory, **{**FAST, **settings})
+
+    def store(self) -> Store:
+        """A plain store on the same data, with no daemon behind it (so nothing claims)."""
+        return Store(DirectExecutor(open_backend(self.url, memory=self.memory)))
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -147,6 +152,72 @@ async def test_an_actor_crashing_past_the_intensity_stops_the_daemon_with_superv
     assert len(starts) == 3
     # two restarts, each after its backoff (0.1 s, then doubled)
     assert starts[1] - starts[0] >= 0.1 and starts[2] - starts[1] >= 0.2
+
+
+async def test_a_daemon_that_gives_up_hands_its_running_jobs_back(shared: Shared) -> None:
+    """SPEC: a shutdown that times out or fails must not skip cleanup. The daemon gives up
+    (an actor crashes past the intensity) while a handler runs: the job is released, the
+    attempt records the interruption and the phase, and it does not sit ``active`` until its
+    lease runs out."""
+    app = App()
+    inside = trio.Event()
+    crash = trio.Event()
+
+    @app.handler("steps", phases=["one", "two"], max_retries=3)
+    async def steps(ctx: Any) -> None:
+        async def forever() -> None:
+            inside.set()
+            await trio.sleep_forever()
+
+        await ctx.phase("one", forever)
+
+    async def doomed(stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await crash.wait()
+        raise RuntimeError("down for good")
+
+    job_id = ""
+    with trio.fail_after(20), pytest.RaisesGroup(pytest.RaisesExc(SupervisorGaveUp), flatten_subgroups=True):
+        async with shared.daemon(app, restart_intensity=0, lease=30,
+                                 extra_children=[ChildSpec("doomed", doomed)]) as (daemon, watcher):
+            job_id = (await daemon.store.submit(spec(app, "steps"))).id
+            await inside.wait()
+            crash.set()
+            await trio.sleep_forever()  # ended by the daemon giving up
+    view = await shared.store().get_job(job_id)
+    assert view.state == "queued", view.state
+    [attempt] = view.attempt_records
+    assert (attempt.outcome, attempt.interrupted_phase) == ("interrupted", "one")
+
+
+async def test_a_shutdown_landing_during_a_claim_never_strands_the_claimed_jobs(shared: Shared) -> None:
+    """The claim loop is cancelled by a shutdown while its claim is on the way: the jobs that
+    claim leased are run and handed back like any other, never left ``active`` and unowned."""
+    app = App()
+
+    @app.handler("nap", max_retries=0)
+    async def nap(ctx: Any) -> None:
+        await trio.sleep_forever()
+
+    with trio.fail_after(20):
+        async with shared.daemon(app, grace=0.2, lease=30) as (daemon, watcher):
+            real_claim = daemon.store.claim
+
+            async def claim_as_the_shutdown_lands(*args: Any, **kwargs: Any) -> Any:
+                leased = await real_claim(*args, **kwargs)  # Redis has leased the jobs ...
+                daemon.shutdown.set()
+                await trio.sleep(0.05)  # ... and the shutdown cancels the loop before it hears so
+                return leased
+
+            daemon.store.claim = claim_as_the_shutdown_lands  # type: ignore[method-assign]
+            replies = await shared.store().submit_many([spec(app, "nap") for _ in range(3)])
+            jobs = [r.id for r in replies]
+            daemon.pool.deps.hub.work_available()
+            await daemon.shutdown.wait()
+    views = [await shared.store().get_job(j) for j in jobs]
+    assert [v.state for v in views] == ["queued"] * 3  # none stranded active
+    claimed = [v for v in views if v.attempts]
+    assert claimed and all(v.attempt_records[0].outcome == "interrupted" for v in claimed)
 
 
 # -- 2. cancel across daemons -----------------------------------------------------------------------
