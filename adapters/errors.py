@@ -83,15 +83,25 @@ class HttpUnreachable(HttpFailure):
 
 
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (errors and logs never show secrets)."""
-    from urllib.parse import urlsplit, urlunsplit
+    """``url`` with every secret in it replaced by ``***``: the password of its user part and
+    any ``password`` (or ``*secret*``/``*token*``) query parameter. A URL that does not parse
+    is shown as its scheme only, never as given (errors and logs never show secrets)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
+        password = parts.password
+        port = parts.port  # noqa: F841 - raises ValueError for a bad port, like a bad netloc
     except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        return f"{scheme}://***" if scheme.isalnum() else "***"
+    if password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if parts.query:
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        secret = ("password", "secret", "token")
+        if any(any(word in key.lower() for word in secret) for key, _ in query):
+            parts = parts._replace(query=urlencode(
+                [(k, "***" if any(w in k.lower() for w in secret) else v) for k, v in query], safe="*"))
+    return urlunsplit(parts)

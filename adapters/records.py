@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta, Struct
 
-from .errors import BadInput
+from .errors import BadInput, redact
 from .keys import QUEUE_NAME
 
 __all__ = [
@@ -110,7 +110,7 @@ def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None)
     if len(url) > MAX_URL_LENGTH:
         raise ValueError(f"{field}: URL is {len(url)} characters, over the limit of {MAX_URL_LENGTH}")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ValueError(f"{field}: {url!r} contains whitespace or control characters")
+        raise ValueError(f"{field}: {redact(url)!r} contains whitespace or control characters")
     concrete = url
     for placeholder in URL_PLACEHOLDERS:
         concrete = concrete.replace(placeholder, "x")
@@ -119,11 +119,11 @@ def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValueError(f"{field}: {url!r} is not a valid URL ({exc})") from None
+        raise ValueError(f"{field}: {redact(url)!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{field}: {url!r} must use http or https")
+        raise ValueError(f"{field}: {redact(url)!r} must use http or https")
     if not host:
-        raise ValueError(f"{field}: {url!r} has no host")
+        raise ValueError(f"{field}: {redact(url)!r} has no host")
     if allowed_hosts is not None and not host_allowed(host, allowed_hosts):
         raise ValueError(f"{field}: host {host!r} is not in the allowed hosts")
     return url

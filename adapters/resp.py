@@ -18,6 +18,7 @@ a restart does not fail just because its connection is an old one.
 from __future__ import annotations
 
 import select
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,22 @@ from .errors import StoreUnavailable, redact
 __all__ = ["TrioConnection"]
 
 _READ_SIZE = 1 << 16
+
+
+def _tls_context(params: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings of a ``rediss://`` URL, as redis-py reads them: ``ssl_ca_certs``,
+    ``ssl_certfile``/``ssl_keyfile`` (client certificate), ``ssl_cert_reqs=none|optional``."""
+    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+    if params.get("ssl_certfile"):
+        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
+    required = str(params.get("ssl_cert_reqs", "required")).lower()
+    if required in ("none", "cert_none"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif required in ("optional", "cert_optional"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 class TrioConnection:
@@ -51,9 +68,14 @@ class TrioConnection:
                 if "path" in p:
                     stream: trio.abc.Stream = await trio.open_unix_socket(p["path"])
                 else:
-                    stream = await trio.open_tcp_stream(p.get("host", "localhost"), p.get("port", 6379))
-        except (OSError, trio.TooSlowError) as exc:
-            raise StoreUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+                    host = p.get("host", "localhost")
+                    stream = await trio.open_tcp_stream(host, p.get("port", 6379))
+                    if p.get("connection_class") is redis.connection.SSLConnection:  # rediss://
+                        stream = trio.SSLStream(stream, _tls_context(p), server_hostname=host)
+                        await stream.do_handshake()
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            # a TLS failure (say, an unverifiable certificate) is the BrokenResourceError's cause
+            raise StoreUnavailable(self.url, str(exc) or str(exc.__cause__ or "") or type(exc).__name__) from exc
         self._stream = stream
         self._reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
         hello: list[Any] = ["HELLO", 3]
@@ -70,8 +92,10 @@ class TrioConnection:
     def close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            # A plain socket close needs no await (trio's aclose would be a checkpoint).
-            socket = getattr(stream, "socket", None)
+            # A plain socket close needs no await (trio's aclose would be a checkpoint); under
+            # TLS, the socket is the transport's (no close_notify: the connection is dropped).
+            transport = getattr(stream, "transport_stream", stream)
+            socket = getattr(transport, "socket", None)
             if socket is not None:
                 socket.close()
 

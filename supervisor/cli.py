@@ -513,7 +513,8 @@ def _events(args: argparse.Namespace) -> int:
             if not streams:
                 time.sleep(1.0)  # no queue exists yet: nothing to block on
                 continue
-            for key, rows in client.xread(streams, block=1000, count=100) or []:
+            answer = store.backend._guard(lambda: client.xread(streams, block=1000, count=100))
+            for key, rows in answer or []:
                 key = key.decode() if isinstance(key, bytes) else key
                 queue = key.split("{", 1)[1].split("}", 1)[0]
                 for row in rows:
@@ -573,6 +574,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for category in Category:
         print(f"{category.value:<12}{'(all)':<22}{categories[category.value]:>8}")
     print(f"{'unfiled':<12}{'(waiting)':<22}{unfiled:>8}")
+    return EXIT_OK
 
 
 def _ago(now: float, ts: float | None) -> str:

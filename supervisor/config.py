@@ -69,7 +69,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from adapters.errors import BadInput
+from adapters.errors import BadInput, redact
 from adapters.keys import QUEUE_NAME
 from adapters.sanitize import Sanitizer
 from adapters.records import check_url
@@ -78,6 +78,9 @@ from adapters.webhooks import check_secret
 __all__ = ["DaemonConfig", "load_config", "ENV_PREFIX"]
 
 ENV_PREFIX = "JOBVISOR_"
+
+HOST_ENTRY = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$"
+"""An allowed host: a host name, ``*.domain`` (any host below it), or an IP address."""
 
 Seconds = Annotated[float, Meta(gt=0, le=86400)]
 Retention = Annotated[float, Meta(gt=0, le=3650 * 86400)]
@@ -129,6 +132,9 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     allowed_hosts: tuple[Annotated[str, Meta(min_length=1, max_length=253)], ...] | None = None
 
     def __post_init__(self) -> None:
+        for entry in self.allowed_hosts or ():
+            if not re.match(HOST_ENTRY, entry):
+                raise ValueError(f"allowed_hosts: {redact(entry)!r} is not a host name, *.domain or IP address")
         hosts = self.allowed_set
         if self.webhook_url is not None:
             check_url(self.webhook_url, "webhook_url", hosts)

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -37,10 +38,11 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One ``redis-server`` process the tests own."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
+    def __init__(self, directory: Path, *, appendonly: bool = True, extra_args: Sequence[str] = ()) -> None:
         self.directory = directory
         self.port = free_port()
         self.appendonly = appendonly
+        self.extra_args = list(extra_args)  # e.g. a --tls-port and its certificates
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,6 +62,7 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--logfile", str(self.directory / "redis.log"),
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

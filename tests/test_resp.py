@@ -7,6 +7,7 @@ and turn a server that is gone or silent into one clear error naming the URL.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import trio
 from adapters.backend import open_backend
 from adapters.errors import StoreError, StoreUnavailable
 from adapters.notify import listen
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 
 def _seed(client: redis.Redis) -> None:
@@ -194,3 +195,64 @@ async def test_listen_refused_by_an_acl_is_an_error_not_a_retry(redis_url: str) 
             await listen(backend, ["jv:{q}:wake"], lambda channel, data: None)
     finally:
         admin.execute_command("ACL", "DELUSER", "nosub")
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, int, Path]]:
+    """A redis-server that also speaks TLS, with a certificate from a throwaway CA."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    tls_port = free_port()
+    server = RedisServer(tmp_path / "data", appendonly=False, extra_args=[
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
+        "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no"])
+    server.start()
+    try:
+        yield server, tls_port, ca_file
+    finally:
+        server.stop()
+
+
+async def test_rediss_urls_speak_tls_with_the_urls_ca(tls_redis: tuple[RedisServer, int, Path]) -> None:
+    server, port, ca_file = tls_redis
+    verified = open_backend(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}").connection()
+    try:
+        assert await verified.pipeline([("SET", "k", "over tls"), ("GET", "k")]) == [True, b"over tls"]
+    finally:
+        verified.close()
+    # the system's CAs do not know this server's certificate: one clear error, no plain-text fallback
+    unverified = open_backend(f"rediss://127.0.0.1:{port}/0").connection()
+    with pytest.raises(StoreUnavailable, match="certificate verify failed"):
+        await unverified.pipeline([("PING",)])
+
+
+async def test_a_daemon_runs_jobs_over_tls(tls_redis: tuple[RedisServer, int, Path]) -> None:
+    """The store actor and the pub/sub listener both connect over TLS (rediss://)."""
+    from adapters.records import JobSpec
+    from adapters.store import SyncStore
+    from supervisor import App
+
+    from .harness import running_daemon
+
+    server, port, ca_file = tls_redis
+    app = App()
+
+    @app.handler("echo", max_retries=0)
+    async def echo(ctx: object) -> object:
+        return getattr(ctx, "input")
+
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}"
+    with trio.fail_after(20):
+        async with running_daemon(app, redis=url, idle_poll=5.0) as (daemon, watcher):
+            # submitted by another client (the synchronous one, over TLS too): only the listener's
+            # wake message, over TLS, brings it to the daemon before the 5 s idle poll
+            job = SyncStore(open_backend(url)).submit(JobSpec(type="echo", input={"x": 1}, max_retries=0))
+            await watcher.until(lambda: any(r.id == job.id and r.to == "completed" for r in watcher.replies),
+                                timeout=4.0)
+            assert (await daemon.store.get_job(job.id)).result == {"x": 1}
