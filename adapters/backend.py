@@ -2,8 +2,9 @@
 
 Both are a redis-py client object; only the URL differs:
 
-* ``redis://host:port/db`` (or ``rediss://``, ``unix://``): redis-py against
-  redis-server. It blocks, so the store actor calls it in a worker thread.
+* ``redis://host:port/db`` (or ``rediss://``, ``unix://``): redis-server. The
+  synchronous store and the CLI use redis-py; the daemon's store actor and its
+  pub/sub listener use trio-native connections (:mod:`adapters.resp`).
 * ``memory://`` or ``memory://<name>``: fakeredis with lupa running the very
   same scripts, in process. It is called inline (no thread), which is what
   makes actor tests under ``trio.testing.MockClock`` deterministic.

@@ -112,6 +112,10 @@ def _b2s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+MAX_BATCH_ADD = 1000
+"""Jobs one ``add_to_batch`` call may add: the call is one script, and a script holds Redis."""
+
+
 class Store:
     """jobvisor's store API over an executor (see the module docstring)."""
 
@@ -432,6 +436,9 @@ class Store:
         expected total would result; :class:`NotFound` for an unknown batch or job.
         """
         queue = self._queue_of(batch_id)
+        if len(job_ids) > MAX_BATCH_ADD:
+            raise BadInput(f"job_ids: {len(job_ids)} jobs in one add; at most {MAX_BATCH_ADD} per call "
+                           "(one call is one atomic step that holds Redis)")
         for job_id in job_ids:
             if self._queue_of(job_id) != queue:
                 raise BadInput(f"jobs: {job_id} is not in the batch's queue {queue!r}")

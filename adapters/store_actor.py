@@ -17,7 +17,7 @@ connection (:mod:`adapters.resp`), so no thread sits between trio and Redis.
 Redis away: the batch's callers get :class:`StoreUnavailable` naming the
 URL; for a backoff window (doubling up to ``max_backoff``) new requests fail
 at once with the same error; the first request after the window probes
-again, and redis-py reconnects. Nothing is re-sent by the actor.
+again, and its connection reconnects. Nothing is re-sent by the actor.
 """
 
 from __future__ import annotations

@@ -95,6 +95,7 @@ async def run_daemon(
     memory: MemoryServers | None = None,
     shutdown: trio.Event | None = None,
     handle_signals: bool = True,
+    publish_types: bool = True,
     clock: TrioWallClock | None = None,
     extra_children: tuple[ChildSpec, ...] = (),
     on_stuck: Callable[[BaseException | None], None] | None = None,
@@ -107,6 +108,8 @@ async def run_daemon(
     (inside an exception group) when an actor keeps crashing. ``on_stuck``
     is called with the error the daemon is ending with (or ``None``) when
     abandoned handlers are still blocked once everything else is done.
+    ``publish_types=False`` keeps the app's job types out of the shared type
+    registry (``jv:types``, which ``jobvisor submit`` reads), as the demo does.
     """
     shutdown = shutdown or trio.Event()
     check_validator_urls(app, config)
@@ -127,7 +130,8 @@ async def run_daemon(
         pool = WorkerPool(deps, host)
         ending: BaseException | None = None
         try:
-            await _run(deps, pool, backend, actor, shutdown, handle_signals, extra_children, task_status)
+            await _run(deps, pool, backend, actor, shutdown, handle_signals, publish_types, extra_children,
+                       task_status)
         except BaseException as exc:
             ending = exc
             raise
@@ -145,7 +149,8 @@ async def run_daemon(
 
 async def _run(
     deps: Deps, pool: WorkerPool, backend: Backend, actor: StoreActor, shutdown: trio.Event,
-    handle_signals: bool, extra_children: tuple[ChildSpec, ...], task_status: trio.TaskStatus[Daemon],
+    handle_signals: bool, publish_types: bool, extra_children: tuple[ChildSpec, ...],
+    task_status: trio.TaskStatus[Daemon],
 ) -> None:
     config, store, metrics = deps.config, deps.store, deps.metrics
     registration = Registration(deps, pool.slots)
@@ -184,7 +189,8 @@ async def _run(
                 async with trio.open_nursery() as inner:
                     if handle_signals:
                         inner.start_soon(_watch_signals, shutdown, pool.skip_grace)
-                    await store.register_types({t: h.describe() for t, h in deps.app.handlers.items()})
+                    if publish_types:  # what `jobvisor submit` reads to fill in a type's defaults
+                        await store.register_types({t: h.describe() for t, h in deps.app.handlers.items()})
                     await inner.start(supervisor.run)
                     task_status.started(
                         Daemon(deps, pool, supervisor, actor, backend, shutdown,

@@ -18,7 +18,9 @@ finalize triggers all fire (threshold at the 8th, all members terminal, the batc
 sweeps, and an operator's explicit finalize): one ``batch.completed`` all the same.
 
 It ends with a table of every job and the counts that prove the guarantees; ``--json``
-prints them instead. The exit code is 0 when every guarantee held and every job ended in
+prints them instead. With ``--redis`` it uses queues of its own (``demo-<tag>``) and does not
+publish its job types; its three daemons (``demo-<tag>-A/B/C``) stay in the daemon registry
+as stopped or lost, like any daemon that ran there. The exit code is 0 when every guarantee held and every job ended in
 its expected state.
 """
 
@@ -310,8 +312,8 @@ async def run_demo(redis: str | None = None, *, live: bool = False, timeout: flo
         async with trio.open_nursery() as nursery:
             # daemon A: the main queue
             a: Daemon = await nursery.start(partial(
-                run_daemon, _settings(url, "demo-A", [main_q], secret, receiver.server.url + "/hooks"), app,
-                memory=memory, handle_signals=False))
+                run_daemon, _settings(url, f"demo-{tag}-A", [main_q], secret, receiver.server.url + "/hooks"), app,
+                memory=memory, handle_signals=False, publish_types=False))
             store: Store = a.store
             client = AsyncClient(store, app=app)
 
@@ -345,8 +347,9 @@ async def run_demo(redis: str | None = None, *, live: bool = False, timeout: flo
 
             async def daemon_b(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 with b_scope:
-                    await run_daemon(_settings(url, "demo-B", [fragile_q], secret, receiver.server.url + "/hooks"),
-                                     app, memory=memory, handle_signals=False, task_status=task_status)
+                    await run_daemon(_settings(url, f"demo-{tag}-B", [fragile_q], secret, receiver.server.url + "/hooks"),
+                                     app, memory=memory, handle_signals=False, publish_types=False,
+                                     task_status=task_status)
 
             await nursery.start(daemon_b)
             lost = await submit("worker lost, recovered by status query", "transcode", "completed",
@@ -362,8 +365,8 @@ async def run_demo(redis: str | None = None, *, live: bool = False, timeout: flo
 
             # daemon C replaces it; its watchdog asks the service instead of re-running the handler
             await nursery.start(partial(
-                run_daemon, _settings(url, "demo-C", [fragile_q], secret, receiver.server.url + "/hooks"), app,
-                memory=memory, handle_signals=False))
+                run_daemon, _settings(url, f"demo-{tag}-C", [fragile_q], secret, receiver.server.url + "/hooks"), app,
+                memory=memory, handle_signals=False, publish_types=False))
 
             view.phase = "running"
             for i in range(12):

@@ -368,6 +368,20 @@ def test_more_members_than_expected_are_refused_and_nothing_written(
     assert sync_store.get_batch(b).members == 2
 
 
+def test_adding_more_than_a_thousand_jobs_in_one_call_is_refused_and_nothing_written(
+    target: Target, sync_store: SyncStore
+) -> None:
+    """One add is one atomic script; an unbounded one would hold Redis for everyone."""
+    raw = target.raw()
+    b = sync_store.create_batch(BatchSpec()).id
+    jobs = [r.id for r in sync_store.submit_many([JobSpec(type="m") for _ in range(1001)])]
+    before = snapshot(raw)
+    with pytest.raises(BadInput, match="^job_ids: 1001 jobs in one add; at most 1000 per call"):
+        sync_store.add_to_batch(b, jobs)
+    assert snapshot(raw) == before
+    assert sync_store.add_to_batch(b, jobs[:1000]).added == 1000
+
+
 # -- every trigger at once ---------------------------------------------------------------------------------
 
 ROUNDS = 25

@@ -77,12 +77,14 @@ def test_the_demo_on_the_embedded_store(tmp_path: Path) -> None:
 def test_the_demo_on_a_real_redis_server_touches_only_its_own_queues(redis_url: str, tmp_path: Path) -> None:
     client = redis.Redis.from_url(redis_url)
     client.set("someone-elses-key", "untouched")
+    client.hset("jv:types", "report", '{"queue": "prod"}')  # a production daemon's published type
     result = demo("--redis", redis_url, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["store"] == "redis-server"
     check_figures(figures)
     assert client.get("someone-elses-key") == b"untouched"
+    assert client.hgetall("jv:types") == {b"report": b'{"queue": "prod"}'}  # not republished
     queues = {q.decode() for q in client.smembers("jv:queues")}
     assert queues and all(q.startswith("demo-") for q in queues)
 
