@@ -14,12 +14,20 @@ item is still given back or recorded.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
+from adapters.errors import StoreUnavailable
+
+from .hub import wait_any
+
 __all__ = ["InFlight"]
+
+log = logging.getLogger("jobvisor.inflight")
 
 
 class InFlight:
@@ -63,6 +71,35 @@ class InFlight:
             self._freed = trio.Event()
             if not self.scopes:
                 self._idle.set()
+
+    async def serve(
+        self, stop: trio.Event, nursery: trio.Nursery, *, queues: Sequence[str],
+        take: Callable[[str, int], Awaitable[Any]], run: Callable[..., Awaitable[Any]],
+        woke: Callable[[], trio.Event], clock: Callable[[], float], idle_poll: float, label: str,
+    ) -> None:
+        """Until ``stop``: take due items of every queue into the free slots and run each as
+        ``run(scope, queue, item)``; then sleep until the earliest next due item, a nudge
+        (``woke()``'s event), a freed slot, or ``idle_poll`` at most. ``take(queue, n)``
+        answers the items (each with an ``id``) and ``next_due`` (epoch seconds or None)."""
+        while not stop.is_set():
+            woken = woke()
+            freed = self.freed_event()
+            next_due = math.inf
+            try:
+                for queue in queues:
+                    if self.free <= 0:
+                        break
+                    due = await take(queue, self.free)
+                    for item in due.items:
+                        if item.id not in self:
+                            self.start(nursery, item.id, run, queue, item)
+                    if due.next_due is not None:
+                        next_due = min(next_due, due.next_due)
+            except StoreUnavailable as exc:
+                log.warning("%s: %s", label, exc)
+            wait = next_due - clock()
+            wait = idle_poll if wait <= 0 else min(idle_poll, wait)
+            await wait_any(stop, wait, woken, freed)
 
     async def drain(self, grace: float, *, after_cancel: float = 5.0) -> None:
         """Wait up to ``grace`` for everything under way, then cancel what is left and wait

@@ -30,7 +30,6 @@ job is taken again.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -45,7 +44,6 @@ from adapters.records import ValidationTask, check_url, host_allowed
 from .app import App, HttpValidator, ValidationResult
 from .config import DaemonConfig
 from .deps import Deps
-from .hub import wait_any
 from .inflight import InFlight
 
 __all__ = ["Validator", "judge", "fill_url", "check_validator_urls"]
@@ -112,31 +110,16 @@ class Validator:
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as checks:
             task_status.started()
-            while not stop.is_set():
-                woke = self.deps.hub.validating_event()
-                freed = self.in_flight.freed_event()
-                next_due = math.inf
-                try:
-                    for queue in self.deps.queues:
-                        if self.in_flight.free <= 0:
-                            break
-                        due = await self.deps.store.validations_due(
-                            queue, self.types, n=self.in_flight.free, lease=self.config.validation_lease)
-                        for task in due.items:
-                            if task.id not in self.in_flight:
-                                self.in_flight.start(checks, task.id, self._check, task)
-                        if due.next_due is not None:
-                            next_due = min(next_due, due.next_due)
-                except StoreUnavailable as exc:
-                    log.warning("validator: %s", exc)
-                wait = next_due - self.deps.clock()
-                wait = self.config.idle_poll if wait <= 0 else min(self.config.idle_poll, wait)
-                await wait_any(stop, wait, woke, freed)
+            await self.in_flight.serve(
+                stop, checks, queues=self.deps.queues, run=self._check, woke=self.deps.hub.validating_event,
+                take=lambda queue, n: self.deps.store.validations_due(
+                    queue, self.types, n=n, lease=self.config.validation_lease),
+                clock=self.deps.clock, idle_poll=self.config.idle_poll, label="validator")
             await self.in_flight.drain(0.0)  # a check is a read: give it back now, redo it later
 
     # -- one check -------------------------------------------------------------------------
 
-    async def _check(self, scope: trio.CancelScope, task: ValidationTask) -> None:
+    async def _check(self, scope: trio.CancelScope, queue: str, task: ValidationTask) -> None:
         verdict: ValidationResult | None = None
         with scope:
             verdict = await self._verdict(task)

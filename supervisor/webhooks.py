@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 from urllib.parse import urlsplit
 
@@ -41,7 +40,6 @@ from adapters.records import Delivery, host_allowed
 from adapters.webhooks import WebhookSigner, event_body
 
 from .deps import Deps
-from .hub import wait_any
 from .inflight import InFlight
 
 __all__ = ["Deliverer", "classify", "backoff_delay"]
@@ -102,27 +100,11 @@ class Deliverer:
             return
         async with trio.open_nursery() as sends:
             task_status.started()
-            while not stop.is_set():
-                nudged = self.deps.hub.outbox_event()
-                freed = self.in_flight.freed_event()
-                next_due = math.inf
-                try:
-                    for queue in self.deps.queues:
-                        if self.in_flight.free <= 0:
-                            break
-                        due = await self.deps.store.outbox_due(
-                            queue, n=self.in_flight.free, lease=self.config.webhook_lease,
-                            max_attempts=self.config.webhook_attempts)
-                        for delivery in due.items:
-                            if delivery.id not in self.in_flight:
-                                self.in_flight.start(sends, delivery.id, self._send, queue, delivery)
-                        if due.next_due is not None:
-                            next_due = min(next_due, due.next_due)
-                except StoreUnavailable as exc:
-                    log.warning("webhooks: %s", exc)
-                wait = next_due - self.deps.clock()
-                wait = self.config.idle_poll if wait <= 0 else min(self.config.idle_poll, wait)
-                await wait_any(stop, wait, nudged, freed)
+            await self.in_flight.serve(
+                stop, sends, queues=self.deps.queues, run=self._send, woke=self.deps.hub.outbox_event,
+                take=lambda queue, n: self.deps.store.outbox_due(
+                    queue, n=n, lease=self.config.webhook_lease, max_attempts=self.config.webhook_attempts),
+                clock=self.deps.clock, idle_poll=self.config.idle_poll, label="webhooks")
             await self.in_flight.drain(self.config.grace)
 
     # -- one attempt -----------------------------------------------------------------------
