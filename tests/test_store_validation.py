@@ -42,6 +42,20 @@ def validating_job(s: SyncStore, *, type_: str = "report", notify: bool = True, 
     return job
 
 
+def test_a_backlog_of_other_types_never_starves_the_checks_a_daemon_can_do(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    s = sync_store
+    backlog = [validating_job(s, type_="elsewhere") for _ in range(200)]  # their daemon is down
+    clock.advance(1)
+    mine = validating_job(s, type_="report")  # due after all of them
+    due = s.validations_due(Q, ["report"], n=16, lease=11)
+    assert [t.id for t in due.items] == [mine]
+    assert due.next_due == int(clock() * 1000 + 11_000) / 1000
+    raw = target.raw()
+    assert all(raw.zscore(K.validating, j) <= int(clock() * 1000) for j in backlog)  # left as they were
+
+
 def test_only_due_checks_of_known_types_or_with_their_own_url_are_taken(
     target: Target, sync_store: SyncStore, clock: ManualClock
 ) -> None:
@@ -59,7 +73,9 @@ def test_only_due_checks_of_known_types_or_with_their_own_url_are_taken(
     now_ms = int(clock() * 1000)
     assert raw.zscore(K.validating, mine) == raw.zscore(K.validating, by_url) == now_ms + 11_000
     assert raw.zscore(K.validating, other) <= now_ms
-    assert due.next_due == raw.zscore(K.validating, other) / 1000
+    # what this daemon cannot check is another daemon's to do: the next look is when a check
+    # it took comes due again (its lease end), not at once
+    assert due.next_due == (now_ms + 11_000) / 1000
     before = snapshot(raw)
     assert s.validations_due(Q, ["report"], n=10).items == []  # held by their check leases
     assert snapshot(raw) == before

@@ -21,6 +21,7 @@ local P, NOW, NOW_S, OPS, CAP, QUEUE
 local K_QUEUED, K_DUE, K_ACTIVE, K_VALIDATING, K_FINISHED, K_EVENTS, K_OUTBOX, K_BATCHES
 local K_UNFILED, K_FILING
 local EPOCH_2024 = 1704067200000
+local VALIDATION_SCAN = 2000 -- due checks one `validations` op looks at, at most
 local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
 local woke = false
 
@@ -522,25 +523,40 @@ end
 function OP.validations(x)
   local types = {}
   for _, t in ipairs(x.types or {}) do types[t] = true end
-  local ids = redis.call('ZRANGEBYSCORE', K_VALIDATING, '-inf', NOW, 'LIMIT', 0, 4 * x.n + 32)
-  local out = {}
-  for _, id in ipairs(ids) do
-    if #out >= x.n then break end
-    local j = load_job(id, {'validator_url'})
-    if j == nil or j.state ~= 'validating' then
-      redis.call('ZREM', K_VALIDATING, id)
-    elseif types[j.type] or j.validator_url ~= '' then
-      local check = num(j.val_checks) + 1
-      local token = x.nonce .. '.' .. check
-      redis.call('HSET', jkey(id), 'val_token', token)
-      redis.call('ZADD', K_VALIDATING, NOW + num(x.lease_ms), id)
-      out[#out + 1] = {id = id, type = j.type, token = token, check = check, epoch = num(j.epoch),
-        validator_url = j.validator_url, service_job_id = j.service_job_id}
+  -- Due checks of other daemons' types are passed over, page after page (bounded), so they
+  -- never starve the ones this daemon can do.
+  local out, skipped, page, scanned = {}, 0, 4 * x.n + 32, 0
+  while #out < x.n and scanned < VALIDATION_SCAN do
+    local ids = redis.call('ZRANGEBYSCORE', K_VALIDATING, '-inf', NOW, 'LIMIT', skipped, page)
+    if #ids == 0 then break end
+    scanned = scanned + #ids
+    for _, id in ipairs(ids) do
+      if #out >= x.n then break end
+      local j = load_job(id, {'validator_url'})
+      if j == nil or j.state ~= 'validating' then
+        redis.call('ZREM', K_VALIDATING, id)
+      elseif types[j.type] or j.validator_url ~= '' then
+        local check = num(j.val_checks) + 1
+        local token = x.nonce .. '.' .. check
+        redis.call('HSET', jkey(id), 'val_token', token)
+        redis.call('ZADD', K_VALIDATING, NOW + num(x.lease_ms), id)
+        out[#out + 1] = {id = id, type = j.type, token = token, check = check, epoch = num(j.epoch),
+          validator_url = j.validator_url, service_job_id = j.service_job_id}
+      else
+        skipped = skipped + 1
+      end
     end
   end
-  local nxt = redis.call('ZRANGE', K_VALIDATING, 0, 0, 'WITHSCORES')
-  return {kind = 'validations', jobs = #out > 0 and out or nil, n = #out,
-    next_due = nxt[2] and tonumber(nxt[2]) or nil}
+  -- When to look again: now if the batch filled up (more may be due), else the next check
+  -- that comes due later (what was passed over is another daemon's to do).
+  local next_due = nil
+  if #out >= x.n then
+    next_due = NOW
+  else
+    local nxt = redis.call('ZRANGEBYSCORE', K_VALIDATING, '(' .. NOW_S, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    next_due = nxt[2] and tonumber(nxt[2]) or nil
+  end
+  return {kind = 'validations', jobs = #out > 0 and out or nil, n = #out, next_due = next_due}
 end
 
 -- One check's verdict, fenced by its check token. Every check is recorded (`vck:<epoch>:<n>`,
