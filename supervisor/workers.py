@@ -250,6 +250,8 @@ class WorkerPool:
                 try:
                     await running.done.wait()
                 except trio.Cancelled:
+                    if running.wait.cancel_called:  # our own wait ran out: abandoned, below
+                        raise
                     # The pool itself is torn down (the daemon gave up, or its shutdown ran out
                     # of time): hand the job back now rather than leave it to lease expiry.
                     running.stop("shutdown")
