@@ -28,11 +28,11 @@ import pytest
 import redis
 
 from adapters.backend import open_backend
-from adapters.keys import Keys
+from adapters.keys import Keys, RegistryKeys
 from adapters.store import SyncStore
 from supervisor.client import build_spec
 from tests.recovery_app import app, executions_key
-from tests.test_daemon_signals import TERMINAL_EVENTS, DaemonProcess
+from tests.test_daemon_signals import TERMINAL_EVENTS, DaemonProcess, wait_until
 
 JOBS = 2000
 DAEMONS = 3
@@ -104,6 +104,11 @@ def test_chaos_kills_lose_nothing_and_double_nothing(redis_url: str, tmp_path: P
                 next_kill = now + KILL_EVERY * rng.uniform(0.75, 1.25)
             time.sleep(0.05)  # other processes' progress: nothing to await but its effects in Redis
         took = time.monotonic() - began
+        for d in daemons.values():
+            # a daemon restarted a moment ago may still be starting up (no signal handler yet):
+            # wait until it has registered before asking it to shut down gracefully
+            wait_until(lambda d=d: client.zscore(RegistryKeys.live, d.name) is not None,
+                       timeout=20, what=f"daemon {d.name} registered")
         for d in daemons.values():
             d.signal(signal.SIGTERM)
         for d in daemons.values():
