@@ -533,7 +533,8 @@ async def test_three_daemons_monitors_and_fifty_completions_finalize_once(redis_
 def test_the_readme_batch_example_runs(redis_url: str) -> None:
     """README.md's Python batch example, as written, against the test's Redis."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("### Batches"):readme.index("### Command line")]
+    start = readme.index("### Batches")
+    section = readme[start:readme.index("\n## ", start)]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     with SyncStore(open_backend(redis_url)) as store:
         store.register_types({"echo": {"queue": "default"}})  # what a daemon running examples.app publishes
