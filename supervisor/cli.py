@@ -264,6 +264,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         _bad(f"log-level: {args.log_level!r} is not one of debug, info, warning, error, critical")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLevelName(level) > logging.DEBUG:  # a line per webhook or check request is debug detail
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     flags = {k: getattr(args, k) for k in ("redis", "app", "concurrency", "lease", "grace", "idle_poll",
                                            "watchdog_interval", "batch_interval", "batch_sweep_size",
                                            "status_query_timeout", "status_query_concurrency",

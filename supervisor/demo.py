@@ -44,6 +44,7 @@ import trio
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from adapters.backend import MemoryServers
+from adapters.errors import JobvisorError
 from adapters.store import Store
 
 from .app import App
@@ -236,8 +237,12 @@ def _settings(url: str, worker: str, queues: list[str], secret: str, receiver: s
     }, environ={})
 
 
+_WAITING = ["the daemons to start"]  # what the demo waits for now: named if it times out
+
+
 async def _until(check: Callable[[], Any], what: str, *, every: float = 0.05) -> Any:
     """Wait for ``check()`` (an async function) to be truthy; the caller bounds the time."""
+    _WAITING[0] = what
     while True:
         value = await check()
         if value:
@@ -308,6 +313,17 @@ async def run_demo(redis: str | None = None, *, live: bool = False, timeout: flo
     if logs is not None:
         view.events = logs  # log lines and events share the live view
 
+    try:
+        return await _run(redis, url, memory, tag, main_q, fragile_q, secret, service, receiver, app, rows,
+                          view, started, timeout)
+    except trio.TooSlowError:
+        raise JobvisorError(f"the demo did not finish within {timeout:g} s: it was waiting for "
+                            f"{_WAITING[0]}") from None
+
+
+async def _run(redis: str | None, url: str, memory: MemoryServers, tag: str, main_q: str, fragile_q: str,
+               secret: str, service: Service, receiver: Receiver, app: App, rows: dict[str, JobRow],
+               view: _Live, started: float, timeout: float) -> DemoReport:
     with service.server, receiver.server, view, trio.fail_after(timeout):
         async with trio.open_nursery() as nursery:
             # daemon A: the main queue

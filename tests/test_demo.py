@@ -109,3 +109,11 @@ def test_the_demo_refuses_a_bad_or_dead_redis_in_one_line(url: str, message: str
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jobvisor: ") and message in lines[0], result.stderr
     assert result.stdout == ""
+
+
+async def test_a_demo_that_cannot_finish_in_time_says_what_it_waited_for() -> None:
+    from adapters.errors import JobvisorError
+    from supervisor.demo import run_demo
+
+    with pytest.raises(JobvisorError, match=r"^the demo did not finish within 0.5 s: it was waiting for "):
+        await run_demo(None, timeout=0.5)
