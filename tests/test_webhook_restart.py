@@ -19,11 +19,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -33,10 +31,10 @@ from adapters.records import DeliveryView, JobSpec
 from adapters.store import SyncStore
 
 from .http_servers import HANG, ScriptedServer
+from .test_daemon_signals import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-T = TypeVar("T")
 
 pytestmark = pytest.mark.slow
 
@@ -92,20 +90,6 @@ def daemon(url: str, directory: Path, name: str, *, secret: bool = True, timeout
         yield process
     finally:
         process.close()
-
-
-def wait_until(condition: Callable[[], T], *, timeout: float, what: str, alive: Daemon | None = None) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if alive is not None:
-            alive.check_alive()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f"\n{alive.stderr()}" if alive else ""))
-        time.sleep(0.02)  # another process's progress: nothing to await but its effects
 
 
 def delivery(url: str, job_id: str) -> DeliveryView | None:
