@@ -102,6 +102,9 @@ async def test_a_retry_resumes_at_the_first_unfinished_phase(autojump_clock: tri
     first, second = view.attempt_records
     assert first.interrupted_phase == "b" and first.outcome == "failed"
     assert second.resumed_at_phase == "b" and second.outcome == "succeeded"
+    # a completed job shows no error; the failed attempt keeps its own
+    assert view.error is None
+    assert first.error["message"] == "b breaks once" and second.error is None
 
 
 async def test_retry_from_start_runs_every_phase_again(autojump_clock: trio.testing.MockClock) -> None:

@@ -250,6 +250,8 @@ local function job_move(j, trigger, x)
     put('result', x.result)
   end
   if x.error and x.error ~= '' and to ~= 'completed' then put('error', x.error) end
+  -- a completed job has no error; earlier attempts' errors stay in their attempt records
+  if to == 'completed' and j.error ~= '' then put('error', '') end
   if to == 'validating' then put('val_checks', 0) end
   if (trigger == 'validation_passed' or trigger == 'validation_exhausted') and x.status and x.status ~= '' then
     put('validation_status', x.status)
