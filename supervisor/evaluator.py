@@ -22,11 +22,10 @@ from typing import Any
 
 import trio
 
-from adapters.errors import StoreUnavailable
 from adapters.filing import classify
 
 from .deps import Deps
-from .hub import wait_any
+from .hub import every
 
 __all__ = ["run_evaluator", "file_finished", "refresh_filing_gauges"]
 
@@ -39,14 +38,8 @@ BATCH = 200
 async def run_evaluator(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """File finished jobs now and then every ``evaluator_interval`` until ``stop`` is set."""
     task_status.started()
-    while not stop.is_set():
-        try:
-            filed = await file_finished(deps, stop)
-            if filed:
-                log.info("filed %d finished jobs", filed)
-        except StoreUnavailable as exc:
-            log.warning("evaluator: %s", exc)
-        await wait_any(stop, deps.config.evaluator_interval)
+    await every(stop, deps.config.evaluator_interval, lambda: file_finished(deps, stop), log,
+                "filed %d finished jobs")
 
 
 async def _required_outputs(deps: Deps) -> dict[str, list[str]]:

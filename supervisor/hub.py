@@ -10,11 +10,13 @@ safety net, so a missed message costs latency, never a stuck job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
+from adapters.errors import StoreUnavailable
 from adapters.records import Reply
 
 __all__ = ["Hub"]
@@ -125,3 +127,18 @@ async def wait_any(event: trio.Event, timeout: float, *others: Any) -> None:
 async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
+
+
+async def every(stop: trio.Event, interval: float, step: Callable[[], Awaitable[int]],
+                log: logging.Logger, done: str) -> None:
+    """Run ``step()`` now and then every ``interval`` seconds until ``stop``; log ``done``
+    (``%d``: what ``step`` returned) when it did something, and a store outage as a warning
+    (the next round tries again)."""
+    while not stop.is_set():
+        try:
+            count = await step()
+            if count:
+                log.info(done, count)
+        except StoreUnavailable as exc:
+            log.warning("%s: %s", log.name.rsplit(".", 1)[-1], exc)
+        await wait_any(stop, interval)

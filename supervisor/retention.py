@@ -22,11 +22,10 @@ import logging
 
 import trio
 
-from adapters.errors import StoreUnavailable
 
 from .deps import Deps
 from .evaluator import refresh_filing_gauges
-from .hub import wait_any
+from .hub import every
 
 __all__ = ["run_retention", "purge_expired"]
 
@@ -36,14 +35,8 @@ log = logging.getLogger("jobvisor.retention")
 async def run_retention(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Purge expired jobs now and then every ``retention_interval`` until ``stop`` is set."""
     task_status.started()
-    while not stop.is_set():
-        try:
-            deleted = await purge_expired(deps, stop)
-            if deleted:
-                log.info("retention deleted %d finished jobs", deleted)
-        except StoreUnavailable as exc:
-            log.warning("retention: %s", exc)
-        await wait_any(stop, deps.config.retention_interval)
+    await every(stop, deps.config.retention_interval, lambda: purge_expired(deps, stop), log,
+                "retention deleted %d finished jobs")
 
 
 async def purge_expired(deps: Deps, stop: trio.Event | None = None) -> int:
