@@ -248,13 +248,25 @@ class Store:
 
     # -- workers ----------------------------------------------------------------
 
-    async def claim(self, queue: str, worker: str, n: int = 1, lease: float = 30.0) -> list[ClaimedJob]:
-        """Claim up to ``n`` queued jobs by priority, each under a new lease token."""
+    def claim_nonce(self) -> str:
+        """A fresh nonce for :meth:`claim`: keep it to :meth:`reclaim` if the answer is lost."""
+        return new_token(self.randbytes)
+
+    async def claim(self, queue: str, worker: str, n: int = 1, lease: float = 30.0,
+                    nonce: str | None = None) -> list[ClaimedJob]:
+        """Claim up to ``n`` queued jobs by priority, each under a new lease token
+        (``<nonce>.<attempt>``)."""
         reply = await self._op(
             queue,
             {"op": "claim", "n": n, "worker": worker, "lease_ms": int(lease * 1000),
-             "nonce": new_token(self.randbytes)},
+             "nonce": nonce or self.claim_nonce()},
         )
+        return [msgspec.convert(j, ClaimedJob) for j in reply.jobs]
+
+    async def reclaim(self, queue: str, worker: str, nonce: str) -> list[ClaimedJob]:
+        """The jobs a claim with ``nonce`` leased to ``worker`` and that it still holds:
+        for a claim whose answer never arrived (its outcome unknown). Writes nothing."""
+        reply = await self._op(queue, {"op": "reclaim", "worker": worker, "nonce": nonce})
         return [msgspec.convert(j, ClaimedJob) for j in reply.jobs]
 
     async def report(

@@ -39,7 +39,7 @@ MAX_OPS_PER_SCRIPT = 256
 """Ops merged into one FCALL at most, so one call never holds Redis for long."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Request:
     calls: Sequence[Call]
     done: trio.Event = field(default_factory=trio.Event)
@@ -87,6 +87,7 @@ class StoreActor:
         self._down_until = -math.inf
         self._backoff = 0.0
         self._last_error: StoreUnavailable | None = None
+        self._waiting: set[_Request] = set()  # answered with an error if the actor ends first
         self.closed = trio.Event()
 
     def statistics(self) -> StoreStatistics:
@@ -95,11 +96,17 @@ class StoreActor:
     async def execute(self, calls: Sequence[Call]) -> list[Any]:
         """Run ``calls`` in the actor's next pipeline; raises what the backend raised."""
         request = _Request(calls)
+        if self.closed.is_set():
+            raise StoreError("the store is closed")
         try:
             await self._send.send(request)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreError("the store is closed") from None
-        await request.done.wait()
+        self._waiting.add(request)
+        try:
+            await request.done.wait()
+        finally:
+            self._waiting.discard(request)
         if request.error is not None:
             raise request.error
         assert request.results is not None
@@ -117,6 +124,10 @@ class StoreActor:
                 task_status.started()
         finally:
             self.closed.set()
+            for request in list(self._waiting):  # the actor was cancelled under them
+                if not request.done.is_set():
+                    request.error = StoreError("the store is closed")
+                    request.done.set()
 
     async def _serve_loop(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
         connection = None if self.backend.inline else self.backend.connection()

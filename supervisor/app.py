@@ -17,19 +17,40 @@
     @app.status_query("thumbnail")
     async def ask_service(service_job_id) -> StatusAnswer: ...
 
-A handler is an ``async`` function taking a :class:`JobContext` and returning
-something msgspec can encode; an exception fails the attempt (retried with
-backoff within ``max_retries``). Phases are run through :meth:`JobContext.phase`:
-a phase completed by an earlier attempt is not run again, its stored result
-is returned, so a retry resumes at the first unfinished phase.
+A handler takes a :class:`JobContext` and returns something msgspec can
+encode; an exception fails the attempt (retried with backoff within
+``max_retries``). Phases are run through :meth:`JobContext.phase`: a phase
+completed by an earlier attempt is not run again, its stored result is
+returned, so a retry resumes at the first unfinished phase.
+
+Where a handler runs (``isolation``), chosen at registration:
+
+==========  ==========================  ===========================================
+isolation   the handler                 at its timeout or cancel
+==========  ==========================  ===========================================
+``loop``    ``async def`` (default)     cancelled at its next ``await``; one that
+                                        blocks the loop cannot be, and is judged
+                                        timed out when it returns past its timeout
+``thread``  plain ``def`` (default      told (``ctx.cancelled``, and
+            for one)                    :class:`Interrupted` at its next ``ctx``
+                                        call); abandoned ``abandon_after`` later
+``process`` plain module-level ``def``  its child process is killed
+==========  ==========================  ===========================================
+
+A ``thread`` handler gets a :class:`SyncJobContext` (the same job fields,
+with ``phase`` and ``record_service_job_id`` as plain calls); a ``process``
+handler gets a :class:`ProcessContext` (the job's fields only: a child
+process records no phases).
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 from msgspec import Meta
@@ -39,7 +60,11 @@ from adapters.records import PhaseName, TypeName, check_url
 __all__ = [
     "App",
     "HandlerSpec",
+    "Interrupted",
+    "Isolation",
     "JobContext",
+    "ProcessContext",
+    "SyncJobContext",
     "PhaseReporter",
     "StatusAnswer",
     "ServiceStatus",
@@ -47,7 +72,9 @@ __all__ = [
     "HttpValidator",
 ]
 
-Handler = Callable[["JobContext"], Awaitable[Any]]
+Handler = Callable[..., Any]
+Isolation = Literal["loop", "thread", "process"]
+log = logging.getLogger("jobvisor.app")
 
 
 class ServiceStatus(enum.StrEnum):
@@ -95,6 +122,7 @@ class HandlerSpec:
 
     type: str
     fn: Handler
+    isolation: Isolation = "loop"
     queue: str = "default"
     phases: tuple[str, ...] = ()
     timeout: float = 300.0
@@ -113,6 +141,7 @@ class HandlerSpec:
         """What the daemon publishes about this type (``jv:types``), for submitters."""
         return {
             "queue": self.queue,
+            "isolation": self.isolation,
             "phases": list(self.phases),
             "timeout": self.timeout,
             "max_retries": self.max_retries,
@@ -134,6 +163,32 @@ class _TypeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     required_outputs: tuple[Annotated[str, Meta(min_length=1, max_length=256)], ...] = ()
 
 
+def _isolation_of(type: str, fn: Handler, asked: Isolation | None, phases: tuple[str, ...]) -> Isolation:
+    """Where ``fn`` runs; one line in the log for a plain function, a ValueError for a mismatch."""
+    is_async = inspect.iscoroutinefunction(fn)
+    where: Isolation = asked or ("loop" if is_async else "thread")
+    if where not in ("loop", "thread", "process"):
+        raise ValueError(f"handler {type!r}: isolation is one of loop, thread, process, not {where!r}")
+    if where == "loop" and not is_async:
+        raise ValueError(f"handler {type!r}: isolation='loop' needs an async def; a plain function "
+                         "runs in a thread (isolation='thread') or a process (isolation='process')")
+    if where != "loop" and is_async:
+        raise ValueError(f"handler {type!r}: isolation={where!r} needs a plain def, not an async def")
+    if where == "process":
+        if phases:
+            raise ValueError(f"handler {type!r}: a process-isolated handler cannot record phases")
+        # Sent to the child by reference (module and name), so it must be reachable from its
+        # module; the module's own attribute is not set yet while the decorator runs.
+        qualname = getattr(fn, "__qualname__", "<unknown>")
+        if "<" in qualname or "." in qualname or not getattr(fn, "__module__", None):
+            raise ValueError(f"handler {type!r}: isolation='process' needs a function defined at module "
+                             f"level (it is sent to a child process by reference), not {qualname}")
+    if where == "thread":
+        log.info("handler %r is a plain function: it runs in a worker thread; at its timeout it is told "
+                 "to stop and abandoned if it does not", type)
+    return where
+
+
 @dataclass
 class App:
     """A registry of job types. Nothing is global: make as many apps as you like."""
@@ -151,12 +206,17 @@ class App:
         backoff: float = 1.0,
         backoff_max: float = 300.0,
         required_outputs: Sequence[str] = (),
+        isolation: Isolation | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Register an async handler for ``type`` (a decorator).
+        """Register the handler for ``type`` (a decorator).
 
         ``required_outputs`` names the keys the result (a JSON object) must
         hold, non-null: a completed job without one of them, or with an
         empty result, is filed ``incomplete`` / ``missing_output``.
+        ``isolation`` is where it runs (see the module docstring): by default
+        ``loop`` for an ``async def`` and ``thread`` for a plain function;
+        ``process`` takes a plain function defined at module level, without
+        phases. A mismatch is a ``ValueError`` at registration.
         """
         from adapters.keys import check_queue_name
 
@@ -176,8 +236,9 @@ class App:
         def register(fn: Handler) -> Handler:
             if type in self.handlers:
                 raise ValueError(f"handler {type!r} is already registered")
+            where = _isolation_of(type, fn, isolation, settings.phases)
             self.handlers[type] = HandlerSpec(
-                type=type, fn=fn, queue=queue, phases=settings.phases, timeout=timeout,
+                type=type, fn=fn, isolation=where, queue=queue, phases=settings.phases, timeout=timeout,
                 max_retries=max_retries, backoff=backoff, backoff_max=backoff_max,
                 required_outputs=settings.required_outputs,
             )
@@ -227,6 +288,14 @@ class PhaseReporter(Protocol):
     async def service_job_id(self, value: str) -> None: ...
 
 
+class Interrupted(Exception):
+    """Raised in a ``thread`` handler at its next ``ctx`` call once its attempt was
+    interrupted (timeout, cancel, lost lease, shutdown): its outcome no longer counts."""
+
+
+_UNSET: Any = object()
+
+
 class JobContext:
     """What a handler receives: the job, its attempt, and ways to record progress."""
 
@@ -261,12 +330,30 @@ class JobContext:
         await self._reporter.service_job_id(value)
         self.service_job_id = value
 
-    async def phase(self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run phase ``name`` as ``await fn(*args)`` and store its result.
+    async def phase(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run phase ``name`` as ``fn(*args)`` and store its result.
 
         A phase an earlier attempt completed is not run again: its stored
-        result is returned. Phases must be declared on the handler.
+        result is returned. Phases must be declared on the handler. An
+        ``async def`` is awaited; a plain function runs in a worker thread
+        (``trio.to_thread``), so it does not hold the event loop.
         """
+        stored = await self._phase_begin(name)
+        if stored is not _UNSET:
+            return stored
+        if inspect.iscoroutinefunction(fn):
+            result = await fn(*args)
+        else:
+            import trio
+
+            result = await trio.to_thread.run_sync(lambda: fn(*args))
+            if inspect.isawaitable(result):
+                result = await result
+        await self._phase_end(name, result)
+        return result
+
+    async def _phase_begin(self, name: str) -> Any:
+        """The stored result of a completed phase, or ``_UNSET`` once ``name`` is started."""
         if name not in self.phases:
             raise ValueError(f"phase {name!r} is not declared for {self.type!r}")
         if self.phases[name] == "completed":
@@ -274,9 +361,72 @@ class JobContext:
         await self._reporter.phase(name, "start")
         self.phases[name] = "running"
         self.current_phase = name
-        result = await fn(*args)
+        return _UNSET
+
+    async def _phase_end(self, name: str, result: Any) -> None:
         await self._reporter.phase(name, "complete", result)
         self.phases[name] = "completed"
         self.phase_results[name] = result
         self.current_phase = None
+
+
+class SyncJobContext:
+    """What a ``thread`` handler receives: :class:`JobContext`'s fields, with plain calls.
+
+    ``phase`` and ``record_service_job_id`` hand their store calls to the
+    daemon's event loop and wait for them. Once the attempt is interrupted,
+    ``cancelled`` is true and every call raises :class:`Interrupted`; a
+    handler with a long loop of its own should look at ``cancelled``.
+    """
+
+    def __init__(self, context: JobContext) -> None:
+        import trio
+
+        self._context = context
+        self._token = trio.lowlevel.current_trio_token()
+        self.cancelled = False
+        self.job_id, self.type, self.attempt = context.job_id, context.type, context.attempt
+        self.input, self.retry_count, self.max_retries = context.input, context.retry_count, context.max_retries
+        self.phases, self.phase_results = context.phases, context.phase_results
+
+    @property
+    def service_job_id(self) -> str | None:
+        return self._context.service_job_id
+
+    @property
+    def current_phase(self) -> str | None:
+        return self._context.current_phase
+
+    def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        import trio
+
+        if self.cancelled:
+            raise Interrupted(f"the attempt of {self.job_id} was interrupted")
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    def record_service_job_id(self, value: str) -> None:
+        """Remember the external service's id for this job (status queries use it)."""
+        self._call(self._context.record_service_job_id, value)
+
+    def phase(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run phase ``name`` as ``fn(*args)`` in this thread and store its result;
+        a phase an earlier attempt completed is not run again."""
+        stored = self._call(self._context._phase_begin, name)
+        if stored is not _UNSET:
+            return stored
+        result = fn(*args)
+        self._call(self._context._phase_end, name, result)
         return result
+
+
+class ProcessContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What a ``process`` handler receives in its child process: the job's fields."""
+
+    job_id: str
+    type: str
+    attempt: int
+    input: Any
+    retry_count: int
+    max_retries: int
+    phase_results: dict[str, Any] = {}
+    service_job_id: str | None = None

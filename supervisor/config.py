@@ -47,6 +47,8 @@ retention_validation_failed  JOBVISOR_RETENTION_VALIDATION_FAILED   2592000 s (3
 sanitize_base64_min          JOBVISOR_SANITIZE_BASE64_MIN           1024 characters
 sanitize_max_string          JOBVISOR_SANITIZE_MAX_STRING           65536 characters
 sanitize_max_value           JOBVISOR_SANITIZE_MAX_VALUE            262144 bytes of JSON
+max_result_bytes             JOBVISOR_MAX_RESULT_BYTES              16 MiB: a larger result fails its attempt
+loop_lag_warning             JOBVISOR_LOOP_LAG_WARNING              a quarter of the lease (a stall warns)
 ===========================  =====================================  ==================================
 
 Retention counts from a job's finish time, per terminal state; a job is
@@ -130,6 +132,8 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     webhook_timeout: Seconds = 10.0
     webhook_concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 16
     allowed_hosts: tuple[Annotated[str, Meta(min_length=1, max_length=253)], ...] | None = None
+    max_result_bytes: Annotated[int, Meta(ge=1024, le=512 << 20)] = 16 << 20
+    loop_lag_warning: Annotated[float, Meta(gt=0, le=86400)] | None = None
 
     def __post_init__(self) -> None:
         for entry in self.allowed_hosts or ():
@@ -163,6 +167,11 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     def validation_lease(self) -> float:
         """How long a check being made stays ours (as :attr:`webhook_lease`)."""
         return 2 * self.validation_timeout + 1.0
+
+    @property
+    def loop_lag_threshold(self) -> float:
+        """How long the event loop may stall before a warning names the handler holding it."""
+        return self.loop_lag_warning if self.loop_lag_warning is not None else self.lease / 4
 
     @property
     def heartbeat(self) -> float:

@@ -63,6 +63,10 @@ class Metrics:
             "jobvisor_workers_lost", "Daemons this daemon declared lost (their heartbeat stopped)",
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "jobvisor_event_loop_lag_seconds",
+            "How much later than asked the daemon's event loop woke (a blocked loop shows here)",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry)
         self.abandoned_handlers = Gauge(
             "jobvisor_abandoned_handlers", "Handlers that ignored cancellation, abandoned, not yet returned",
             registry=self.registry,

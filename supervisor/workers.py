@@ -5,8 +5,20 @@ call per queue; when nothing is queued the loop waits on the hub (a
 ``wake`` message or this daemon's own transition), with ``idle_poll`` as a
 safety net, so an idle daemon does not spin.
 
+Claims are exact: each claim call carries a nonce the store builds its lease
+tokens from, so a claim whose answer never arrived (the connection dropped
+under it) is settled once the store answers again: the jobs it leased to
+this daemon are looked up by nonce (``reclaim``) and run, or released when
+there is no free slot for them. A job id is in at most one slot; a claim that
+would break that is a bug, refused and logged (raised under
+``JOBVISOR_STRICT_INVARIANTS=1``, which the tests set).
+
 Running: each handler runs in its own task and cancel scope, whose deadline
-is the job's timeout; the slot's own task waits for it. The pool renews every
+is the job's timeout; the slot's own task waits for it. Where the handler
+runs (the loop, a thread, a child process) and how whatever it does becomes
+an outcome is :mod:`supervisor.execution`'s job. A handler that returns
+after its timeout (it blocked the loop, or ignored its cancellation) is
+judged timed out: the timeout is a hard limit. The pool renews every
 running job's lease every third of the lease in one batched store call. A
 handler is cancelled, and its outcome not reported, when the job was
 cancelled (here, or on another daemon: the cancel message, or a renewal
@@ -22,7 +34,7 @@ until it returns, and whatever it returns is discarded (its lease is gone,
 so any late report it makes is fenced out).
 
 Reporting: success ``complete`` (the store routes through validation when
-the type has a validator); an exception or an unencodable result ``fail``;
+the type has a validator); an exception or a result that cannot be stored ``fail``;
 the timeout ``timeout``; shutdown ``release``. Reports are fenced by the
 lease token and retried with backoff while the store is unavailable; a
 second copy of a report that did land is absorbed by the store.
@@ -36,36 +48,43 @@ from __future__ import annotations
 
 import heapq
 import logging
-import traceback
-from collections.abc import Awaitable, Callable
+import os
+import sys
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
+from types import FrameType
 from typing import Any
 
 import msgspec
 import trio
 
 from adapters.errors import StoreUnavailable
+from adapters.outcomes import error_record
+from adapters.processes import open_process_runner
 from adapters.records import ClaimedJob, Reply, SlotView
 
-from .app import JobContext
+from .app import HandlerSpec, JobContext, SyncJobContext
 from .deps import Deps
+from .execution import Executor
 from .hub import wait_any
+from .loop_monitor import LoopMonitor
 
-__all__ = ["WorkerPool", "error_record"]
+__all__ = ["InvariantViolation", "WorkerPool", "error_record"]
 
 log = logging.getLogger("jobvisor.worker")
-_encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
+CLAIM_BOUND = 5
+"""A claim waits at most this many leases for its answer; past it the claim is settled later."""
 
-def error_record(exc: BaseException, *, limit: int = 8) -> dict[str, Any]:
-    """An exception as stored: type, message and a short traceback summary."""
-    frames = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=limit)
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc)[:2000],
-        "traceback": "".join(frames)[-4000:],
-    }
+
+class InvariantViolation(AssertionError):
+    """The worker pool found its own bookkeeping broken (a bug): raised only in strict mode."""
+
+
+def _strict() -> bool:
+    return os.environ.get("JOBVISOR_STRICT_INVARIANTS", "") not in ("", "0")
 
 
 @dataclass
@@ -78,9 +97,12 @@ class _Running:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)  # the handler's
     wait: trio.CancelScope = field(default_factory=trio.CancelScope)  # the slot's wait for it
     done: trio.Event = field(default_factory=trio.Event)
-    reason: str | None = None  # why the scope was cancelled: cancelled | lost | shutdown
+    reason: str | None = None  # why the scope was cancelled: timeout | cancelled | lost | shutdown
     context: JobContext | None = None
+    sync_context: SyncJobContext | None = None  # a thread handler's, told when it is stopped
     outcome: tuple[str, Any] | None = None
+    deadline: float = float("inf")  # the handler's timeout, in trio time
+    returned_at: float | None = None  # when the handler returned an outcome (trio time)
     abandoned: bool = False
 
     def stop(self, reason: str) -> None:
@@ -88,7 +110,14 @@ class _Running:
         if self.reason is None:
             self.reason = reason
         self.scope.cancel()
+        if self.sync_context is not None:
+            self.sync_context.cancelled = True
         self.wait.deadline = min(self.wait.deadline, trio.current_time() + self.abandon_after)
+
+    def attach(self, sync_context: SyncJobContext) -> None:
+        self.sync_context = sync_context
+        if self.reason is not None:
+            sync_context.cancelled = True
 
     def view(self) -> SlotView:
         job = self.job
@@ -130,6 +159,13 @@ class WorkerPool:
         self._idle.set()
         self._handlers_live = 0
         self._handler_ended = trio.Event()
+        self._renew_soon = trio.Event()
+        self._frames: dict[FrameType, _Running] = {}  # handler frames, for the loop monitor
+        self.executor = Executor(max_result_bytes=self.config.max_result_bytes)
+        self.monitor = LoopMonitor(
+            interval=min(1.0, self.config.heartbeat / 2), threshold=self.config.loop_lag_threshold,
+            lease=self.config.lease, observe=deps.metrics.loop_lag.observe, culprit=self._culprit,
+            on_stall=self.renew_soon)
         self.skip_grace = trio.Event()  # a second signal: interrupt running handlers now
 
     @property
@@ -152,16 +188,20 @@ class WorkerPool:
             await self._handler_ended.wait()
 
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if self.host is None:  # on its own: the pool hosts its handlers (and waits for them)
-            async with trio.open_nursery() as host:
-                self.host = host
-                await self._run(stop, task_status)
-            return
-        await self._run(stop, task_status)
+        async with AsyncExitStack() as stack:
+            modules = tuple(sorted({h.fn.__module__ for h in self.deps.app.handlers.values()
+                                    if h.isolation == "process"}))
+            if modules:
+                self.executor.processes = await stack.enter_async_context(
+                    open_process_runner(self.config.concurrency, modules=modules))
+            if self.host is None:  # on its own: the pool hosts its handlers (and waits for them)
+                self.host = await stack.enter_async_context(trio.open_nursery())
+            await self._run(stop, task_status)
 
     async def _run(self, stop: trio.Event, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(self._renew_loop)
+            handlers.start_soon(self.monitor.run, trio.Event())
             async with trio.open_nursery() as claiming:
                 claiming.start_soon(self._claim_loop, handlers)
                 task_status.started()
@@ -178,26 +218,24 @@ class WorkerPool:
 
     async def _claim_loop(self, handlers: trio.Nursery) -> None:
         backoff = 0.05
+        unsettled: list[tuple[str, str]] = []  # (queue, nonce) of claims whose answer was lost
         while True:
-            if self.free <= 0:
-                await self._slot_freed.wait()
-                continue
-            work = self.deps.hub.work_event()
-            claimed = 0
             try:
+                while unsettled:
+                    await self._settle(handlers, *unsettled[0])
+                    unsettled.pop(0)
+                if self.free <= 0:
+                    await self._slot_freed.wait()
+                    continue
+                work = self.deps.hub.work_event()
+                claimed = 0
                 for queue in self.deps.queues:
                     if self.free <= 0:
                         break
-                    # Shielded: a claim that reached Redis has leased its jobs, so its answer
-                    # must not be dropped by a shutdown cancelling this loop; the jobs start,
-                    # and the shutdown's grace-then-release path hands them back.
-                    with trio.CancelScope(shield=True) as shield:
-                        shield.deadline = trio.current_time() + self.config.lease
-                        jobs = await self.deps.store.claim(
-                            queue, self.config.worker_id, n=self.free, lease=self.config.lease
-                        )
+                    nonce = self.deps.store.claim_nonce()
+                    jobs = await self._claim(queue, nonce, unsettled)
                     for job in jobs:
-                        self._start(handlers, queue, job)
+                        self._start_or_release(handlers, queue, job)
                     claimed += len(jobs)
                 backoff = 0.05
             except StoreUnavailable as exc:
@@ -208,18 +246,72 @@ class WorkerPool:
             if claimed == 0:
                 await wait_any(work, self.config.idle_poll)
 
+    async def _claim(self, queue: str, nonce: str, unsettled: list[tuple[str, str]]) -> list[ClaimedJob]:
+        """One claim. Shielded: a claim that reached Redis has leased its jobs, so a shutdown must
+        not drop its answer (the jobs start, and the shutdown's grace-then-release path hands
+        them back). An answer that does not come (Redis went away, or the bound ran out) leaves
+        the claim ``unsettled``: :meth:`_settle` finds its jobs by nonce later."""
+        jobs: list[ClaimedJob] | None = None
+        with trio.CancelScope(shield=True) as shield:
+            shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
+            try:
+                jobs = await self.deps.store.claim(
+                    queue, self.config.worker_id, n=self.free, lease=self.config.lease, nonce=nonce)
+            except StoreUnavailable:
+                unsettled.append((queue, nonce))
+                raise
+        if jobs is None:
+            unsettled.append((queue, nonce))
+            log.warning("a claim on %s got no answer within %gs; its jobs will be looked up", queue,
+                        CLAIM_BOUND * self.config.lease)
+            return []
+        return jobs
+
+    async def _settle(self, handlers: trio.Nursery, queue: str, nonce: str) -> None:
+        """Run (or release, without a free slot) the jobs a lost claim answer leased to us."""
+        with trio.CancelScope(shield=True) as shield:
+            shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
+            jobs = await self.deps.store.reclaim(queue, self.config.worker_id, nonce)
+        if shield.cancelled_caught:
+            raise StoreUnavailable(self.config.redis, "no answer to a claim lookup")
+        if jobs:
+            log.info("found %d job(s) leased by a claim whose answer was lost; running them", len(jobs))
+        for job in jobs:
+            self._start_or_release(handlers, queue, job)
+
+    def _start_or_release(self, handlers: trio.Nursery, queue: str, job: ClaimedJob) -> None:
+        if job.id in self.running:
+            message = f"job {job.id} was claimed again while a slot of this daemon runs it"
+            if _strict():
+                raise InvariantViolation(message)
+            log.error("invariant broken: %s; the second copy is not started", message)
+            return
+        if not self._free_slots or self.skip_grace.is_set():
+            running = _Running(job, queue, 0, self.deps.clock(), self.config.abandon_after)
+            handlers.start_soon(partial(self._report, running, "release", error={
+                "type": "NotStarted", "message": "claimed while no slot was free; handed back unrun"}))
+            return
+        self._start(handlers, queue, job)
+
     def _start(self, handlers: trio.Nursery, queue: str, job: ClaimedJob) -> None:
         running = _Running(job, queue, heapq.heappop(self._free_slots), self.deps.clock(),
                            self.config.abandon_after)
         self.running[job.id] = running
+        if len(self.running) + len(self._free_slots) != self.config.concurrency:
+            message = (f"{len(self.running)} running and {len(self._free_slots)} free slots for a "
+                       f"concurrency of {self.config.concurrency}")
+            if _strict():
+                raise InvariantViolation(message)
+            log.error("invariant broken: %s", message)
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self.deps.hub.register_running(job.id, running.stop)
         handlers.start_soon(self._run_job, running)
 
     def _finished(self, running: _Running) -> None:
-        if self.running.pop(running.job.id, None) is not None:
+        if self.running.get(running.job.id) is running:
+            del self.running[running.job.id]
             heapq.heappush(self._free_slots, running.slot)
-        self.deps.hub.unregister_running(running.job.id)
+            self.deps.hub.unregister_running(running.job.id)
         self._slot_freed.set()
         self._slot_freed = trio.Event()
         if not self.running:
@@ -240,15 +332,19 @@ class WorkerPool:
             context = self._context(running)
             running.context = context
             timeout = job.timeout_ms / 1000
-            started = trio.current_time()
-            running.scope.deadline = started + timeout
-            running.wait.deadline = min(running.wait.deadline, started + timeout + self.config.abandon_after)
+            running.deadline = trio.current_time() + timeout
+            running.scope.deadline = running.deadline
+            running.wait.deadline = min(running.wait.deadline, running.deadline + self.config.abandon_after)
             assert self.host is not None
             self._handlers_live += 1
-            self.host.start_soon(self._handle, running, spec.fn, context)
+            self.host.start_soon(self._handle, running, spec, context)
             with running.wait:
                 try:
-                    await running.done.wait()
+                    with trio.move_on_at(running.deadline):
+                        await running.done.wait()
+                    if not running.done.is_set():  # tell it (a thread handler sees ctx.cancelled)
+                        running.stop("timeout")
+                        await running.done.wait()
                 except trio.Cancelled:
                     if running.wait.cancel_called:  # our own wait ran out: abandoned, below
                         raise
@@ -259,45 +355,50 @@ class WorkerPool:
                     await self._report(running, "release", error={
                         "type": "Interrupted", "message": "daemon stopping", "phase": phase})
                     raise
-            if not running.done.is_set():
-                outcome = self._abandon(running, timeout)
-            elif running.scope.cancelled_caught:
-                outcome = self._interrupted(running, timeout)
-            else:
-                outcome = running.outcome
+            outcome = self._judge(running, timeout)
             if outcome is None:
                 return
             trigger, value = outcome
             if trigger == "complete":
-                try:
-                    raw = _encode(value)
-                except (TypeError, msgspec.EncodeError) as exc:
-                    await self._report(running, "fail", error={
-                        "type": "UnencodableResult",
-                        "message": f"the handler's result cannot be encoded as JSON: {exc}",
-                    })
-                    return
-                await self._report(running, "complete", raw_result=raw)
-            elif trigger == "release":
-                await self._report(running, "release", error=value)
+                await self._report(running, "complete", raw_result=value)
             else:
                 await self._report(running, trigger, error=value)
         finally:
             self._finished(running)
 
-    async def _handle(self, running: _Running, fn: Callable[[JobContext], Awaitable[Any]],
-                      context: JobContext) -> None:
+    def _judge(self, running: _Running, timeout: float) -> tuple[str, Any] | None:
+        """What to report for a handler that returned, was cancelled, or was given up on.
+
+        The timeout is a hard limit: a handler that returned after it (it blocked the loop, or
+        finished a thread after being told to stop) timed out, whatever it returned. A handler
+        that returned in time keeps its outcome even when a shutdown asked it to stop.
+        """
+        if not running.done.is_set():
+            return self._abandon(running, timeout)
+        if running.reason in ("cancelled", "lost"):
+            return None  # the store already moved on; a report would be absorbed or stale
+        if running.returned_at is not None and running.returned_at <= running.deadline:
+            return running.outcome
+        phase = running.context.current_phase if running.context else None
+        if running.returned_at is None and running.reason == "shutdown":
+            return ("release", {"type": "Interrupted", "message": "daemon shutting down", "phase": phase})
+        late = "" if running.returned_at is None else (
+            f"; it returned {running.returned_at - running.deadline:.2f}s late (it did not yield to "
+            f"its cancellation), so its outcome was discarded")
+        return ("timeout", {"type": "Timeout", "phase": phase,
+                            "message": f"handler exceeded its timeout of {timeout:g}s{late}"})
+
+    async def _handle(self, running: _Running, spec: HandlerSpec, context: JobContext) -> None:
         """The handler itself, in the host nursery; its outcome is left on ``running``."""
         started = trio.current_time()
+        frame = sys._getframe()
+        self._frames[frame] = running
         try:
             with running.scope:
-                try:
-                    result = await fn(context)
-                except Exception as exc:  # noqa: BLE001 - a handler error fails the attempt
-                    running.outcome = ("fail", error_record(exc))
-                else:
-                    running.outcome = ("complete", result)
+                running.outcome = await self.executor.run(spec, context, running.attach)
+                running.returned_at = trio.current_time()
         finally:
+            del self._frames[frame]
             self.deps.metrics.handler_duration.labels(running.job.type).observe(trio.current_time() - started)
             running.done.set()
             self._handlers_live -= 1
@@ -307,6 +408,11 @@ class WorkerPool:
                 self.deps.metrics.abandoned_handlers.set(len(self.abandoned))
                 log.warning("the abandoned handler of %s returned after all; its outcome is discarded",
                             running.job.id)
+
+    def _culprit(self, frame: FrameType) -> str | None:
+        """The handler a frame of the loop thread belongs to (called from the monitor's thread)."""
+        running = self._frames.get(frame)
+        return None if running is None else f"the handler of job {running.job.id} (type {running.job.type})"
 
     def _abandon(self, running: _Running, timeout: float) -> tuple[str, Any] | None:
         """The handler ignored its cancellation for ``abandon_after``: free the slot without it."""
@@ -326,15 +432,6 @@ class WorkerPool:
         return ("timeout", {"type": "Timeout", "abandoned": True, "phase": phase,
                             "message": f"handler exceeded its timeout of {timeout:g}s and ignored its "
                                        f"cancellation for {waited:g}s; abandoned"})
-
-    def _interrupted(self, running: _Running, timeout: float) -> tuple[str, Any] | None:
-        phase = running.context.current_phase if running.context else None
-        if running.reason in ("cancelled", "lost"):
-            return None  # the store already moved on; a report would be absorbed or stale
-        if running.reason == "shutdown":
-            return ("release", {"type": "Interrupted", "message": "daemon shutting down", "phase": phase})
-        return ("timeout", {"type": "Timeout",
-                            "message": f"handler exceeded its timeout of {timeout:g}s", "phase": phase})
 
     def _context(self, running: _Running) -> JobContext:
         job = running.job
@@ -390,9 +487,14 @@ class WorkerPool:
         elif reply.kind == "absorbed":
             log.info("late %s for %s absorbed: the job is already %s", trigger, job.id, reply.state)
 
+    def renew_soon(self) -> None:
+        """Renew every lease now rather than at the next heartbeat (after the loop stalled)."""
+        self._renew_soon.set()
+
     async def _renew_loop(self) -> None:
         while True:
-            await trio.sleep(self.config.heartbeat)
+            await wait_any(self._renew_soon, self.config.heartbeat)
+            self._renew_soon = trio.Event()
             jobs = list(self.running.values())
             if not jobs:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 import redis
 
 from tests.redis_server import RedisServer
+
+# The worker pool's bookkeeping checks raise instead of logging, here and in every daemon
+# subprocess the tests start (they inherit the environment).
+os.environ.setdefault("JOBVISOR_STRICT_INVARIANTS", "1")
 
 
 @pytest.fixture(scope="session")

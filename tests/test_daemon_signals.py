@@ -42,7 +42,8 @@ T = TypeVar("T")
 def cli_env(extra: dict[str, str]) -> dict[str, str]:
     """The caller's environment without JOBVISOR_* settings; bytecode cached outside the tree."""
     environ = {k: v for k, v in os.environ.items()
-               if not k.startswith("JOBVISOR_") and k != "PYTHONDONTWRITEBYTECODE"}
+               if (not k.startswith("JOBVISOR_") or k == "JOBVISOR_STRICT_INVARIANTS")
+               and k != "PYTHONDONTWRITEBYTECODE"}
     environ["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "jobvisor-test-pycache")
     environ.update(extra)
     return environ

@@ -344,6 +344,21 @@ function OP.submit(x)
   return {kind = 'created', id = x.id, state = state}
 end
 
+-- What a worker needs to run a claimed job: its input, attempt, lease and earlier phases.
+local function claimed_view(j, token, deadline)
+  local pr = {}
+  for _, p in ipairs(parse_phases(j.phases)) do
+    if p[2] == 'completed' then
+      local v = redis.call('HGET', jkey(j.id), 'pr:' .. p[1])
+      if v then pr[#pr + 1] = p[1]; pr[#pr + 1] = v end
+    end
+  end
+  return {id = j.id, type = j.type, input = j.input, attempt = num(j.attempts),
+    token = token, lease_deadline = deadline, timeout_ms = num(j.timeout_ms),
+    retry_count = num(j.retry_count), max_retries = num(j.max_retries), phases = j.phases,
+    phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch}
+end
+
 function OP.claim(x)
   local popped = redis.call('ZPOPMIN', K_QUEUED, x.n)
   local jobs = {}
@@ -352,19 +367,25 @@ function OP.claim(x)
     if j ~= nil then
       x.popped = true
       local r = job_move(j, 'claim', x)
-      if r.kind == 'moved' then
-        local pr = {}
-        for _, p in ipairs(parse_phases(j.phases)) do
-          if p[2] == 'completed' then
-            local v = redis.call('HGET', jkey(j.id), 'pr:' .. p[1])
-            if v then pr[#pr + 1] = p[1]; pr[#pr + 1] = v end
-          end
-        end
-        jobs[#jobs + 1] = {id = j.id, type = j.type, input = j.input, attempt = num(j.attempts),
-          token = r.token, lease_deadline = r.lease_deadline, timeout_ms = num(j.timeout_ms),
-          retry_count = num(j.retry_count), max_retries = num(j.max_retries), phases = j.phases,
-          phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch}
-      end
+      if r.kind == 'moved' then jobs[#jobs + 1] = claimed_view(j, r.token, r.lease_deadline) end
+    end
+  end
+  return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
+end
+
+-- A claim whose answer the worker never got (the connection dropped, the reply was lost):
+-- the jobs it leased, found by the claim's nonce (their tokens read `<nonce>.<attempt>`)
+-- among the queue's active leases, still held by this worker under that token, so the
+-- worker runs them after all. Writes nothing. O(active leases of the queue); only ever
+-- called after a claim failed.
+function OP.reclaim(x)
+  local prefix = x.nonce .. '.'
+  local jobs = {}
+  for _, id in ipairs(redis.call('ZRANGE', K_ACTIVE, 0, -1)) do
+    local v = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_worker')
+    if v[1] == 'active' and v[3] == x.worker and string.sub(v[2] or '', 1, #prefix) == prefix then
+      local j = load_job(id, {'input'})
+      jobs[#jobs + 1] = claimed_view(j, j.lease_token, num(j.lease_deadline))
     end
   end
   return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
