@@ -81,7 +81,7 @@ class Executor:
         try:
             return ("complete", encode_result(result, max_bytes=self.max_result_bytes))
         except Unstorable as exc:
-            return ("fail", {"type": "UnstorableResult", "message": exc.reason})
+            return ("fail", {"type": "UnencodableResult", "message": exc.reason})
 
     def _in_thread(self, fn: Callable[[SyncJobContext], Any], context: SyncJobContext) -> Outcome:
         try:
@@ -102,5 +102,5 @@ class Executor:
         except HandlerCrashed as exc:
             return ("fail", {"type": "HandlerCrashed", "message": str(exc), "exitcode": exc.exitcode})
         if kind == "unstorable":
-            return ("fail", {"type": "UnstorableResult", "message": value})
+            return ("fail", {"type": "UnencodableResult", "message": value})
         return (kind, value)

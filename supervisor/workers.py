@@ -371,14 +371,16 @@ class WorkerPool:
 
         The timeout is a hard limit: a handler that returned after it (it blocked the loop, or
         finished a thread after being told to stop) timed out, whatever it returned. A handler
-        that returned in time keeps its outcome even when a shutdown asked it to stop.
+        that returned in time keeps its outcome even when it was asked to stop: a shutdown
+        reports it, and for a job cancelled or taken over meanwhile the store absorbs it or
+        records it as a stale report.
         """
         if not running.done.is_set():
             return self._abandon(running, timeout)
+        if running.returned_at is not None and running.returned_at <= running.deadline:
+            return running.outcome  # if the job moved on meanwhile, the store absorbs or fences it
         if running.reason in ("cancelled", "lost"):
             return None  # the store already moved on; a report would be absorbed or stale
-        if running.returned_at is not None and running.returned_at <= running.deadline:
-            return running.outcome
         phase = running.context.current_phase if running.context else None
         if running.returned_at is None and running.reason == "shutdown":
             return ("release", {"type": "Interrupted", "message": "daemon shutting down", "phase": phase})

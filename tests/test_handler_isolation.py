@@ -310,9 +310,9 @@ POISON: dict[str, tuple[Any, str, str]] = {
     "a group holding a KeyboardInterrupt": (
         lambda: _raise(BaseExceptionGroup("g", [KeyboardInterrupt(), ValueError("v")])),
         "BaseExceptionGroup", "KeyboardInterrupt"),
-    "a result nested 5,000 deep": (lambda: _deep(5000), "UnstorableResult", "nested too deeply"),
-    "a result with an unencodable object": (lambda: {"x": object()}, "UnstorableResult", "cannot be encoded"),
-    "a 100 MB result": (lambda: "x" * 100_000_000, "UnstorableResult", "over the limit"),
+    "a result nested 5,000 deep": (lambda: _deep(5000), "UnencodableResult", "nested too deeply"),
+    "a result with an unencodable object": (lambda: {"x": object()}, "UnencodableResult", "cannot be encoded"),
+    "a 100 MB result": (lambda: "x" * 100_000_000, "UnencodableResult", "over the limit"),
 }
 
 
@@ -380,3 +380,68 @@ async def test_the_event_loop_stall_of_a_blocking_handler_is_one_warning_naming_
     assert len(warnings) == 1, warnings
     assert job.id in warnings[0] and "blocks" in warnings[0]
     assert lag_sum is not None and lag_sum >= 0.9
+
+
+# -- claims whose answer is lost -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_jobs_leased_by_a_claim_whose_answer_was_lost_are_run_once_not_stranded(
+        backend: str, request: pytest.FixtureRequest) -> None:
+    """Redis leased the jobs, then the answer was lost (the connection dropped under it):
+    the pool looks the claim up by its nonce and runs each job once, in its first attempt,
+    instead of leaving it leased to nobody until the watchdog counts a lost worker."""
+    from adapters.errors import StoreUnavailable
+
+    url = request.getfixturevalue("redis_url") if backend == "redis" else memory()
+    app = App()
+    ran: list[tuple[str, int]] = []
+
+    @app.handler("once", max_retries=0)
+    async def once(ctx: Any) -> int:
+        ran.append((ctx.job_id, ctx.attempt))
+        return ctx.attempt
+
+    async with running_daemon(app, redis=url, lease=30, **FAST) as (daemon, watcher):
+        real_claim = daemon.store.claim
+        lost: list[int] = []
+
+        async def claim_and_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+            leased = await real_claim(*args, **kwargs)
+            if leased and not lost:
+                lost.append(len(leased))
+                raise StoreUnavailable(url, "connection reset while reading the reply")
+            return leased
+
+        daemon.store.claim = claim_and_lose_the_answer  # type: ignore[method-assign]
+        jobs = [r.id for r in await daemon.store.submit_many([spec(app, "once") for _ in range(5)])]
+        for job_id in jobs:
+            assert (await watcher.until(ended(watcher, job_id), timeout=20)).to == "completed"
+        views = [await daemon.store.get_job(j) for j in jobs]
+    assert lost and lost[0] >= 1
+    assert sorted(ran) == sorted((j, 1) for j in jobs)  # each ran once, in its first attempt
+    assert all(v.attempts == 1 and v.retry_count == 0 for v in views)
+
+
+async def test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens() -> None:
+    from adapters.backend import MemoryServers, open_backend
+    from adapters.store import DirectExecutor, Store
+
+    store = Store(DirectExecutor(open_backend(memory(), memory=MemoryServers())))
+    app = App()
+
+    @app.handler("t")
+    async def t(ctx: Any) -> None:
+        return None
+
+    await store.submit_many([spec(app, "t") for _ in range(5)])
+    first = await store.claim("default", "w1", n=2, lease=30, nonce="n1")
+    second = await store.claim("default", "w1", n=2, lease=30, nonce="n2")
+    assert [j.token for j in first] == ["n1.1", "n1.1"]
+    again = await store.reclaim("default", "w1", "n1")
+    assert sorted((j.id, j.token, j.attempt) for j in again) == sorted((j.id, j.token, j.attempt) for j in first)
+    assert again[0].input == first[0].input
+    assert await store.reclaim("default", "w2", "n1") == []  # another worker's nonce: nothing
+    await store.report(first[0].id, first[0].token, "complete", result=None)
+    assert [j.id for j in await store.reclaim("default", "w1", "n1")] == [first[1].id]  # finished: gone
+    assert {j.id for j in await store.reclaim("default", "w1", "n2")} == {j.id for j in second}
