@@ -102,7 +102,7 @@ class Backend:
         results = self._pipeline(calls, now_ms)
         missing = [i for i, r in enumerate(results) if _function_missing(r)]
         if missing:
-            self._guard(lambda: self.client.function_load(self.library.source, replace=True))
+            self._load_library()
             again = self._pipeline([calls[i] for i in missing], now_ms)
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
@@ -114,14 +114,40 @@ class Backend:
         self.round_trips += 1
         missing = [i for i, r in enumerate(results) if _function_missing(r)]
         if missing:
-            (loaded,) = await connection.pipeline([("FUNCTION", "LOAD", "REPLACE", self.library.source)])
-            if isinstance(loaded, Exception):
-                raise StoreError(f"Redis refused the Lua library at {self.url}: {loaded}")
+            replies = await connection.pipeline(_load_commands(self.library))
+            stale = self._loaded(replies)
+            if stale:
+                await connection.pipeline([("FUNCTION", "DELETE", name) for name in stale])
             again = await connection.pipeline(self._commands([calls[i] for i in missing], now_ms))
-            self.round_trips += 2
+            self.round_trips += 3 if stale else 2
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
         return [self._decode(call, r) for call, r in zip(calls, results, strict=True)]
+
+    def _load_library(self) -> None:
+        """Load (replace) this version's library and remove stale ones: see :class:`LuaLibrary`."""
+        def send(commands: list[tuple[Any, ...]]) -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            self.round_trips += 1
+            return list(pipe.execute(raise_on_error=False))
+
+        stale = self._loaded(self._guard(lambda: send(_load_commands(self.library))))
+        if stale:  # each reply is ignored: a concurrent loader may have deleted it first
+            self._guard(lambda: send([("FUNCTION", "DELETE", name) for name in stale]))
+
+    def _loaded(self, replies: list[Any]) -> list[str]:
+        """Check the replies of ``_load_commands``; return the stale libraries to delete.
+
+        A refused load (OOM, a script error) is raised as the error its reply maps to."""
+        loaded, listed = replies
+        if isinstance(loaded, Exception):
+            error = self._decode(CommandCall(("FUNCTION", "LOAD")), loaded)
+            raise error if isinstance(error, Exception) else StoreError(str(loaded))
+        if isinstance(listed, Exception):
+            return []  # nothing to prune is never a reason to fail the call that needed the library
+        return self.library.stale(_library_names(listed))
 
     def connection(self) -> TrioConnection:
         """A new trio-native connection to this backend's redis-server (connects on first use)."""
@@ -170,6 +196,22 @@ class Backend:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _load_commands(library: LuaLibrary) -> list[tuple[Any, ...]]:
+    return [("FUNCTION", "LOAD", "REPLACE", library.source), ("FUNCTION", "LIST")]
+
+
+def _library_names(reply: Any) -> list[str]:
+    """Library names in a ``FUNCTION LIST`` reply: per library a flat ``[key, value, ...]``
+    list (RESP2) or a map (RESP3)."""
+    names = []
+    for entry in reply or []:
+        fields = entry if isinstance(entry, dict) else dict(zip(entry[::2], entry[1::2], strict=False))
+        for key, value in fields.items():
+            if key in (b"library_name", "library_name"):
+                names.append(value.decode() if isinstance(value, bytes) else str(value))
+    return names
 
 
 def _function_missing(result: Any) -> bool:
