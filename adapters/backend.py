@@ -20,10 +20,12 @@ loaded and just those calls run again.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import redis
@@ -179,6 +181,10 @@ class Backend:
             return fn()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise StoreUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+        except redis.exceptions.ResponseError as exc:
+            if "DB index is out of range" in str(exc):  # SELECT on connect: the URL names no database there
+                raise BadInput(f"redis: {self.url}: no such database on this server ({exc})") from None
+            raise
 
     def _decode(self, call: Call, result: Any) -> Any:
         if isinstance(result, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
@@ -229,6 +235,14 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
         return Backend(client, url, inline=True)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise BadInput(f"redis: {redact(url)!r} is not a Redis URL (redis://host:port/db or memory://)")
+    if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit would drop a newline silently
+        raise BadInput(f"redis: {redact(url)!r} contains whitespace or control characters")
+    try:
+        path = urlsplit(url).path
+    except ValueError as exc:
+        raise BadInput(f"redis: {redact(url)!r} is not a valid Redis URL ({exc})") from None
+    if url.startswith(("redis://", "rediss://")) and not _DB_PATH.fullmatch(path):
+        raise BadInput(f"redis: {redact(url)!r}: the database must be a number after the port (redis://host:port/0)")
     try:
         client = redis.Redis.from_url(
             url,
@@ -238,6 +252,14 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
             socket_connect_timeout=timeout,
             health_check_interval=0,
         )
-    except ValueError as exc:
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)  # unknown ?options fail here, before any I/O
+    except (ValueError, TypeError) as exc:
         raise BadInput(f"redis: {redact(url)!r} is not a valid Redis URL ({exc})") from None
+    if int(pool.connection_kwargs.get("db") or 0) < 0:
+        raise BadInput(f"redis: {redact(url)!r}: the database must be a number from 0")
     return Backend(client, url, inline=False, timeout=timeout)
+
+
+_DB_PATH = re.compile(r"(/[0-9]{0,9})?")
+"""The path of a redis:// URL: nothing, ``/`` or ``/<db>`` (redis-py would read ``/1/2`` as 12)."""

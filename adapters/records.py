@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from .errors import BadInput, redact
-from .keys import QUEUE_NAME
+from .keys import QUEUE_NAME, queue_of
 
 __all__ = [
     "JobSpec",
@@ -39,15 +39,29 @@ __all__ = [
     "check_url",
     "host_allowed",
     "MAX_INPUT_BYTES",
+    "MAX_INPUT_DEPTH",
+    "RESOLUTION",
+    "check_input",
+    "check_object_id",
+    "check_resolution",
+    "input_depth_exceeded",
 ]
 
 MAX_INPUT_BYTES = 1 << 20
-"""Default input size limit (1 MiB), checked on the encoded JSON."""
+"""Default input size limit (1 MiB), checked on the encoded JSON (and on the raw text the CLI reads)."""
+MAX_INPUT_DEPTH = 100
+"""How deep input may nest (arrays and objects). Far beyond any real payload, and far below what
+would exhaust the interpreter's stack in a decoder, an encoder or the sanitizer."""
+RESOLUTION = 0.001
+"""The store keeps times and durations in whole milliseconds: a non-zero duration below this
+would be stored as 0 (no time limit, no wait), so it is refused instead."""
 
-TypeName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+# Patterns are anchored with \Z, never $: msgspec searches with them, and "$" also matches
+# before a trailing newline ("default\n" would pass and strand a job in a queue nobody serves).
+TypeName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}\Z")]
 QueueName = Annotated[str, Meta(pattern=QUEUE_NAME.pattern)]
-PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-IdemKey = Annotated[str, Meta(min_length=1, max_length=256)]
+PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]
+IdemKey = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,256}\Z")]  # printable, valid UTF-8
 
 
 class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -58,7 +72,7 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     queue: QueueName = "default"
     priority: Annotated[int, Meta(ge=-100, le=100)] = 0
     max_retries: Annotated[int, Meta(ge=0, le=1000)] = 3
-    timeout: Annotated[float, Meta(gt=0, le=7 * 86400)] = 300.0
+    timeout: Annotated[float, Meta(ge=RESOLUTION, le=7 * 86400)] = 300.0
     backoff: Annotated[float, Meta(ge=0, le=86400)] = 1.0
     backoff_max: Annotated[float, Meta(ge=0, le=7 * 86400)] = 300.0
     delay: Annotated[float, Meta(ge=0, le=365 * 86400)] = 0.0
@@ -73,6 +87,11 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if len(set(self.phases)) != len(self.phases):
             raise ValueError("phases: names must be unique")
+        for name in ("backoff", "backoff_max", "delay"):
+            check_resolution(name, getattr(self, name))
+        check_input(self.input)
+        if self.batch is not None:
+            check_object_id("batch", self.batch)
         if self.webhook_url is not None:
             check_url(self.webhook_url, "webhook_url")
         if self.validator_url is not None:
@@ -86,13 +105,59 @@ class BatchSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     expected: Annotated[int, Meta(ge=0, le=10_000_000)] | None = None
     threshold: Annotated[int, Meta(ge=1, le=100)] = 100
     progress_every: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
-    stuck_after: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None
+    stuck_after: Annotated[float, Meta(ge=RESOLUTION, le=30 * 86400)] | None = None
     webhook_url: str | None = None
     notify: bool = False
 
     def __post_init__(self) -> None:
         if self.webhook_url is not None:
             check_url(self.webhook_url, "webhook_url")
+
+
+def check_resolution(field: str, seconds: float) -> None:
+    """A ``ValueError`` naming ``field`` for a duration the store would round down to 0."""
+    if 0 < seconds < RESOLUTION:
+        raise ValueError(f"{field}: {seconds:g} s is below the store's resolution of 1 ms (give 0 or at least 0.001)")
+
+
+def check_object_id(field: str, value: str) -> str:
+    """``value`` if it reads ``<queue>.<id>``, else a ``ValueError`` naming ``field``."""
+    try:
+        queue_of(value)
+    except ValueError:
+        raise ValueError(f"{field}: {value!r} is not a jobvisor id (<queue>.<id>)") from None
+    return value
+
+
+def input_depth_exceeded(value: Any, limit: int = MAX_INPUT_DEPTH) -> bool:
+    """Whether ``value`` nests arrays/objects more than ``limit`` deep. Iterative, and it stops
+    at ``limit``: a value too deep (or containing itself) for any recursive walk is measured safely."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth + 1 > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
+    return False
+
+
+def check_input(value: Any) -> None:
+    """A ``ValueError`` naming ``input`` for a value that nests too deep or is not JSON-encodable
+    (a lone surrogate in a string, an object msgspec cannot encode)."""
+    if input_depth_exceeded(value):
+        raise ValueError(f"input: nested more than {MAX_INPUT_DEPTH} levels deep")
+    try:
+        msgspec.json.encode(value)
+    except UnicodeEncodeError:
+        raise ValueError("input: contains text that is not valid UTF-8 (a lone surrogate)") from None
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValueError(f"input: cannot be encoded as JSON ({exc})") from None
 
 
 MAX_URL_LENGTH = 2048
@@ -109,8 +174,8 @@ def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None)
         raise ValueError(f"{field}: must be a non-empty URL")
     if len(url) > MAX_URL_LENGTH:
         raise ValueError(f"{field}: URL is {len(url)} characters, over the limit of {MAX_URL_LENGTH}")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ValueError(f"{field}: {redact(url)!r} contains whitespace or control characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in url):
+        raise ValueError(f"{field}: {redact(url)!r} contains whitespace, control characters or invalid UTF-8")
     concrete = url
     for placeholder in URL_PLACEHOLDERS:
         concrete = concrete.replace(placeholder, "x")
