@@ -128,16 +128,9 @@ class Backend:
 
     def _load_library(self) -> None:
         """Load (replace) this version's library and remove stale ones: see :class:`LuaLibrary`."""
-        def send(commands: list[tuple[Any, ...]]) -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            self.round_trips += 1
-            return list(pipe.execute(raise_on_error=False))
-
-        stale = self._loaded(self._guard(lambda: send(_load_commands(self.library))))
+        stale = self._loaded(self._send(_load_commands(self.library)))
         if stale:  # each reply is ignored: a concurrent loader may have deleted it first
-            self._guard(lambda: send([("FUNCTION", "DELETE", name) for name in stale]))
+            self._send([("FUNCTION", "DELETE", name) for name in stale])
 
     def _loaded(self, replies: list[Any]) -> list[str]:
         """Check the replies of ``_load_commands``; return the stale libraries to delete.
@@ -167,9 +160,13 @@ class Backend:
         return commands
 
     def _pipeline(self, calls: Sequence[Call], now_ms: int) -> list[Any]:
+        return self._send(self._commands(calls, now_ms))
+
+    def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one pipeline (one round trip); each reply a value or an exception."""
         def send() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for command in self._commands(calls, now_ms):
+            for command in commands:
                 pipe.execute_command(*command)
             self.round_trips += 1
             return list(pipe.execute(raise_on_error=False))

@@ -23,11 +23,12 @@ import msgspec
 from adapters.backend import STREAM_CAP, open_backend
 from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable, redact
 from adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
-from adapters.records import MAX_INPUT_BYTES, MAX_INPUT_DEPTH, BatchSpec, decode_spec, input_depth_exceeded
+from adapters.records import BatchSpec, decode_spec
 from adapters.store import SyncStore, event_of
 from machines import MACHINES, to_mermaid
 
 from .app import App
+from .cli_input import check_decodable, read_input, redis_url
 from .client import build_batch_spec, build_spec
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 1, 2, 3
@@ -183,23 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _redis_url(args: argparse.Namespace) -> str:
-    """``--redis``, else ``$JOBVISOR_REDIS`` (empty counts as unset), else the default.
-    An empty ``--redis ""`` is refused: it says nothing, so it must not silently mean the default."""
-    import os
-
-    if args.redis is not None:
-        if not args.redis:
-            _bad("redis: empty URL (redis://host:port/db)")
-        return str(args.redis)
-    url = os.environ.get("JOBVISOR_REDIS") or DEFAULT_REDIS
-    if not _is_utf8(url):
-        _bad(f"JOBVISOR_REDIS: {_shown(url)} is not valid UTF-8")
-    return url
-
-
 def _store(args: argparse.Namespace) -> SyncStore:
-    return SyncStore(open_backend(_redis_url(args)))
+    return SyncStore(open_backend(redis_url(args, DEFAULT_REDIS)))
 
 
 def load_app(spec: str) -> App:
@@ -329,70 +315,8 @@ def _innermost(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> Ba
     return None
 
 
-def _read_input(args: argparse.Namespace) -> Any:
-    """The job's input from ``--input`` or ``--input-file``: at most :data:`MAX_INPUT_BYTES` of
-    text is read (``/dev/zero`` or an endless pipe is refused once past the limit, not read to
-    the end), and it nests at most :data:`MAX_INPUT_DEPTH` deep."""
-    if args.input_file is not None:
-        data = _read_bounded(args.input_file, MAX_INPUT_BYTES)
-    elif args.input is not None:
-        data = args.input.encode()
-        if len(data) > MAX_INPUT_BYTES:
-            _bad(f"input: more than {MAX_INPUT_BYTES} bytes, over the input limit")
-    else:
-        return None
-    try:
-        value = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        _bad(f"input: malformed JSON: {exc}")
-    except RecursionError:  # the decoder recursed as deep as the interpreter allows
-        _bad(f"input: nested more than {MAX_INPUT_DEPTH} levels deep")
-    if input_depth_exceeded(value):
-        _bad(f"input: nested more than {MAX_INPUT_DEPTH} levels deep")
-    return value
-
-
-def _read_bounded(name: str, limit: int) -> bytes:
-    """Up to ``limit`` bytes of file ``name`` ('-' = stdin); more than that is refused."""
-    try:
-        if name == "-":
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            with open(name, "rb") as f:
-                data = f.read(limit + 1)
-    except OSError as exc:
-        _bad(f"input-file: cannot read {name!r}: {exc.strerror or exc}")
-    except ValueError:  # a NUL byte in the name
-        _bad(f"input-file: {name!r} is not a file name")
-    if len(data) > limit:
-        _bad(f"input-file: more than {limit} bytes, over the input limit")
-    return data
-
-
-def _check_decodable(args: argparse.Namespace) -> None:
-    """Every argument must be text: bytes that are not UTF-8 reach Python as lone surrogates
-    (and would fail deep inside an encoder), so they are refused here, naming the argument."""
-    for name, value in vars(args).items():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and not _is_utf8(item):
-                _bad(f"{name.replace('_', '-')}: {_shown(item)} is not valid UTF-8")
-
-
-def _shown(text: str) -> str:
-    """An argument as the bytes it came as: ``'caf\\xe9'`` for ``café`` in Latin-1."""
-    return "'" + text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace") + "'"
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
-    value = _read_input(args)
+    value = read_input(args)
     app = load_app(args.app) if args.app is not None else None
     with _store(args) as store:
         types = store.job_types()
@@ -704,7 +628,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _check_decodable(args)
+        check_decodable(args)
         return COMMANDS[args.command](args)
     except _Exit as exc:
         _refuse(exc)

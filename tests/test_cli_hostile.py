@@ -30,7 +30,8 @@ import redis
 
 from adapters.backend import open_backend
 from adapters.errors import BadInput
-from adapters.records import MAX_INPUT_BYTES, MAX_INPUT_DEPTH, BatchSpec, JobSpec
+from adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH
+from adapters.records import BatchSpec, JobSpec
 from adapters.store import SyncStore
 from examples.app import app as example_app
 from supervisor.cli import main
