@@ -20,10 +20,12 @@ loaded and just those calls run again.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import redis
@@ -102,7 +104,7 @@ class Backend:
         results = self._pipeline(calls, now_ms)
         missing = [i for i, r in enumerate(results) if _function_missing(r)]
         if missing:
-            self._guard(lambda: self.client.function_load(self.library.source, replace=True))
+            self._load_library()
             again = self._pipeline([calls[i] for i in missing], now_ms)
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
@@ -114,14 +116,33 @@ class Backend:
         self.round_trips += 1
         missing = [i for i, r in enumerate(results) if _function_missing(r)]
         if missing:
-            (loaded,) = await connection.pipeline([("FUNCTION", "LOAD", "REPLACE", self.library.source)])
-            if isinstance(loaded, Exception):
-                raise StoreError(f"Redis refused the Lua library at {self.url}: {loaded}")
+            replies = await connection.pipeline(_load_commands(self.library))
+            stale = self._loaded(replies)
+            if stale:
+                await connection.pipeline([("FUNCTION", "DELETE", name) for name in stale])
             again = await connection.pipeline(self._commands([calls[i] for i in missing], now_ms))
-            self.round_trips += 2
+            self.round_trips += 3 if stale else 2
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
         return [self._decode(call, r) for call, r in zip(calls, results, strict=True)]
+
+    def _load_library(self) -> None:
+        """Load (replace) this version's library and remove stale ones: see :class:`LuaLibrary`."""
+        stale = self._loaded(self._send(_load_commands(self.library)))
+        if stale:  # each reply is ignored: a concurrent loader may have deleted it first
+            self._send([("FUNCTION", "DELETE", name) for name in stale])
+
+    def _loaded(self, replies: list[Any]) -> list[str]:
+        """Check the replies of ``_load_commands``; return the stale libraries to delete.
+
+        A refused load (OOM, a script error) is raised as the error its reply maps to."""
+        loaded, listed = replies
+        if isinstance(loaded, Exception):
+            error = self._decode(CommandCall(("FUNCTION", "LOAD")), loaded)
+            raise error if isinstance(error, Exception) else StoreError(str(loaded))
+        if isinstance(listed, Exception):
+            return []  # nothing to prune is never a reason to fail the call that needed the library
+        return self.library.stale(_library_names(listed))
 
     def connection(self) -> TrioConnection:
         """A new trio-native connection to this backend's redis-server (connects on first use)."""
@@ -139,9 +160,13 @@ class Backend:
         return commands
 
     def _pipeline(self, calls: Sequence[Call], now_ms: int) -> list[Any]:
+        return self._send(self._commands(calls, now_ms))
+
+    def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one pipeline (one round trip); each reply a value or an exception."""
         def send() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for command in self._commands(calls, now_ms):
+            for command in commands:
                 pipe.execute_command(*command)
             self.round_trips += 1
             return list(pipe.execute(raise_on_error=False))
@@ -153,6 +178,10 @@ class Backend:
             return fn()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise StoreUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+        except redis.exceptions.ResponseError as exc:
+            if "DB index is out of range" in str(exc):  # SELECT on connect: the URL names no database there
+                raise BadInput(f"redis: {self.url}: no such database on this server ({exc})") from None
+            raise
 
     def _decode(self, call: Call, result: Any) -> Any:
         if isinstance(result, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
@@ -172,6 +201,22 @@ class Backend:
         self.client.close()
 
 
+def _load_commands(library: LuaLibrary) -> list[tuple[Any, ...]]:
+    return [("FUNCTION", "LOAD", "REPLACE", library.source), ("FUNCTION", "LIST")]
+
+
+def _library_names(reply: Any) -> list[str]:
+    """Library names in a ``FUNCTION LIST`` reply: per library a flat ``[key, value, ...]``
+    list (RESP2) or a map (RESP3)."""
+    names = []
+    for entry in reply or []:
+        fields = entry if isinstance(entry, dict) else dict(zip(entry[::2], entry[1::2], strict=False))
+        for key, value in fields.items():
+            if key in (b"library_name", "library_name"):
+                names.append(value.decode() if isinstance(value, bytes) else str(value))
+    return names
+
+
 def _function_missing(result: Any) -> bool:
     return isinstance(result, redis.exceptions.ResponseError) and "Function not found" in str(result)
 
@@ -187,6 +232,14 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
         return Backend(client, url, inline=True)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise BadInput(f"redis: {redact(url)!r} is not a Redis URL (redis://host:port/db or memory://)")
+    if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit would drop a newline silently
+        raise BadInput(f"redis: {redact(url)!r} contains whitespace or control characters")
+    try:
+        path = urlsplit(url).path
+    except ValueError as exc:
+        raise BadInput(f"redis: {redact(url)!r} is not a valid Redis URL ({exc})") from None
+    if url.startswith(("redis://", "rediss://")) and not _DB_PATH.fullmatch(path):
+        raise BadInput(f"redis: {redact(url)!r}: the database must be a number after the port (redis://host:port/0)")
     try:
         client = redis.Redis.from_url(
             url,
@@ -196,6 +249,14 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
             socket_connect_timeout=timeout,
             health_check_interval=0,
         )
-    except ValueError as exc:
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)  # unknown ?options fail here, before any I/O
+    except (ValueError, TypeError) as exc:
         raise BadInput(f"redis: {redact(url)!r} is not a valid Redis URL ({exc})") from None
+    if int(pool.connection_kwargs.get("db") or 0) < 0:
+        raise BadInput(f"redis: {redact(url)!r}: the database must be a number from 0")
     return Backend(client, url, inline=False, timeout=timeout)
+
+
+_DB_PATH = re.compile(r"(/[0-9]{0,9})?")
+"""The path of a redis:// URL: nothing, ``/`` or ``/<db>`` (redis-py would read ``/1/2`` as 12)."""

@@ -72,7 +72,9 @@ __all__ = [
 ]
 
 PREFIX = "jv"
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z, not $: "$" lets a trailing newline through
+ID_PART = re.compile(r"[0-9A-Za-z]{1,64}")
+"""What follows the queue in an id (a ULID for the ids jobvisor makes)."""
 QUEUES = f"{PREFIX}:queues"
 TYPES = f"{PREFIX}:types"
 REGISTRY = "@workers"
@@ -81,7 +83,7 @@ REGISTRY = "@workers"
 
 def check_queue_name(queue: str) -> str:
     """Return ``queue`` or raise ``ValueError`` naming what is wrong with it."""
-    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
         raise ValueError(
             f"queue: {queue!r} is not a queue name (1-64 of letters, digits, '_' and '-')"
         )
@@ -91,7 +93,7 @@ def check_queue_name(queue: str) -> str:
 def queue_of(object_id: str) -> str:
     """The queue a job or batch id belongs to: ids read ``<queue>.<ulid>``."""
     queue, dot, rest = object_id.rpartition(".")
-    if not dot or not rest or not QUEUE_NAME.match(queue):
+    if not dot or not ID_PART.fullmatch(rest) or not QUEUE_NAME.fullmatch(queue):
         raise ValueError(f"id: {object_id!r} is not a jobvisor id (<queue>.<id>)")
     return queue
 

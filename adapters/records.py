@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 
 from .errors import BadInput, redact
 from .keys import QUEUE_NAME
+from .limits import MAX_INPUT_BYTES, RESOLUTION, check_input, check_object_id, check_resolution
 
 __all__ = [
     "JobSpec",
@@ -41,13 +42,12 @@ __all__ = [
     "MAX_INPUT_BYTES",
 ]
 
-MAX_INPUT_BYTES = 1 << 20
-"""Default input size limit (1 MiB), checked on the encoded JSON."""
-
-TypeName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+# Patterns are anchored with \Z, never $: msgspec searches with them, and "$" also matches
+# before a trailing newline ("default\n" would pass and strand a job in a queue nobody serves).
+TypeName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}\Z")]
 QueueName = Annotated[str, Meta(pattern=QUEUE_NAME.pattern)]
-PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-IdemKey = Annotated[str, Meta(min_length=1, max_length=256)]
+PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]
+IdemKey = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,256}\Z")]  # printable, valid UTF-8
 
 
 class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -58,7 +58,7 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     queue: QueueName = "default"
     priority: Annotated[int, Meta(ge=-100, le=100)] = 0
     max_retries: Annotated[int, Meta(ge=0, le=1000)] = 3
-    timeout: Annotated[float, Meta(gt=0, le=7 * 86400)] = 300.0
+    timeout: Annotated[float, Meta(ge=RESOLUTION, le=7 * 86400)] = 300.0
     backoff: Annotated[float, Meta(ge=0, le=86400)] = 1.0
     backoff_max: Annotated[float, Meta(ge=0, le=7 * 86400)] = 300.0
     delay: Annotated[float, Meta(ge=0, le=365 * 86400)] = 0.0
@@ -71,12 +71,22 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     batch: str | None = None
 
     def __post_init__(self) -> None:
-        if len(set(self.phases)) != len(self.phases):
-            raise ValueError("phases: names must be unique")
-        if self.webhook_url is not None:
-            check_url(self.webhook_url, "webhook_url")
-        if self.validator_url is not None:
-            check_url(self.validator_url, "validator_url")
+        """Checks msgspec's constraints cannot state; a refusal is :class:`BadInput` (a
+        ``ValueError``) naming the field, also for a spec built directly and given to a store."""
+        try:
+            if len(set(self.phases)) != len(self.phases):
+                raise ValueError("phases: names must be unique")
+            for name in ("backoff", "backoff_max", "delay"):
+                check_resolution(name, getattr(self, name))
+            check_input(self.input)
+            if self.batch is not None:
+                check_object_id("batch", self.batch)
+            if self.webhook_url is not None:
+                check_url(self.webhook_url, "webhook_url")
+            if self.validator_url is not None:
+                check_url(self.validator_url, "validator_url")
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
 
 
 class BatchSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -86,7 +96,7 @@ class BatchSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     expected: Annotated[int, Meta(ge=0, le=10_000_000)] | None = None
     threshold: Annotated[int, Meta(ge=1, le=100)] = 100
     progress_every: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
-    stuck_after: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None
+    stuck_after: Annotated[float, Meta(ge=RESOLUTION, le=30 * 86400)] | None = None
     webhook_url: str | None = None
     notify: bool = False
 
@@ -109,8 +119,8 @@ def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None)
         raise ValueError(f"{field}: must be a non-empty URL")
     if len(url) > MAX_URL_LENGTH:
         raise ValueError(f"{field}: URL is {len(url)} characters, over the limit of {MAX_URL_LENGTH}")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ValueError(f"{field}: {redact(url)!r} contains whitespace or control characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in url):
+        raise ValueError(f"{field}: {redact(url)!r} contains whitespace, control characters or invalid UTF-8")
     concrete = url
     for placeholder in URL_PLACEHOLDERS:
         concrete = concrete.replace(placeholder, "x")

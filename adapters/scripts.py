@@ -10,12 +10,14 @@ are all read from the same rows.
 from __future__ import annotations
 
 import hashlib
-from importlib import resources
+import re
+from collections.abc import Iterable
+from importlib import metadata, resources
 from typing import Any
 
 from machines import BATCH, JOB, PHASE, WEBHOOK, MachineDef
 
-__all__ = ["LuaLibrary", "lua_tables"]
+__all__ = ["LEGACY_NAME", "LuaLibrary", "lua_tables"]
 
 
 def _lua_str(value: str) -> str:
@@ -30,7 +32,9 @@ def lua_machine(definition: MachineDef[Any, Any]) -> str:
     Absorbing pairs are absent from ``index``; Lua tells absorbed from
     invalid by the ``terminal`` set, as ``MachineDef.apply`` does.
     """
-    terminal = ", ".join(f"[{_lua_str(s.value)}] = true" for s in definition.terminal)
+    # States in declaration order, never the frozenset's own order: that changes with the
+    # per-process hash seed, and the library's text must be the same in every process.
+    terminal = ", ".join(f"[{_lua_str(s.value)}] = true" for s in definition.states if s in definition.terminal)
     states = []
     for state in definition.states:
         triggers = []
@@ -65,19 +69,53 @@ def lua_tables() -> str:
 
 
 class LuaLibrary:
-    """The Redis Function library: its text, and the versioned names it registers.
+    """The Redis Function library: its text, and the names it registers.
 
-    The library and function names carry a hash of the text, so daemons of
-    different versions can share one Redis without replacing each other's code.
+    The text is the same in every process (nothing in it depends on hash order), and so
+    are the names:
+
+    * the library is named after the package version (``jobvisor_v0_1_0``), and loaded
+      with ``FUNCTION LOAD REPLACE``: however many processes of one version load it, and
+      in whatever interleaving, Redis holds exactly one library for that version, because
+      a load is one atomic command that swaps a library for itself. Processes of another
+      version load their own library and never touch this one, so a rolling upgrade runs
+      both side by side (see :data:`LEGACY_NAME` for what is removed).
+    * the function carries a hash of the text (``jv_ops_v0_1_0_<sha12>``): a process
+      whose text differs from the one loaded under its version's name (a development
+      tree) finds "Function not found" and loads its own, rather than running other code.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, version: str | None = None) -> None:
         body = resources.files("adapters").joinpath("lua/jobvisor.lua").read_text("utf-8")
         text = lua_tables() + body
+        self.version = _package_version() if version is None else version
+        slug = "v" + re.sub(r"[^A-Za-z0-9]", "_", self.version)
         self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
-        self.name = f"jobvisor_{self.sha[:12]}"
-        self.function = f"jv_ops_{self.sha[:12]}"
+        self.name = f"jobvisor_{slug}"
+        self.function = f"jv_ops_{slug}_{self.sha[:12]}"
         self.source = (
             f"#!lua name={self.name}\n"
             f"local FUNCTION_NAME = '{self.function}'\n" + text
         )
+
+    def stale(self, names: Iterable[str]) -> list[str]:
+        """The libraries among ``names`` that loading this one removes: those of releases
+        that named a library per process (:data:`LEGACY_NAME`), never another version's."""
+        return sorted(n for n in names if n != self.name and LEGACY_NAME.fullmatch(n))
+
+
+LEGACY_NAME = re.compile(r"jobvisor_[0-9a-f]{12}")
+"""Libraries of earlier releases, named by a hash of a text that changed with each process's
+hash seed: one per process start, each used only by the process that loaded it. Removing
+them is safe when many processes load at once: those releases never delete a library, so
+no two processes undo each other's load (a still-running one reloads its own once, on
+"Function not found"), and a library already deleted by a concurrent loader is skipped.
+Libraries of other versions (``jobvisor_v*``) are left alone: a daemon of that version
+may still be running; delete one with ``FUNCTION DELETE`` once none is."""
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("jobvisor")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "0"

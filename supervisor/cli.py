@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from adapters.backend import open_backend
+from adapters.backend import STREAM_CAP, open_backend
 from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable, redact
 from adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
 from adapters.records import BatchSpec, decode_spec
@@ -28,6 +28,7 @@ from adapters.store import SyncStore, event_of
 from machines import MACHINES, to_mermaid
 
 from .app import App
+from .cli_input import check_decodable, read_input, redis_url
 from .client import build_batch_spec, build_spec
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 1, 2, 3
@@ -184,14 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _redis_url(args: argparse.Namespace) -> str:
-    import os
-
-    return args.redis or os.environ.get("JOBVISOR_REDIS") or DEFAULT_REDIS
-
-
 def _store(args: argparse.Namespace) -> SyncStore:
-    return SyncStore(open_backend(_redis_url(args)))
+    return SyncStore(open_backend(redis_url(args, DEFAULT_REDIS)))
 
 
 def load_app(spec: str) -> App:
@@ -251,7 +246,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         found = _innermost(exc, (JobvisorError,))
         if found is None:
             raise
-        raise _Exit(EXIT_FAILURE, str(found)) from None
+        raise _Exit(EXIT_BAD_INPUT if isinstance(found, BadInput) else EXIT_FAILURE, str(found)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -321,25 +316,9 @@ def _innermost(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> Ba
     return None
 
 
-def _read_input(args: argparse.Namespace) -> Any:
-    if args.input_file is not None:
-        try:
-            data = sys.stdin.buffer.read() if args.input_file == "-" else Path(args.input_file).read_bytes()
-        except OSError as exc:
-            _bad(f"input-file: cannot read {args.input_file!r}: {exc.strerror}")
-    elif args.input is not None:
-        data = args.input.encode()
-    else:
-        return None
-    try:
-        return msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        _bad(f"input: malformed JSON: {exc}")
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
-    value = _read_input(args)
-    app = load_app(args.app) if args.app else None
+    value = read_input(args)
+    app = load_app(args.app) if args.app is not None else None
     with _store(args) as store:
         types = store.job_types()
         if app is not None:
@@ -458,8 +437,8 @@ def cmd_events(args: argparse.Namespace) -> int:
                 check_queue_name(q)
         except ValueError as exc:
             _bad(str(exc))
-    if args.limit < 1:
-        _bad(f"limit: must be at least 1, got {args.limit}")
+    if not 1 <= args.limit <= STREAM_CAP:
+        _bad(f"limit: must be between 1 and {STREAM_CAP} (the stream keeps no more), got {args.limit}")
     if not args.follow:
         return _events(args)
     try:
@@ -650,19 +629,27 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_decodable(args)
         return COMMANDS[args.command](args)
     except _Exit as exc:
-        print(f"jobvisor: {exc}", file=sys.stderr)
+        _refuse(exc)
         return exc.code
     except (BadInput, Rejected) as exc:
-        print(f"jobvisor: {exc}", file=sys.stderr)
+        _refuse(exc)
         return EXIT_BAD_INPUT
     except NotFound as exc:
-        print(f"jobvisor: {exc}", file=sys.stderr)
+        _refuse(exc)
         return EXIT_NOT_FOUND
     except JobvisorError as exc:
-        print(f"jobvisor: {exc}", file=sys.stderr)
+        _refuse(exc)
         return EXIT_FAILURE
+
+
+def _refuse(exc: Exception) -> None:
+    """The one stderr line of a refusal: a newline inside the message (an echoed value, a
+    server's reply) is shown escaped, never as a second line."""
+    text = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+    print(f"jobvisor: {text}", file=sys.stderr)
 
 
 def run() -> None:
