@@ -21,7 +21,6 @@ again, and its connection reconnects. Nothing is re-sent by the actor.
 A round trip whose replies are transient refusals (``LOADING``, ``OOM``,
 ``BUSY``... classified in :mod:`adapters.backend`) counts as Redis away too:
 each caller gets its own refusal, and the backoff window starts.
-:meth:`StoreActor.problem` says what is wrong while it lasts (``/healthz``).
 """
 
 from __future__ import annotations
@@ -95,11 +94,6 @@ class StoreActor:
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(**{f: getattr(self._stats, f) for f in StoreStatistics.__slots__})
-
-    def problem(self) -> StoreUnavailable | None:
-        """Why the store cannot serve now (the last transient error), or ``None`` when its
-        last round trip succeeded."""
-        return self._last_error
 
     def _went_away(self, exc: StoreUnavailable) -> None:
         self._stats.failures += 1

@@ -163,7 +163,7 @@ class Supervisor:
                     if child.stop.is_set():
                         return
                     outage = store_outage(crash)
-                    if outage is not None:
+                    if outage is not None and child.spec.restart is not Restart.TEMPORARY:
                         await trio.sleep(self._outage_delay(child, outage, trio.current_time() - began))
                         continue
                     if child.outage is not None:

@@ -54,10 +54,11 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield {"dir": tmp_path, "exec": execs, "stack": stack}
 
 
-def start_daemon(world: dict[str, Any], url: str, name: str, *, concurrency: int = 8) -> DaemonProcess:
+def start_daemon(world: dict[str, Any], url: str, name: str, *, concurrency: int = 8,
+                 extra: tuple[str, ...] = ()) -> DaemonProcess:
     process = DaemonProcess(url, world["dir"], name, grace=2.0, lease=LEASE, app=APP,
                             env={"TEST_EXEC_DIR": str(world["exec"])},
-                            extra=("--concurrency", str(concurrency)))
+                            extra=("--concurrency", str(concurrency), *extra))
     world["stack"].callback(process.close)
     return process
 
@@ -112,7 +113,8 @@ def figures(url: str, world: dict[str, Any], ids: list[str], daemons: list[Daemo
         "stale_reports": kinds["job.stale_report"],
         "daemon_exits": sum(1 for d in daemons if d.process.poll() is not None),
     }
-    print(f"\n{scenario}: {json.dumps(result)}")
+    lines = {d.name: sum(outage_lines(d).values()) for d in daemons}
+    print(f"\n{scenario}: {json.dumps(result)}; lines about the outage per daemon: {lines}")
     (world["dir"] / f"{scenario}.json").write_text(json.dumps(result))
     return result
 
@@ -163,8 +165,10 @@ def test_redis_stopped_for_two_leases_under_load_loses_and_doubles_nothing(world
     server = own_redis(world)
     url = server.url
     daemons = [start_daemon(world, url, "a"), start_daemon(world, url, "b")]
-    ids = submit(url, 24, seconds=1.0)
-    hold_load(url, ids, 10)
+    # some handlers finish during the outage (their reports wait), some run on past it
+    # (their leases must be renewed after it, before any watchdog judges them)
+    ids = submit(url, 8, seconds=3 * LEASE) + submit(url, 16, seconds=1.0)
+    hold_load(url, ids, 12)
     server.stop()
     time.sleep(2 * LEASE)  # the outage itself
     server.start()
@@ -287,3 +291,30 @@ def test_a_daemon_waiting_for_redis_stops_on_a_signal(world: dict[str, Any]) -> 
     early = start_daemon(world, server.url, "early")
     wait_until(lambda: "waiting for it" in early.stderr(), timeout=15, what="the daemon waiting", alive=early)
     stop_cleanly(early)
+
+
+# -- shutting down while Redis is away ------------------------------------------------------------------
+
+
+def test_a_daemon_shuts_down_while_redis_is_away_and_a_second_signal_gives_up_its_reports(
+    world: dict[str, Any],
+) -> None:
+    """One signal: the finished job's report is kept (Redis may come back); a second: given up.
+    An idle daemon stops on one signal, Redis away or not."""
+    server = own_redis(world)
+    url = server.url
+    busy = start_daemon(world, url, "busy")
+    idle = start_daemon(world, url, "idle", extra=("--queues", "elsewhere"))
+    wait_until(lambda: "webhook deliverer off" in idle.stderr(), timeout=15, what="the idle daemon up", alive=idle)
+    only = submit(url, 1, seconds=1.5)[0]
+    wait_until(lambda: executions(world["exec"], only) == 1, timeout=15, what="the handler started", alive=busy)
+    server.stop()
+    time.sleep(2.0)  # the fault: the handler finishes meanwhile, and its report cannot land
+    busy.signal(signal.SIGTERM)
+    idle.signal(signal.SIGTERM)
+    assert idle.wait(timeout=20) == 0, idle.stderr()
+    with pytest.raises(subprocess.TimeoutExpired):
+        busy.process.wait(LEASE + 2.0)  # still keeping the report
+    busy.signal(signal.SIGTERM)
+    assert busy.wait(timeout=LEASE + 15) == 0, busy.stderr()
+    assert f"could not report complete for {only}" in busy.stderr()
