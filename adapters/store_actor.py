@@ -21,6 +21,9 @@ again, and its connection reconnects. Nothing is re-sent by the actor.
 A round trip whose replies are transient refusals (``LOADING``, ``OOM``,
 ``BUSY``... classified in :mod:`adapters.backend`) counts as Redis away too:
 each caller gets its own refusal, and the backoff window starts.
+:meth:`StoreActor.problem` keeps the last such error until a script runs
+again (reads alone do not clear it: under ``OOM`` they still work), for
+``/healthz``.
 """
 
 from __future__ import annotations
@@ -90,16 +93,22 @@ class StoreActor:
         self._down_until = -math.inf
         self._backoff = 0.0
         self._last_error: StoreUnavailable | None = None
+        self._problem: StoreUnavailable | None = None
         self.closed = trio.Event()
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(**{f: getattr(self._stats, f) for f in StoreStatistics.__slots__})
+
+    def problem(self) -> StoreUnavailable | None:
+        """Why the store cannot serve: the last transient error, until a script ran again."""
+        return self._problem
 
     def _went_away(self, exc: StoreUnavailable) -> None:
         self._stats.failures += 1
         self._backoff = min(self.max_backoff, max(self.min_backoff, self._backoff * 2))
         self._down_until = trio.current_time() + self._backoff
         self._last_error = exc
+        self._problem = exc
 
     async def execute(self, calls: Sequence[Call]) -> list[Any]:
         """Run ``calls`` in the actor's next pipeline; raises what the backend raised."""
@@ -172,6 +181,8 @@ class StoreActor:
         else:
             self._backoff = 0.0
             self._last_error = None
+            if any(isinstance(c, OpsCall) for c in calls):
+                self._problem = None
         self._stats.round_trips += 1
         self._stats.scripts += sum(isinstance(c, OpsCall) for c in calls)
         self._stats.ops += sum(c.count for c in calls if isinstance(c, OpsCall))

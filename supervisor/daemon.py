@@ -95,8 +95,9 @@ async def _watch_signals(shutdown: trio.Event, skip_grace: trio.Event) -> None:
                 skip_grace.set()
 
 
-async def _wait_for_store(backend: Backend, shutdown: trio.Event) -> bool:
-    """Until Redis answers a PING (True), or ``shutdown`` is set first (False)."""
+async def _wait_for_store(backend: Backend, shutdown: trio.Event, *, patient: bool = True) -> bool:
+    """Until Redis answers a PING (True), or ``shutdown`` is set first (False); not
+    ``patient``: the first failure is raised."""
     since: float | None = None
     backoff = 0.05
     while True:
@@ -106,6 +107,8 @@ async def _wait_for_store(backend: Backend, shutdown: trio.Event) -> bool:
             else:
                 await trio.to_thread.run_sync(backend.ping)
         except StoreUnavailable as exc:
+            if not patient:
+                raise
             if since is None:
                 since = trio.current_time()
                 log.warning("%s; waiting for it", exc)
@@ -118,6 +121,17 @@ async def _wait_for_store(backend: Backend, shutdown: trio.Event) -> bool:
         if since is not None:
             log.info("Redis at %s answers after %.1fs; starting", backend.url, trio.current_time() - since)
         return True
+
+
+async def _healthy(metrics: Metrics, store: Store, queues: tuple[str, ...], actor: StoreActor) -> bool:
+    """Whether the store answers and takes transitions (``/healthz``); else ``metrics.problem``
+    says why: reads alone still work while Redis is out of memory, scripts do not."""
+    answered = await metrics.refresh(store, queues)
+    trouble = actor.problem()
+    if answered and trouble is not None:
+        metrics.problem = str(trouble)
+        return False
+    return answered
 
 
 async def _publish_types(deps: Deps) -> None:
@@ -143,12 +157,14 @@ async def run_daemon(
     clock: TrioWallClock | None = None,
     extra_children: tuple[ChildSpec, ...] = (),
     on_stuck: Callable[[BaseException | None], None] | None = None,
+    wait_for_store: bool = True,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until ``shutdown`` is set (or a signal arrives).
 
     Waits for Redis when it does not answer at start (see the module
-    docstring); raises :class:`~supervisor.supervise.SupervisorGaveUp`
+    docstring), or with ``wait_for_store=False`` (a one-shot run such as the
+    demo) raises :class:`~adapters.errors.StoreUnavailable` at once; raises :class:`~supervisor.supervise.SupervisorGaveUp`
     (inside an exception group) when an actor keeps crashing. ``on_stuck``
     is called with the error the daemon is ending with (or ``None``) when
     abandoned handlers are still blocked once everything else is done.
@@ -161,7 +177,7 @@ async def run_daemon(
     async with trio.open_nursery() as waiting:
         if handle_signals:  # a signal while waiting for Redis ends the wait, cleanly
             waiting.start_soon(_watch_signals, shutdown, trio.Event())
-        ready = await _wait_for_store(backend, shutdown)
+        ready = await _wait_for_store(backend, shutdown, patient=wait_for_store)
         waiting.cancel_scope.cancel()
     if not ready:
         backend.close()
@@ -228,7 +244,7 @@ async def _run(
     server = None
     if config.metrics_port is not None:
         server = MetricsServer(metrics, config.metrics_host, config.metrics_port,
-                               partial(metrics.refresh, store, deps.queues))
+                               partial(_healthy, metrics, store, deps.queues, actor))
         server.start()
         log.info("metrics on http://%s:%d/metrics, health on /healthz", config.metrics_host, server.port)
     try:

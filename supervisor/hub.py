@@ -19,6 +19,8 @@ import trio
 from adapters.errors import StoreUnavailable
 from adapters.records import Reply
 
+from .outage import StoreOutage
+
 __all__ = ["Hub"]
 
 # Destinations whose transition writes an outbox row (when the object asked for notifications).
@@ -135,8 +137,6 @@ async def every(stop: trio.Event, interval: float, step: Callable[[], Awaitable[
     (``%d``: what ``step`` returned) when it did something. A store outage is waited out
     (the next round comes after the outage's backoff, or ``interval`` if sooner) and logged
     twice, when it starts and when it ends (:class:`~supervisor.outage.StoreOutage`)."""
-    from .outage import StoreOutage
-
     outage = StoreOutage(log.name.rsplit(".", 1)[-1], log)
     while not stop.is_set():
         wait = interval

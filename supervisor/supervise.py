@@ -33,7 +33,7 @@ from adapters.errors import StoreUnavailable
 
 from .outage import StoreOutage
 
-__all__ = ["Restart", "ChildSpec", "Policy", "Decision", "decide", "Supervisor", "SupervisorGaveUp"]
+__all__ = ["Restart", "ChildSpec", "Policy", "Decision", "decide", "Supervisor", "SupervisorGaveUp", "store_outage"]
 
 log = logging.getLogger("jobvisor.supervisor")
 

@@ -29,6 +29,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -243,20 +244,29 @@ def jv(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_out_of_memory_then_freed_stops_no_daemon_and_doubles_nothing(world: dict[str, Any]) -> None:
+    """Meanwhile ``submit`` is refused in one line naming the condition, and ``/healthz`` says it."""
     server = own_redis(world, "--maxmemory-policy", "noeviction")
     url = server.url
     admin = redis.Redis.from_url(url)
-    daemons = [start_daemon(world, url, "a")]
+    daemons = [start_daemon(world, url, "a", extra=("--metrics-port", "0"))]
+    found = wait_until(lambda: re.search(r"metrics on http://[\d.]+:(\d+)", daemons[0].stderr()),
+                       timeout=15, what="the metrics port", alive=daemons[0])
+    health = f"http://127.0.0.1:{found[1]}/healthz"
     ids = submit(url, 16, seconds=1.0)
     hold_load(url, ids, 6)
     admin.config_set("maxmemory", 1)  # far below what is used: every write is refused
     keys_before = admin.dbsize()
     refused = jv("submit", "once", "--input", '{"seconds": 0}', "--app", APP, "--redis", url)
+    sick = wait_until(lambda: (r := httpx.get(health, timeout=5)).status_code == 503 and r,
+                      timeout=10, what="/healthz unhealthy", alive=daemons[0])
     time.sleep(2 * LEASE)  # the outage itself: handlers finish, their reports are refused
     assert admin.dbsize() == keys_before
     admin.config_set("maxmemory", 0)
     admin.close()
     wait_until(lambda: all_finished(url, ids), timeout=30, what="every job finished", alive=daemons[0])
+    wait_until(lambda: httpx.get(health, timeout=5).text == "ok\n", timeout=10, what="/healthz ok again")
+    assert sick.text.startswith(f"unhealthy: Redis at {url} cannot serve now (out of memory): OOM"), sick.text
+    assert sick.text.count("\n") == 1
     assert refused.returncode == 1, refused
     assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert "out of memory" in refused.stderr and "Traceback" not in refused.stderr
