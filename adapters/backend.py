@@ -32,7 +32,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import BadInput, StoreError, StoreUnavailable, redact
+from .errors import BadInput, StoreError, StoreUnavailable, redact, transient_reply
 from .keys import script_keys
 from .records import Reply
 from .resp import TrioConnection
@@ -176,18 +176,31 @@ class Backend:
     def _guard(self, fn: Any) -> Any:
         try:
             return fn()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(self.url, str(exc) or type(exc).__name__) from exc
-        except redis.exceptions.ResponseError as exc:
-            if "DB index is out of range" in str(exc):  # SELECT on connect: the URL names no database there
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
+                redis.exceptions.ResponseError) as exc:
+            if isinstance(exc, redis.exceptions.ResponseError) and "DB index is out of range" in str(exc):
+                # SELECT on connect: the URL names no database there
                 raise BadInput(f"redis: {self.url}: no such database on this server ({exc})") from None
-            raise
+            raise self._mapped(exc) from exc
+
+    def _mapped(self, exc: Exception) -> StoreError:
+        """One redis-py error (raised, or a pipeline's reply) as ours: transient ones
+        (connection, timeout, ``LOADING``, ``OOM``, ``BUSY``, ``TRYAGAIN``, failover...)
+        :class:`StoreUnavailable`, the rest a permanent :class:`StoreError`."""
+        if isinstance(exc, (redis.exceptions.ResponseError, redis.exceptions.ConnectionError)):
+            transient = transient_reply(self.url, _reply_text(exc))
+            if transient is not None:
+                return transient
+        if isinstance(exc, redis.exceptions.AuthenticationError):
+            return StoreError(f"Redis at {self.url} refused the connection: {exc}")
+        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
+            return StoreUnavailable(self.url, str(exc) or type(exc).__name__)
+        return StoreError(f"Redis refused a command at {self.url}: {exc}")
 
     def _decode(self, call: Call, result: Any) -> Any:
-        if isinstance(result, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-            return StoreUnavailable(self.url, str(result))
-        if isinstance(result, redis.exceptions.ResponseError):
-            return StoreError(f"Redis refused a command at {self.url}: {result}")
+        if isinstance(result, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                               redis.exceptions.ResponseError)):
+            return self._mapped(result)
         if isinstance(result, Exception):
             return StoreError(f"{type(result).__name__}: {result}")
         if isinstance(call, OpsCall):
@@ -215,6 +228,27 @@ def _library_names(reply: Any) -> list[str]:
             if key in (b"library_name", "library_name"):
                 names.append(value.decode() if isinstance(value, bytes) else str(value))
     return names
+
+
+# redis-py turns some error replies into classes and drops their code from the message
+_CODE_OF = {
+    "BusyLoadingError": "LOADING",
+    "OutOfMemoryError": "OOM",
+    "ReadOnlyError": "READONLY",
+    "TryAgainError": "TRYAGAIN",
+    "MasterDownError": "MASTERDOWN",
+    "ClusterDownError": "CLUSTERDOWN",
+}
+
+
+def _reply_text(exc: Exception) -> str:
+    """The error reply behind ``exc``, its code first (``LOADING ...``)."""
+    text = str(exc)
+    for cls in type(exc).__mro__:
+        code = _CODE_OF.get(cls.__name__)
+        if code is not None and not text.startswith(code):
+            return f"{code} {text}"
+    return text
 
 
 def _function_missing(result: Any) -> bool:

@@ -8,9 +8,13 @@ so supervisor code and users never catch a library's exception::
     ├── BadInput            a value the caller gave is wrong (CLI exit 2)
     ├── NotFound            no such job, batch or delivery (CLI exit 3)
     ├── Rejected            the store refused an op (adding to a finalized batch...) (exit 2)
-    ├── StoreError          the store failed (CLI exit 1)
-    │   └── StoreUnavailable    Redis did not answer at its URL; the outcome of the
-    │                           request is unknown, nothing was retried
+    ├── StoreError          the store failed for good: refused (NOPERM, WRONGTYPE, a script
+    │   │                   error) or closed (CLI exit 1)
+    │   └── StoreUnavailable    transient: Redis cannot serve now (connection lost or refused,
+    │       │                   timeout, BUSY, TRYAGAIN, MASTERDOWN, READONLY, CLUSTERDOWN...);
+    │       │                   the outcome of the request is unknown, nothing was retried
+    │       ├── StoreLoading        Redis is loading its dataset (LOADING)
+    │       └── StoreOutOfMemory    Redis refuses writes: maxmemory reached (OOM)
     └── HttpFailure         an HTTP request (webhook, validator) got no usable answer
         ├── HttpTimeout         no complete answer within the request's time limit
         └── HttpUnreachable     refused, reset, DNS, TLS, or not HTTP at all
@@ -25,6 +29,9 @@ __all__ = [
     "Rejected",
     "StoreError",
     "StoreUnavailable",
+    "StoreLoading",
+    "StoreOutOfMemory",
+    "transient_reply",
     "HttpFailure",
     "HttpTimeout",
     "HttpUnreachable",
@@ -59,10 +66,66 @@ class StoreUnavailable(StoreError):
     run twice (a submit without idempotency key), so the caller decides.
     """
 
-    def __init__(self, url: str, detail: str = "") -> None:
+    condition = "unavailable"
+    """One word naming why (``unavailable``, ``loading``, ``out of memory``, ``busy``...),
+    for logs and ``/healthz``."""
+
+    def __init__(self, url: str, detail: str = "", *, condition: str | None = None) -> None:
         self.url = redact(url)
         self.detail = detail
-        super().__init__(f"Redis is unavailable at {self.url}" + (f": {detail}" if detail else ""))
+        if condition is not None:
+            self.condition = condition
+        super().__init__(self._headline() + (f": {detail}" if detail else ""))
+
+    def _headline(self) -> str:
+        if self.condition == "unavailable":
+            return f"Redis is unavailable at {self.url}"
+        return f"Redis at {self.url} cannot serve now ({self.condition})"
+
+    def again(self) -> StoreUnavailable:
+        """The same error as a new exception (each waiting caller gets its own)."""
+        return type(self)(self.url, self.detail, condition=self.condition)
+
+
+class StoreLoading(StoreUnavailable):
+    """Redis is loading its dataset into memory (after a restart): nothing runs until it is done."""
+
+    condition = "loading"
+
+
+class StoreOutOfMemory(StoreUnavailable):
+    """Redis reached ``maxmemory`` with a policy that refuses writes: reads still work,
+    no transition can be written until memory is freed."""
+
+    condition = "out of memory"
+
+
+# Error reply codes (the first word of a Redis error reply) that mean "not now": the server
+# is loading, busy, failing over or out of memory, and the same request may succeed later.
+# Everything else (NOPERM, WRONGTYPE, ERR, a script error...) is permanent.
+_TRANSIENT_CODES: dict[str, tuple[type[StoreUnavailable], str]] = {
+    "LOADING": (StoreLoading, "loading"),
+    "OOM": (StoreOutOfMemory, "out of memory"),
+    "BUSY": (StoreUnavailable, "busy running a script"),
+    "TRYAGAIN": (StoreUnavailable, "resharding"),
+    "MASTERDOWN": (StoreUnavailable, "failover"),
+    "READONLY": (StoreUnavailable, "failover"),
+    "CLUSTERDOWN": (StoreUnavailable, "cluster down"),
+    "NOREPLICAS": (StoreUnavailable, "not enough replicas"),
+    "MISCONF": (StoreUnavailable, "persistence failing"),
+}
+
+
+def transient_reply(url: str, message: str) -> StoreUnavailable | None:
+    """The transient error a Redis error reply ``message`` stands for, or ``None`` when the
+    reply is permanent. ``message`` is the reply's text, error code first
+    (``"LOADING Redis is loading the dataset in memory"``)."""
+    code = message.split(None, 1)[0] if message.strip() else ""
+    found = _TRANSIENT_CODES.get(code)
+    if found is None:
+        return None
+    kind, condition = found
+    return kind(url, message.strip(), condition=condition)
 
 
 class HttpFailure(JobvisorError):

@@ -27,6 +27,8 @@ key (after ``jv:{q}:``)          type    contents and lifetime
 ``batches``                     zset    live batch ids; score = stuck deadline ms (last
                                         member activity + stuck-after; +inf without);
                                         a batch leaves it when it ends
+``swept``                       string  when a watchdog last swept the queue (ms); a gap
+                                        re-arms the leases (outage accounting)
 ``wake`` (channel)              pubsub  a job became queued: idle workers claim
 ``cancel`` (channel)            pubsub  a running job was cancelled: its holder stops it
 ==============================  ======  ==============================================
@@ -50,6 +52,8 @@ key (after ``jv:{@workers}:``)   type    contents and lifetime
                                         jobs, heartbeat; expires a day after the last
 ``gone``                        zset    stopped or lost daemon ids; score = when;
                                         the latest 1000 kept
+``swept``                       string  when a watchdog last swept the registry (ms); a
+                                        gap re-arms the heartbeats (outage accounting)
 ``events``                      stream  worker.started / returned / stopped / lost;
                                         capped (MAXLEN ~)
 ==============================  ======  ==============================================

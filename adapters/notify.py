@@ -31,11 +31,15 @@ def _text(value: object) -> str:
 async def listen(backend: Backend, channels: Sequence[str], deliver: Deliver, *, idle: float = 15.0) -> None:
     """Subscribe and call ``deliver(channel, data)`` per message, until cancelled."""
     backoff = 0.05
+    down_since: float | None = None  # one warning when the connection is lost, one line when back
     while True:
         connection = backend.connection()
         try:
             await connection.send("SUBSCRIBE", *channels)
             backoff = 0.05
+            if down_since is not None:
+                log.info("pub/sub reconnected to %s after %.1fs", backend.url, trio.current_time() - down_since)
+                down_since = None
             pinged = False
             while True:
                 reply = await connection.receive(idle)
@@ -51,7 +55,9 @@ async def listen(backend: Backend, channels: Sequence[str], deliver: Deliver, *,
                 if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                     deliver(_text(reply[1]), _text(reply[2]))
         except StoreUnavailable as exc:
-            log.warning("pub/sub lost its connection to %s (%s); reconnecting", backend.url, exc.detail)
+            if down_since is None:
+                down_since = trio.current_time()
+                log.warning("pub/sub lost its connection to %s (%s); reconnecting", backend.url, exc.detail)
             await trio.sleep(backoff)
             backoff = min(2.0, backoff * 2)
         finally:

@@ -8,6 +8,12 @@ commands are packed by ``hiredis.pack_command`` and replies parsed by
 redis-py client's own response callbacks, so every reply has exactly the
 shape the synchronous client gives.
 
+Errors: a connection that cannot be made, breaks or times out is
+:class:`StoreUnavailable`; a handshake the server refuses is classified by
+:func:`~adapters.errors.transient_reply` (``LOADING`` waits, a wrong
+password is a permanent :class:`StoreError`). Error replies to commands are
+returned as values and classified by the backend.
+
 A connection is never left in an unknown state: any failure or cancellation
 in the middle of a round trip closes it, and the next round trip reconnects.
 An idle connection the server closed (Redis restarted while it sat unused)
@@ -27,7 +33,7 @@ import redis
 import trio
 from redis.connection import parse_url
 
-from .errors import StoreUnavailable, redact
+from .errors import StoreError, StoreUnavailable, redact, transient_reply
 
 __all__ = ["TrioConnection"]
 
@@ -87,7 +93,11 @@ class TrioConnection:
         for reply in await self._round_trip(handshake):
             if isinstance(reply, Exception):
                 self.close()
-                raise StoreUnavailable(self.url, f"handshake refused: {reply}")
+                # LOADING and friends wait; a wrong password or a missing db does not pass
+                transient = transient_reply(self.url, str(reply))
+                if transient is not None:
+                    raise transient
+                raise StoreError(f"Redis at {self.url} refused the connection: {reply}")
 
     def close(self) -> None:
         stream, self._stream = self._stream, None

@@ -334,12 +334,17 @@ class Store:
         """Move scheduled jobs whose time has come to queued; ``next_due`` is the next time."""
         return await self._op(queue, {"op": "wake", "n": n})
 
-    async def expired(self, queue: str, n: int = 100, offset: int = 0) -> list[Expired]:
-        """Active jobs whose lease deadline has passed and that no inspection holds (read only).
+    async def expired(self, queue: str, n: int = 100, offset: int = 0, *,
+                      gap: float = 0.0, lease: float = 0.0) -> list[Expired]:
+        """Active jobs whose lease deadline has passed and that no inspection holds.
 
         Oldest deadline first; ``offset`` skips that many (the ones a caller leaves for later).
+        With ``gap``: when no sweep reached the queue for longer than ``gap`` seconds (the
+        store was away), every lease first gets ``lease`` seconds from now (README, "Redis
+        outages"); this is the watchdog's call.
         """
-        reply = await self._op(queue, {"op": "expired", "n": n, "offset": offset})
+        reply = await self._op(queue, {"op": "expired", "n": n, "offset": offset,
+                                       "gap_ms": int(gap * 1000), "lease_ms": int(lease * 1000)})
         return [msgspec.convert(j, Expired) for j in reply.jobs]
 
     async def inspect(self, job_id: str, token: str, *, hold: float, inspector: str) -> Reply:
@@ -405,9 +410,11 @@ class Store:
         """A daemon shutting down leaves the registry (never declared lost)."""
         return await self._op(REGISTRY, {"op": "worker_stop", "id": daemon_id})
 
-    async def declare_lost_workers(self, n: int = 100) -> list[LostWorker]:
-        """Daemons past their heartbeat deadline, each declared lost by exactly one caller."""
-        reply = await self._op(REGISTRY, {"op": "workers_lost", "n": n})
+    async def declare_lost_workers(self, n: int = 100, *, gap: float = 0.0, lease: float = 0.0) -> list[LostWorker]:
+        """Daemons past their heartbeat deadline, each declared lost by exactly one caller;
+        ``gap`` and ``lease`` as for :meth:`expired` (a store outage re-arms heartbeats)."""
+        reply = await self._op(REGISTRY, {"op": "workers_lost", "n": n,
+                                          "gap_ms": int(gap * 1000), "lease_ms": int(lease * 1000)})
         return [msgspec.convert(w, LostWorker) for w in reply.jobs]
 
     async def workers(self, *, include_gone: bool = False, gone_limit: int = 100) -> list[WorkerView]:

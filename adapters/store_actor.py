@@ -18,6 +18,12 @@ Redis away: the batch's callers get :class:`StoreUnavailable` naming the
 URL; for a backoff window (doubling up to ``max_backoff``) new requests fail
 at once with the same error; the first request after the window probes
 again, and its connection reconnects. Nothing is re-sent by the actor.
+A round trip whose replies are transient refusals (``LOADING``, ``OOM``,
+``BUSY``... classified in :mod:`adapters.backend`) counts as Redis away too:
+each caller gets its own refusal, and the backoff window starts.
+:meth:`StoreActor.problem` keeps the last such error until a script runs
+again (reads alone do not clear it: under ``OOM`` they still work), for
+``/healthz``.
 """
 
 from __future__ import annotations
@@ -88,10 +94,22 @@ class StoreActor:
         self._backoff = 0.0
         self._last_error: StoreUnavailable | None = None
         self._waiting: set[_Request] = set()  # answered with an error if the actor ends first
+        self._problem: StoreUnavailable | None = None
         self.closed = trio.Event()
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(**{f: getattr(self._stats, f) for f in StoreStatistics.__slots__})
+
+    def problem(self) -> StoreUnavailable | None:
+        """Why the store cannot serve: the last transient error, until a script ran again."""
+        return self._problem
+
+    def _went_away(self, exc: StoreUnavailable) -> None:
+        self._stats.failures += 1
+        self._backoff = min(self.max_backoff, max(self.min_backoff, self._backoff * 2))
+        self._down_until = trio.current_time() + self._backoff
+        self._last_error = exc
+        self._problem = exc
 
     async def execute(self, calls: Sequence[Call]) -> list[Any]:
         """Run ``calls`` in the actor's next pipeline; raises what the backend raised."""
@@ -149,7 +167,7 @@ class StoreActor:
         self._stats.requests += len(batch)
         if self._last_error is not None and trio.current_time() < self._down_until:
             for request in batch:
-                request.error = StoreUnavailable(self._last_error.url, self._last_error.detail)
+                request.error = self._last_error.again()
                 request.done.set()
             return
         calls, routes = _merge(batch)
@@ -163,16 +181,19 @@ class StoreActor:
                 with trio.CancelScope(shield=True):
                     results = await self.backend.run_async(connection, calls, now_ms)
         except StoreUnavailable as exc:
-            self._stats.failures += 1
-            self._backoff = min(self.max_backoff, max(self.min_backoff, self._backoff * 2))
-            self._down_until = trio.current_time() + self._backoff
-            self._last_error = exc
+            self._went_away(exc)
             for request in batch:
                 request.error = exc
                 request.done.set()
             return
-        self._backoff = 0.0
-        self._last_error = None
+        refusal = next((r for r in results if isinstance(r, StoreUnavailable)), None)
+        if refusal is not None:
+            self._went_away(refusal)
+        else:
+            self._backoff = 0.0
+            self._last_error = None
+            if any(isinstance(c, OpsCall) for c in calls):
+                self._problem = None
         self._stats.round_trips += 1
         self._stats.scripts += sum(isinstance(c, OpsCall) for c in calls)
         self._stats.ops += sum(c.count for c in calls if isinstance(c, OpsCall))

@@ -20,6 +20,7 @@ from adapters.notify import InlinePoller, listen
 
 from .deps import Deps
 from .hub import wait_any
+from .outage import StoreOutage
 
 __all__ = ["run_scheduler", "run_listener"]
 
@@ -29,6 +30,7 @@ log = logging.getLogger("jobvisor.actors")
 async def run_scheduler(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Move scheduled jobs whose time has come to ``queued``; sleep until the next one."""
     task_status.started()
+    outage = StoreOutage("scheduler", log)
     while not stop.is_set():
         changed = deps.hub.scheduled_event()
         next_due = math.inf
@@ -37,8 +39,9 @@ async def run_scheduler(deps: Deps, stop: trio.Event, *, task_status: trio.TaskS
                 reply = await deps.store.wake(queue)
                 if reply.next_due is not None:
                     next_due = min(next_due, reply.next_due / 1000)
+            outage.reached()
         except StoreUnavailable as exc:
-            log.warning("scheduler: %s", exc)
+            next_due = deps.clock() + outage.failed(exc)
         wait = min(deps.config.idle_poll, max(0.0, next_due - deps.clock()))
         await wait_any(stop, wait, changed)
 

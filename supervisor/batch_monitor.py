@@ -39,6 +39,7 @@ from adapters.errors import StoreUnavailable
 
 from .deps import Deps
 from .hub import wait_any
+from .outage import StoreOutage
 
 __all__ = ["run_batch_monitor"]
 
@@ -52,6 +53,7 @@ async def run_batch_monitor(
     config = deps.config
     cursors = dict.fromkeys(deps.queues, 0)
     task_status.started()
+    outage = StoreOutage("batch monitor", log)
     while not stop.is_set():
         next_due = math.inf
         try:
@@ -65,6 +67,7 @@ async def run_batch_monitor(
                     log.log(level, "batch %s finalized by the monitor: %s", moved.get("id"), moved.get("to"))
                 if reply.next_due is not None:
                     next_due = min(next_due, reply.next_due / 1000)
+            outage.reached()
         except StoreUnavailable as exc:
-            log.warning("batch monitor: %s", exc)
+            next_due = deps.clock() + outage.failed(exc)
         await wait_any(stop, min(config.batch_interval, max(0.0, next_due - deps.clock())))

@@ -13,6 +13,11 @@ is queued and closes last. Cleanup runs under a shielded, time-limited scope,
 so it always runs and never hangs. A second signal skips the grace period:
 running handlers are interrupted at once, and their jobs still released.
 
+Redis away at start (down, loading its dataset, out of memory): the daemon
+waits for it, with one WARNING and one INFO when it answers, and starts
+then; a shutdown while it waits ends the wait. Redis away later is waited
+out by every actor (:mod:`supervisor.outage`) and never stops the daemon.
+
 Handlers run in a host nursery outside all of that, so that a handler that
 ignores cancellation can be abandoned (its slot freed, its attempt recorded)
 without holding up anything. Last of all the daemon waits ``abandon_after``
@@ -33,6 +38,7 @@ from functools import partial
 import trio
 
 from adapters.backend import Backend, MemoryServers, open_backend
+from adapters.errors import StoreUnavailable
 from adapters.http import HttpClient
 from adapters.store import Store
 from adapters.store_actor import StoreActor
@@ -45,6 +51,7 @@ from .deps import Deps, TrioWallClock
 from .evaluator import run_evaluator
 from .hub import Hub
 from .metrics import Metrics, MetricsServer
+from .outage import StoreOutage
 from .retention import run_retention
 from .registry import Registration, run_registry
 from .supervise import ChildSpec, Policy, Supervisor
@@ -88,6 +95,57 @@ async def _watch_signals(shutdown: trio.Event, skip_grace: trio.Event) -> None:
                 skip_grace.set()
 
 
+async def _wait_for_store(backend: Backend, shutdown: trio.Event, *, patient: bool = True) -> bool:
+    """Until Redis answers a PING (True), or ``shutdown`` is set first (False); not
+    ``patient``: the first failure is raised."""
+    since: float | None = None
+    backoff = 0.05
+    while True:
+        try:
+            if backend.inline:
+                backend.ping()
+            else:
+                await trio.to_thread.run_sync(backend.ping)
+        except StoreUnavailable as exc:
+            if not patient:
+                raise
+            if since is None:
+                since = trio.current_time()
+                log.warning("%s; waiting for it", exc)
+            with trio.move_on_after(backoff):
+                await shutdown.wait()
+            if shutdown.is_set():
+                return False
+            backoff = min(2.0, backoff * 2)
+            continue
+        if since is not None:
+            log.info("Redis at %s answers after %.1fs; starting", backend.url, trio.current_time() - since)
+        return True
+
+
+async def _healthy(metrics: Metrics, store: Store, queues: tuple[str, ...], actor: StoreActor) -> bool:
+    """Whether the store answers and takes transitions (``/healthz``); else ``metrics.problem``
+    says why: reads alone still work while Redis is out of memory, scripts do not."""
+    answered = await metrics.refresh(store, queues)
+    trouble = actor.problem()
+    if answered and trouble is not None:
+        metrics.problem = str(trouble)
+        return False
+    return answered
+
+
+async def _publish_types(deps: Deps) -> None:
+    """Publish the app's job types; a store outage right after start is waited out."""
+    outage = StoreOutage("daemon", log)
+    while True:
+        try:
+            await deps.store.register_types({t: h.describe() for t, h in deps.app.handlers.items()})
+            outage.reached()
+            return
+        except StoreUnavailable as exc:
+            await outage.wait(exc)
+
+
 async def run_daemon(
     config: DaemonConfig,
     app: App,
@@ -99,12 +157,14 @@ async def run_daemon(
     clock: TrioWallClock | None = None,
     extra_children: tuple[ChildSpec, ...] = (),
     on_stuck: Callable[[BaseException | None], None] | None = None,
+    wait_for_store: bool = True,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until ``shutdown`` is set (or a signal arrives).
 
-    Raises :class:`~adapters.errors.StoreUnavailable` when Redis does not
-    answer at start, and :class:`~supervisor.supervise.SupervisorGaveUp`
+    Waits for Redis when it does not answer at start (see the module
+    docstring), or with ``wait_for_store=False`` (a one-shot run such as the
+    demo) raises :class:`~adapters.errors.StoreUnavailable` at once; raises :class:`~supervisor.supervise.SupervisorGaveUp`
     (inside an exception group) when an actor keeps crashing. ``on_stuck``
     is called with the error the daemon is ending with (or ``None``) when
     abandoned handlers are still blocked once everything else is done.
@@ -114,16 +174,21 @@ async def run_daemon(
     shutdown = shutdown or trio.Event()
     check_validator_urls(app, config)
     backend = open_backend(config.redis, memory=memory)
-    if backend.inline:
-        backend.ping()
-    else:
-        await trio.to_thread.run_sync(backend.ping)
+    async with trio.open_nursery() as waiting:
+        if handle_signals:  # a signal while waiting for Redis ends the wait, cleanly
+            waiting.start_soon(_watch_signals, shutdown, trio.Event())
+        ready = await _wait_for_store(backend, shutdown, patient=wait_for_store)
+        waiting.cancel_scope.cancel()
+    if not ready:
+        backend.close()
+        return
     if not app.handlers:
         log.warning("no handlers registered (use --app module:attr): this daemon claims nothing it can run")
     metrics = Metrics()
     hub = Hub()
     wall = clock or TrioWallClock()
-    actor = StoreActor(backend, wall)
+    # A worker whose store comes back must reach it well within a lease (README, "Redis outages").
+    actor = StoreActor(backend, wall, max_backoff=min(2.0, config.lease / 4))
     store = Store(actor, sanitizer=config.sanitizer, observers=[hub.observe, metrics.observe])
     deps = Deps(store=store, app=app, config=config, hub=hub, metrics=metrics, clock=wall)
     async with trio.open_nursery() as host:
@@ -179,7 +244,7 @@ async def _run(
     server = None
     if config.metrics_port is not None:
         server = MetricsServer(metrics, config.metrics_host, config.metrics_port,
-                               partial(metrics.refresh, store, deps.queues))
+                               partial(_healthy, metrics, store, deps.queues, actor))
         server.start()
         log.info("metrics on http://%s:%d/metrics, health on /healthz", config.metrics_host, server.port)
     try:
@@ -190,7 +255,7 @@ async def _run(
                     if handle_signals:
                         inner.start_soon(_watch_signals, shutdown, pool.skip_grace)
                     if publish_types:  # what `jobvisor submit` reads to fill in a type's defaults
-                        await store.register_types({t: h.describe() for t, h in deps.app.handlers.items()})
+                        await _publish_types(deps)
                     await inner.start(supervisor.run)
                     task_status.started(
                         Daemon(deps, pool, supervisor, actor, backend, shutdown,

@@ -329,7 +329,7 @@ async def _run(redis: str | None, url: str, memory: MemoryServers, tag: str, mai
             # daemon A: the main queue
             a: Daemon = await nursery.start(partial(
                 run_daemon, _settings(url, f"demo-{tag}-A", [main_q], secret, receiver.server.url + "/hooks"), app,
-                memory=memory, handle_signals=False, publish_types=False))
+                memory=memory, handle_signals=False, publish_types=False, wait_for_store=False))
             store: Store = a.store
             client = AsyncClient(store, app=app)
 

@@ -19,6 +19,8 @@ import trio
 from adapters.errors import StoreUnavailable
 from adapters.records import Reply
 
+from .outage import StoreOutage
+
 __all__ = ["Hub"]
 
 # Destinations whose transition writes an outbox row (when the object asked for notifications).
@@ -132,13 +134,17 @@ async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
 async def every(stop: trio.Event, interval: float, step: Callable[[], Awaitable[int]],
                 log: logging.Logger, done: str) -> None:
     """Run ``step()`` now and then every ``interval`` seconds until ``stop``; log ``done``
-    (``%d``: what ``step`` returned) when it did something, and a store outage as a warning
-    (the next round tries again)."""
+    (``%d``: what ``step`` returned) when it did something. A store outage is waited out
+    (the next round comes after the outage's backoff, or ``interval`` if sooner) and logged
+    twice, when it starts and when it ends (:class:`~supervisor.outage.StoreOutage`)."""
+    outage = StoreOutage(log.name.rsplit(".", 1)[-1], log)
     while not stop.is_set():
+        wait = interval
         try:
             count = await step()
+            outage.reached()
             if count:
                 log.info(done, count)
         except StoreUnavailable as exc:
-            log.warning("%s: %s", log.name.rsplit(".", 1)[-1], exc)
-        await wait_any(stop, interval)
+            wait = min(interval, outage.failed(exc))
+        await wait_any(stop, wait)

@@ -24,6 +24,7 @@ import trio
 from adapters.errors import StoreUnavailable
 
 from .hub import wait_any
+from .outage import StoreOutage
 
 __all__ = ["InFlight"]
 
@@ -76,11 +77,14 @@ class InFlight:
         self, stop: trio.Event, nursery: trio.Nursery, *, queues: Sequence[str],
         take: Callable[[str, int], Awaitable[Any]], run: Callable[..., Awaitable[Any]],
         woke: Callable[[], trio.Event], clock: Callable[[], float], idle_poll: float, label: str,
+        outage: StoreOutage | None = None,
     ) -> None:
         """Until ``stop``: take due items of every queue into the free slots and run each as
         ``run(scope, queue, item)``; then sleep until the earliest next due item, a nudge
         (``woke()``'s event), a freed slot, or ``idle_poll`` at most. ``take(queue, n)``
-        answers the items (each with an ``id``) and ``next_due`` (epoch seconds or None)."""
+        answers the items (each with an ``id``) and ``next_due`` (epoch seconds or None).
+        A store outage is waited out with ``outage``'s backoff (and logged by it, twice)."""
+        outage = outage or StoreOutage(label, log)
         while not stop.is_set():
             woken = woke()
             freed = self.freed_event()
@@ -95,8 +99,9 @@ class InFlight:
                             self.start(nursery, item.id, run, queue, item)
                     if due.next_due is not None:
                         next_due = min(next_due, due.next_due)
+                outage.reached()
             except StoreUnavailable as exc:
-                log.warning("%s: %s", label, exc)
+                next_due = clock() + outage.failed(exc)
             wait = next_due - clock()
             wait = idle_poll if wait <= 0 else min(idle_poll, wait)
             await wait_any(stop, wait, woken, freed)

@@ -8,8 +8,9 @@ Served on ``--metrics-port`` by a small WSGI server in a thread:
   exact when scraped and cost nothing between scrapes. When the store does
   not answer, the scrape still succeeds with the depths last read.
 * ``/healthz``: 200 ``ok`` when the daemon's store answers a round trip
-  within :data:`PROBE_TIMEOUT` seconds; 503 ``unhealthy`` otherwise (Redis
-  away or refusing, the daemon shutting down).
+  within :data:`PROBE_TIMEOUT` seconds; 503 ``unhealthy: <why>`` otherwise,
+  one line naming the condition (Redis unreachable, loading, out of memory,
+  refusing; the daemon shutting down).
 
 Both reach the store through the daemon's trio loop
 (``trio.from_thread.run``); the server is stopped from a worker thread
@@ -42,6 +43,7 @@ class Metrics:
     """The daemon's instruments."""
 
     def __init__(self) -> None:
+        self.problem = ""  # why the store did not answer the last refresh (``/healthz``)
         self.registry = CollectorRegistry(auto_describe=True)
         self.transitions = Counter(
             "jobvisor_transitions", "Store transitions by machine, trigger and outcome",
@@ -95,7 +97,8 @@ class Metrics:
         )
 
     async def refresh(self, store: Store, queues: Iterable[str], *, timeout: float = PROBE_TIMEOUT) -> bool:
-        """Read every queue's depths into the gauges; False when the store did not answer."""
+        """Read every queue's depths into the gauges; False when the store did not answer,
+        and then :attr:`problem` says why (one line, for ``/healthz``)."""
         with trio.move_on_after(timeout):
             try:
                 names = tuple(queues)
@@ -104,9 +107,12 @@ class Metrics:
                         self.queue_depth.labels(queue, state).set(count)
                 if not names:  # still one round trip: the answer is whether the store answers
                     await store.queues()
-            except JobvisorError:  # unavailable, refused, or closed at shutdown
+            except JobvisorError as exc:  # unavailable, loading, refused, or closed at shutdown
+                self.problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 return False
+            self.problem = ""
             return True
+        self.problem = f"the store did not answer within {timeout:g}s"
         return False
 
     def set_filing(self, queue: str, counts: dict[tuple[str, str], int], waiting: int) -> None:
@@ -157,7 +163,8 @@ class MetricsServer:
             if environ.get("PATH_INFO") == "/healthz":
                 start_response("200 OK" if answered else "503 Service Unavailable",
                                [("Content-Type", "text/plain")])
-                return [b"ok\n" if answered else b"unhealthy\n"]
+                why = self.metrics.problem or "the daemon is stopping"
+                return [b"ok\n" if answered else f"unhealthy: {why}\n".encode()]
             return prometheus(environ, start_response)  # type: ignore[no-any-return]
 
         try:

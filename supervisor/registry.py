@@ -26,6 +26,7 @@ from adapters.records import SlotView
 
 from .deps import Deps
 from .hub import wait_any
+from .outage import StoreOutage
 
 __all__ = ["Registration", "run_registry"]
 
@@ -66,12 +67,15 @@ class Registration:
 
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        outage = StoreOutage("registry", log)
         while not stop.is_set():
+            wait = self.deps.config.heartbeat
             try:
                 await self.beat()
-            except StoreUnavailable as exc:
-                log.warning("registry heartbeat: %s", exc)
-            await wait_any(stop, self.deps.config.heartbeat)
+                outage.reached()
+            except StoreUnavailable as exc:  # beat again as soon as the store is back
+                wait = min(wait, outage.failed(exc))
+            await wait_any(stop, wait)
         # Stopping (not crashing): leave the registry, bounded, even when cancelled meanwhile.
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + 5.0

@@ -10,6 +10,13 @@ to stop (its ``stop`` event), given ``shutdown_s`` to finish, then cancelled.
 A child is ``async def start(stop: trio.Event, *, task_status)``; it calls
 ``task_status.started()`` once ready and returns when ``stop`` is set (or
 when it has nothing left to do, for a ``transient`` child).
+
+A store outage is not a crash: a child that ends with
+:class:`~adapters.errors.StoreUnavailable` (alone, or every leaf of an
+exception group) is restarted after the outage's backoff and never counts
+against the restart intensity, so a Redis that is restarting, loading or out
+of memory for a minute does not stop the daemon. Actors wait such outages
+out themselves; this is the safety net for one that let it through.
 """
 
 from __future__ import annotations
@@ -22,7 +29,11 @@ from typing import Any
 
 import trio
 
-__all__ = ["Restart", "ChildSpec", "Policy", "Decision", "decide", "Supervisor", "SupervisorGaveUp"]
+from adapters.errors import StoreUnavailable
+
+from .outage import StoreOutage
+
+__all__ = ["Restart", "ChildSpec", "Policy", "Decision", "decide", "Supervisor", "SupervisorGaveUp", "store_outage"]
 
 log = logging.getLogger("jobvisor.supervisor")
 
@@ -94,6 +105,22 @@ class _Running:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
     history: tuple[float, ...] = ()
+    outage: StoreOutage | None = None
+
+
+def store_outage(exc: BaseException | None) -> StoreUnavailable | None:
+    """The store outage ``exc`` is, when that is all it is (an exception group counts when
+    every exception in it is one); else ``None``."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        match, rest = exc.split(StoreUnavailable)
+        if match is not None and rest is None:
+            first = match
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            return first if isinstance(first, StoreUnavailable) else None
+    return None
 
 
 class Supervisor:
@@ -128,12 +155,19 @@ class Supervisor:
             with child.scope:
                 while True:
                     crash: BaseException | None = None
+                    began = trio.current_time()
                     try:
                         await child.spec.start(child.stop, task_status=status)
                     except Exception as exc:  # noqa: BLE001 - a crash of any kind is restarted
                         crash = exc
                     if child.stop.is_set():
                         return
+                    outage = store_outage(crash)
+                    if outage is not None and child.spec.restart is not Restart.TEMPORARY:
+                        await trio.sleep(self._outage_delay(child, outage, trio.current_time() - began))
+                        continue
+                    if child.outage is not None:
+                        child.outage.reached()
                     if crash is None and child.spec.restart is not Restart.PERMANENT:
                         return
                     if child.spec.restart is Restart.TEMPORARY:
@@ -157,6 +191,15 @@ class Supervisor:
                     await trio.sleep(decision.delay)
         finally:
             child.done.set()
+
+    def _outage_delay(self, child: _Running, exc: StoreUnavailable, ran: float) -> float:
+        """Backoff before restarting a child that ended on a store outage (not a crash)."""
+        if child.outage is None:
+            child.outage = StoreOutage(f"actor {child.spec.id}", log, min_backoff=self.policy.backoff,
+                                       max_backoff=self.policy.max_backoff)
+        elif ran > 2 * self.policy.max_backoff:  # it served a while: that outage was over
+            child.outage.reached()
+        return child.outage.failed(exc)
 
     async def shutdown(self, *, deadline_s: float | None = None) -> None:
         """Stop children in reverse start order: ask, wait ``shutdown_s``, then cancel.

@@ -45,6 +45,7 @@ from .app import App, HttpValidator, ValidationResult
 from .config import DaemonConfig
 from .deps import Deps
 from .inflight import InFlight
+from .outage import StoreOutage
 
 __all__ = ["Validator", "judge", "fill_url", "check_validator_urls"]
 
@@ -102,6 +103,7 @@ class Validator:
         self.http = http
         self.rng = rng or random.Random()
         self.in_flight = InFlight(self.config.validation_concurrency)
+        self.outage = StoreOutage("validator", log)
 
     @property
     def types(self) -> list[str]:
@@ -114,7 +116,8 @@ class Validator:
                 stop, checks, queues=self.deps.queues, run=self._check, woke=self.deps.hub.validating_event,
                 take=lambda queue, n: self.deps.store.validations_due(
                     queue, self.types, n=n, lease=self.config.validation_lease),
-                clock=self.deps.clock, idle_poll=self.config.idle_poll, label="validator")
+                clock=self.deps.clock, idle_poll=self.config.idle_poll, label="validator",
+                outage=self.outage)
             await self.in_flight.drain(0.0)  # a check is a read: give it back now, redo it later
 
     # -- one check -------------------------------------------------------------------------
@@ -130,9 +133,10 @@ class Validator:
                     await self.deps.store.release_validation(task.id, task.token)
                 else:
                     await self._record(task, verdict)
-            except (StoreUnavailable, NotFound) as exc:
-                log.warning("validator: could not record the check of %s (%s); it will be checked again",
-                            task.id, exc)
+            except StoreUnavailable as exc:
+                self.outage.failed(exc)  # the check's lease runs out; it is checked again
+            except NotFound as exc:
+                log.warning("validator: could not record the check of %s (%s)", task.id, exc)
 
     async def _verdict(self, task: ValidationTask) -> ValidationResult | None:
         """The check's verdict; ``None`` when there is nothing to record (job gone, store away)."""

@@ -3,6 +3,13 @@
 Every daemon runs one; they cooperate through guarded store steps, never by
 talking to each other.
 
+A store outage is not a lost worker: when the watchdogs' sweeps of a queue
+pause for longer than :attr:`Watchdog.outage_gap` (nobody could reach Redis),
+the first sweep after it re-arms every lease of the queue, and every live
+daemon's heartbeat, to one full lease from that moment, before it reads what
+expired (the rule is in the Lua, ``outage_rearm``, and in README's guarantees).
+Outages are waited out and logged twice (:class:`~supervisor.outage.StoreOutage`).
+
 Theory of operation
 -------------------
 A lease runs out when the worker holding it, or its whole daemon, stopped
@@ -70,6 +77,7 @@ from adapters.records import Expired
 from .app import ServiceStatus, StatusAnswer, StatusQuery
 from .deps import Deps
 from .hub import wait_any
+from .outage import StoreOutage
 
 __all__ = ["Cause", "Decision", "decide", "Watchdog", "run_watchdog"]
 
@@ -155,6 +163,17 @@ class Watchdog:
         self.deps = deps
         self.config = deps.config
         self.queries = trio.Semaphore(self.config.status_query_concurrency)
+        self.outage = StoreOutage("watchdog", log)
+
+    @property
+    def interval(self) -> float:
+        return self.config.watchdog_interval
+
+    @property
+    def outage_gap(self) -> float:
+        """A pause of every watchdog's sweeps longer than this is a store outage (README,
+        "Redis outages"): well above the sweep interval, well below what a holder needs."""
+        return max(self.config.lease / 4, 3 * self.interval)
 
     @property
     def hold(self) -> float:
@@ -165,18 +184,20 @@ class Watchdog:
         async with trio.open_nursery() as queries:
             task_status.started()
             while not stop.is_set():
+                wait = self.interval
                 try:
                     await self.sweep_workers()
                     for queue in self.deps.queues:
                         await self.sweep(queue, queries)
+                    self.outage.reached()
                 except StoreUnavailable as exc:
-                    log.warning("watchdog: %s", exc)
-                await wait_any(stop, self.config.watchdog_interval)
+                    wait = min(wait, self.outage.failed(exc))
+                await wait_any(stop, wait)
             queries.cancel_scope.cancel()
 
     async def sweep_workers(self) -> None:
         """Declare lost the daemons whose heartbeat stopped (each once, across watchdogs)."""
-        for lost in await self.deps.store.declare_lost_workers():
+        for lost in await self.deps.store.declare_lost_workers(gap=self.outage_gap, lease=self.config.lease):
             self.deps.metrics.workers_lost.inc()
             log.warning("daemon %s declared lost: no heartbeat since %.3f (it held %s)",
                         lost.id, lost.heartbeat_at / 1000, lost.slots or "no jobs")
@@ -185,7 +206,8 @@ class Watchdog:
         """Decide every expired lease of ``queue`` that needs no query; start the queries."""
         offset = 0
         for _ in range(PAGES):
-            jobs = await self.deps.store.expired(queue, n=PAGE, offset=offset)
+            jobs = await self.deps.store.expired(queue, n=PAGE, offset=offset,
+                                                 gap=self.outage_gap, lease=self.config.lease)
             async with trio.open_nursery() as now:
                 for job in jobs:
                     query = self._query_for(job)
@@ -213,7 +235,7 @@ class Watchdog:
         try:
             await self._apply(job, Decision("lease_expired", cause), None)
         except StoreUnavailable as exc:
-            log.warning("watchdog: %s", exc)
+            self.outage.failed(exc)
 
     async def _inspect(self, job: Expired, query: StatusQuery, queries: trio.Nursery) -> None:
         """Take the lease in hand, then ask in the background (the semaphore is held)."""
@@ -223,7 +245,7 @@ class Watchdog:
         except BaseException as exc:
             self.queries.release()
             if isinstance(exc, StoreUnavailable):
-                log.warning("watchdog: %s", exc)
+                self.outage.failed(exc)
                 return
             raise
         if reply.kind != "inspecting":
@@ -254,8 +276,8 @@ class Watchdog:
                           lease=self.config.lease, detail=detail)
         try:
             await self._apply(job, decision, inspector)
-        except StoreUnavailable as exc:
-            log.warning("watchdog: could not record the decision on %s (%s); its hold will run out", job.id, exc)
+        except StoreUnavailable as exc:  # its hold runs out, and a later sweep decides again
+            self.outage.failed(exc)
 
     async def _apply(self, job: Expired, decision: Decision, inspector: str | None) -> None:
         error = None

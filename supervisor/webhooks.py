@@ -41,6 +41,7 @@ from adapters.webhooks import WebhookSigner, event_body
 
 from .deps import Deps
 from .inflight import InFlight
+from .outage import StoreOutage
 
 __all__ = ["Deliverer", "classify", "backoff_delay"]
 
@@ -85,6 +86,7 @@ class Deliverer:
         secret = self.config.webhook_secret
         self.signer = WebhookSigner(secret) if secret else None
         self.in_flight = InFlight(self.config.webhook_concurrency)
+        self.outage = StoreOutage("webhooks", log)
 
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self.signer is None:
@@ -104,7 +106,8 @@ class Deliverer:
                 stop, sends, queues=self.deps.queues, run=self._send, woke=self.deps.hub.outbox_event,
                 take=lambda queue, n: self.deps.store.outbox_due(
                     queue, n=n, lease=self.config.webhook_lease, max_attempts=self.config.webhook_attempts),
-                clock=self.deps.clock, idle_poll=self.config.idle_poll, label="webhooks")
+                clock=self.deps.clock, idle_poll=self.config.idle_poll, label="webhooks",
+                outage=self.outage)
             await self.in_flight.drain(self.config.grace)
 
     # -- one attempt -----------------------------------------------------------------------
@@ -118,19 +121,16 @@ class Deliverer:
         reply = None
         with trio.CancelScope(shield=True) as report:
             report.deadline = trio.current_time() + self.config.webhook_lease
-            backoff = 0.05
             while True:
                 try:
                     reply = await self.deps.store.delivery_outcome(
                         queue, delivery.id, delivery.token, outcome.trigger,
                         max_attempts=self.config.webhook_attempts, retry_at=outcome.retry_at,
                         status=outcome.status, error=outcome.error[:500])
+                    self.outage.reached()
                     break
                 except StoreUnavailable as exc:
-                    log.warning("webhooks: cannot record %s for %s (%s); retrying", outcome.trigger,
-                                delivery.id, exc)
-                    await trio.sleep(backoff)
-                    backoff = min(2.0, backoff * 2)
+                    await self.outage.wait(exc)
         if reply is None:
             log.error("webhooks: the outcome of %s was not recorded; it will be sent again", delivery.id)
             return

@@ -69,6 +69,7 @@ from .deps import Deps
 from .execution import Executor
 from .hub import wait_any
 from .loop_monitor import LoopMonitor
+from .outage import StoreOutage
 
 __all__ = ["InvariantViolation", "WorkerPool", "error_record"]
 
@@ -217,7 +218,6 @@ class WorkerPool:
     # -- claiming -------------------------------------------------------------------
 
     async def _claim_loop(self, handlers: trio.Nursery) -> None:
-        backoff = 0.05
         unsettled: list[tuple[str, str]] = []  # (queue, nonce) of claims whose answer was lost
         while True:
             try:
@@ -237,11 +237,9 @@ class WorkerPool:
                     for job in jobs:
                         self._start_or_release(handlers, queue, job)
                     claimed += len(jobs)
-                backoff = 0.05
+                self._store_outage().reached()
             except StoreUnavailable as exc:
-                log.warning("claim failed: %s; retrying in %.2fs", exc, backoff)
-                await trio.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
+                await self._store_outage().wait(exc)
                 continue
             if claimed == 0:
                 await wait_any(work, self.config.idle_poll)
@@ -452,17 +450,33 @@ class WorkerPool:
 
     # -- talking to the store ------------------------------------------------------------
 
-    async def persist(self, call: Any) -> Reply:
-        """Run a fenced store call, retrying with backoff while the store is away."""
-        backoff = 0.05
+    def _store_outage(self) -> StoreOutage:
+        """The pool's one view of the store: one WARNING when it is lost, one INFO when back."""
+        outage: StoreOutage | None = getattr(self, "_outage", None)
+        if outage is None:
+            outage = self._outage = StoreOutage("workers", log, max_backoff=min(2.0, self.config.lease / 4))
+        return outage
+
+    async def persist(self, call: Any, *, keep: trio.CancelScope | None = None) -> Reply:
+        """Run a fenced store call, retrying with backoff while the store is away.
+
+        Its lease token can still win for as long as the store is away (time during which
+        Redis cannot be reached is not counted against a lease: README, "Redis outages"),
+        so the call is retried until the store answers; ``keep`` (the caller's bounding
+        scope) is extended by a lease on each failure, unless a second signal asked the
+        daemon to stop at once (:attr:`skip_grace`).
+        """
+        outage = self._store_outage()
         while True:
             try:
                 result: Reply = await call()
+                outage.reached()
                 return result
             except StoreUnavailable as exc:
-                log.warning("store unavailable (%s); retrying in %.2fs", exc, backoff)
-                await trio.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
+                delay = outage.failed(exc)
+                if keep is not None and not self.skip_grace.is_set():
+                    keep.deadline = max(keep.deadline, trio.current_time() + delay + self.config.lease)
+                await trio.sleep(delay)
 
     def check_still_ours(self, running: _Running, reply: Reply) -> None:
         if reply.kind == "stale":
@@ -473,17 +487,18 @@ class WorkerPool:
     async def _report(self, running: _Running, trigger: str, *, error: Any = None,
                       raw_result: bytes | None = None) -> None:
         job = running.job
-        # Shielded so a shutdown cannot drop an outcome half-way, but bounded by the lease:
-        # past it, the watchdog owns the job and this report would be stale anyway.
+        # Shielded so a shutdown cannot drop an outcome half-way. Bounded by a lease while the
+        # store answers (past it the watchdog owns the job); while the store is away the lease
+        # is not running out, so the report is kept and retried (``persist`` extends the bound).
         reply: Reply | None = None
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.config.lease
             reply = await self.persist(
-                lambda: self.deps.store.report(job.id, job.token, trigger, error=error, raw_result=raw_result)
+                lambda: self.deps.store.report(job.id, job.token, trigger, error=error, raw_result=raw_result),
+                keep=scope,
             )
         if reply is None:
-            log.error("could not report %s for %s within the lease; the watchdog will recover it",
-                      trigger, job.id)
+            log.error("could not report %s for %s; the watchdog will recover it", trigger, job.id)
         elif reply.kind == "stale":
             log.info("late %s for %s rejected by the lease fence", trigger, job.id)
         elif reply.kind == "absorbed":
@@ -494,13 +509,19 @@ class WorkerPool:
         self._renew_soon.set()
 
     async def _renew_loop(self) -> None:
+        """Renew every running job's lease each ``heartbeat``; after a renewal the store could
+        not take, again as soon as it is back (the outage's backoff), not a heartbeat later."""
+        outage = self._store_outage()
+        wait = self.config.heartbeat
         while True:
-            await wait_any(self._renew_soon, self.config.heartbeat)
+            await wait_any(self._renew_soon, wait)
             self._renew_soon = trio.Event()
+            wait = self.config.heartbeat
             jobs = list(self.running.values())
             if not jobs:
                 continue
             replies: dict[str, Reply] = {}
+            failure: list[StoreUnavailable] = []
 
             async def renew(running: _Running) -> None:
                 try:
@@ -508,11 +529,15 @@ class WorkerPool:
                         running.job.id, running.job.token, self.config.lease
                     )
                 except StoreUnavailable as exc:
-                    log.warning("lease renewal failed: %s", exc)
+                    failure.append(exc)
 
             async with trio.open_nursery() as nursery:
                 for running in jobs:
                     nursery.start_soon(renew, running)
+            if failure:
+                wait = min(wait, outage.failed(failure[0]))
+            elif replies:
+                outage.reached()
             for running in jobs:
                 reply = replies.get(running.job.id)
                 if reply is not None:

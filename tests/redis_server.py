@@ -49,7 +49,8 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, *, wait: bool = True) -> None:
+        """Start the server; with ``wait``, until it answers a PING (its dataset loaded)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             redis_server_binary(),
@@ -65,6 +66,8 @@ class RedisServer:
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not wait:
+            return
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
         try:

@@ -317,10 +317,10 @@ CASES: list[Case] = [
     *[_c(f"invalid-redis-url-{name}", argv, 2, ["redis", re.escape("ftp://x")], redis="invalid")
       for name, argv in [("submit", ["submit", "echo"]), ("batch-create", ["batch", "create"]),
                          ("run", ["run", *APP])]],
-    # Redis unreachable: exit 1, naming the URL
+    # Redis unreachable: exit 1, naming the URL (`run` waits for it instead:
+    # tests/test_redis_weather.py)
     *[_c(f"unreachable-{name}", argv, 1, ["@url"], redis="unreachable")
-      for name, argv in [("submit", ["submit", "echo", *APP]), ("status", ["status", UNKNOWN_JOB]),
-                         ("run", ["run", *APP])]],
+      for name, argv in [("submit", ["submit", "echo", *APP]), ("status", ["status", UNKNOWN_JOB])]],
 ]
 
 

@@ -403,6 +403,7 @@ function OP.renew(x)
   if j == nil then return reply end
   local deadline = NOW + num(x.lease_ms)
   redis.call('HSET', jkey(x.id), 'lease_deadline', fmt(deadline))
+  redis.call('HDEL', jkey(x.id), 'rearmed')
   redis.call('ZADD', K_ACTIVE, deadline, x.id)
   return {kind = 'renewed', id = x.id, lease_deadline = deadline}
 end
@@ -505,9 +506,46 @@ function OP.inspect(x)
   return {kind = 'inspecting', id = x.id, lease_deadline = hold}
 end
 
+-- Outage accounting: time during which no watchdog reached this prefix is not counted
+-- against lease holders. Every watchdog sweep (`expired`, `workers_lost`) stamps `swept` with
+-- its NOW. A sweep that finds the last stamp more than `gap_ms` old knows that for that long
+-- nobody could judge (or renew) anything here: Redis was down, loading, out of memory, or out
+-- of reach of every daemon. Each deadline in `index` that falls before NOW + `lease_ms` is then
+-- re-armed to that moment by `rearm(id, deadline)`, which answers whether it did: one full
+-- lease from the store's return for holders to reconnect, renew and report. `rearm` re-arms a
+-- lease at most once between two renewals, so a holder that is really gone costs at most one
+-- extra lease, even when sweeps come late for other reasons. Returns how many were re-armed.
+local function outage_rearm(x, index, rearm)
+  local key = P .. 'swept'
+  local last = tonumber(redis.call('GET', key))
+  if last == nil or NOW > last then redis.call('SET', key, NOW_S) end
+  local gap = num(x.gap_ms)
+  if last == nil or gap <= 0 or NOW - last <= gap then return 0 end
+  local deadline = NOW + num(x.lease_ms)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. fmt(deadline))) do
+    if rearm(id, deadline) then n = n + 1 end
+  end
+  event('store.outage', QUEUE, {'gap_ms', fmt(NOW - last), 'rearmed', n})
+  return n
+end
+
+local function rearm_job(id, deadline)
+  local j = load_job(id, {'rearmed'})
+  if j == nil or j.state ~= 'active' then
+    if j == nil then redis.call('ZREM', K_ACTIVE, id) end
+    return false
+  end
+  if j.rearmed ~= '' and j.rearmed == j.lease_token then return false end
+  redis.call('HSET', jkey(id), 'lease_deadline', fmt(deadline), 'rearmed', j.lease_token)
+  redis.call('ZADD', K_ACTIVE, deadline, id)
+  return true
+end
+
 -- Active jobs whose lease ran out (and that no inspection holds), oldest first; `offset`
--- pages past the ones the caller is leaving for later.
+-- pages past the ones the caller is leaving for later. First, outage accounting (above).
 function OP.expired(x)
+  outage_rearm(x, K_ACTIVE, rearm_job)
   local ids = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', NOW, 'LIMIT', x.offset or 0, x.n)
   local jobs = {}
   for _, id in ipairs(ids) do
@@ -1146,7 +1184,16 @@ end
 
 -- Every watchdog sweeps; a daemon whose heartbeat deadline passed leaves `live` in the same
 -- step that declares it lost, so however many watchdogs race, it is declared lost once.
+local function rearm_daemon(id, deadline)
+  local d = redis.call('HMGET', rkey(id), 'heartbeat_at', 'rearmed_at')
+  if d[2] and num(d[2]) >= num(d[1]) then return false end -- re-armed since its last heartbeat
+  redis.call('HSET', rkey(id), 'deadline', fmt(deadline), 'rearmed_at', fmt(NOW))
+  redis.call('ZADD', P .. 'live', deadline, id)
+  return true
+end
+
 function OP.workers_lost(x)
+  outage_rearm(x, P .. 'live', rearm_daemon)
   local ids = redis.call('ZRANGEBYSCORE', P .. 'live', '-inf', NOW, 'LIMIT', 0, x.n)
   local lost = {}
   for _, id in ipairs(ids) do
