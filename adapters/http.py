@@ -50,7 +50,7 @@ import trio
 
 from .destinations import DestinationPolicy, DestinationRefused
 from .errors import HttpFailure, HttpTimeout, HttpUnreachable
-from .redaction import redact_text
+from .redaction import install_log_redaction, redact_text
 
 __all__ = ["HttpAnswer", "HttpClient", "CheckedBackend", "Resolver", "system_resolver",
            "parse_retry_after", "USER_AGENT"]
@@ -197,6 +197,7 @@ class HttpClient:
     ) -> None:
         self.clock = clock
         self.destinations = destinations if destinations is not None else DestinationPolicy()
+        install_log_redaction()  # httpx and httpcore log request URLs (info, debug): never in clear
         pools = 1 if transport is not None else max(1, -(-max_connections // POOL_SIZE))
         size = -(-max_connections // pools)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)

@@ -159,7 +159,7 @@ async def _run(
                                 destinations=destinations)
     webhook_http = HttpClient(max_connections=config.webhook_concurrency, clock=deps.clock,
                               destinations=destinations)
-    log.info("%s", destinations.describe())
+    log.debug("%s", destinations.describe())
     validator = Validator(deps, validator_http)
     deliverer = Deliverer(deps, webhook_http)
     children = (
