@@ -311,7 +311,11 @@ class DestinationPolicy:
         """The refusal of a (resolved) address; ``host`` is the name it was resolved from."""
         if self.allow_private:
             return None
-        if host and self._name_allowed(normal_host(host)):
+        try:
+            name = normal_host(host) if host else ""
+        except ValueError:
+            name = ""
+        if name and self._name_allowed(name):
             return None
         kind = address_class(address)
         if kind is None or self._address_allowed(address):
