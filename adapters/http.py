@@ -168,13 +168,13 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
 class _CheckedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (and its mapping of httpcore errors), over a connection pool
     whose network backend is a :class:`CheckedBackend`. httpx has no argument for the
-    backend, so the pool it built is replaced; tests/test_destinations.py pins that the
-    backend is the one used."""
+    backend, so the pool it built is replaced; tests/test_outbound.py pins that the
+    backend is the one used (a stand-in resolver's answers are where connections go)."""
 
-    def __init__(self, backend: CheckedBackend, *, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> None:
-        super().__init__(verify=verify, trust_env=False, limits=limits)
+    def __init__(self, backend: CheckedBackend, *, ssl_context: ssl.SSLContext, limits: httpx.Limits) -> None:
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -201,10 +201,13 @@ class HttpClient:
         pools = 1 if transport is not None else max(1, -(-max_connections // POOL_SIZE))
         size = -(-max_connections // pools)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        backend = CheckedBackend(self.destinations, resolver)
+        if transport is None:  # one TLS context and one checked backend for every pool
+            context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(
+                verify, trust_env=False)
+            backend = CheckedBackend(self.destinations, resolver)
         self._clients = [
             httpx.AsyncClient(
-                transport=transport or _CheckedTransport(backend, verify=verify, limits=limits),
+                transport=transport or _CheckedTransport(backend, ssl_context=context, limits=limits),
                 follow_redirects=False,
                 trust_env=False,
                 headers={"user-agent": USER_AGENT},
