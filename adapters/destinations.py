@@ -263,7 +263,7 @@ class DestinationPolicy:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, prefix: str = "JOBVISOR_") -> DestinationPolicy:
         """The submitter's policy from ``ALLOW_DESTINATIONS`` (comma list),
-        ``ALLOW_PRIVATE_DESTINATIONS`` (1/true/yes) and ``ALLOWED_HOSTS`` (comma list)."""
+        ``ALLOW_PRIVATE_DESTINATIONS`` (true/false, 1/0) and ``ALLOWED_HOSTS`` (comma list)."""
         def items(name: str) -> list[str]:
             return [h.strip() for h in environ.get(prefix + name, "").split(",") if h.strip()]
 

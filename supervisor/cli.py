@@ -22,9 +22,9 @@ import msgspec
 
 from adapters.backend import open_backend
 from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable, redact
-from adapters.redaction import install_log_redaction, redact_text
 from adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
 from adapters.records import BatchSpec, decode_spec
+from adapters.redaction import install_log_redaction, redact_text
 from adapters.store import SyncStore, event_of
 from machines import MACHINES, to_mermaid
 
@@ -213,8 +213,6 @@ def load_app(spec: str) -> App:
     if not isinstance(app, App):
         raise BadInput(f"app: {spec!r} is not a supervisor.App")
     return app
-
-
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -202,6 +202,23 @@ async def test_an_allow_listed_cidr_is_delivered_to_the_checked_address(redis_ur
     assert refused(metrics, "webhook", "address") == 0
 
 
+@pytest.mark.parametrize(("answer", "kind"), [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"), ("10.1.2.3", "private"),
+    ("169.254.169.254", "link-local"), ("fe80::1%eth0", "link-local"), ("fd00::5", "private"),
+    ("100.64.1.1", "cgnat"), ("64:ff9b::a9fe:a9fe", "link-local"), ("2002:a00:1::1", "private"),
+    ("0.0.0.0", "unspecified"), ("224.0.0.251", "multicast"),
+])
+async def test_every_internal_answer_is_refused_at_connect_time(answer: str, kind: str, listener: Listener) -> None:
+    dns = StandIn({NAME: [[answer]]})
+    http = HttpClient(resolver=dns)
+    try:
+        with pytest.raises(DestinationRefused, match=f"resolves to .*, an? {kind} address") as caught:
+            await http.post(f"http://{NAME}:{listener.port}/in", b"{}", {}, 5.0)
+    finally:
+        await http.aclose()
+    assert (caught.value.check, dns.queries, listener.accepted) == ("address", [NAME], 0)
+
+
 # -- TLS: the name stays the name -----------------------------------------------------------------
 
 
