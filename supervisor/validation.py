@@ -114,6 +114,7 @@ class Validator:
         self.http = http
         self.rng = rng or random.Random()
         self.in_flight = InFlight(self.config.validation_concurrency)
+        self.destinations = self.config.destinations  # checked by name before each request
 
     @property
     def types(self) -> list[str]:
@@ -190,7 +191,7 @@ class Validator:
         except ValueError as exc:
             return ValidationResult(ok=False, reason=str(exc))
         try:
-            refusal = self.config.destinations.check_host(urlsplit(url).hostname or "")
+            refusal = self.destinations.check_host(urlsplit(url).hostname or "")
             if refusal is not None:
                 raise DestinationRefused(url, refusal.reason, check="name")
             answer = await self.http.get(url, self.config.validation_timeout)

@@ -89,6 +89,7 @@ class Deliverer:
         self.rng = rng or random.Random()
         secret = self.config.webhook_secret
         self.signer = WebhookSigner(secret) if secret else None
+        self.destinations = self.config.destinations  # checked by name before each request
         self.in_flight = InFlight(self.config.webhook_concurrency)
 
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -148,7 +149,7 @@ class Deliverer:
         url = delivery.url or self.config.webhook_url
         if not url:
             return _Outcome("reject", error="no webhook URL: the event has none and webhook_url is not set")
-        refusal = self.config.destinations.check_host(urlsplit(url).hostname or "")
+        refusal = self.destinations.check_host(urlsplit(url).hostname or "")
         if refusal is not None:
             return self._refused(delivery, DestinationRefused(url, refusal.reason, check="name"))
         assert self.signer is not None
