@@ -13,7 +13,8 @@ httpx exception::
 
     HttpFailure          (adapters.errors)
     ├── HttpTimeout      no complete answer within ``timeout``
-    └── HttpUnreachable  refused, reset, DNS, TLS, an answer that is not HTTP
+    ├── HttpUnreachable  refused, reset, DNS, TLS, an answer that is not HTTP
+    └── DestinationRefused (adapters.destinations) the policy refused where it would go
 
 Destinations (:mod:`adapters.destinations`): before a request, the URL's host
 is checked by name; at connect time, httpcore's network backend is ours
