@@ -146,25 +146,36 @@ class HttpUnreachable(HttpFailure):
 
 
 def redact(url: str) -> str:
-    """``url`` with every secret in it replaced by ``***``: the password of its user part and
-    any ``password`` (or ``*secret*``/``*token*``) query parameter. A URL that does not parse
-    is shown as its scheme only, never as given (errors and logs never show secrets)."""
+    """``url`` with every secret in it replaced by ``***``: its whole user part (a user name
+    alone is often a token), and the values of query parameters whose names look like
+    secrets (``token``, ``key``, ``secret``, ``password``, ``signature``, ``sig``, ``auth``,
+    ``api_key``, ``access_token``, ``X-Amz-Signature``...). A URL that does not parse is
+    shown as its scheme only, never as given (errors and logs never show secrets)."""
+    import re
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
-        password = parts.password
-        port = parts.port  # noqa: F841 - raises ValueError for a bad port, like a bad netloc
+        parts.port  # noqa: B018 - raises ValueError for a bad port, like a bad netloc
     except ValueError:
         scheme = url.split("://", 1)[0] if "://" in url else ""
         return f"{scheme}://***" if scheme.isalnum() else "***"
-    if password is not None:
-        host = parts.netloc.rsplit("@", 1)[-1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if parts.query:
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        secret = ("password", "secret", "token")
-        if any(any(word in key.lower() for word in secret) for key, _ in query):
-            parts = parts._replace(query=urlencode(
-                [(k, "***" if any(w in k.lower() for w in secret) else v) for k, v in query], safe="*"))
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[-1])
+
+    def secret(name: str) -> bool:
+        words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
+        return any(
+            w in ("sig", "key", "pwd", "passwd", "credential", "credentials", "session")
+            or w.endswith(("token", "key", "secret", "password", "signature"))
+            or w.startswith("auth")
+            for w in words if w)
+
+    for name in ("query", "fragment"):
+        text = getattr(parts, name)
+        if "=" not in text:
+            continue
+        pairs = parse_qsl(text, keep_blank_values=True)
+        if any(secret(k) for k, _ in pairs):
+            parts = parts._replace(**{name: urlencode([(k, "***" if secret(k) else v) for k, v in pairs], safe="*")})
     return urlunsplit(parts)

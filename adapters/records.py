@@ -134,6 +134,11 @@ def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None)
         raise ValueError(f"{field}: {redact(url)!r} must use http or https")
     if not host:
         raise ValueError(f"{field}: {redact(url)!r} has no host")
+    # Parsers disagree on these (a backslash ends the host for browsers and some clients,
+    # a percent-encoded host is decoded by some): refuse rather than guess.
+    authority = parts.netloc.rsplit("@", 1)[-1]
+    if "\\" in url or ("%" in authority and not authority.startswith("[")):
+        raise ValueError(f"{field}: {redact(url)!r} has a backslash or a percent-encoded host")
     if allowed_hosts is not None and not host_allowed(host, allowed_hosts):
         raise ValueError(f"{field}: host {host!r} is not in the allowed hosts")
     return url

@@ -92,7 +92,8 @@ def start_daemon(url: str, *, secret: bool, concurrency: int = 16) -> subprocess
     return subprocess.Popen(
         [sys.executable, "-m", "supervisor.cli", "run", "--redis", url, "--app", "bench.noop_app:app",
          "--concurrency", "64", "--webhook-concurrency", str(concurrency), "--worker-id", "bench",
-         "--log-level", "error"],
+         # the bench's receiver is on loopback: allowed explicitly (the default refuses it)
+         "--allow-private-destinations", "--log-level", "error"],
         cwd=ROOT, env=env,
     )
 

@@ -2,7 +2,9 @@
 
     JOBVISOR_WEBHOOK_SECRET=whsec_... python -m examples.receiver --port 8000
 
-then point jobs at it: ``jobvisor submit echo --webhook-url http://127.0.0.1:8000/hooks``.
+then point jobs at it: ``jobvisor submit echo --webhook-url http://127.0.0.1:8000/hooks``
+(loopback is refused by the destination policy unless allowed: export
+``JOBVISOR_ALLOW_DESTINATIONS=127.0.0.1`` for the daemon and the submitter).
 It prints one line per event it accepts and answers:
 
 * ``204`` a verified event, seen for the first time: printed;

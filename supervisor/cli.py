@@ -24,12 +24,13 @@ from adapters.backend import STREAM_CAP, open_backend
 from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable, redact
 from adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
 from adapters.records import BatchSpec, decode_spec
+from adapters.redaction import install_log_redaction, redact_text
 from adapters.store import SyncStore, event_of
 from machines import MACHINES, to_mermaid
 
 from .app import App
 from .cli_input import check_decodable, read_input, redis_url
-from .client import build_batch_spec, build_spec
+from .client import build_batch_spec, build_spec, submitter_policy
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
     run.add_argument("--allowed-hosts", dest="allowed_hosts", default=None,
                      help="comma-separated hosts (or *.domain) webhook and validator URLs may use")
+    run.add_argument("--allow-destinations", dest="allow_destinations", default=None,
+                     help="comma-separated hosts, *.domain, IP addresses or CIDR ranges outbound requests "
+                          "may reach even though internal")
+    run.add_argument("--allow-private-destinations", dest="allow_private_destinations", action="store_true",
+                     default=None, help="let outbound requests reach any internal address (development only)")
     run.add_argument("--log-level", default="INFO")
 
     submit = sub.add_parser("submit", help="submit a job")
@@ -205,20 +211,12 @@ def load_app(spec: str) -> App:
     return app
 
 
-def _allowed_hosts() -> frozenset[str] | None:
-    """``$JOBVISOR_ALLOWED_HOSTS`` (comma list), the hosts submitted URLs may name; None = any."""
-    import os
-
-    raw = os.environ.get("JOBVISOR_ALLOWED_HOSTS", "")
-    hosts = frozenset(h.strip() for h in raw.split(",") if h.strip())
-    return hosts or None
-
-
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    """Print data as JSON (``--json``) or ``text``; URLs in either are shown redacted."""
     if getattr(args, "json", False):
-        print(msgspec.json.encode(data).decode())
+        print(redact_text(msgspec.json.encode(data).decode()))
     else:
-        print(text)
+        print(redact_text(text))
 
 
 def _when(ts: float | None) -> str:
@@ -260,6 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         _bad(f"log-level: {args.log_level!r} is not one of debug, info, warning, error, critical")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction(logging.getLogger())  # URLs in any record, httpx's and httpcore's too
     if logging.getLevelName(level) > logging.DEBUG:  # a line per webhook or check request is debug detail
         logging.getLogger("httpx").setLevel(logging.WARNING)
     flags = {k: getattr(args, k) for k in ("redis", "app", "concurrency", "lease", "grace", "idle_poll",
@@ -272,6 +271,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         flags["queues"] = [q for q in args.queues.split(",") if q]
     if args.allowed_hosts is not None:
         flags["allowed_hosts"] = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
+    if args.allow_destinations is not None:
+        flags["allow_destinations"] = [h.strip() for h in args.allow_destinations.split(",") if h.strip()]
+    flags["allow_private_destinations"] = args.allow_private_destinations
     config = load_config(flags)
     app = load_app(config.app) if config.app else App()
     try:
@@ -326,7 +328,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options = {k: getattr(args, k) for k in ("queue", "priority", "max_retries", "timeout", "delay",
                                                  "idempotency_key", "webhook_url", "validator_url",
                                                  "notify", "batch")}
-        spec = build_spec(types, args.type, value, allowed_hosts=_allowed_hosts(), **options)
+        # the destination policy of $JOBVISOR_ALLOW_DESTINATIONS, _ALLOW_PRIVATE_DESTINATIONS, _ALLOWED_HOSTS
+        spec = build_spec(types, args.type, value, destinations=submitter_policy(), **options)
         reply = store.submit(spec)
     _print(args, {"id": reply.id, "created": reply.kind == "created", "state": reply.state},
            reply.id if reply.kind == "created" else f"{reply.id} (existing job for this idempotency key)")
@@ -341,7 +344,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         data = msgspec.to_builtins(job)
         data.pop("raw", None)
         data["deliveries"] = msgspec.to_builtins(deliveries)
-        print(json.dumps(data))
+        print(redact_text(json.dumps(data)))  # webhook and validator URLs are stored as given
         return EXIT_OK
     lines = [
         f"job        {job.id}",
@@ -387,7 +390,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             lines.append(f"    phase {name}: {json.dumps(value)[:160]}")
         if a.error is not None:
             lines.append(f"    error {_error_text(a.error)}")
-    print("\n".join(lines))
+    print(redact_text("\n".join(lines)))
     return EXIT_OK
 
 
@@ -592,7 +595,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if args.batch_command == "create":
             spec = build_batch_spec(
                 queue=args.queue, expected=args.expected, threshold=args.threshold,
-                progress_every=args.progress_every, stuck_after=args.stuck_after, webhook_url=args.webhook_url)
+                progress_every=args.progress_every, stuck_after=args.stuck_after, webhook_url=args.webhook_url,
+                destinations=submitter_policy())
             reply = store.create_batch(spec)
             _print(args, {"id": reply.id, "state": reply.state}, reply.id)
             return EXIT_OK
@@ -648,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _refuse(exc: Exception) -> None:
     """The one stderr line of a refusal: a newline inside the message (an echoed value, a
     server's reply) is shown escaped, never as a second line."""
-    text = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+    text = redact_text(str(exc)).replace("\r", "\\r").replace("\n", "\\n")
     print(f"jobvisor: {text}", file=sys.stderr)
 
 

@@ -21,17 +21,19 @@ webhook URL), validated before anything is written; members join at submit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from adapters.backend import MemoryServers, open_backend
+from adapters.destinations import DestinationPolicy
 from adapters.errors import BadInput
 from adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, Reply, check_url, decode_spec
 from adapters.store import Store, SyncStore
 
 from .app import App
 
-__all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec"]
+__all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec", "submitter_policy"]
 
 _OVERRIDES = {
     "queue", "priority", "max_retries", "timeout", "backoff", "backoff_max", "delay",
@@ -41,12 +43,16 @@ _OVERRIDES = {
 
 def build_spec(
     types: dict[str, dict[str, Any]], type: str, input: Any, *,
-    allowed_hosts: frozenset[str] | None = None, **options: Any,
+    allowed_hosts: frozenset[str] | None = None, destinations: DestinationPolicy | None = None,
+    **options: Any,
 ) -> JobSpec:
     """A validated :class:`JobSpec` for ``type`` with its registered defaults and ``options``.
 
-    ``webhook_url`` and ``validator_url`` must be http(s) URLs with a host, and that host
-    must be in ``allowed_hosts`` when one is given; else :class:`BadInput` naming the field.
+    ``webhook_url`` and ``validator_url`` must be http(s) URLs with a host, that host must be
+    in ``allowed_hosts`` when one is given, and the destination policy (``destinations``,
+    else the one of the ``JOBVISOR_*`` environment) must not refuse it by name (an internal
+    address in any spelling, ``localhost``, ``*.internal``...); else :class:`BadInput`
+    naming the field. Nothing is written before these checks pass.
     """
     unknown = set(options) - _OVERRIDES
     if unknown:
@@ -68,23 +74,44 @@ def build_spec(
     }
     fields.update({k: v for k, v in options.items() if v is not None})
     spec = decode_spec(JobSpec, fields)
-    if allowed_hosts is not None:
-        for name in ("webhook_url", "validator_url"):
-            url = getattr(spec, name)
-            if url is not None:
-                try:
-                    check_url(url, name, allowed_hosts)
-                except ValueError as exc:
-                    raise BadInput(str(exc)) from None
+    _check_destinations(spec, ("webhook_url", "validator_url"), allowed_hosts, destinations)
     return spec
 
 
-def build_batch_spec(**options: Any) -> BatchSpec:
-    """A validated :class:`BatchSpec`; a bad option is one :class:`BadInput` line naming it."""
+def submitter_policy() -> DestinationPolicy:
+    """The submitter's destination policy: the daemon's settings read from the environment
+    (``JOBVISOR_ALLOW_DESTINATIONS``, ``JOBVISOR_ALLOW_PRIVATE_DESTINATIONS``,
+    ``JOBVISOR_ALLOWED_HOSTS``); a bad value is :class:`BadInput`."""
+    try:
+        return DestinationPolicy.from_env(os.environ)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _check_destinations(spec: Any, names: tuple[str, ...], allowed_hosts: frozenset[str] | None,
+                        destinations: DestinationPolicy | None) -> None:
+    policy = destinations if destinations is not None else submitter_policy()
+    for name in names:
+        url = getattr(spec, name)
+        if url is None:
+            continue
+        try:
+            if allowed_hosts is not None:
+                check_url(url, name, allowed_hosts)
+            policy.check_url(url, name)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+
+
+def build_batch_spec(*, destinations: DestinationPolicy | None = None, **options: Any) -> BatchSpec:
+    """A validated :class:`BatchSpec`; a bad option is one :class:`BadInput` line naming it
+    (the webhook URL is checked as :func:`build_spec` checks it)."""
     unknown = set(options) - set(BatchSpec.__struct_fields__)
     if unknown:
         raise BadInput(f"{sorted(unknown)[0]}: not a batch option")
-    return decode_spec(BatchSpec, {k: v for k, v in options.items() if v is not None})
+    spec = decode_spec(BatchSpec, {k: v for k, v in options.items() if v is not None})
+    _check_destinations(spec, ("webhook_url",), None, destinations)
+    return spec
 
 
 def _types_of(app: App) -> dict[str, dict[str, Any]]:
@@ -95,13 +122,17 @@ class Client:
     """Synchronous client. ``redis`` is a Redis URL or ``memory://`` (with ``memory``).
 
     ``allowed_hosts`` (hosts, or ``*.domain``) limits the webhook and validator URLs a
-    submit may carry; the daemon enforces its own list again when it sends.
+    submit may carry; ``destinations`` is the destination policy they are checked against
+    (default: :func:`submitter_policy`, the environment's). The daemon checks again when it
+    sends, on the resolved addresses.
     """
 
     def __init__(
         self, redis: str = "redis://127.0.0.1:6379/0", *, app: App | None = None,
         memory: MemoryServers | None = None, allowed_hosts: Iterable[str] | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
+        self.destinations = destinations if destinations is not None else submitter_policy()
         self.store = SyncStore(open_backend(redis, memory=memory))
         self.app = app
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
@@ -112,7 +143,8 @@ class Client:
 
     def submit(self, type: str, input: Any = None, **options: Any) -> str:
         """Submit a job; returns its id (the same id again for a repeated idempotency key)."""
-        spec = build_spec(self.types(), type, input, allowed_hosts=self.allowed_hosts, **options)
+        spec = build_spec(self.types(), type, input, allowed_hosts=self.allowed_hosts,
+                          destinations=self.destinations, **options)
         return self.submit_spec(spec).id
 
     def submit_spec(self, spec: JobSpec) -> Reply:
@@ -142,7 +174,7 @@ class Client:
     def create_batch(self, **options: Any) -> str:
         """Create a batch (``queue``, ``expected``, ``threshold``, ``progress_every``,
         ``stuck_after``, ``webhook_url``, ``notify``); returns its id."""
-        return self.store.create_batch(build_batch_spec(**options)).id
+        return self.store.create_batch(build_batch_spec(destinations=self.destinations, **options)).id
 
     def add_to_batch(self, batch_id: str, job_ids: list[str]) -> int:
         """Add existing jobs; returns how many were new members."""
@@ -171,7 +203,8 @@ class AsyncClient:
     """The same operations for trio code, over any :class:`Store` (a daemon's, or direct)."""
 
     def __init__(self, store: Store, *, app: App | None = None,
-                 allowed_hosts: Iterable[str] | None = None) -> None:
+                 allowed_hosts: Iterable[str] | None = None, destinations: DestinationPolicy | None = None) -> None:
+        self.destinations = destinations if destinations is not None else submitter_policy()
         self.store = store
         self.app = app
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
@@ -181,7 +214,8 @@ class AsyncClient:
         return {**published, **(_types_of(self.app) if self.app else {})}
 
     async def submit(self, type: str, input: Any = None, **options: Any) -> str:
-        spec = build_spec(await self.types(), type, input, allowed_hosts=self.allowed_hosts, **options)
+        spec = build_spec(await self.types(), type, input, allowed_hosts=self.allowed_hosts,
+                          destinations=self.destinations, **options)
         return (await self.store.submit(spec)).id
 
     async def status(self, job_id: str) -> JobView:
@@ -203,7 +237,7 @@ class AsyncClient:
         return await self.store.queue_counts(queue)
 
     async def create_batch(self, **options: Any) -> str:
-        return (await self.store.create_batch(build_batch_spec(**options))).id
+        return (await self.store.create_batch(build_batch_spec(destinations=self.destinations, **options))).id
 
     async def add_to_batch(self, batch_id: str, job_ids: list[str]) -> int:
         return (await self.store.add_to_batch(batch_id, job_ids)).added

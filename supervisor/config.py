@@ -36,6 +36,8 @@ webhook_backoff_max          JOBVISOR_WEBHOOK_BACKOFF_MAX           ... up to 1 
 webhook_timeout              JOBVISOR_WEBHOOK_TIMEOUT               10 s per attempt
 webhook_concurrency          JOBVISOR_WEBHOOK_CONCURRENCY           16 deliveries at once
 allowed_hosts                JOBVISOR_ALLOWED_HOSTS                 (any; comma list, ``*.domain`` ok)
+allow_destinations           JOBVISOR_ALLOW_DESTINATIONS            (none; hosts, ``*.domain``, IPs, CIDRs)
+allow_private_destinations   JOBVISOR_ALLOW_PRIVATE_DESTINATIONS    false (true: any internal address)
 evaluator_interval           JOBVISOR_EVALUATOR_INTERVAL            600 s (files finished jobs)
 retention_interval           JOBVISOR_RETENTION_INTERVAL            300 s (deletes expired jobs)
 retention_batch              JOBVISOR_RETENTION_BATCH               500 jobs per store call
@@ -55,6 +57,12 @@ Retention counts from a job's finish time, per terminal state; a job is
 deleted only once the evaluator has filed it. The sanitizer settings apply
 to what this daemon's workers store (results, errors, phase results).
 
+Outbound requests (webhooks, the HTTP validator) follow the destination
+policy of :mod:`adapters.destinations`: internal addresses and names are
+refused unless ``allow_destinations`` lists them (a team's own receiver) or
+``allow_private_destinations`` is on (development, tests, the demo).
+``allowed_hosts``, when set, further restricts the host names that may be used.
+
 The webhook secret comes from the environment only (no command-line flag, which
 other users could read in the process list) and is never printed: the config's
 repr shows ``***`` in its place, and a refused secret is not quoted.
@@ -71,6 +79,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from adapters.destinations import DestinationPolicy
 from adapters.errors import BadInput, redact
 from adapters.keys import QUEUE_NAME
 from adapters.sanitize import Sanitizer
@@ -134,14 +143,17 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     allowed_hosts: tuple[Annotated[str, Meta(min_length=1, max_length=253)], ...] | None = None
     max_result_bytes: Annotated[int, Meta(ge=1024, le=512 << 20)] = 16 << 20
     loop_lag_warning: Annotated[float, Meta(gt=0, le=86400)] | None = None
+    allow_destinations: tuple[Annotated[str, Meta(min_length=1, max_length=253)], ...] = ()
+    allow_private_destinations: bool = False
 
     def __post_init__(self) -> None:
         for entry in self.allowed_hosts or ():
             if not re.match(HOST_ENTRY, entry):
                 raise ValueError(f"allowed_hosts: {redact(entry)!r} is not a host name, *.domain or IP address")
-        hosts = self.allowed_set
+        policy = self.destinations  # refuses a bad allow_destinations entry, naming it
         if self.webhook_url is not None:
-            check_url(self.webhook_url, "webhook_url", hosts)
+            check_url(self.webhook_url, "webhook_url", self.allowed_set)
+            policy.check_url(self.webhook_url, "webhook_url")
         if self.webhook_secret is not None:
             check_secret(self.webhook_secret)
 
@@ -157,6 +169,12 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     def allowed_set(self) -> frozenset[str] | None:
         """The host allow-list, or ``None`` when every host is allowed."""
         return None if self.allowed_hosts is None else frozenset(self.allowed_hosts)
+
+    @property
+    def destinations(self) -> DestinationPolicy:
+        """The destination policy of every outbound request this daemon makes."""
+        return DestinationPolicy(allow=self.allow_destinations, allow_private=self.allow_private_destinations,
+                                 only_hosts=self.allowed_set)
 
     @property
     def webhook_lease(self) -> float:
@@ -200,7 +218,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
         return msgspec.structs.replace(self, worker_id=f"{socket.gethostname()}:{os.getpid()}")
 
 
-_LISTS = {"queues", "allowed_hosts"}
+_LISTS = {"queues", "allowed_hosts", "allow_destinations"}
 
 
 def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> DaemonConfig:

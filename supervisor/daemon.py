@@ -219,8 +219,12 @@ async def _run(
 ) -> None:
     config, store, metrics = deps.config, deps.store, deps.metrics
     registration = Registration(deps, pool.slots)
-    validator_http = HttpClient(max_connections=config.validation_concurrency, clock=deps.clock)
-    webhook_http = HttpClient(max_connections=config.webhook_concurrency, clock=deps.clock)
+    destinations = config.destinations  # checked on the resolved address of every connection
+    validator_http = HttpClient(max_connections=config.validation_concurrency, clock=deps.clock,
+                                destinations=destinations)
+    webhook_http = HttpClient(max_connections=config.webhook_concurrency, clock=deps.clock,
+                              destinations=destinations)
+    log.debug("%s", destinations.describe())
     validator = Validator(deps, validator_http)
     deliverer = Deliverer(deps, webhook_http)
     children = (

@@ -234,6 +234,9 @@ def _settings(url: str, worker: str, queues: list[str], secret: str, receiver: s
         "validation_timeout": 2.0, "webhook_secret": secret, "webhook_url": receiver,
         "webhook_backoff": 0.2, "webhook_timeout": 2.0, "status_query_timeout": 1.0,
         "abandon_after": 1.0, "evaluator_interval": 1.0,
+        # The receiver and the source of truth listen on loopback, which the destination
+        # policy refuses by default: the demo turns the development switch on, explicitly.
+        "allow_private_destinations": True,
     }, environ={})
 
 

@@ -81,6 +81,11 @@ class Metrics:
             "jobvisor_webhook_attempts", "Webhook delivery attempts by outcome (succeed, fail, reject)",
             ["outcome"], registry=self.registry,
         )
+        self.outbound_refused = Counter(
+            "jobvisor_outbound_refused", "Outbound requests refused by the destination policy, by client "
+            "(webhook, validator) and check (name: the URL's host; address: what it resolved to)",
+            ["client", "check"], registry=self.registry,
+        )
         self.actor_restarts = Counter(
             "jobvisor_actor_restarts", "Actor restarts after a crash", ["actor"], registry=self.registry
         )

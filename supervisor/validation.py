@@ -14,7 +14,13 @@ and asks the type's validator:
 
 A network error, a time-out (``validation_timeout``), a non-2xx answer, an
 answer that is not JSON, a validator that raises: each is a failed check with
-its reason recorded. Checks are ``validation_interval`` apart with
+its reason recorded. The HTTP validator's reasons are categories only
+(:data:`CATEGORIES`): the job's submitter must not learn from them what lies
+behind a URL (a closed port from an HTTP 404, an internal answer's body), so
+the details go to the daemon's log, and of the answer only the compared
+field's value is kept, truncated to :data:`STATUS_LIMIT` characters. The URL
+must pass the destination policy (:mod:`adapters.destinations`), on its
+resolved addresses too. Checks are ``validation_interval`` apart with
 ``validation_jitter``; the ``validation_attempts``-th failed check moves the job
 to ``validation_failed`` with the last status the source of truth reported;
 a passed check moves it to ``completed`` (and only then is ``job.completed``
@@ -37,9 +43,10 @@ from urllib.parse import quote, urlsplit
 import msgspec
 import trio
 
-from adapters.errors import BadInput, HttpFailure, NotFound, StoreUnavailable
+from adapters.destinations import DestinationRefused
+from adapters.errors import BadInput, HttpFailure, HttpTimeout, NotFound, StoreUnavailable
 from adapters.http import HttpClient
-from adapters.records import ValidationTask, check_url, host_allowed
+from adapters.records import ValidationTask, check_url
 
 from .app import App, HttpValidator, ValidationResult
 from .config import DaemonConfig
@@ -47,13 +54,18 @@ from .deps import Deps
 from .inflight import InFlight
 from .outage import StoreOutage
 
-__all__ = ["Validator", "judge", "fill_url", "check_validator_urls"]
+__all__ = ["Validator", "judge", "fill_url", "check_validator_urls", "CATEGORIES", "STATUS_LIMIT"]
 
 log = logging.getLogger("jobvisor.validator")
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _MISSING = object()
 REASON_LIMIT = 300
+STATUS_LIMIT = 64
+"""Characters of the compared field's value kept (the status the source of truth reported)."""
+CATEGORIES = ("refused_destination", "unreachable", "timeout", "http_error", "invalid_answer", "mismatch")
+"""What an HTTP check may report to the submitter: ``mismatch`` alone carries a detail (the
+compared field's value against the expected one, or the field that is missing or null)."""
 
 
 def fill_url(template: str, job_id: str, service_job_id: str) -> str:
@@ -80,17 +92,17 @@ def _text(value: Any) -> str:
 def judge(document: Any, validator: HttpValidator) -> ValidationResult:
     """The HTTP validator's verdict on the source of truth's JSON answer (pure)."""
     if not isinstance(document, dict):
-        return ValidationResult(ok=False, reason="the answer is not a JSON object")
+        return ValidationResult(ok=False, reason="invalid_answer")
     value = _lookup(document, validator.field)
     if value is _MISSING:
-        return ValidationResult(ok=False, reason=f"field {validator.field!r} is missing")
-    status = _text(value)
+        return ValidationResult(ok=False, reason=f"mismatch: {validator.field} is missing")
+    status = _text(value)[:STATUS_LIMIT]
     if value != validator.expected:
         return ValidationResult(
-            ok=False, status=status, reason=f"{validator.field} is {status!r}, expected {validator.expected!r}")
+            ok=False, status=status, reason=f"mismatch: {validator.field} is {status!r}, expected {validator.expected!r}")
     for name in validator.non_null:
         if _lookup(document, name) in (None, _MISSING):
-            return ValidationResult(ok=False, status=status, reason=f"{name} is null")
+            return ValidationResult(ok=False, status=status, reason=f"mismatch: {name} is null")
     return ValidationResult(ok=True, status=status)
 
 
@@ -104,6 +116,7 @@ class Validator:
         self.rng = rng or random.Random()
         self.in_flight = InFlight(self.config.validation_concurrency)
         self.outage = StoreOutage("validator", log)
+        self.destinations = self.config.destinations  # checked by name before each request
 
     @property
     def types(self) -> list[str]:
@@ -160,7 +173,7 @@ class Validator:
             except (StoreUnavailable, NotFound):
                 return None
         if result is None:
-            return ValidationResult(ok=False, reason=f"no verdict within {timeout:g}s")
+            return ValidationResult(ok=False, reason="timeout" if http else f"no verdict within {timeout:g}s")
         return result
 
     async def _python_check(self, validator: Any, task: ValidationTask) -> ValidationResult:
@@ -181,22 +194,30 @@ class Validator:
             url = fill_url(validator.url, task.id, task.service_job_id)
         except ValueError as exc:
             return ValidationResult(ok=False, reason=str(exc))
-        allowed = self.config.allowed_set
-        host = urlsplit(url).hostname or ""
-        if allowed is not None and not host_allowed(host, allowed):
-            return ValidationResult(ok=False, reason=f"host {host!r} is not in the allowed hosts")
         try:
+            refusal = self.destinations.check_host(urlsplit(url).hostname or "")
+            if refusal is not None:
+                raise DestinationRefused(url, refusal.reason, check="name")
             answer = await self.http.get(url, self.config.validation_timeout)
+        except DestinationRefused as exc:
+            self.deps.metrics.outbound_refused.labels("validator", exc.check).inc()
+            log.warning("validator: check of %s refused: %s (%s)", task.id, exc.reason, exc.url)
+            return ValidationResult(ok=False, reason="refused_destination")
         except HttpFailure as exc:
-            return ValidationResult(ok=False, reason=exc.reason)
+            category = "timeout" if isinstance(exc, HttpTimeout) else "unreachable"
+            log.info("validator: check of %s: %s (%s)", task.id, exc.reason, exc.url)
+            return ValidationResult(ok=False, reason=category)
         if not 200 <= answer.status < 300:
-            return ValidationResult(ok=False, reason=f"HTTP {answer.status}")
-        if answer.truncated:
-            return ValidationResult(ok=False, reason="the answer is too large")
+            log.info("validator: check of %s: HTTP %d", task.id, answer.status)
+            return ValidationResult(ok=False, reason="http_error")
         try:
-            document = _decode(answer.body)
+            document = None if answer.truncated else _decode(answer.body)
         except msgspec.DecodeError:
-            return ValidationResult(ok=False, reason="the answer is not JSON")
+            document = None
+        if document is None:
+            log.info("validator: check of %s: the answer is %s", task.id,
+                     "too large" if answer.truncated else "not JSON")
+            return ValidationResult(ok=False, reason="invalid_answer")
         return judge(document, validator)
 
     async def _record(self, task: ValidationTask, verdict: ValidationResult) -> None:
@@ -223,10 +244,13 @@ class Validator:
 
 
 def check_validator_urls(app: App, config: DaemonConfig) -> None:
-    """Refuse to start with an HTTP validator whose host the allow-list excludes (BadInput)."""
+    """Refuse to start with an HTTP validator whose host the allow-list or the destination
+    policy refuses by name (BadInput)."""
     for type_, spec in app.handlers.items():
         if isinstance(spec.validator, HttpValidator):
+            field = f"validator url of {type_!r}"
             try:
-                check_url(spec.validator.url, f"validator url of {type_!r}", config.allowed_set)
+                check_url(spec.validator.url, field, config.allowed_set)
+                config.destinations.check_url(spec.validator.url, field)
             except ValueError as exc:
                 raise BadInput(str(exc)) from None

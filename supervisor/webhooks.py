@@ -13,7 +13,11 @@ URL or ``webhook_url``, and reports the outcome through the webhook table:
   with equal jitter, or exactly after ``Retry-After`` on a 429 (capped the
   same way); the ``webhook_attempts``-th failure is ``dead``;
 * any other status (3xx, 4xx but 429), no URL, a host outside
-  ``allowed_hosts``: ``reject`` (``dead`` at once).
+  ``allowed_hosts``: ``reject`` (``dead`` at once);
+* a destination the policy refuses (:mod:`adapters.destinations`): by name
+  here, or by the address the name resolves to at connect time (DNS
+  rebinding): ``reject``, ``dead`` at once with the reason, nothing sent,
+  counted in ``jobvisor_outbound_refused``.
 
 Every attempt of one delivery carries the same ``webhook-id`` and body. A
 daemon that dies mid-send leaves the delivery ``sending``; when its send lease
@@ -34,9 +38,10 @@ from urllib.parse import urlsplit
 
 import trio
 
+from adapters.destinations import DestinationRefused
 from adapters.errors import HttpFailure, StoreUnavailable
 from adapters.http import HttpClient
-from adapters.records import Delivery, host_allowed
+from adapters.records import Delivery
 from adapters.webhooks import WebhookSigner, event_body
 
 from .deps import Deps
@@ -85,6 +90,7 @@ class Deliverer:
         self.rng = rng or random.Random()
         secret = self.config.webhook_secret
         self.signer = WebhookSigner(secret) if secret else None
+        self.destinations = self.config.destinations  # checked by name before each request
         self.in_flight = InFlight(self.config.webhook_concurrency)
         self.outage = StoreOutage("webhooks", log)
 
@@ -143,10 +149,9 @@ class Deliverer:
         url = delivery.url or self.config.webhook_url
         if not url:
             return _Outcome("reject", error="no webhook URL: the event has none and webhook_url is not set")
-        host = urlsplit(url).hostname or ""
-        allowed = self.config.allowed_set
-        if allowed is not None and not host_allowed(host, allowed):
-            return _Outcome("reject", error=f"host {host!r} is not in the allowed hosts")
+        refusal = self.destinations.check_host(urlsplit(url).hostname or "")
+        if refusal is not None:
+            return self._refused(delivery, DestinationRefused(url, refusal.reason, check="name"))
         assert self.signer is not None
         try:
             body = event_body(delivery.event, delivery.created_at, delivery.snapshot)
@@ -155,6 +160,8 @@ class Deliverer:
         headers = self.signer.headers(delivery.id, self.deps.clock(), body)
         try:
             answer = await self.http.post(url, body, headers, self.config.webhook_timeout)
+        except DestinationRefused as exc:
+            return self._refused(delivery, exc)
         except HttpFailure as exc:
             return _Outcome("fail", error=exc.reason, retry_at=self._retry_at(delivery.attempt))
         trigger = classify(answer.status)
@@ -166,6 +173,12 @@ class Deliverer:
         if answer.status == 429 and answer.retry_after is not None:
             retry_at = self.deps.clock() + min(answer.retry_after, self.config.webhook_backoff_max)
         return _Outcome(trigger, status=answer.status, error=f"HTTP {answer.status}", retry_at=retry_at)
+
+    def _refused(self, delivery: Delivery, exc: DestinationRefused) -> _Outcome:
+        """A refused destination: ``dead`` at once with the reason; counted and logged."""
+        self.deps.metrics.outbound_refused.labels("webhook", exc.check).inc()
+        log.warning("webhook %s to %s refused: %s", delivery.id, exc.url, exc.reason)
+        return _Outcome("reject", error=f"refused destination: {exc.reason}")
 
     def _retry_at(self, attempt: int) -> float:
         delay = backoff_delay(attempt, self.config.webhook_backoff, self.config.webhook_backoff_max, self.rng)

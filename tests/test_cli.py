@@ -212,6 +212,8 @@ def _c(id: str, argv: list[str], code: int | tuple[int, ...], patterns: list[str
 
 
 APP = ["--app", "examples.app:app"]
+# examples.app's transcode validator asks a service on loopback: a daemon allows it explicitly
+RUN_APP = [*APP, "--allow-destinations", "127.0.0.1"]
 CASES: list[Case] = [
     # submit
     _c("submit-malformed-json", ["submit", "echo", "--input", "{bad"], 2, ["input", "JSON"]),
@@ -282,41 +284,41 @@ CASES: list[Case] = [
     _c("batch-cancel-malformed-id", ["batch", "cancel", "nodot"], 2, ["id", "nodot"]),
     _c("batch-cancel-unknown-id", ["batch", "cancel", UNKNOWN_BATCH], 3, ["not found"]),
     # run: every setting is refused before anything connects
-    _c("run-concurrency-0", ["run", *APP, "--concurrency", "0"], 2, ["concurrency"]),
-    _c("run-lease-negative", ["run", *APP, "--lease", "-1"], 2, ["lease"]),
-    _c("run-grace-negative", ["run", *APP, "--grace", "-1"], 2, ["grace"]),
-    _c("run-metrics-port-70000", ["run", *APP, "--metrics-port", "70000"], 2, ["metrics[_-]port"]),
-    _c("run-queues-bad-name", ["run", *APP, "--queues", "a b"], 2, ["queues"]),
-    _c("run-restart-intensity-negative", ["run", *APP, "--restart-intensity", "-1"], 2,
+    _c("run-concurrency-0", ["run", *RUN_APP, "--concurrency", "0"], 2, ["concurrency"]),
+    _c("run-lease-negative", ["run", *RUN_APP, "--lease", "-1"], 2, ["lease"]),
+    _c("run-grace-negative", ["run", *RUN_APP, "--grace", "-1"], 2, ["grace"]),
+    _c("run-metrics-port-70000", ["run", *RUN_APP, "--metrics-port", "70000"], 2, ["metrics[_-]port"]),
+    _c("run-queues-bad-name", ["run", *RUN_APP, "--queues", "a b"], 2, ["queues"]),
+    _c("run-restart-intensity-negative", ["run", *RUN_APP, "--restart-intensity", "-1"], 2,
        ["restart[_-]intensity"]),
-    _c("run-idle-poll-0", ["run", *APP, "--idle-poll", "0"], 2, ["idle[_-]poll"]),
-    _c("run-batch-interval-0", ["run", *APP, "--batch-interval", "0"], 2, ["batch[_-]interval"]),
-    _c("run-batch-sweep-size-0", ["run", *APP, "--batch-sweep-size", "0"], 2, ["batch[_-]sweep[_-]size"]),
-    _c("run-env-batch-interval-abc", ["run", *APP], 2, ["setting", "batch_interval"],
+    _c("run-idle-poll-0", ["run", *RUN_APP, "--idle-poll", "0"], 2, ["idle[_-]poll"]),
+    _c("run-batch-interval-0", ["run", *RUN_APP, "--batch-interval", "0"], 2, ["batch[_-]interval"]),
+    _c("run-batch-sweep-size-0", ["run", *RUN_APP, "--batch-sweep-size", "0"], 2, ["batch[_-]sweep[_-]size"]),
+    _c("run-env-batch-interval-abc", ["run", *RUN_APP], 2, ["setting", "batch_interval"],
        env={"JOBVISOR_BATCH_INTERVAL": "abc"}),
-    _c("run-env-concurrency-abc", ["run", *APP], 2, ["setting", "concurrency"],
+    _c("run-env-concurrency-abc", ["run", *RUN_APP], 2, ["setting", "concurrency"],
        env={"JOBVISOR_CONCURRENCY": "abc"}),
-    _c("run-env-lease-negative", ["run", *APP], 2, ["setting", "lease"], env={"JOBVISOR_LEASE": "-3"}),
+    _c("run-env-lease-negative", ["run", *RUN_APP], 2, ["setting", "lease"], env={"JOBVISOR_LEASE": "-3"}),
     _c("run-app-not-importable", ["run", "--app", "no_such_module:app"], 2, ["app", "no_such_module"]),
     _c("run-app-attr-missing", ["run", "--app", "examples.app:nope"], 2, ["app"]),
     _c("run-app-not-module-attr", ["run", "--app", "examples.app"], 2, ["app"]),
-    _c("run-evaluator-interval-0", ["run", *APP, "--evaluator-interval", "0"], 2, ["evaluator[_-]interval"]),
-    _c("run-retention-completed-negative", ["run", *APP, "--retention-completed", "-1"], 2,
+    _c("run-evaluator-interval-0", ["run", *RUN_APP, "--evaluator-interval", "0"], 2, ["evaluator[_-]interval"]),
+    _c("run-retention-completed-negative", ["run", *RUN_APP, "--retention-completed", "-1"], 2,
        ["retention[_-]completed"]),
-    _c("run-retention-batch-0", ["run", *APP, "--retention-batch", "0"], 2, ["retention[_-]batch"]),
-    _c("run-env-retention-failed-abc", ["run", *APP], 2, ["setting", "retention_failed"],
+    _c("run-retention-batch-0", ["run", *RUN_APP, "--retention-batch", "0"], 2, ["retention[_-]batch"]),
+    _c("run-env-retention-failed-abc", ["run", *RUN_APP], 2, ["setting", "retention_failed"],
        env={"JOBVISOR_RETENTION_FAILED": "abc"}),
-    _c("run-sanitize-max-string-10", ["run", *APP, "--sanitize-max-string", "10"], 2,
+    _c("run-sanitize-max-string-10", ["run", *RUN_APP, "--sanitize-max-string", "10"], 2,
        ["sanitize[_-]max[_-]string"]),
-    _c("run-log-level-bogus", ["run", *APP, "--log-level", "bogus"], 2, ["log[_-]level"]),
-    _c("run-metrics-host-unresolvable", ["run", *APP, "--metrics-port", "0", "--metrics-host", "999.1.1.1"],
+    _c("run-log-level-bogus", ["run", *RUN_APP, "--log-level", "bogus"], 2, ["log[_-]level"]),
+    _c("run-metrics-host-unresolvable", ["run", *RUN_APP, "--metrics-port", "0", "--metrics-host", "999.1.1.1"],
        (1, 2), ["metrics"]),
     # diagram
     _c("diagram-unknown-machine", ["diagram", "nosuch"], 2, ["machine", "nosuch"], redis="none"),
     # an invalid Redis URL is bad input, whatever the command
     *[_c(f"invalid-redis-url-{name}", argv, 2, ["redis", re.escape("ftp://x")], redis="invalid")
       for name, argv in [("submit", ["submit", "echo"]), ("batch-create", ["batch", "create"]),
-                         ("run", ["run", *APP])]],
+                         ("run", ["run", *RUN_APP])]],
     # Redis unreachable: exit 1, naming the URL (`run` waits for it instead:
     # tests/test_redis_weather.py)
     *[_c(f"unreachable-{name}", argv, 1, ["@url"], redis="unreachable")
@@ -424,7 +426,7 @@ def test_metrics_port_in_use_is_one_line_exit_1(seeded: Seeded) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         before = dump(seeded.url)
-        result = jv("run", "--redis", seeded.url, "--app", "examples.app:app", "--metrics-port", str(port),
+        result = jv("run", "--redis", seeded.url, *RUN_APP, "--metrics-port", str(port),
                     timeout=20)
     assert_one_line_error(result, 1, "metrics|port|" + str(port))
     assert_nothing_written(before, dump(seeded.url))

@@ -28,7 +28,7 @@ from tests.test_cli import jv, ok_json
 from .harness import running_daemon
 
 FAST = dict(evaluator_interval=0.02, watchdog_interval=0.05, idle_poll=0.05)
-HOOK = "http://127.0.0.1:9/hooks"  # never called: the test settles the delivery itself
+HOOK = "https://hooks.example/jobs"  # never called: the test settles the delivery itself
 
 
 def scenario_app() -> App:

@@ -28,8 +28,10 @@ from .harness import Watcher, running_daemon
 from .http_servers import GARBAGE, HANG, RESET, Request, ScriptedServer, Step, refused_url, source_of_truth
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# The receivers and sources of truth here listen on loopback, which the destination policy
+# refuses by default: these tests turn the development switch on, explicitly.
 FAST = dict(webhook_secret=SECRET, validation_interval=0.05, validation_jitter=0.0, validation_timeout=1.0,
-            webhook_backoff=0.05, webhook_timeout=1.0, idle_poll=0.2)
+            webhook_backoff=0.05, webhook_timeout=1.0, idle_poll=0.2, allow_private_destinations=True)
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -102,7 +104,7 @@ async def test_a_source_of_truth_that_never_agrees_sends_no_completed_webhook(st
             events = [e.type for e in await daemon.store.events("default") if e.id == job]
     assert len(truth.requests) == 3
     assert (view.state, view.validation_status) == ("validation_failed", "processing")
-    assert [c.reason for c in view.validation_checks] == ["status is 'processing', expected 'completed'"] * 3
+    assert [c.reason for c in view.validation_checks] == ["mismatch: status is 'processing', expected 'completed'"] * 3
     [hook] = receiver.requests
     body = verified(hook)
     assert body["type"] == "job.validation_failed" and body["data"]["completed_at"] is None
@@ -124,16 +126,12 @@ async def test_every_bad_answer_from_the_source_of_truth_is_a_failed_check_with_
             lost = await daemon.store.get_job(nowhere)
     reasons = [c.reason for c in view.validation_checks]
     assert view.state == "completed" and len(reasons) == 8
-    assert reasons[0] == "HTTP 500"
-    assert reasons[1] == "the answer is not JSON"
-    assert reasons[2].startswith("no answer within 1s")
-    assert reasons[3].startswith(("not a valid HTTP answer", "connection failed")), reasons[3]
-    assert reasons[4].startswith("not a valid HTTP answer"), reasons[4]
-    assert reasons[5] == "the answer is not a JSON object"
-    assert (reasons[6], view.validation_checks[6].status) == ("completed_at is null", "completed")
+    # categories only: the submitter learns nothing else of what answered (or did not)
+    assert reasons[:6] == ["http_error", "invalid_answer", "timeout", "unreachable", "unreachable", "invalid_answer"]
+    assert (reasons[6], view.validation_checks[6].status) == ("mismatch: completed_at is null", "completed")
     assert view.validation_checks[7].ok
     assert lost.state == "validation_failed" and len(lost.validation_checks) == 10
-    assert all(c.reason.startswith("cannot connect") for c in lost.validation_checks)
+    assert [c.reason for c in lost.validation_checks] == ["unreachable"] * 10
     assert lost.error["type"] == "ValidationFailed"
 
 

@@ -305,7 +305,7 @@ async def test_the_default_url_no_url_and_the_allow_list(autojump_clock: trio.te
     assert [s.headers["webhook-id"] for s in receiver.seen] == [f"{to_default}~job.cancelled~0"]
     assert (sent.state, sent.url) == ("delivered", "")
     assert (refused.state, refused.attempts, refused.last_error) == (
-        "dead", 1, "host 'elsewhere.test' is not in the allowed hosts")
+        "dead", 1, "refused destination: host 'elsewhere.test' is not in the allowed hosts")
     async with deliverer(statuses(200)) as (store, watcher, receiver):
         job = await cancelled_job(store, webhook_url=None, notify=True)
         await watcher.until(settled(watcher, f"{job}~job.cancelled~0"))
