@@ -17,3 +17,13 @@ async def noop(ctx):  # type: ignore[no-untyped-def]
 @app.handler("stamp", max_retries=0)
 async def stamp(ctx):  # type: ignore[no-untyped-def]
     return time.time()
+
+
+@app.handler("noop_thread", max_retries=0)
+def noop_thread(ctx):  # type: ignore[no-untyped-def]
+    return None
+
+
+@app.handler("noop_process", isolation="process", max_retries=0)
+def noop_process(ctx):  # type: ignore[no-untyped-def]
+    return None
