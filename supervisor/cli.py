@@ -283,7 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if found is None:
             raise
         if isinstance(found, BadInput):
-            raise
+            raise found from None
         raise _Exit(EXIT_FAILURE, str(found)) from None
     return EXIT_OK
 

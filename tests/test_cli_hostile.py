@@ -42,6 +42,7 @@ from tests.test_cli import cli_env
 ROOT = Path(__file__).resolve().parent.parent
 TYPES = {t: h.describe() for t, h in example_app.handlers.items()}
 APP = ["--app", "examples.app:app"]
+RUN_APP = [*APP, "--allow-destinations", "127.0.0.1"]  # the example's validator is on loopback
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ ROWS: list[Row] = [
     _r("batch-create-queue-trailing-newline", ["batch", "create", "--queue", "default\n"], "queue"),
     _r("batch-add-job-trailing-newline", ["batch", "add", "@batch", "@job\n"], "id", "jobvisor id"),
     _r("batch-status-id-trailing-newline", ["batch", "status", "@batch\n"], "id", "jobvisor id"),
-    _r("run-queues-trailing-newline", ["run", *APP, "--queues", "default\n"], "queues", subprocess=True),
+    _r("run-queues-trailing-newline", ["run", *RUN_APP, "--queues", "default\n"], "queues", subprocess=True),
     # durations under the store's 1 ms resolution
     _r("timeout-0.1ms", [*SUB, "--timeout", "0.0001"], "timeout", "0.001"),
     _r("timeout-1ns", [*SUB, "--timeout", "1e-9"], "timeout"),
@@ -183,9 +184,9 @@ ROWS: list[Row] = [
     _r("webhook-url-newline", [*SUB, "--webhook-url", "http://h/\nx"], "webhook_url"),
     _r("status-id-huge", ["status", "default." + "A" * 100_000], "id"),
     _r("priority-huge", [*SUB, "--priority", "9" * 400], "priority"),
-    _r("run-redis-empty", ["run", *APP, "--redis", ""], "redis", subprocess=True),
-    _r("run-redis-db-abc", ["run", *APP, "--redis", "@base/abc"], "redis", "database", subprocess=True),
-    _r("run-redis-db-99", ["run", *APP, "--redis", "@base/99"], "redis", "database", subprocess=True),
+    _r("run-redis-empty", ["run", *RUN_APP, "--redis", ""], "redis", subprocess=True),
+    _r("run-redis-db-abc", ["run", *RUN_APP, "--redis", "@base/abc"], "redis", "database", subprocess=True),
+    _r("run-redis-db-99", ["run", *RUN_APP, "--redis", "@base/99"], "redis", "database", subprocess=True),
 ]
 
 
