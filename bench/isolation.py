@@ -72,7 +72,7 @@ def kill_latency(url: str, runs: int) -> list[float]:
         client = redis.Redis.from_url(url)
         async with running_daemon(app, redis=url, idle_poll=0.2) as (daemon, watcher):
             job = await daemon.store.submit(spec(app, "cpu_spin", timeout=1.0, input={"redis": url}))
-            while client.get(pid_key(job.id)) is None:
+            while client.get(pid_key(job.id)) is None:  # noqa: ASYNC110 - another process's write
                 await trio.sleep(0.005)
             pid = int(client.get(pid_key(job.id)))
             view = await daemon.store.get_job(job.id)

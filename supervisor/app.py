@@ -50,12 +50,14 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 from adapters.records import PhaseName, TypeName, check_url
+
+from .context import Interrupted, JobContext, PhaseReporter, ProcessContext, SyncJobContext
 
 __all__ = [
     "App",
@@ -278,155 +280,3 @@ class App:
     @property
     def queues(self) -> list[str]:
         return sorted({h.queue for h in self.handlers.values()}) or ["default"]
-
-
-class PhaseReporter(Protocol):
-    """How a context records phases and service ids (the worker provides it)."""
-
-    async def phase(self, name: str, trigger: str, result: Any = None) -> None: ...
-
-    async def service_job_id(self, value: str) -> None: ...
-
-
-class Interrupted(Exception):
-    """Raised in a ``thread`` handler at its next ``ctx`` call once its attempt was
-    interrupted (timeout, cancel, lost lease, shutdown): its outcome no longer counts."""
-
-
-_UNSET: Any = object()
-
-
-class JobContext:
-    """What a handler receives: the job, its attempt, and ways to record progress."""
-
-    def __init__(
-        self,
-        *,
-        job_id: str,
-        type: str,
-        attempt: int,
-        input: Any,
-        retry_count: int,
-        max_retries: int,
-        phases: dict[str, str],
-        phase_results: dict[str, Any],
-        service_job_id: str | None,
-        reporter: PhaseReporter,
-    ) -> None:
-        self.job_id = job_id
-        self.type = type
-        self.attempt = attempt
-        self.input = input
-        self.retry_count = retry_count
-        self.max_retries = max_retries
-        self.phases = phases
-        self.phase_results = phase_results
-        self.service_job_id = service_job_id
-        self._reporter = reporter
-        self.current_phase: str | None = None
-
-    async def record_service_job_id(self, value: str) -> None:
-        """Remember the external service's id for this job (status queries use it)."""
-        await self._reporter.service_job_id(value)
-        self.service_job_id = value
-
-    async def phase(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run phase ``name`` as ``fn(*args)`` and store its result.
-
-        A phase an earlier attempt completed is not run again: its stored
-        result is returned. Phases must be declared on the handler. An
-        ``async def`` is awaited; a plain function runs in a worker thread
-        (``trio.to_thread``), so it does not hold the event loop.
-        """
-        stored = await self._phase_begin(name)
-        if stored is not _UNSET:
-            return stored
-        if inspect.iscoroutinefunction(fn):
-            result = await fn(*args)
-        else:
-            import trio
-
-            result = await trio.to_thread.run_sync(lambda: fn(*args))
-            if inspect.isawaitable(result):
-                result = await result
-        await self._phase_end(name, result)
-        return result
-
-    async def _phase_begin(self, name: str) -> Any:
-        """The stored result of a completed phase, or ``_UNSET`` once ``name`` is started."""
-        if name not in self.phases:
-            raise ValueError(f"phase {name!r} is not declared for {self.type!r}")
-        if self.phases[name] == "completed":
-            return self.phase_results.get(name)
-        await self._reporter.phase(name, "start")
-        self.phases[name] = "running"
-        self.current_phase = name
-        return _UNSET
-
-    async def _phase_end(self, name: str, result: Any) -> None:
-        await self._reporter.phase(name, "complete", result)
-        self.phases[name] = "completed"
-        self.phase_results[name] = result
-        self.current_phase = None
-
-
-class SyncJobContext:
-    """What a ``thread`` handler receives: :class:`JobContext`'s fields, with plain calls.
-
-    ``phase`` and ``record_service_job_id`` hand their store calls to the
-    daemon's event loop and wait for them. Once the attempt is interrupted,
-    ``cancelled`` is true and every call raises :class:`Interrupted`; a
-    handler with a long loop of its own should look at ``cancelled``.
-    """
-
-    def __init__(self, context: JobContext) -> None:
-        import trio
-
-        self._context = context
-        self._token = trio.lowlevel.current_trio_token()
-        self.cancelled = False
-        self.job_id, self.type, self.attempt = context.job_id, context.type, context.attempt
-        self.input, self.retry_count, self.max_retries = context.input, context.retry_count, context.max_retries
-        self.phases, self.phase_results = context.phases, context.phase_results
-
-    @property
-    def service_job_id(self) -> str | None:
-        return self._context.service_job_id
-
-    @property
-    def current_phase(self) -> str | None:
-        return self._context.current_phase
-
-    def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        import trio
-
-        if self.cancelled:
-            raise Interrupted(f"the attempt of {self.job_id} was interrupted")
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
-
-    def record_service_job_id(self, value: str) -> None:
-        """Remember the external service's id for this job (status queries use it)."""
-        self._call(self._context.record_service_job_id, value)
-
-    def phase(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run phase ``name`` as ``fn(*args)`` in this thread and store its result;
-        a phase an earlier attempt completed is not run again."""
-        stored = self._call(self._context._phase_begin, name)
-        if stored is not _UNSET:
-            return stored
-        result = fn(*args)
-        self._call(self._context._phase_end, name, result)
-        return result
-
-
-class ProcessContext(msgspec.Struct, frozen=True, kw_only=True):
-    """What a ``process`` handler receives in its child process: the job's fields."""
-
-    job_id: str
-    type: str
-    attempt: int
-    input: Any
-    retry_count: int
-    max_retries: int
-    phase_results: dict[str, Any] = {}
-    service_job_id: str | None = None

@@ -59,7 +59,7 @@ async def block_loop(ctx: JobContext) -> dict[str, Any]:
     """Blocks the event loop (``time.sleep`` in an async def) on its first attempt only."""
     _count(ctx)
     if ctx.attempt == 1:
-        time.sleep(float(ctx.input["block"]))
+        time.sleep(float(ctx.input["block"]))  # noqa: ASYNC251 - blocking the loop is the point
     return {"attempt": ctx.attempt}
 
 

@@ -232,7 +232,7 @@ async def test_a_process_isolated_cpu_loop_past_its_timeout_is_killed(redis_url:
     async with running_daemon(isolation_app, redis=redis_url, **FAST) as (daemon, watcher):
         job = await daemon.store.submit(spec(isolation_app, "cpu_spin", input={"redis": redis_url}))
         with trio.fail_after(30):
-            while counted.get(pid_key(job.id)) is None:  # the child is up
+            while counted.get(pid_key(job.id)) is None:  # noqa: ASYNC110 - another process's write
                 await trio.sleep(0.02)
         pid = int(counted.get(pid_key(job.id)))
         done = await watcher.until(ended(watcher, job.id), timeout=30)
@@ -262,14 +262,14 @@ async def test_cancelling_a_running_process_isolated_job_kills_its_child_within_
     async with running_daemon(isolation_app, redis=redis_url, **FAST) as (daemon, watcher):
         job = await daemon.store.submit(spec(isolation_app, "cpu_spin", timeout=120, input={"redis": redis_url}))
         with trio.fail_after(30):
-            while counted.get(pid_key(job.id)) is None:
+            while counted.get(pid_key(job.id)) is None:  # noqa: ASYNC110 - another process's write
                 await trio.sleep(0.02)
         pid = int(counted.get(pid_key(job.id)))
         assert not _pid_gone(pid)
         await daemon.store.cancel(job.id)
         cancelled_at = trio.current_time()
         with trio.fail_after(1.0):
-            while not _pid_gone(pid):
+            while not _pid_gone(pid):  # noqa: ASYNC110 - the kernel's doing, no event to await
                 await trio.sleep(0.01)
         killed_in = trio.current_time() - cancelled_at
         assert killed_in < 1.0
@@ -373,7 +373,7 @@ async def test_the_event_loop_stall_of_a_blocking_handler_is_one_warning_naming_
             job = await daemon.store.submit(spec(app, "blocks"))
             assert (await watcher.until(ended(watcher, job.id), timeout=30)).to == "completed"
             with trio.fail_after(5):
-                while daemon.pool.monitor.stalls == 0:
+                while daemon.pool.monitor.stalls == 0:  # noqa: ASYNC110 - the monitor's next look
                     await trio.sleep(0.05)
             lag_sum = daemon.deps.metrics.registry.get_sample_value("jobvisor_event_loop_lag_seconds_sum")
     warnings = [r.getMessage() for r in caplog.records if r.name == "jobvisor.loop"]
