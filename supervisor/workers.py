@@ -59,7 +59,7 @@ from typing import Any
 import msgspec
 import trio
 
-from adapters.errors import StoreUnavailable
+from adapters.errors import StoreError, StoreUnavailable
 from adapters.outcomes import error_record
 from adapters.processes import open_process_runner
 from adapters.records import ClaimedJob, Reply, SlotView
@@ -491,14 +491,19 @@ class WorkerPool:
         # store answers (past it the watchdog owns the job); while the store is away the lease
         # is not running out, so the report is kept and retried (``persist`` extends the bound).
         reply: Reply | None = None
+        refused: StoreError | None = None
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.config.lease
-            reply = await self.persist(
-                lambda: self.deps.store.report(job.id, job.token, trigger, error=error, raw_result=raw_result),
-                keep=scope,
-            )
+            try:
+                reply = await self.persist(
+                    lambda: self.deps.store.report(job.id, job.token, trigger, error=error, raw_result=raw_result),
+                    keep=scope,
+                )
+            except StoreError as exc:  # the store is closed under a torn-down daemon, or refused it
+                refused = exc
         if reply is None:
-            log.error("could not report %s for %s; the watchdog will recover it", trigger, job.id)
+            log.error("could not report %s for %s (%s); the watchdog will recover it", trigger, job.id,
+                      refused or "no answer in time")
         elif reply.kind == "stale":
             log.info("late %s for %s rejected by the lease fence", trigger, job.id)
         elif reply.kind == "absorbed":
