@@ -194,7 +194,8 @@ class WorkerPool:
                     with trio.CancelScope(shield=True) as shield:
                         shield.deadline = trio.current_time() + self.config.lease
                         jobs = await self.deps.store.claim(
-                            queue, self.config.worker_id, n=self.free, lease=self.config.lease
+                            queue, self.config.worker_id, n=self.free, lease=self.config.lease,
+                            types=self.deps.app.handlers,
                         )
                     for job in jobs:
                         self._start(handlers, queue, job)

@@ -14,15 +14,23 @@
 -- once when the library loads, not on every call.
 -- KEYS: none are passed in besides the queue's `queued` zset (KEYS[1]); every other key is
 -- built from the prefix ARGV[1] = "jv:{<queue>}:" and so lies in the same slot.
+--
+-- Queued jobs wait in one zset per job type, `queued:<type>` (score: priority band + time),
+-- and `queued_types` lists the types whose zset is not empty. A daemon's claim names the
+-- types it has handlers for and takes the best heads across those zsets only: O(types x n),
+-- never a scan of the queue, and never a job it cannot run. `queued` itself is the index of
+-- earlier versions (every type in one zset): still read, never written, and emptied by the
+-- claims, which move its entries into their types' zsets (at most LEGACY_MOVE per claim).
 -- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
 
 -- Per-call values: set by `run` at the start of every call (Redis runs one call at a time).
 local P, NOW, NOW_S, OPS, CAP, QUEUE
 local K_QUEUED, K_DUE, K_ACTIVE, K_VALIDATING, K_FINISHED, K_EVENTS, K_OUTBOX, K_BATCHES
-local K_UNFILED, K_FILING
+local K_UNFILED, K_FILING, K_QUEUED_TYPES
 local EPOCH_2024 = 1704067200000
 local VALIDATION_SCAN = 2000 -- due checks one `validations` op looks at, at most
 local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
+local LEGACY_MOVE = 256 -- entries of the earlier versions' `queued` index one claim moves
 local woke = false
 
 local function begin(args)
@@ -35,6 +43,7 @@ local function begin(args)
   K_VALIDATING, K_FINISHED, K_EVENTS = P .. 'validating', P .. 'finished', P .. 'events'
   K_OUTBOX, K_BATCHES = P .. 'outbox', P .. 'batches'
   K_UNFILED, K_FILING = P .. 'unfiled', P .. 'filing'
+  K_QUEUED_TYPES = P .. 'queued_types'
   QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
   woke = false
 end
@@ -129,8 +138,27 @@ local function load_job(id, extra)
   return load_hash(jkey(id), fields, id)
 end
 
+-- The zset of queued jobs of one type.
+local function qkey(job_type) return P .. 'queued:' .. job_type end
+
+-- Put a job in its type's queued zset (and the type in `queued_types`).
+local function enqueue(job_type, score, id)
+  redis.call('ZADD', qkey(job_type), score, id)
+  redis.call('SADD', K_QUEUED_TYPES, job_type)
+end
+
+-- Take a job out of the queued index: its type's zset (the type leaves `queued_types` when
+-- that was its last job) and the earlier versions' index, where it may still sit.
+local function dequeue(job_type, id)
+  local key = qkey(job_type)
+  if redis.call('ZREM', key, id) == 1 and redis.call('EXISTS', key) == 0 then
+    redis.call('SREM', K_QUEUED_TYPES, job_type)
+  end
+  redis.call('ZREM', K_QUEUED, id)
+end
+
 local function index_of(state)
-  if state == 'queued' then return K_QUEUED
+  if state == 'queued' then return nil -- per type: enqueue / dequeue
   elseif state == 'scheduled' then return K_DUE
   elseif state == 'active' then return K_ACTIVE
   elseif state == 'validating' then return K_VALIDATING
@@ -271,8 +299,10 @@ local function job_move(j, trigger, x)
   if joined ~= phases_before then put('phases', joined) end
   redis.call('HSET', jkey(j.id), unpack(set))
   local from_index, to_index = index_of(from), index_of(to)
-  if from_index ~= to_index and not x.popped then redis.call('ZREM', from_index, j.id) end
-  redis.call('ZADD', to_index, score, j.id)
+  if from_index ~= to_index and not x.popped then
+    if from_index == nil then dequeue(j.type, j.id) else redis.call('ZREM', from_index, j.id) end
+  end
+  if to_index == nil then enqueue(j.type, score, j.id) else redis.call('ZADD', to_index, score, j.id) end
   if M.job.terminal[to] then redis.call('ZADD', K_UNFILED, NOW, j.id) end -- for the evaluator
   local notify = o.notify
   if notify ~= '' and j.notify == '1' then
@@ -334,7 +364,7 @@ function OP.submit(x)
     'updated_at', NOW_S, 'due_at', delay > 0 and fmt(NOW + delay) or '',
     'validator_url', x.validator_url or '')
   if state == 'queued' then
-    redis.call('ZADD', K_QUEUED, queued_score(x.priority), x.id)
+    enqueue(x.type, queued_score(x.priority), x.id)
     woke = true
   else
     redis.call('ZADD', K_DUE, NOW + delay, x.id)
@@ -344,13 +374,42 @@ function OP.submit(x)
   return {kind = 'created', id = x.id, state = state}
 end
 
-function OP.claim(x)
-  local popped = redis.call('ZPOPMIN', K_QUEUED, x.n)
-  local jobs = {}
+-- Move the head of the earlier versions' `queued` index (one zset for every type) into the
+-- types' zsets, scores kept; entries of jobs no longer queued are dropped.
+local function move_legacy(n)
+  local popped = redis.call('ZPOPMIN', K_QUEUED, n)
   for i = 1, #popped, 2 do
-    local j = load_job(popped[i], {'input'})
+    local id = popped[i]
+    local v = redis.call('HMGET', jkey(id), 'state', 'type')
+    if v[1] == 'queued' then enqueue(v[2], popped[i + 1], id) end
+  end
+end
+
+-- Claim up to x.n queued jobs of the types x.types (every queued type when absent), best
+-- score first across the types: the first n of each type's zset are the only candidates.
+function OP.claim(x)
+  move_legacy(LEGACY_MOVE)
+  local n = num(x.n)
+  local types = x.types
+  if types == nil then types = redis.call('SMEMBERS', K_QUEUED_TYPES) end
+  local heads = {}
+  for _, t in ipairs(types) do
+    local page = redis.call('ZRANGE', qkey(t), 0, n - 1, 'WITHSCORES')
+    for i = 1, #page, 2 do heads[#heads + 1] = {tonumber(page[i + 1]), page[i], t} end
+  end
+  if #heads > 1 then
+    table.sort(heads, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      return a[2] < b[2]
+    end)
+  end
+  local jobs = {}
+  x.popped = true
+  for i = 1, math.min(n, #heads) do
+    local id, t = heads[i][2], heads[i][3]
+    dequeue(t, id)
+    local j = load_job(id, {'input'})
     if j ~= nil then
-      x.popped = true
       local r = job_move(j, 'claim', x)
       if r.kind == 'moved' then
         local pr = {}
@@ -368,6 +427,16 @@ function OP.claim(x)
     end
   end
   return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
+end
+
+-- How many jobs wait, per type, and how many still sit in the earlier versions' index
+-- (`untyped`: their type is known once a claim moves them). Read only.
+function OP.queued(x)
+  local types = redis.call('SMEMBERS', K_QUEUED_TYPES)
+  local counts = {}
+  for _, t in ipairs(types) do counts[#counts + 1] = {t, redis.call('ZCARD', qkey(t))} end
+  return {kind = 'queued', jobs = #counts > 0 and counts or nil,
+    n = redis.call('ZCARD', K_QUEUED)}
 end
 
 -- complete / fail / timeout / release from the worker holding the lease.
