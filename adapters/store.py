@@ -62,6 +62,7 @@ from .records import (
     ValidationCheck,
     ValidationTask,
 )
+from . import routing
 from .sanitize import Sanitizer
 
 __all__ = ["Store", "SyncStore", "Executor", "DirectExecutor", "Due", "IDEMPOTENCY_TTL"]
@@ -669,6 +670,12 @@ class Store:
         reply = await self._op(check_queue_name(queue), {"op": "queued"})
         return {str(t): int(c) for t, c in reply.jobs}, reply.n
 
+    async def unserved(self, queues: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Per queue, the queued jobs of each type that no live daemon serves (they wait,
+        never claimed by a daemon without the handler; see :mod:`adapters.routing`)."""
+        workers = await self.workers()
+        return {q: routing.unserved(q, (await self.queued_by_type(q))[0], workers) for q in queues}
+
 
 # -- decoding stored records ------------------------------------------------------------
 
@@ -863,6 +870,8 @@ class SyncStore:
     register_types = _sync(Store.register_types)
     job_types = _sync(Store.job_types)
     queue_counts = _sync(Store.queue_counts)
+    queued_by_type = _sync(Store.queued_by_type)
+    unserved = _sync(Store.unserved)
     unfiled = _sync(Store.unfiled)
     file_job = _sync(Store.file_job)
     file_jobs = _sync(Store.file_jobs)
