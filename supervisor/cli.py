@@ -619,7 +619,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         busy = f"{len(d.slots)}/{d.concurrency} busy" if d.state == "live" else f"gone {_ago(now, d.gone_at)}"
         print(f"{d.id}  {state}  host {d.host or '-'} pid {d.pid or '-'}  queues {','.join(d.queues) or '-'}  "
               f"{busy}  heartbeat {_ago(now, d.heartbeat_at)}  started {_when(d.started_at)}")
-        print(f"  types {','.join(d.types) or '- (publishes none: an earlier version)'}")
+        print(f"  types {','.join(d.types) or '-'}")  # the only ones it claims
         for slot in d.slots:
             print(f"  slot {slot.slot:<4} {slot.job}  {slot.type}  attempt {slot.attempt}  "
                   f"running {max(0.0, now - slot.since):.1f}s")

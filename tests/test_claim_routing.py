@@ -70,6 +70,7 @@ def test_types_not_served_are_never_claimed(target: Target, sync_store: SyncStor
         assert index_membership(target.raw(), job) == ["queued"]
     assert sync_store.queued_by_type(Q) == ({"B": 4}, 0)
     assert claim_ids(sync_store, ["B"], 10) == b
+    assert sync_store.queued_by_type(Q) == ({}, 0)
 
 
 def test_a_new_version_type_is_its_own_route(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
@@ -174,3 +175,19 @@ def test_unserved_types_are_reported_per_queue(target: Target, sync_store: SyncS
     clock.advance(31)  # d1's heartbeat ran out: declared lost, no longer serving
     assert {w.id for w in sync_store.declare_lost_workers()} == {"d1", "d2"}
     assert sync_store.unserved([Q]) == {Q: {"A": 2, "B": 3, "C": 1}}
+
+
+def test_the_merge_reads_further_pages_of_a_type_when_it_must(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    raw = target.raw()
+    urgent, later = [], []
+    for _ in range(20):  # interleaved in time; every A outranks every B
+        urgent.append(submit(sync_store, clock, "A", 5))
+        later.append(submit(sync_store, clock, "B", 0))
+    # two types, n=25: pages of 14; A's first page runs out, so the merge reads A's next one
+    assert claim_ids(sync_store, ["A", "B"], 25) == urgent + later[:5]
+    assert raw.exists(K.queued_of("A")) == 0
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B"}
+    assert claim_ids(sync_store, ["B", "A"], 15) == later[5:]  # exactly what was left
+    assert raw.exists(K.queued_types) == 0

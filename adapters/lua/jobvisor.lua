@@ -17,8 +17,8 @@
 --
 -- Queued jobs wait in one zset per job type, `queued:<type>` (score: priority band + time),
 -- and `queued_types` lists the types whose zset is not empty. A daemon's claim names the
--- types it has handlers for and takes the best heads across those zsets only: O(types x n),
--- never a scan of the queue, and never a job it cannot run. `queued` itself is the index of
+-- types it has handlers for and merges the heads of those zsets only (about n + 2 x types
+-- entries read), never a scan of the queue, and never a job it cannot run. `queued` itself is the index of
 -- earlier versions (every type in one zset): still read, never written, and emptied by the
 -- claims, which move its entries into their types' zsets (at most LEGACY_MOVE per claim).
 -- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
@@ -32,6 +32,7 @@ local VALIDATION_SCAN = 2000 -- due checks one `validations` op looks at, at mos
 local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
 local LEGACY_MOVE = 256 -- entries of the earlier versions' `queued` index one claim moves
 local woke = false
+local legacy_left -- per call: whether the earlier versions' `queued` index has entries (nil: not looked)
 
 local function begin(args)
   P = args[1]
@@ -46,6 +47,7 @@ local function begin(args)
   K_QUEUED_TYPES = P .. 'queued_types'
   QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
   woke = false
+  legacy_left = nil
 end
 
 local function jkey(id) return P .. 'job:' .. id end
@@ -154,7 +156,8 @@ local function dequeue(job_type, id)
   if redis.call('ZREM', key, id) == 1 and redis.call('EXISTS', key) == 0 then
     redis.call('SREM', K_QUEUED_TYPES, job_type)
   end
-  redis.call('ZREM', K_QUEUED, id)
+  if legacy_left == nil then legacy_left = redis.call('EXISTS', K_QUEUED) == 1 end
+  if legacy_left then redis.call('ZREM', K_QUEUED, id) end
 end
 
 local function index_of(state)
@@ -377,7 +380,9 @@ end
 -- Move the head of the earlier versions' `queued` index (one zset for every type) into the
 -- types' zsets, scores kept; entries of jobs no longer queued are dropped.
 local function move_legacy(n)
+  if legacy_left == false then return end
   local popped = redis.call('ZPOPMIN', K_QUEUED, n)
+  legacy_left = #popped == 2 * n and redis.call('EXISTS', K_QUEUED) == 1
   for i = 1, #popped, 2 do
     local id = popped[i]
     local v = redis.call('HMGET', jkey(id), 'state', 'type')
@@ -386,28 +391,65 @@ local function move_legacy(n)
 end
 
 -- Claim up to x.n queued jobs of the types x.types (every queued type when absent), best
--- score first across the types: the first n of each type's zset are the only candidates.
+-- score first across the types (ties: the smaller id, as ZPOPMIN orders them). A k-way merge
+-- of the types' zsets, read in pages of a fair share plus one (more of a type is read only
+-- when the merge reaches the end of its page): about n + 2 x types entries read, one ZRANGE
+-- per type (and one per page more), one ZREM per type taken from. Never a scan of the queue.
 function OP.claim(x)
   move_legacy(LEGACY_MOVE)
   local n = num(x.n)
   local types = x.types
   if types == nil then types = redis.call('SMEMBERS', K_QUEUED_TYPES) end
-  local heads = {}
-  for _, t in ipairs(types) do
-    local page = redis.call('ZRANGE', qkey(t), 0, n - 1, 'WITHSCORES')
-    for i = 1, #page, 2 do heads[#heads + 1] = {tonumber(page[i + 1]), page[i], t} end
+  local T = #types
+  local picked = {}
+  if T == 1 then -- one type: its zset alone, as the single queued index was
+    local key = qkey(types[1])
+    local r = redis.call('ZPOPMIN', key, n)
+    for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
+    if #picked > 0 and (#picked < n or redis.call('EXISTS', key) == 0) then
+      redis.call('SREM', K_QUEUED_TYPES, types[1])
+    end
+    if legacy_left and #picked > 0 then redis.call('ZREM', K_QUEUED, unpack(picked)) end
+    T = 0
   end
-  if #heads > 1 then
-    table.sort(heads, function(a, b)
-      if a[1] ~= b[1] then return a[1] < b[1] end
-      return a[2] < b[2]
-    end)
+  local page = math.floor((n + T - 1) / math.max(T, 1)) + 1
+  local ids, scores, pos, more = {}, {}, {}, {}
+  local function fetch(k)
+    local got = ids[k]
+    local r = redis.call('ZRANGE', qkey(types[k]), #got, #got + page - 1, 'WITHSCORES')
+    local sc = scores[k]
+    for i = 1, #r, 2 do got[#got + 1] = r[i]; sc[#sc + 1] = tonumber(r[i + 1]) end
+    more[k] = #r == 2 * page
+  end
+  for k = 1, T do ids[k], scores[k], pos[k] = {}, {}, 1; fetch(k) end
+  while T > 0 and #picked < n do
+    local best, bs, bid = nil, nil, nil
+    for k = 1, T do
+      local p = pos[k]
+      if p > #ids[k] and more[k] then fetch(k) end
+      if p <= #ids[k] then
+        local s, id = scores[k][p], ids[k][p]
+        if best == nil or s < bs or (s == bs and id < bid) then best, bs, bid = k, s, id end
+      end
+    end
+    if best == nil then break end
+    picked[#picked + 1] = bid
+    pos[best] = pos[best] + 1
+  end
+  for k = 1, T do
+    local taken = pos[k] - 1
+    if taken > 0 then
+      local key, list = qkey(types[k]), {unpack(ids[k], 1, taken)}
+      redis.call('ZREM', key, unpack(list))
+      if taken == #ids[k] and (not more[k] or redis.call('EXISTS', key) == 0) then
+        redis.call('SREM', K_QUEUED_TYPES, types[k])
+      end
+      if legacy_left then redis.call('ZREM', K_QUEUED, unpack(list)) end
+    end
   end
   local jobs = {}
   x.popped = true
-  for i = 1, math.min(n, #heads) do
-    local id, t = heads[i][2], heads[i][3]
-    dequeue(t, id)
+  for _, id in ipairs(picked) do
     local j = load_job(id, {'input'})
     if j ~= nil then
       local r = job_move(j, 'claim', x)
