@@ -15,8 +15,9 @@ key (after ``jv:{q}:``)          type    contents and lifetime
                                         its daemon has handlers for; gone when empty
 ``queued_types``                set     job types whose ``queued:<type>`` is not empty
 ``queued``                      zset    the earlier versions' queued index (every type in
-                                        one zset, same score): read, never written;
-                                        claims move its entries into ``queued:<type>``
+                                        one zset, same score): never written; the
+                                        scheduler's ``wake`` moves its entries into
+                                        ``queued:<type>``
 ``due``                         zset    scheduled ids (delay or backoff); score = due ms
 ``active``                      zset    active ids; score = lease deadline ms
 ``validating``                  zset    validating ids; score = next check (or check lease) ms
@@ -125,7 +126,7 @@ class Keys:
 
     @property
     def queued(self) -> str:
-        """The earlier versions' queued index (all types); still claimed from, never written."""
+        """The earlier versions' queued index (all types): emptied by ``wake``, never written."""
         return f"{self.prefix}queued"
 
     def queued_of(self, job_type: str) -> str:

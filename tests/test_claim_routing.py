@@ -3,8 +3,8 @@
 A daemon claims only the types it has handlers for (``Store.claim(types=...)``):
 the best heads across those types' ``queued:<type>`` zsets, by priority then age,
 never a job of another type, never more than ``n``. Jobs of the earlier versions'
-single ``queued`` index are still claimed (each claim moves them into their types'
-zsets). Unserved types are reported, not failed.
+single ``queued`` index are still claimed (the scheduler's ``wake`` moves them into their
+types' zsets). Unserved types are reported, not failed.
 """
 
 from __future__ import annotations
@@ -142,21 +142,27 @@ def test_jobs_of_the_earlier_untyped_index_are_still_claimed(
     assert sync_store.queue_counts(Q)["queued"] == 4
     sync_store.cancel(legacy_gone)  # leaves the untyped index too
     assert index_membership(raw, legacy_gone) == ["finished"]
-    # the daemon serving A: the legacy A first (priority 5), then the fresh one; B moves, waits
-    assert claim_ids(sync_store, ["A"], 10) == [legacy_a, fresh_a]
+    # the scheduler's wake moves them to their types' indexes (the claim never reads that one)
+    assert claim_ids(sync_store, ["A"], 10) == [fresh_a]
+    assert sync_store.wake(Q).next_due is None  # all moved: nothing due
     assert raw.zcard(K.queued) == 0
+    fresh_a = submit(sync_store, clock, "A", 0)
+    # the daemon serving A: the legacy A first (priority 5), then the fresh one; B waits
+    assert claim_ids(sync_store, ["A"], 10) == [legacy_a, fresh_a]
     assert index_membership(raw, legacy_b) == ["queued"]
     assert sync_store.queued_by_type(Q) == ({"B": 1}, 0)
     assert claim_ids(sync_store, ["B"], 10) == [legacy_b]
 
 
-def test_legacy_entries_are_moved_in_bounded_steps(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_legacy_entries_are_moved_in_bounded_steps_by_wake(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
     raw = target.raw()
     jobs = [submit(sync_store, clock, "B") for _ in range(300)]
     for job in jobs:
         _make_legacy(target, job, "B")
-    assert claim_ids(sync_store, ["A"], 1) == []
+    assert claim_ids(sync_store, ["B"], 1) == []  # not moved yet
+    assert sync_store.wake(Q).next_due == int(clock() * 1000)  # more to move: the scheduler comes again at once
     assert raw.zcard(K.queued) == 300 - 256 and raw.zcard(K.queued_of("B")) == 256
+    assert sync_store.wake(Q).next_due is None
     assert claim_ids(sync_store, ["B"], 300) == jobs  # order kept through the move
 
 

@@ -18,9 +18,10 @@
 -- Queued jobs wait in one zset per job type, `queued:<type>` (score: priority band + time),
 -- and `queued_types` lists the types whose zset is not empty. A daemon's claim names the
 -- types it has handlers for and merges the heads of those zsets only (about n + 2 x types
--- entries read), never a scan of the queue, and never a job it cannot run. `queued` itself is the index of
--- earlier versions (every type in one zset): still read, never written, and emptied by the
--- claims, which move its entries into their types' zsets (at most LEGACY_MOVE per claim).
+-- entries read), never a scan of the queue, and never a job it cannot run. `queued` itself
+-- is the index of earlier versions (every type in one zset): never written, and emptied by
+-- the scheduler's `wake`, which moves its entries into their types' zsets (at most
+-- LEGACY_MOVE per call).
 -- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
 
 -- Per-call values: set by `run` at the start of every call (Redis runs one call at a time).
@@ -378,7 +379,9 @@ function OP.submit(x)
 end
 
 -- Move the head of the earlier versions' `queued` index (one zset for every type) into the
--- types' zsets, scores kept; entries of jobs no longer queued are dropped.
+-- types' zsets, scores kept; entries of jobs no longer queued are dropped. The scheduler's
+-- `wake`, which every daemon runs on each queue at least every idle poll, calls it, so the
+-- claim itself never looks at that index.
 local function move_legacy(n)
   if legacy_left == false then return end
   local popped = redis.call('ZPOPMIN', K_QUEUED, n)
@@ -386,7 +389,7 @@ local function move_legacy(n)
   for i = 1, #popped, 2 do
     local id = popped[i]
     local v = redis.call('HMGET', jkey(id), 'state', 'type')
-    if v[1] == 'queued' then enqueue(v[2], popped[i + 1], id) end
+    if v[1] == 'queued' then enqueue(v[2], popped[i + 1], id); woke = true end
   end
 end
 
@@ -396,7 +399,6 @@ end
 -- when the merge reaches the end of its page): about n + 2 x types entries read, one ZRANGE
 -- per type (and one per page more), one ZREM per type taken from. Never a scan of the queue.
 function OP.claim(x)
-  move_legacy(LEGACY_MOVE)
   local n = num(x.n)
   local types = x.types
   if types == nil then types = redis.call('SMEMBERS', K_QUEUED_TYPES) end
@@ -409,7 +411,6 @@ function OP.claim(x)
     if #picked > 0 and (#picked < n or redis.call('EXISTS', key) == 0) then
       redis.call('SREM', K_QUEUED_TYPES, types[1])
     end
-    if legacy_left and #picked > 0 then redis.call('ZREM', K_QUEUED, unpack(picked)) end
     T = 0
   end
   local page = math.floor((n + T - 1) / math.max(T, 1)) + 1
@@ -438,13 +439,12 @@ function OP.claim(x)
   end
   for k = 1, T do
     local taken = pos[k] - 1
-    if taken > 0 then
-      local key, list = qkey(types[k]), {unpack(ids[k], 1, taken)}
-      redis.call('ZREM', key, unpack(list))
+    if taken > 0 then -- the merge took a prefix of the type's zset
+      local key = qkey(types[k])
+      redis.call('ZREMRANGEBYRANK', key, 0, taken - 1)
       if taken == #ids[k] and (not more[k] or redis.call('EXISTS', key) == 0) then
         redis.call('SREM', K_QUEUED_TYPES, types[k])
       end
-      if legacy_left then redis.call('ZREM', K_QUEUED, unpack(list)) end
     end
   end
   local jobs = {}
@@ -614,8 +614,10 @@ function OP.expired(x)
   return {kind = 'expired', jobs = #jobs > 0 and jobs or nil, n = #jobs}
 end
 
--- The scheduler: scheduled jobs whose time has come become queued.
+-- The scheduler: scheduled jobs whose time has come become queued; and queued jobs of the
+-- earlier versions' untyped index move to their types' zsets (LEGACY_MOVE per call).
 function OP.wake(x)
+  move_legacy(LEGACY_MOVE)
   local ids = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, x.n)
   local moved = 0
   for _, id in ipairs(ids) do
@@ -624,7 +626,9 @@ function OP.wake(x)
     elseif job_move(j, 'wake', x).kind == 'moved' then moved = moved + 1 end
   end
   local nxt = redis.call('ZRANGE', K_DUE, 0, 0, 'WITHSCORES')
-  return {kind = 'woken', n = moved, next_due = nxt[2] and tonumber(nxt[2]) or nil}
+  local next_due = nxt[2] and tonumber(nxt[2]) or nil
+  if legacy_left then next_due = NOW end -- more of the untyped index to move: again at once
+  return {kind = 'woken', n = moved, next_due = next_due}
 end
 
 ----------------------------------------------------------------------------- validation --
