@@ -378,6 +378,10 @@ function OP.submit(x)
   return {kind = 'created', id = x.id, state = state}
 end
 
+local CLAIM_FIELDS = {} -- a job's fields (its state first, as load_hash wants) and its input
+for i = 1, #JOB_FIELDS do CLAIM_FIELDS[i] = JOB_FIELDS[i] end
+CLAIM_FIELDS[#CLAIM_FIELDS + 1] = 'input'
+
 -- Move the head of the earlier versions' `queued` index (one zset for every type) into the
 -- types' zsets, scores kept; entries of jobs no longer queued are dropped. The scheduler's
 -- `wake`, which every daemon runs on each queue at least every idle poll, calls it, so the
@@ -450,7 +454,7 @@ function OP.claim(x)
   local jobs = {}
   x.popped = true
   for _, id in ipairs(picked) do
-    local j = load_job(id, {'input'})
+    local j = load_hash(jkey(id), CLAIM_FIELDS, id)
     if j ~= nil then
       local r = job_move(j, 'claim', x)
       if r.kind == 'moved' then
