@@ -10,7 +10,14 @@ places that spell a key, and a test checks they agree.
 key (after ``jv:{q}:``)          type    contents and lifetime
 ==============================  ======  ==============================================
 ``job:<id>``                    hash    the job record; until retention deletes it
-``queued``                      zset    queued ids; score = priority band + enqueue ms
+``queued:<type>``               zset    queued ids of one job type; score = priority
+                                        band + enqueue ms; a claim reads only the types
+                                        its daemon has handlers for; gone when empty
+``queued_types``                set     job types whose ``queued:<type>`` is not empty
+``queued``                      zset    the earlier versions' queued index (every type in
+                                        one zset, same score): never written; the
+                                        scheduler's ``wake`` moves its entries into
+                                        ``queued:<type>``
 ``due``                         zset    scheduled ids (delay or backoff); score = due ms
 ``active``                      zset    active ids; score = lease deadline ms
 ``validating``                  zset    validating ids; score = next check (or check lease) ms
@@ -125,7 +132,16 @@ class Keys:
 
     @property
     def queued(self) -> str:
+        """The earlier versions' queued index (all types): emptied by ``wake``, never written."""
         return f"{self.prefix}queued"
+
+    def queued_of(self, job_type: str) -> str:
+        """The queued jobs of one type."""
+        return f"{self.prefix}queued:{job_type}"
+
+    @property
+    def queued_types(self) -> str:
+        return f"{self.prefix}queued_types"
 
     @property
     def due(self) -> str:

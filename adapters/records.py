@@ -243,7 +243,8 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     report with an old lease token), ``skipped`` (a watchdog that lost the
     race), ``not_found``, ``rejected`` (with ``error``), ``created``,
     ``exists``, and the list answers ``claimed``, ``expired``, ``woken``,
-    ``swept``, ``deliveries``, ``validations``, ``renewed``, ``extended``, ``recorded``,
+    ``swept``, ``deliveries``, ``validations``, ``queued`` (``jobs``: [type, count] pairs;
+    ``n``: entries of the earlier versions' untyped index), ``renewed``, ``extended``, ``recorded``,
     ``added``, ``inspecting`` (a watchdog holds an expired lease to ask the external
     service); for a validation check ``checked`` (failed, another check is due at
     ``next_due``) or ``released``; for the evaluator and retention ``unfiled``, ``filed``,
@@ -434,6 +435,7 @@ class WorkerView(Struct, kw_only=True, frozen=True):
     host: str = ""
     pid: int = 0
     queues: list[str] = []
+    types: list[str] = []  # the job types it has handlers for (it claims only those)
     concurrency: int = 0
     started_at: float | None = None
     heartbeat_at: float | None = None

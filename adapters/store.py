@@ -62,6 +62,7 @@ from .records import (
     ValidationCheck,
     ValidationTask,
 )
+from . import routing
 from .sanitize import Sanitizer
 
 __all__ = ["Store", "SyncStore", "Executor", "DirectExecutor", "Due", "IDEMPOTENCY_TTL"]
@@ -252,15 +253,25 @@ class Store:
         """A fresh nonce for :meth:`claim`: keep it to :meth:`reclaim` if the answer is lost."""
         return new_token(self.randbytes)
 
-    async def claim(self, queue: str, worker: str, n: int = 1, lease: float = 30.0,
-                    nonce: str | None = None) -> list[ClaimedJob]:
+    async def claim(
+        self, queue: str, worker: str, n: int = 1, lease: float = 30.0, *,
+        types: Iterable[str] | None = None, nonce: str | None = None,
+    ) -> list[ClaimedJob]:
         """Claim up to ``n`` queued jobs by priority, each under a new lease token
-        (``<nonce>.<attempt>``)."""
-        reply = await self._op(
-            queue,
-            {"op": "claim", "n": n, "worker": worker, "lease_ms": int(lease * 1000),
-             "nonce": nonce or self.claim_nonce()},
-        )
+        (``<nonce>.<attempt>``).
+
+        ``types`` are the job types the caller has handlers for: only jobs of those
+        types are claimed, best priority (then oldest) first across them; jobs of
+        other types stay queued for a daemon that serves them. ``None`` claims any
+        type (tools and tests); a daemon always names its types.
+        """
+        op: dict[str, Any] = {"op": "claim", "n": n, "worker": worker, "lease_ms": int(lease * 1000),
+                              "nonce": nonce or self.claim_nonce()}
+        if types is not None:
+            op["types"] = sorted(set(types))
+            if not op["types"]:
+                return []
+        reply = await self._op(queue, op)
         return [msgspec.convert(j, ClaimedJob) for j in reply.jobs]
 
     async def reclaim(self, queue: str, worker: str, nonce: str) -> list[ClaimedJob]:
@@ -662,11 +673,26 @@ class Store:
         return sorted(_b2s(q) for q in await self._command("SMEMBERS", QUEUES))
 
     async def queue_counts(self, queue: str) -> dict[str, int]:
+        """Jobs of ``queue`` per index (``queued`` counts every type, untyped ones included)."""
         keys = Keys(check_queue_name(queue))
-        names = ("queued", "scheduled", "active", "validating", "finished", "outbox")
-        sets = (keys.queued, keys.due, keys.active, keys.validating, keys.finished, keys.outbox)
+        names = ("scheduled", "active", "validating", "finished", "outbox")
+        sets = (keys.due, keys.active, keys.validating, keys.finished, keys.outbox)
+        by_type, untyped = await self.queued_by_type(queue)
         counts = await self._commands(("ZCARD", key) for key in sets)
-        return dict(zip(names, (int(c) for c in counts), strict=True))
+        return {"queued": sum(by_type.values()) + untyped,
+                **dict(zip(names, (int(c) for c in counts), strict=True))}
+
+    async def queued_by_type(self, queue: str) -> tuple[dict[str, int], int]:
+        """Queued jobs of ``queue`` per job type, and how many still sit in the earlier
+        versions' untyped index (a claim moves them to their types' indexes)."""
+        reply = await self._op(check_queue_name(queue), {"op": "queued"})
+        return {str(t): int(c) for t, c in reply.jobs}, reply.n
+
+    async def unserved(self, queues: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Per queue, the queued jobs of each type that no live daemon serves (they wait,
+        never claimed by a daemon without the handler; see :mod:`adapters.routing`)."""
+        workers = await self.workers()
+        return {q: routing.unserved(q, (await self.queued_by_type(q))[0], workers) for q in queues}
 
 
 # -- decoding stored records ------------------------------------------------------------
@@ -765,6 +791,7 @@ def worker_view(h: dict[str, str], now: float) -> WorkerView:
     return WorkerView(
         id=h.get("id", ""), state=state, host=h.get("host", ""), pid=int(h.get("pid") or 0),
         queues=[q for q in h.get("queues", "").split(",") if q],
+        types=[t for t in h.get("types", "").split(",") if t],
         concurrency=int(h.get("concurrency") or 0), started_at=_ms(h.get("started_at")),
         heartbeat_at=_ms(h.get("heartbeat_at")), deadline=deadline, gone_at=_ms(h.get("gone_at")),
         late=state == "live" and deadline is not None and deadline < now,
@@ -861,6 +888,8 @@ class SyncStore:
     register_types = _sync(Store.register_types)
     job_types = _sync(Store.job_types)
     queue_counts = _sync(Store.queue_counts)
+    queued_by_type = _sync(Store.queued_by_type)
+    unserved = _sync(Store.unserved)
     unfiled = _sync(Store.unfiled)
     file_job = _sync(Store.file_job)
     file_jobs = _sync(Store.file_jobs)

@@ -146,13 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--limit", type=int, default=1000)
     _common(events)
 
-    queues = sub.add_parser("queues", help="jobs per queue and state")
+    queues = sub.add_parser(
+        "queues", help="jobs per queue and state; queued ones per type, and those no live daemon serves")
     _common(queues)
 
     report = sub.add_parser("report", help="finished jobs by category and problem, as the evaluator filed them")
     report.add_argument("--queue", action="append", default=None, help="queue(s) (default: all)")
     _common(report)
-    workers = sub.add_parser("workers", help="live daemons, their worker slots and current jobs")
+    workers = sub.add_parser(
+        "workers", help="live daemons, the job types they serve, their worker slots and current jobs")
     workers.add_argument("--all", action="store_true", help="also the latest stopped and lost daemons")
     _common(workers)
 
@@ -511,15 +513,34 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
+    from adapters.routing import serving
+
     with _store(args) as store:
-        data = {q: store.queue_counts(q) for q in store.queues()}
+        workers = store.workers()
+        data: dict[str, dict[str, Any]] = {}
+        for q in store.queues():
+            counts: dict[str, Any] = store.queue_counts(q)
+            by_type, untyped = store.queued_by_type(q)
+            served = serving(q, workers)
+            counts["types"] = {t: {"queued": n, "daemons": served.get(t, 0)} for t, n in sorted(by_type.items())}
+            counts["unserved"] = sum(n for t, n in by_type.items() if t not in served)
+            counts["untyped"] = untyped
+            data[q] = counts
     if args.json:
         print(json.dumps(data))
         return EXIT_OK
-    print(f"{'queue':<16}{'queued':>8}{'scheduled':>10}{'active':>8}{'validating':>11}{'finished':>10}{'outbox':>8}")
+    print(f"{'queue':<16}{'queued':>8}{'scheduled':>10}{'active':>8}{'validating':>11}{'finished':>10}"
+          f"{'outbox':>8}{'unserved':>10}")
     for q, c in data.items():
         print(f"{q:<16}{c['queued']:>8}{c['scheduled']:>10}{c['active']:>8}{c['validating']:>11}"
-              f"{c['finished']:>10}{c['outbox']:>8}")
+              f"{c['finished']:>10}{c['outbox']:>8}{c['unserved']:>10}")
+        waiting = [f"{t} {v['queued']} ({v['daemons']} live daemon{'s' if v['daemons'] != 1 else ''})"
+                   if v["daemons"] else f"{t} {v['queued']} (no live daemon serves it)"
+                   for t, v in c["types"].items()]
+        if c["untyped"]:
+            waiting.append(f"{c['untyped']} from an earlier version, typed at the next claim")
+        if waiting:
+            print(f"  queued by type: {', '.join(waiting)}")
     return EXIT_OK
 
 
@@ -581,6 +602,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         busy = f"{len(d.slots)}/{d.concurrency} busy" if d.state == "live" else f"gone {_ago(now, d.gone_at)}"
         print(f"{d.id}  {state}  host {d.host or '-'} pid {d.pid or '-'}  queues {','.join(d.queues) or '-'}  "
               f"{busy}  heartbeat {_ago(now, d.heartbeat_at)}  started {_when(d.started_at)}")
+        print(f"  types {','.join(d.types) or '-'}")  # the only ones it claims
         for slot in d.slots:
             print(f"  slot {slot.slot:<4} {slot.job}  {slot.type}  attempt {slot.attempt}  "
                   f"running {max(0.0, now - slot.since):.1f}s")

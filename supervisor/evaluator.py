@@ -11,6 +11,11 @@ webhook is still on its way is looked at again one interval later.
 Required outputs come from the handlers of this daemon's app and from the
 types other daemons published, so any daemon can file any job of its queues.
 
+Only terminal jobs are ever filed: a job waiting ``queued`` for a type no live
+daemon serves (a rolling deploy under way) is not a failure. Each pass also
+refreshes the ``jobvisor_unserved_jobs`` gauges of the daemon's queues from the
+registry and the per-type queued counts (one read of each, every interval).
+
 A store outage is logged and the pass is tried again at the next interval;
 stopping takes effect between batches.
 """
@@ -27,7 +32,7 @@ from adapters.filing import classify
 from .deps import Deps
 from .hub import every
 
-__all__ = ["run_evaluator", "file_finished", "refresh_filing_gauges"]
+__all__ = ["run_evaluator", "file_finished", "refresh_filing_gauges", "refresh_unserved_gauges"]
 
 log = logging.getLogger("jobvisor.evaluator")
 
@@ -64,6 +69,7 @@ async def file_finished(deps: Deps, stop: trio.Event | None = None) -> int:
             if len(jobs) < BATCH:
                 break
         await refresh_filing_gauges(deps, queue)
+    await refresh_unserved_gauges(deps)
     return filed
 
 
@@ -71,3 +77,8 @@ async def refresh_filing_gauges(deps: Deps, queue: str) -> None:
     """Set the filing gauges of ``queue`` from the store's counts (shared by every daemon)."""
     counts, waiting = await deps.store.filing_counts(queue)
     deps.metrics.set_filing(queue, counts, waiting)
+
+
+async def refresh_unserved_gauges(deps: Deps) -> None:
+    """Set the unserved gauges of the daemon's queues (jobs waiting for a type nobody live serves)."""
+    deps.metrics.set_unserved(await deps.store.unserved(deps.queues))

@@ -5,7 +5,10 @@ Served on ``--metrics-port`` by a small WSGI server in a thread:
 * ``/metrics``: Prometheus text format. Counters and the handler-duration
   histogram are kept as things happen; the queue-depth gauges are read from
   the store at scrape time (one pipeline of ``ZCARD`` per queue), so they are
-  exact when scraped and cost nothing between scrapes. When the store does
+  exact when scraped and cost nothing between scrapes; so are the unserved
+  gauges (queued jobs of a type no live daemon serves: one read of the
+  registry, one per-type count per queue), which the evaluator also refreshes
+  every pass. When the store does
   not answer, the scrape still succeeds with the depths last read.
 * ``/healthz``: 200 ``ok`` when the daemon's store answers a round trip
   within :data:`PROBE_TIMEOUT` seconds; 503 ``unhealthy: <why>`` otherwise,
@@ -96,6 +99,12 @@ class Metrics:
         self.unfiled = Gauge(
             "jobvisor_unfiled_jobs", "Finished jobs waiting to be filed", ["queue"], registry=self.registry
         )
+        self.unserved = Gauge(
+            "jobvisor_unserved_jobs",
+            "Queued jobs whose type no live daemon serves, by queue and type (they wait, never fail)",
+            ["queue", "type"], registry=self.registry,
+        )
+        self._unserved_labels: set[tuple[str, str]] = set()
         self.deleted = Counter(
             "jobvisor_jobs_deleted", "Finished jobs deleted by retention, by queue and state",
             ["queue", "state"], registry=self.registry,
@@ -110,6 +119,8 @@ class Metrics:
                 for queue in names:
                     for state, count in (await store.queue_counts(queue)).items():
                         self.queue_depth.labels(queue, state).set(count)
+                if names:
+                    self.set_unserved(await store.unserved(names))
                 if not names:  # still one round trip: the answer is whether the store answers
                     await store.queues()
             except JobvisorError as exc:  # unavailable, loading, refused, or closed at shutdown
@@ -127,6 +138,17 @@ class Metrics:
                 counts.get((category.value, problem.value), 0)
             )
         self.unfiled.labels(queue).set(waiting)
+
+    def set_unserved(self, per_queue: dict[str, dict[str, int]]) -> None:
+        """The unserved gauges: one per (queue, type) waiting now; a pair no longer waiting
+        (served again, or drained) is removed, so the exposition lists only live problems."""
+        now = {(q, t): n for q, types in per_queue.items() for t, n in types.items()}
+        for gone in self._unserved_labels - now.keys():
+            if gone[0] in per_queue:
+                self.unserved.remove(*gone)
+        for labels, n in now.items():
+            self.unserved.labels(*labels).set(n)
+        self._unserved_labels = {k for k in self._unserved_labels if k[0] not in per_queue} | now.keys()
 
     def observe(self, replies: Sequence[Reply]) -> None:
         """Count the transitions in the store's replies, by machine, trigger and outcome: job

@@ -1,8 +1,9 @@
 """The registry actor: this daemon and its worker slots, with a heartbeat, in Redis.
 
 At start the daemon registers (``worker.started``); every third of the lease
-it heartbeats its record: host, pid, queues, concurrency, the job each busy
-slot holds and any handler it abandoned. A record is live until its
+it heartbeats its record: host, pid, queues, the job types it has handlers
+for (the only ones it claims), concurrency, the job each busy slot holds and
+any handler it abandoned. A record is live until its
 heartbeat deadline (one lease ahead); past it, any daemon's watchdog declares
 it lost, once (``worker.lost``). A daemon declared lost that heartbeats again
 (it was paused, not dead) is live again (``worker.returned``). On a graceful
@@ -49,6 +50,8 @@ class Registration:
             "pid": str(os.getpid()),
             "queues": ",".join(deps.queues),
             "concurrency": str(config.concurrency),
+            # what its claims take: a job of another type waits for a daemon that has it
+            "types": ",".join(sorted(deps.app.handlers)),
         }
 
     async def beat(self) -> None:

@@ -254,7 +254,8 @@ class WorkerPool:
             shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
             try:
                 jobs = await self.deps.store.claim(
-                    queue, self.config.worker_id, n=self.free, lease=self.config.lease, nonce=nonce)
+                    queue, self.config.worker_id, n=self.free, lease=self.config.lease,
+                    types=self.deps.app.handlers, nonce=nonce)
             except StoreUnavailable:
                 unsettled.append((queue, nonce))
                 raise

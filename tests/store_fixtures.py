@@ -194,6 +194,10 @@ def delivery_ids(raw: Any, queue: str = QUEUE) -> set[str]:
 def index_membership(raw: Any, job_id: str, queue: str = QUEUE) -> list[str]:
     """The names of the job indexes (queued, due, active, validating, finished) holding ``job_id``."""
     keys = Keys(queue)
-    names = {"queued": keys.queued, "due": keys.due, "active": keys.active,
+    job_type = _s(raw.hget(keys.job(job_id), "type") or b"")
+    names = {"queued": keys.queued_of(job_type), "due": keys.due, "active": keys.active,
              "validating": keys.validating, "finished": keys.finished}
-    return sorted(n for n, k in names.items() if raw.zscore(k, job_id) is not None)
+    found = sorted(n for n, k in names.items() if raw.zscore(k, job_id) is not None)
+    if raw.zscore(keys.queued, job_id) is not None:  # the earlier versions' index: never written
+        found.append("untyped")
+    return found

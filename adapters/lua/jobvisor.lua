@@ -14,16 +14,26 @@
 -- once when the library loads, not on every call.
 -- KEYS: none are passed in besides the queue's `queued` zset (KEYS[1]); every other key is
 -- built from the prefix ARGV[1] = "jv:{<queue>}:" and so lies in the same slot.
+--
+-- Queued jobs wait in one zset per job type, `queued:<type>` (score: priority band + time),
+-- and `queued_types` lists the types whose zset is not empty. A daemon's claim names the
+-- types it has handlers for and merges the heads of those zsets only (about n + 2 x types
+-- entries read), never a scan of the queue, and never a job it cannot run. `queued` itself
+-- is the index of earlier versions (every type in one zset): never written, and emptied by
+-- the scheduler's `wake`, which moves its entries into their types' zsets (at most
+-- LEGACY_MOVE per call).
 -- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
 
 -- Per-call values: set by `run` at the start of every call (Redis runs one call at a time).
 local P, NOW, NOW_S, OPS, CAP, QUEUE
 local K_QUEUED, K_DUE, K_ACTIVE, K_VALIDATING, K_FINISHED, K_EVENTS, K_OUTBOX, K_BATCHES
-local K_UNFILED, K_FILING
+local K_UNFILED, K_FILING, K_QUEUED_TYPES
 local EPOCH_2024 = 1704067200000
 local VALIDATION_SCAN = 2000 -- due checks one `validations` op looks at, at most
 local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
+local LEGACY_MOVE = 256 -- entries of the earlier versions' `queued` index one claim moves
 local woke = false
+local legacy_left -- per call: whether the earlier versions' `queued` index has entries (nil: not looked)
 
 local function begin(args)
   P = args[1]
@@ -35,8 +45,10 @@ local function begin(args)
   K_VALIDATING, K_FINISHED, K_EVENTS = P .. 'validating', P .. 'finished', P .. 'events'
   K_OUTBOX, K_BATCHES = P .. 'outbox', P .. 'batches'
   K_UNFILED, K_FILING = P .. 'unfiled', P .. 'filing'
+  K_QUEUED_TYPES = P .. 'queued_types'
   QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
   woke = false
+  legacy_left = nil
 end
 
 local function jkey(id) return P .. 'job:' .. id end
@@ -129,8 +141,28 @@ local function load_job(id, extra)
   return load_hash(jkey(id), fields, id)
 end
 
+-- The zset of queued jobs of one type.
+local function qkey(job_type) return P .. 'queued:' .. job_type end
+
+-- Put a job in its type's queued zset (and the type in `queued_types`).
+local function enqueue(job_type, score, id)
+  redis.call('ZADD', qkey(job_type), score, id)
+  redis.call('SADD', K_QUEUED_TYPES, job_type)
+end
+
+-- Take a job out of the queued index: its type's zset (the type leaves `queued_types` when
+-- that was its last job) and the earlier versions' index, where it may still sit.
+local function dequeue(job_type, id)
+  local key = qkey(job_type)
+  if redis.call('ZREM', key, id) == 1 and redis.call('EXISTS', key) == 0 then
+    redis.call('SREM', K_QUEUED_TYPES, job_type)
+  end
+  if legacy_left == nil then legacy_left = redis.call('EXISTS', K_QUEUED) == 1 end
+  if legacy_left then redis.call('ZREM', K_QUEUED, id) end
+end
+
 local function index_of(state)
-  if state == 'queued' then return K_QUEUED
+  if state == 'queued' then return nil -- per type: enqueue / dequeue
   elseif state == 'scheduled' then return K_DUE
   elseif state == 'active' then return K_ACTIVE
   elseif state == 'validating' then return K_VALIDATING
@@ -271,8 +303,10 @@ local function job_move(j, trigger, x)
   if joined ~= phases_before then put('phases', joined) end
   redis.call('HSET', jkey(j.id), unpack(set))
   local from_index, to_index = index_of(from), index_of(to)
-  if from_index ~= to_index and not x.popped then redis.call('ZREM', from_index, j.id) end
-  redis.call('ZADD', to_index, score, j.id)
+  if from_index ~= to_index and not x.popped then
+    if from_index == nil then dequeue(j.type, j.id) else redis.call('ZREM', from_index, j.id) end
+  end
+  if to_index == nil then enqueue(j.type, score, j.id) else redis.call('ZADD', to_index, score, j.id) end
   if M.job.terminal[to] then redis.call('ZADD', K_UNFILED, NOW, j.id) end -- for the evaluator
   local notify = o.notify
   if notify ~= '' and j.notify == '1' then
@@ -334,7 +368,7 @@ function OP.submit(x)
     'updated_at', NOW_S, 'due_at', delay > 0 and fmt(NOW + delay) or '',
     'validator_url', x.validator_url or '')
   if state == 'queued' then
-    redis.call('ZADD', K_QUEUED, queued_score(x.priority), x.id)
+    enqueue(x.type, queued_score(x.priority), x.id)
     woke = true
   else
     redis.call('ZADD', K_DUE, NOW + delay, x.id)
@@ -359,13 +393,84 @@ local function claimed_view(j, token, deadline)
     phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch}
 end
 
-function OP.claim(x)
-  local popped = redis.call('ZPOPMIN', K_QUEUED, x.n)
-  local jobs = {}
+local CLAIM_FIELDS = {} -- a job's fields (its state first, as load_hash wants) and its input
+for i = 1, #JOB_FIELDS do CLAIM_FIELDS[i] = JOB_FIELDS[i] end
+CLAIM_FIELDS[#CLAIM_FIELDS + 1] = 'input'
+
+-- Move the head of the earlier versions' `queued` index (one zset for every type) into the
+-- types' zsets, scores kept; entries of jobs no longer queued are dropped. The scheduler's
+-- `wake`, which every daemon runs on each queue at least every idle poll, calls it, so the
+-- claim itself never looks at that index.
+local function move_legacy(n)
+  if legacy_left == false then return end
+  local popped = redis.call('ZPOPMIN', K_QUEUED, n)
+  legacy_left = #popped == 2 * n and redis.call('EXISTS', K_QUEUED) == 1
   for i = 1, #popped, 2 do
-    local j = load_job(popped[i], {'input'})
+    local id = popped[i]
+    local v = redis.call('HMGET', jkey(id), 'state', 'type')
+    if v[1] == 'queued' then enqueue(v[2], popped[i + 1], id); woke = true end
+  end
+end
+
+-- Claim up to x.n queued jobs of the types x.types (every queued type when absent), best
+-- score first across the types (ties: the smaller id, as ZPOPMIN orders them). A k-way merge
+-- of the types' zsets, read in pages of a fair share plus one (more of a type is read only
+-- when the merge reaches the end of its page): about n + 2 x types entries read, one ZRANGE
+-- per type (and one per page more), one ZREM per type taken from. Never a scan of the queue.
+function OP.claim(x)
+  local n = num(x.n)
+  local types = x.types
+  if types == nil then types = redis.call('SMEMBERS', K_QUEUED_TYPES) end
+  local T = #types
+  local picked = {}
+  if T == 1 then -- one type: its zset alone, as the single queued index was
+    local key = qkey(types[1])
+    local r = redis.call('ZPOPMIN', key, n)
+    for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
+    if #picked > 0 and (#picked < n or redis.call('EXISTS', key) == 0) then
+      redis.call('SREM', K_QUEUED_TYPES, types[1])
+    end
+    T = 0
+  end
+  local page = math.floor((n + T - 1) / math.max(T, 1)) + 1
+  local ids, scores, pos, more = {}, {}, {}, {}
+  local function fetch(k)
+    local got = ids[k]
+    local r = redis.call('ZRANGE', qkey(types[k]), #got, #got + page - 1, 'WITHSCORES')
+    local sc = scores[k]
+    for i = 1, #r, 2 do got[#got + 1] = r[i]; sc[#sc + 1] = tonumber(r[i + 1]) end
+    more[k] = #r == 2 * page
+  end
+  for k = 1, T do ids[k], scores[k], pos[k] = {}, {}, 1; fetch(k) end
+  while T > 0 and #picked < n do
+    local best, bs, bid = nil, nil, nil
+    for k = 1, T do
+      local p = pos[k]
+      if p > #ids[k] and more[k] then fetch(k) end
+      if p <= #ids[k] then
+        local s, id = scores[k][p], ids[k][p]
+        if best == nil or s < bs or (s == bs and id < bid) then best, bs, bid = k, s, id end
+      end
+    end
+    if best == nil then break end
+    picked[#picked + 1] = bid
+    pos[best] = pos[best] + 1
+  end
+  for k = 1, T do
+    local taken = pos[k] - 1
+    if taken > 0 then -- the merge took a prefix of the type's zset
+      local key = qkey(types[k])
+      redis.call('ZREMRANGEBYRANK', key, 0, taken - 1)
+      if taken == #ids[k] and (not more[k] or redis.call('EXISTS', key) == 0) then
+        redis.call('SREM', K_QUEUED_TYPES, types[k])
+      end
+    end
+  end
+  local jobs = {}
+  x.popped = true
+  for _, id in ipairs(picked) do
+    local j = load_hash(jkey(id), CLAIM_FIELDS, id)
     if j ~= nil then
-      x.popped = true
       local r = job_move(j, 'claim', x)
       if r.kind == 'moved' then jobs[#jobs + 1] = claimed_view(j, r.token, r.lease_deadline) end
     end
@@ -389,6 +494,16 @@ function OP.reclaim(x)
     end
   end
   return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
+end
+
+-- How many jobs wait, per type, and how many still sit in the earlier versions' index
+-- (`untyped`: their type is known once a claim moves them). Read only.
+function OP.queued(x)
+  local types = redis.call('SMEMBERS', K_QUEUED_TYPES)
+  local counts = {}
+  for _, t in ipairs(types) do counts[#counts + 1] = {t, redis.call('ZCARD', qkey(t))} end
+  return {kind = 'queued', jobs = #counts > 0 and counts or nil,
+    n = redis.call('ZCARD', K_QUEUED)}
 end
 
 -- complete / fail / timeout / release from the worker holding the lease.
@@ -562,8 +677,10 @@ function OP.expired(x)
   return {kind = 'expired', jobs = #jobs > 0 and jobs or nil, n = #jobs}
 end
 
--- The scheduler: scheduled jobs whose time has come become queued.
+-- The scheduler: scheduled jobs whose time has come become queued; and queued jobs of the
+-- earlier versions' untyped index move to their types' zsets (LEGACY_MOVE per call).
 function OP.wake(x)
+  move_legacy(LEGACY_MOVE)
   local ids = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, x.n)
   local moved = 0
   for _, id in ipairs(ids) do
@@ -572,7 +689,9 @@ function OP.wake(x)
     elseif job_move(j, 'wake', x).kind == 'moved' then moved = moved + 1 end
   end
   local nxt = redis.call('ZRANGE', K_DUE, 0, 0, 'WITHSCORES')
-  return {kind = 'woken', n = moved, next_due = nxt[2] and tonumber(nxt[2]) or nil}
+  local next_due = nxt[2] and tonumber(nxt[2]) or nil
+  if legacy_left then next_due = NOW end -- more of the untyped index to move: again at once
+  return {kind = 'woken', n = moved, next_due = next_due}
 end
 
 ----------------------------------------------------------------------------- validation --
