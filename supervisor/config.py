@@ -90,7 +90,7 @@ __all__ = ["DaemonConfig", "load_config", "ENV_PREFIX"]
 
 ENV_PREFIX = "JOBVISOR_"
 
-HOST_ENTRY = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$"
+HOST_ENTRY = r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?"
 """An allowed host: a host name, ``*.domain`` (any host below it), or an IP address."""
 
 Seconds = Annotated[float, Meta(gt=0, le=86400)]
@@ -113,7 +113,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     status_query_concurrency: Annotated[int, Meta(ge=1, le=1000)] = 8
     abandon_after: Seconds = 10.0
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
-    metrics_host: str = "127.0.0.1"
+    metrics_host: Annotated[str, Meta(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}\Z")] = "127.0.0.1"
     restart_intensity: Annotated[int, Meta(ge=0, le=1000)] = 5
     restart_period: Seconds = 30.0
     evaluator_interval: Seconds = 600.0
@@ -127,7 +127,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     sanitize_base64_min: Annotated[int, Meta(ge=16, le=1 << 30)] = 1024
     sanitize_max_string: Annotated[int, Meta(ge=256, le=1 << 30)] = 64 * 1024
     sanitize_max_value: Annotated[int, Meta(ge=1024, le=1 << 30)] = 256 * 1024
-    worker_id: str = ""
+    worker_id: Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{0,200}\Z")] = ""
     validation_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
     validation_interval: Seconds = 2.0
     validation_jitter: Annotated[float, Meta(ge=0, le=1)] = 0.1
@@ -148,7 +148,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
     def __post_init__(self) -> None:
         for entry in self.allowed_hosts or ():
-            if not re.match(HOST_ENTRY, entry):
+            if not re.fullmatch(HOST_ENTRY, entry):
                 raise ValueError(f"allowed_hosts: {redact(entry)!r} is not a host name, *.domain or IP address")
         policy = self.destinations  # refuses a bad allow_destinations entry, naming it
         if self.webhook_url is not None:

@@ -412,6 +412,19 @@ def test_a_bad_setting_line_reads_setting_name_colon(redis_url: str) -> None:
     assert line.startswith("jobvisor: setting concurrency: "), line
 
 
+@pytest.mark.parametrize(("flag", "value", "setting"), [
+    ("--allowed-hosts", "hooks.example.com\nevil.example", "allowed_hosts"),
+    ("--worker-id", "w1\nforged log line", "worker_id"),
+    ("--metrics-host", "127.0.0.1\n", "metrics_host"),
+])
+def test_a_setting_with_a_trailing_newline_or_control_character_is_refused(
+        redis_url: str, flag: str, value: str, setting: str) -> None:
+    """Names are checked whole: a newline cannot ride along into logs or the registry."""
+    result = jv("run", "--redis", redis_url, *RUN_APP, flag, value)
+    line = assert_one_line_error(result, 2)
+    assert line.startswith(f"jobvisor: setting {setting}: "), line
+
+
 def test_submit_to_an_unknown_batch_on_an_empty_database_writes_nothing(redis_url: str) -> None:
     before = dump(redis_url)
     assert before == {}
