@@ -41,7 +41,7 @@ from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
 from .filing import CATEGORY_OF, Problem
 from .ids import IdGenerator, new_token
-from .keys import QUEUES, REGISTRY, TYPES, Keys, RegistryKeys, check_queue_name, events_key, queue_of
+from .keys import QUEUE_NAME, QUEUES, REGISTRY, TYPES, Keys, RegistryKeys, check_queue_name, events_key, queue_of
 from .records import (
     MAX_INPUT_BYTES,
     Attempt,
@@ -670,7 +670,10 @@ class Store:
         return {_b2s(k): _decode_any.decode(v) for k, v in raw.items()}
 
     async def queues(self) -> list[str]:
-        return sorted(_b2s(q) for q in await self._command("SMEMBERS", QUEUES))
+        """The queues jobs were submitted to. A name no queue may have (left by an earlier
+        version that let a trailing newline through) is skipped: no daemon can serve it."""
+        names = (_b2s(q) for q in await self._command("SMEMBERS", QUEUES))
+        return sorted(q for q in names if QUEUE_NAME.fullmatch(q))
 
     async def queue_counts(self, queue: str) -> dict[str, int]:
         """Jobs of ``queue`` per index (``queued`` counts every type, untyped ones included)."""

@@ -730,3 +730,16 @@ def test_batch_status_shows_how_a_batch_ended(redis_url: str) -> None:
         store.complete(member, claimed.token)
     status = ok_json(jv("batch", "status", batch, "--json", "--redis", redis_url))
     assert (status["state"], status["completed"]) == ("failed", 1)
+
+
+def test_queues_skips_a_name_left_by_an_earlier_version_that_no_queue_may_have(redis_url: str) -> None:
+    """Older versions let ``default\\n`` through the name check into ``jv:queues``: the listing
+    shows the real queues, one line each, and no traceback."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.sadd("jv:queues", "default\n", "reports")
+    finally:
+        client.close()
+    result = jv("queues", "--json", "--redis", redis_url)
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) == {"reports"}
