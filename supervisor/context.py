@@ -117,7 +117,6 @@ class SyncJobContext:
 
     def __init__(self, context: JobContext) -> None:
         self._context = context
-        self._token = trio.lowlevel.current_trio_token()
         self.cancelled = False
         self.job_id, self.type, self.attempt = context.job_id, context.type, context.attempt
         self.input, self.retry_count, self.max_retries = context.input, context.retry_count, context.max_retries
@@ -134,7 +133,9 @@ class SyncJobContext:
     def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         if self.cancelled:
             raise Interrupted(f"the attempt of {self.job_id} was interrupted")
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
+        # From the handler's own thread: the call runs in the task that started the thread,
+        # under its cancel scope, so a stopped attempt's store calls stop with it.
+        return trio.from_thread.run(fn, *args)
 
     def record_service_job_id(self, value: str) -> None:
         """Remember the external service's id for this job (status queries use it)."""

@@ -21,6 +21,7 @@ Cancellation by isolation:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -69,13 +70,13 @@ class Executor:
             if spec.isolation == "process":
                 return await self._in_process(spec, context)
             result = await spec.fn(context)
+            return self._encoded(result)  # encoding runs user code too (a type's own hooks)
         except BaseException as exc:  # noqa: BLE001 - a handler's failure is its attempt's, never ours
             cancelled, rest = without_cancellation(exc)
             if cancelled is not None:
                 raise cancelled from None
             assert rest is not None
             return ("fail", error_record(rest))
-        return self._encoded(result)
 
     def _encoded(self, result: Any) -> Outcome:
         try:
@@ -86,9 +87,15 @@ class Executor:
     def _in_thread(self, fn: Callable[[SyncJobContext], Any], context: SyncJobContext) -> Outcome:
         try:
             result = fn(context)
+            if inspect.isawaitable(result):  # an async handler that did not look like one
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                return ("fail", {"type": "TypeError", "message": "the handler was registered as a plain "
+                                 "function but returned an awaitable; register it with async def"})
+            return self._encoded(result)
         except BaseException as exc:  # noqa: BLE001 - see run
             return ("fail", error_record(exc))
-        return self._encoded(result)
 
     async def _in_process(self, spec: HandlerSpec, context: JobContext) -> Outcome:
         if self.processes is None:

@@ -42,19 +42,19 @@ class _Turns(trio.abc.Instrument):
     """Marks when the loop leaves and re-enters its I/O wait (read by both threads)."""
 
     def __init__(self) -> None:
-        self.started = time.monotonic()  # when the turn in progress began
-        self.waiting = False
+        # (when the turn in progress began, whether the loop is waiting instead), published as
+        # one tuple so the sampler thread never reads one half of a change
+        self.state: tuple[float, bool] = (time.monotonic(), False)
         self.longest = 0.0  # the longest finished turn since the monitor last looked
 
     def after_io_wait(self, timeout: float) -> None:
-        self.started = time.monotonic()
-        self.waiting = False
+        self.state = (time.monotonic(), False)
 
     def before_io_wait(self, timeout: float) -> None:
-        held = time.monotonic() - self.started
+        held = time.monotonic() - self.state[0]
         if held > self.longest:
             self.longest = held
-        self.waiting = True
+        self.state = (self.state[0], True)
 
 
 class LoopMonitor:
@@ -117,9 +117,9 @@ class LoopMonitor:
     def _sample(self) -> None:
         step = max(0.01, min(self.interval, self.threshold) / 4)
         while not self._stop.wait(step):
-            turns = self._turns
-            held = time.monotonic() - turns.started
-            if turns.waiting or held < self.threshold:
+            started, waiting = self._turns.state
+            held = time.monotonic() - started
+            if waiting or held < self.threshold:
                 continue
             if self._seen is None:
                 self._seen = self._find_culprit()

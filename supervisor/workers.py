@@ -84,6 +84,12 @@ class InvariantViolation(AssertionError):
     """The worker pool found its own bookkeeping broken (a bug): raised only in strict mode."""
 
 
+def _report_args(outcome: tuple[str, Any]) -> dict[str, Any]:
+    """An outcome as :meth:`WorkerPool._report` takes it: a result's JSON, or an error."""
+    trigger, value = outcome
+    return {"raw_result": value} if trigger == "complete" else {"error": value}
+
+
 def _strict() -> bool:
     return os.environ.get("JOBVISOR_STRICT_INVARIANTS", "") not in ("", "0")
 
@@ -104,12 +110,14 @@ class _Running:
     outcome: tuple[str, Any] | None = None
     deadline: float = float("inf")  # the handler's timeout, in trio time
     returned_at: float | None = None  # when the handler returned an outcome (trio time)
+    stopped_at: float | None = None  # when it was first asked to stop (trio time)
     abandoned: bool = False
 
     def stop(self, reason: str) -> None:
         """Cancel the handler; the slot waits ``abandon_after`` more for it, at most."""
         if self.reason is None:
             self.reason = reason
+            self.stopped_at = trio.current_time()
         self.scope.cancel()
         if self.sync_context is not None:
             self.sync_context.cancelled = True
@@ -161,6 +169,7 @@ class WorkerPool:
         self._handlers_live = 0
         self._handler_ended = trio.Event()
         self._renew_soon = trio.Event()
+        self._unsettled: list[tuple[str, str]] = []  # (queue, nonce) of claims whose answer was lost
         self._frames: dict[FrameType, _Running] = {}  # handler frames, for the loop monitor
         self.executor = Executor(max_result_bytes=self.config.max_result_bytes)
         self.monitor = LoopMonitor(
@@ -208,6 +217,7 @@ class WorkerPool:
                 task_status.started()
                 await stop.wait()
                 claiming.cancel_scope.cancel()
+            await self._release_unsettled(handlers)
             await wait_any(self._idle, self.config.grace, self.skip_grace)
             for running in list(self.running.values()):
                 running.stop("shutdown")
@@ -218,7 +228,7 @@ class WorkerPool:
     # -- claiming -------------------------------------------------------------------
 
     async def _claim_loop(self, handlers: trio.Nursery) -> None:
-        unsettled: list[tuple[str, str]] = []  # (queue, nonce) of claims whose answer was lost
+        unsettled = self._unsettled
         while True:
             try:
                 while unsettled:
@@ -232,6 +242,7 @@ class WorkerPool:
                 for queue in self.deps.queues:
                     if self.free <= 0:
                         break
+                    await trio.lowlevel.checkpoint_if_cancelled()  # a stop ends claiming here
                     nonce = self.deps.store.claim_nonce()
                     jobs = await self._claim(queue, nonce, unsettled)
                     for job in jobs:
@@ -266,29 +277,45 @@ class WorkerPool:
             return []
         return jobs
 
-    async def _settle(self, handlers: trio.Nursery, queue: str, nonce: str) -> None:
-        """Run (or release, without a free slot) the jobs a lost claim answer leased to us."""
+    async def _release_unsettled(self, handlers: trio.Nursery) -> None:
+        """At shutdown: hand back the jobs of claims whose answer was lost (bounded, best effort;
+        what is not found in time is recovered by a watchdog when its lease runs out)."""
+        with trio.move_on_after(self.config.lease):
+            while self._unsettled:
+                try:
+                    await self._settle(handlers, *self._unsettled[0], release=True)
+                except StoreUnavailable as exc:
+                    await self._store_outage().wait(exc)
+                    continue
+                self._unsettled.pop(0)
+
+    async def _settle(self, handlers: trio.Nursery, queue: str, nonce: str, *, release: bool = False) -> None:
+        """Run (or release, without a free slot or when ``release``) the jobs a lost claim
+        answer leased to us."""
         with trio.CancelScope(shield=True) as shield:
             shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
             jobs = await self.deps.store.reclaim(queue, self.config.worker_id, nonce)
         if shield.cancelled_caught:
             raise StoreUnavailable(self.config.redis, "no answer to a claim lookup")
         if jobs:
-            log.info("found %d job(s) leased by a claim whose answer was lost; running them", len(jobs))
+            log.info("found %d job(s) leased by a claim whose answer was lost; %s them", len(jobs),
+                     "releasing" if release else "running")
         for job in jobs:
-            self._start_or_release(handlers, queue, job)
+            self._start_or_release(handlers, queue, job, release=release)
 
-    def _start_or_release(self, handlers: trio.Nursery, queue: str, job: ClaimedJob) -> None:
+    def _start_or_release(self, handlers: trio.Nursery, queue: str, job: ClaimedJob, *,
+                          release: bool = False) -> None:
         if job.id in self.running:
             message = f"job {job.id} was claimed again while a slot of this daemon runs it"
             if _strict():
                 raise InvariantViolation(message)
             log.error("invariant broken: %s; the second copy is not started", message)
             return
-        if not self._free_slots or self.skip_grace.is_set():
+        if release or not self._free_slots or self.skip_grace.is_set():
             running = _Running(job, queue, 0, self.deps.clock(), self.config.abandon_after)
             handlers.start_soon(partial(self._report, running, "release", error={
-                "type": "NotStarted", "message": "claimed while no slot was free; handed back unrun"}))
+                "type": "NotStarted", "message": "claimed while no slot was free, or while stopping; "
+                                                 "handed back unrun"}))
             return
         self._start(handlers, queue, job)
 
@@ -348,20 +375,21 @@ class WorkerPool:
                     if running.wait.cancel_called:  # our own wait ran out: abandoned, below
                         raise
                     # The pool itself is torn down (the daemon gave up, or its shutdown ran out
-                    # of time): hand the job back now rather than leave it to lease expiry.
+                    # of time): report what the handler finished, else hand the job back now
+                    # rather than leave it to lease expiry.
+                    finished = self._judge(running, timeout) if running.done.is_set() else None
                     running.stop("shutdown")
                     phase = running.context.current_phase if running.context else None
-                    await self._report(running, "release", error={
-                        "type": "Interrupted", "message": "daemon stopping", "phase": phase})
+                    if finished is not None and finished[0] != "release":
+                        await self._report(running, finished[0], **_report_args(finished))
+                    else:
+                        await self._report(running, "release", error={
+                            "type": "Interrupted", "message": "daemon stopping", "phase": phase})
                     raise
             outcome = self._judge(running, timeout)
             if outcome is None:
                 return
-            trigger, value = outcome
-            if trigger == "complete":
-                await self._report(running, "complete", raw_result=value)
-            else:
-                await self._report(running, trigger, error=value)
+            await self._report(running, outcome[0], **_report_args(outcome))
         finally:
             self._finished(running)
 
@@ -369,22 +397,28 @@ class WorkerPool:
         """What to report for a handler that returned, was cancelled, or was given up on.
 
         The timeout is a hard limit: a handler that returned after it (it blocked the loop, or
-        finished a thread after being told to stop) timed out, whatever it returned. A handler
-        that returned in time keeps its outcome even when it was asked to stop: a shutdown
-        reports it, and for a job cancelled or taken over meanwhile the store absorbs it or
-        records it as a stale report.
+        finished a thread after being told to stop) timed out, whatever it returned. An async
+        handler that returned in time keeps its outcome even when it was asked to stop (it never
+        saw the request): a shutdown reports it, and for a job cancelled or taken over
+        meanwhile the store absorbs it or records it as a stale report. A thread handler that
+        returned after being told to stop (``ctx.cancelled``) may have cut its work short, so
+        its outcome does not count: released at a shutdown, timed out at its timeout.
         """
         if not running.done.is_set():
             return self._abandon(running, timeout)
-        if running.returned_at is not None and running.returned_at <= running.deadline:
+        returned = running.returned_at
+        if returned is not None and running.sync_context is not None and running.stopped_at is not None \
+                and running.stopped_at <= returned:
+            returned = None  # a thread handler told to stop: what it returned then does not count
+        if returned is not None and returned <= running.deadline:
             return running.outcome  # if the job moved on meanwhile, the store absorbs or fences it
         if running.reason in ("cancelled", "lost"):
             return None  # the store already moved on; a report would be absorbed or stale
         phase = running.context.current_phase if running.context else None
-        if running.returned_at is None and running.reason == "shutdown":
+        if returned is None and running.reason == "shutdown":
             return ("release", {"type": "Interrupted", "message": "daemon shutting down", "phase": phase})
-        late = "" if running.returned_at is None else (
-            f"; it returned {running.returned_at - running.deadline:.2f}s late (it did not yield to "
+        late = "" if returned is None else (
+            f"; it returned {returned - running.deadline:.2f}s late (it did not yield to "
             f"its cancellation), so its outcome was discarded")
         return ("timeout", {"type": "Timeout", "phase": phase,
                             "message": f"handler exceeded its timeout of {timeout:g}s{late}"})
