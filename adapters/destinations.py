@@ -321,7 +321,9 @@ class DestinationPolicy:
         if kind is None or self._address_allowed(address):
             return None
         shown = ipaddress.IPv6Address(int(address)) if isinstance(address, ipaddress.IPv6Address) else address
-        what = f"host {host!r} resolves to {shown}," if host and literal_address(host) is None else f"{shown} is"
+        # A name's internal address is not told (the reason reaches the submitter, who could map
+        # internal DNS with it); a literal address is their own.
+        what = f"host {host!r} resolves to" if host and literal_address(host) is None else f"{shown} is"
         article = "an" if kind[0] in "aeiou" else "a"
         return Refusal(f"{what} {article} {kind} address; allow it with allow_destinations "
                        "(or allow_private_destinations)", kind)
@@ -329,15 +331,19 @@ class DestinationPolicy:
     def check_url(self, url: str, field: str) -> None:
         """Refuse at submit (``ValueError`` naming ``field``) a URL whose host is refused by
         name; names that resolve inside are caught at connect time."""
-        for placeholder in ("{job_id}", "{service_job_id}"):  # validator URL templates
-            url = url.replace(placeholder, "x")
-        try:
-            host = urlsplit(url).hostname or ""
-        except ValueError:
-            return  # the URL checks refuse it with their own message
-        refusal = self.check_host(host)
-        if refusal is not None:
-            raise ValueError(f"{field}: refused destination: {refusal.reason}")
+        # Validator URL templates: a placeholder in the host is filled both ways, as a name
+        # and as a number, so `http://10.{job_id}/` is judged as the address it can become.
+        for filler in ("x", "1"):
+            concrete = url
+            for placeholder in ("{job_id}", "{service_job_id}"):
+                concrete = concrete.replace(placeholder, filler)
+            try:
+                host = urlsplit(concrete).hostname or ""
+            except ValueError:
+                return  # the URL checks refuse it with their own message
+            refusal = self.check_host(host)
+            if refusal is not None:
+                raise ValueError(f"{field}: refused destination: {refusal.reason}")
 
     def describe(self) -> str:
         """One line for the daemon's start-up log."""

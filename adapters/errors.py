@@ -122,6 +122,8 @@ def transient_reply(url: str, message: str) -> StoreUnavailable | None:
     (``"LOADING Redis is loading the dataset in memory"``)."""
     code = message.split(None, 1)[0] if message.strip() else ""
     found = _TRANSIENT_CODES.get(code)
+    if found is None and "max number of clients reached" in message:
+        found = (StoreUnavailable, "too many clients")  # ERR, but over once others disconnect
     if found is None:
         return None
     kind, condition = found
@@ -166,7 +168,8 @@ def redact(url: str) -> str:
     def secret(name: str) -> bool:
         words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
         return any(
-            w in ("sig", "key", "pwd", "passwd", "credential", "credentials", "session")
+            w in ("sig", "key", "pwd", "pw", "pass", "passwd", "credential", "credentials", "session", "jwt",
+                  "hmac", "code")
             or w.endswith(("token", "key", "secret", "password", "signature"))
             or w.startswith("auth")
             for w in words if w)

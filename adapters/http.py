@@ -282,6 +282,8 @@ class HttpClient:
                 raise HttpUnreachable(url, f"invalid URL ({_short(exc)})") from exc
             except httpx.HTTPError as exc:  # the rest of httpx's tree, mapped at the boundary
                 raise HttpFailure(url, _short(exc)) from exc
+            except (UnicodeError, ValueError) as exc:  # e.g. a host IDNA refuses only at send time
+                raise HttpUnreachable(url, f"invalid URL ({_short(exc)})") from exc
             finally:
                 self._busy[pool] -= 1
         if answer is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 import msgspec
 from msgspec import Meta, Struct
 
@@ -121,6 +122,8 @@ def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None)
         raise ValueError(f"{field}: URL is {len(url)} characters, over the limit of {MAX_URL_LENGTH}")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in url):
         raise ValueError(f"{field}: {redact(url)!r} contains whitespace, control characters or invalid UTF-8")
+    if any(c in url for c in "'\"<>`"):  # never raw in a URL; they would also end it in logs and JSON
+        raise ValueError(f"{field}: {redact(url)!r} contains a quote or angle bracket (percent-encode it)")
     concrete = url
     for placeholder in URL_PLACEHOLDERS:
         concrete = concrete.replace(placeholder, "x")
@@ -141,6 +144,10 @@ def check_url(url: str, field: str, allowed_hosts: frozenset[str] | None = None)
         raise ValueError(f"{field}: {redact(url)!r} has a backslash or a percent-encoded host")
     if allowed_hosts is not None and not host_allowed(host, allowed_hosts):
         raise ValueError(f"{field}: host {host!r} is not in the allowed hosts")
+    try:  # what the HTTP client will make of it (IDNA rules included), refused now, not at send
+        httpx.URL(concrete).host  # noqa: B018 - decoding the host is the check
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"{field}: {redact(url)!r} is an invalid URL ({str(exc)[:200]})") from None
     return url
 
 

@@ -186,6 +186,11 @@ class StoreActor:
                 request.error = exc
                 request.done.set()
             return
+        except StoreError as exc:  # refused for good (a handshake, a script error): its callers'
+            for request in batch:  # answer, never the end of the actor serving everyone
+                request.error = exc
+                request.done.set()
+            return
         refusal = next((r for r in results if isinstance(r, StoreUnavailable)), None)
         if refusal is not None:
             self._went_away(refusal)

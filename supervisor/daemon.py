@@ -49,7 +49,7 @@ from .batch_monitor import run_batch_monitor
 from .config import DaemonConfig
 from .deps import Deps, TrioWallClock
 from .evaluator import run_evaluator
-from .hub import Hub
+from .hub import Hub, wait_any
 from .metrics import Metrics, MetricsServer
 from .outage import StoreOutage
 from .retention import run_retention
@@ -134,16 +134,17 @@ async def _healthy(metrics: Metrics, store: Store, queues: tuple[str, ...], acto
     return answered
 
 
-async def _publish_types(deps: Deps) -> None:
-    """Publish the app's job types; a store outage right after start is waited out."""
+async def _publish_types(deps: Deps, shutdown: trio.Event) -> None:
+    """Publish the app's job types; a store outage right after start is waited out (a shutdown
+    ends the wait)."""
     outage = StoreOutage("daemon", log)
-    while True:
+    while not shutdown.is_set():
         try:
             await deps.store.register_types({t: h.describe() for t, h in deps.app.handlers.items()})
             outage.reached()
             return
         except StoreUnavailable as exc:
-            await outage.wait(exc)
+            await wait_any(shutdown, outage.failed(exc))
 
 
 async def run_daemon(
@@ -171,7 +172,7 @@ async def run_daemon(
     ``publish_types=False`` keeps the app's job types out of the shared type
     registry (``jv:types``, which ``jobvisor submit`` reads), as the demo does.
     """
-    shutdown = shutdown or trio.Event()
+    shutdown = trio.Event() if shutdown is None else shutdown
     check_validator_urls(app, config)
     backend = open_backend(config.redis, memory=memory)
     async with trio.open_nursery() as waiting:
@@ -259,7 +260,7 @@ async def _run(
                     if handle_signals:
                         inner.start_soon(_watch_signals, shutdown, pool.skip_grace)
                     if publish_types:  # what `jobvisor submit` reads to fill in a type's defaults
-                        await _publish_types(deps)
+                        await _publish_types(deps, shutdown)
                     await inner.start(supervisor.run)
                     task_status.started(
                         Daemon(deps, pool, supervisor, actor, backend, shutdown,

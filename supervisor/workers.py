@@ -76,6 +76,9 @@ __all__ = ["InvariantViolation", "WorkerPool", "error_record"]
 log = logging.getLogger("jobvisor.worker")
 _decode = msgspec.json.Decoder().decode
 
+STORE_ANSWER = 5.0
+"""How long one store round trip may take before the connection gives up (the backend's timeout)."""
+
 CLAIM_BOUND = 5
 """A claim waits at most this many leases for its answer; past it the claim is settled later."""
 
@@ -503,6 +506,10 @@ class WorkerPool:
         """
         outage = self._store_outage()
         while True:
+            if keep is not None and not self.skip_grace.is_set():
+                # A store that hangs (rather than refuses) stops every watchdog's sweep too, so
+                # the token can still win: each attempt gets its own answer time plus a lease.
+                keep.deadline = max(keep.deadline, trio.current_time() + STORE_ANSWER + self.config.lease)
             try:
                 result: Reply = await call()
                 outage.reached()

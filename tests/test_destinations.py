@@ -121,6 +121,31 @@ def test_the_default_policy_refuses_each_hostile_url_as_its_class(url: str, kind
     assert DestinationPolicy(allow_private=True).check_host(urlsplit(url).hostname or "") is None
 
 
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://10.{job_id}/check", "private"),
+    ("http://127.0.0.{service_job_id}/", "loopback"),
+    ("http://169.254.169.{service_job_id}/latest", "link-local"),
+])
+def test_a_placeholder_in_the_host_is_judged_as_the_address_it_can_become(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=f"refused destination: .*{says}"):
+        DestinationPolicy().check_url(url, "validator url")
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://xn--localhost-.com/hook", "invalid URL"),
+    ("http://u:p@xn--ls8h.la/hook", "invalid URL"),
+    ("http://user:pa\"ss@example.com/h", "quote"),
+    ("https://hooks.example.com/x?token=ab'cd", "quote"),
+    ("https://hooks.example.com/<script>", "angle bracket"),
+])
+def test_urls_the_http_client_or_the_logs_would_misread_are_refused_at_submit(url: str, says: str) -> None:
+    from adapters.records import check_url
+
+    with pytest.raises(ValueError, match=says) as caught:
+        check_url(url, "webhook_url")
+    assert "pa\"ss" not in str(caught.value) and "ab'cd" not in str(caught.value)
+
+
 @pytest.mark.parametrize("host", ["example.com", "hooks.example.org.", "8.8.8.8", "1.1.1.1", "[2606:4700::1111]",
                                   "xn--bcher-kva.example", "bücher.example", "100.128.0.1", "172.32.0.1",
                                   "localhost.example.com", "internal.example.com"])

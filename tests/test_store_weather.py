@@ -53,6 +53,7 @@ TRANSIENT = [
     ("NOREPLICAS Not enough good replicas to write.", StoreUnavailable, "not enough replicas"),
     ("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
      StoreUnavailable, "persistence failing"),
+    ("ERR max number of clients reached", StoreUnavailable, "too many clients"),
 ]
 PERMANENT = [
     "NOPERM User jv has no permissions to run the 'fcall' command",
@@ -260,3 +261,38 @@ def _events(raw: object) -> list[dict[str, str]]:
 def _token(raw: object, job_id: str) -> str:
     value = raw.hget(K.job(job_id), "lease_token")  # type: ignore[attr-defined]
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def test_a_daemon_that_cannot_publish_its_types_still_stops_on_a_signal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis answers PING but refuses writes (out of memory, a read-only replica): the daemon
+    waits to publish its job types, and a shutdown still ends it at once."""
+    from adapters.backend import MemoryServers
+    from adapters.store import Store
+    from supervisor import App, run_daemon
+    from supervisor.config import load_config
+
+    attempts = 0
+
+    async def refuse(self: Store, types: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise StoreOutOfMemory(URL, "OOM command not allowed", condition="out of memory")
+
+    monkeypatch.setattr(Store, "register_types", refuse)
+    app = App()
+
+    @app.handler("t")
+    async def t(ctx: object) -> None:
+        return None
+
+    shutdown = trio.Event()
+    config = load_config({"redis": "memory://publish-types", "worker_id": "w"}, environ={})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: run_daemon(config, app, memory=MemoryServers(), shutdown=shutdown,
+                                                  handle_signals=False))
+            while attempts < 2:  # noqa: ASYNC110 - the daemon's own retries, nothing to await
+                await trio.sleep(0.01)
+            shutdown.set()
+    assert attempts >= 2
