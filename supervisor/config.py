@@ -13,7 +13,7 @@ concurrency                  JOBVISOR_CONCURRENCY                   16 handler s
 lease                        JOBVISOR_LEASE                         30 s
 grace                        JOBVISOR_GRACE                         10 s
 idle_poll                    JOBVISOR_IDLE_POLL                     1 s (safety net when idle)
-watchdog_interval            JOBVISOR_WATCHDOG_INTERVAL             1 s
+watchdog_interval            JOBVISOR_WATCHDOG_INTERVAL             1 s (at most 2/9 of the lease)
 status_query_timeout         JOBVISOR_STATUS_QUERY_TIMEOUT          10 s per status query
 status_query_concurrency     JOBVISOR_STATUS_QUERY_CONCURRENCY      8 queries at once
 abandon_after                JOBVISOR_ABANDON_AFTER                 10 s, then a cancelled handler is abandoned
@@ -243,4 +243,23 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = No
         if field == "webhook_secret":  # msgspec may quote the value: never echo a secret
             message = "Expected a whsec_ secret"
         raise BadInput(f"setting {field}: {message.split(' - at ')[0]}") from None
-    return config.with_worker_id()
+    return _sweeps_fit_the_lease(config, explicit="watchdog_interval" in values).with_worker_id()
+
+
+WATCHDOG_SHARE = 2 / 9
+"""The longest watchdog interval, as a share of the lease. A store outage is told from a lost
+worker by a pause of every sweep longer than ``max(lease / 4, 3 x interval)``; a holder renews
+every third of the lease, so that pause must stay under two thirds of it: 3 x interval <= 2/3 lease."""
+
+
+def _sweeps_fit_the_lease(config: DaemonConfig, *, explicit: bool) -> DaemonConfig:
+    """A short lease shortens the default watchdog interval to fit; an explicit one that does
+    not fit is refused, naming both settings."""
+    longest = config.lease * WATCHDOG_SHARE
+    if config.watchdog_interval <= longest:
+        return config
+    if explicit:
+        raise BadInput(f"setting watchdog_interval: {config.watchdog_interval:g} s is too long for a lease of "
+                       f"{config.lease:g} s (at most {longest:.3g} s, 2/9 of the lease, so that a store "
+                       "outage is told from a lost worker)")
+    return msgspec.structs.replace(config, watchdog_interval=longest)

@@ -743,3 +743,15 @@ def test_queues_skips_a_name_left_by_an_earlier_version_that_no_queue_may_have(r
     result = jv("queues", "--json", "--redis", redis_url)
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)) == {"reports"}
+
+
+def test_a_watchdog_interval_too_long_for_the_lease_is_refused_and_a_short_lease_shortens_the_default(
+        redis_url: str) -> None:
+    """An outage is told from a lost worker only while 3 sweeps fit in two thirds of a lease."""
+    from supervisor.config import load_config
+
+    result = jv("run", "--redis", redis_url, *RUN_APP, "--lease", "2", "--watchdog-interval", "1")
+    line = assert_one_line_error(result, 2)
+    assert line.startswith("jobvisor: setting watchdog_interval: ") and "lease of 2 s" in line, line
+    assert load_config({"lease": 2}, environ={}).watchdog_interval == pytest.approx(4 / 9)
+    assert load_config({}, environ={}).watchdog_interval == 1.0
