@@ -210,6 +210,21 @@ class Backend:
     def ping(self) -> None:
         self._guard(self.client.ping)
 
+    def check_primary(self) -> None:
+        """Refuse a server that is a replica (``ROLE``): a daemon pointed at one by mistake
+        would wait forever on ``READONLY``, which during a failover is rightly transient."""
+        if self.inline:
+            return
+        try:
+            role = self._guard(lambda: self.client.execute_command("ROLE"))
+        except StoreUnavailable:
+            raise
+        except StoreError:  # ROLE not allowed for this user (ACL): nothing to tell
+            return
+        kind = role[0].decode() if isinstance(role[0], bytes) else str(role[0])
+        if kind in ("slave", "replica"):
+            raise StoreError(f"Redis at {self.url} is a read-only replica; point --redis at its primary")
+
     def close(self) -> None:
         self.client.close()
 

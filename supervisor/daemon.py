@@ -106,6 +106,7 @@ async def _wait_for_store(backend: Backend, shutdown: trio.Event, *, patient: bo
                 backend.ping()
             else:
                 await trio.to_thread.run_sync(backend.ping)
+                await trio.to_thread.run_sync(backend.check_primary)
         except StoreUnavailable as exc:
             if not patient:
                 raise

@@ -755,3 +755,24 @@ def test_a_watchdog_interval_too_long_for_the_lease_is_refused_and_a_short_lease
     assert line.startswith("jobvisor: setting watchdog_interval: ") and "lease of 2 s" in line, line
     assert load_config({"lease": 2}, environ={}).watchdog_interval == pytest.approx(4 / 9)
     assert load_config({}, environ={}).watchdog_interval == 1.0
+
+
+def test_run_against_a_replica_is_one_line_exit_1_naming_it(tmp_path: Path) -> None:
+    """A daemon pointed at a read-only replica would wait forever on READONLY (transient during
+    a failover): at start it is told apart by ROLE."""
+    from tests.redis_server import RedisServer
+
+    primary = RedisServer(tmp_path / "primary", appendonly=False)
+    primary.start()
+    try:
+        port = primary.url.rsplit(":", 1)[1].split("/")[0]
+        replica = RedisServer(tmp_path / "replica", appendonly=False,
+                              extra_args=["--replicaof", "127.0.0.1", port])
+        replica.start()
+        try:
+            result = jv("run", "--redis", replica.url, *RUN_APP, timeout=30)
+            assert_one_line_error(result, 1, "replica", "primary")
+        finally:
+            replica.stop()
+    finally:
+        primary.stop()

@@ -531,4 +531,4 @@ async def test_an_idle_daemon_costs_redis_a_few_commands_per_interval(private_re
     # type nobody serves: SMEMBERS of the queued types, the registry's ZRANGE and HGETALL; each
     # watchdog sweep stamps its time, GET and SET, for outage accounting)
     assert set(spent) <= {"fcall", "zpopmin", "zrangebyscore", "zrange", "zcard", "hgetall", "smembers",
-                          "hello", "ping", "get", "set"}, spent
+                          "hello", "ping", "role", "get", "set"}, spent
