@@ -172,6 +172,8 @@ class WorkerPool:
         self._handlers_live = 0
         self._handler_ended = trio.Event()
         self._renew_soon = trio.Event()
+        # The pool's one view of the store: one WARNING when it is lost, one INFO when back.
+        self.outage = StoreOutage("workers", log, max_backoff=min(2.0, self.config.lease / 4))
         self._unsettled: list[tuple[str, str]] = []  # (queue, nonce) of claims whose answer was lost
         self._frames: dict[FrameType, _Running] = {}  # handler frames, for the loop monitor
         self.executor = Executor(max_result_bytes=self.config.max_result_bytes)
@@ -251,9 +253,9 @@ class WorkerPool:
                     for job in jobs:
                         self._start_or_release(handlers, queue, job)
                     claimed += len(jobs)
-                self._store_outage().reached()
+                self.outage.reached()
             except StoreUnavailable as exc:
-                await self._store_outage().wait(exc)
+                await self.outage.wait(exc)
                 continue
             if claimed == 0:
                 await wait_any(work, self.config.idle_poll)
@@ -288,7 +290,7 @@ class WorkerPool:
                 try:
                     await self._settle(handlers, *self._unsettled[0], release=True)
                 except StoreUnavailable as exc:
-                    await self._store_outage().wait(exc)
+                    await self.outage.wait(exc)
                     continue
                 self._unsettled.pop(0)
 
@@ -352,11 +354,11 @@ class WorkerPool:
         job = running.job
         try:
             spec = self.deps.app.handlers.get(job.type)
-            if spec is None:
-                await self._report(running, "fail", error={
-                    "type": "UnknownJobType",
-                    "message": f"no handler for job type {job.type!r} in this daemon",
-                })
+            if spec is None:  # claims name this daemon's types, so this is a bug: hand it back unrun
+                log.error("claimed job %s of type %r, which this daemon has no handler for; releasing it",
+                          job.id, job.type)
+                await self._report(running, "release", error={
+                    "type": "NotStarted", "message": f"no handler for job type {job.type!r} in this daemon"})
                 return
             context = self._context(running)
             running.context = context
@@ -488,13 +490,6 @@ class WorkerPool:
 
     # -- talking to the store ------------------------------------------------------------
 
-    def _store_outage(self) -> StoreOutage:
-        """The pool's one view of the store: one WARNING when it is lost, one INFO when back."""
-        outage: StoreOutage | None = getattr(self, "_outage", None)
-        if outage is None:
-            outage = self._outage = StoreOutage("workers", log, max_backoff=min(2.0, self.config.lease / 4))
-        return outage
-
     async def persist(self, call: Any, *, keep: trio.CancelScope | None = None) -> Reply:
         """Run a fenced store call, retrying with backoff while the store is away.
 
@@ -504,7 +499,7 @@ class WorkerPool:
         scope) is extended by a lease on each failure, unless a second signal asked the
         daemon to stop at once (:attr:`skip_grace`).
         """
-        outage = self._store_outage()
+        outage = self.outage
         while True:
             if keep is not None and not self.skip_grace.is_set():
                 # A store that hangs (rather than refuses) stops every watchdog's sweep too, so
@@ -558,7 +553,7 @@ class WorkerPool:
     async def _renew_loop(self) -> None:
         """Renew every running job's lease each ``heartbeat``; after a renewal the store could
         not take, again as soon as it is back (the outage's backoff), not a heartbeat later."""
-        outage = self._store_outage()
+        outage = self.outage
         wait = self.config.heartbeat
         while True:
             await wait_any(self._renew_soon, wait)
