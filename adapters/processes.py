@@ -123,7 +123,7 @@ async def open_process_runner(slots: int, *, modules: tuple[str, ...] = (),
     milliseconds rather than after a fresh interpreter's imports.
     """
     server = multiprocessing.get_context("forkserver")
-    server.set_forkserver_preload(["adapters.processes", *modules])
+    server.set_forkserver_preload(["jobvisor.adapters.processes", *modules])
     async with trio_parallel.open_worker_context(
         idle_timeout=idle_timeout, grace_period=1.0, worker_type=trio_parallel.WorkerType.FORKSERVER) as context:
         async with trio.open_nursery() as nursery:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from importlib import metadata, resources
 from typing import Any
 
-from machines import BATCH, JOB, PHASE, WEBHOOK, MachineDef
+from jobvisor.machines import BATCH, JOB, PHASE, WEBHOOK, MachineDef
 
 __all__ = ["LEGACY_NAME", "LuaLibrary", "lua_tables"]
 

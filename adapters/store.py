@@ -35,7 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from machines import JOB
+from jobvisor.machines import JOB
 
 from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError

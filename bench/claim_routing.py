@@ -35,9 +35,9 @@ import redis
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
-from adapters.keys import Keys  # noqa: E402
-from adapters.records import JobSpec  # noqa: E402
-from adapters.store import DirectExecutor, Store  # noqa: E402
+from jobvisor.adapters.keys import Keys  # noqa: E402
+from jobvisor.adapters.records import JobSpec  # noqa: E402
+from jobvisor.adapters.store import DirectExecutor, Store  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 TYPES = ("resize", "thumb", "ocr", "mail")

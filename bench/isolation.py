@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.backend import open_backend  # noqa: E402
-from adapters.keys import Keys  # noqa: E402
-from adapters.records import JobSpec  # noqa: E402
-from adapters.store import SyncStore  # noqa: E402
+from jobvisor.adapters.backend import open_backend  # noqa: E402
+from jobvisor.adapters.keys import Keys  # noqa: E402
+from jobvisor.adapters.records import JobSpec  # noqa: E402
+from jobvisor.adapters.store import SyncStore  # noqa: E402
 from bench.throughput import start_daemons, stop  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 

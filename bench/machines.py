@@ -33,7 +33,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from machines import JOB, JobMachine, JobModel, Kind  # noqa: E402
+from jobvisor.machines import JOB, JobMachine, JobModel, Kind  # noqa: E402
 
 Case = tuple[str, str, dict[str, bool] | None]
 

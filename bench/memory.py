@@ -21,11 +21,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.backend import open_backend  # noqa: E402
-from adapters.keys import Keys  # noqa: E402
-from adapters.records import JobSpec  # noqa: E402
-from adapters.sanitize import Sanitizer  # noqa: E402
-from adapters.store import SyncStore  # noqa: E402
+from jobvisor.adapters.backend import open_backend  # noqa: E402
+from jobvisor.adapters.keys import Keys  # noqa: E402
+from jobvisor.adapters.records import JobSpec  # noqa: E402
+from jobvisor.adapters.sanitize import Sanitizer  # noqa: E402
+from jobvisor.adapters.store import SyncStore  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 

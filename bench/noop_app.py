@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from supervisor import App
+from jobvisor import App
 
 app = App()
 

@@ -21,10 +21,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.backend import open_backend  # noqa: E402
-from adapters.records import JobSpec  # noqa: E402
-from adapters.store import DirectExecutor, Store  # noqa: E402
-from adapters.store_actor import StoreActor  # noqa: E402
+from jobvisor.adapters.backend import open_backend  # noqa: E402
+from jobvisor.adapters.records import JobSpec  # noqa: E402
+from jobvisor.adapters.store import DirectExecutor, Store  # noqa: E402
+from jobvisor.adapters.store_actor import StoreActor  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 

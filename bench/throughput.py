@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.backend import open_backend  # noqa: E402
-from adapters.keys import Keys  # noqa: E402
-from adapters.records import JobSpec  # noqa: E402
-from adapters.store import SyncStore  # noqa: E402
+from jobvisor.adapters.backend import open_backend  # noqa: E402
+from jobvisor.adapters.keys import Keys  # noqa: E402
+from jobvisor.adapters.records import JobSpec  # noqa: E402
+from jobvisor.adapters.store import SyncStore  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def start_daemons(url: str, count: int, concurrency: int) -> list[subprocess.Pop
     procs = []
     for i in range(count):
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "supervisor.cli", "run", "--redis", url, "--app", "bench.noop_app:app",
+            [sys.executable, "-m", "jobvisor", "run", "--redis", url, "--app", "bench.noop_app:app",
              "--concurrency", str(concurrency), "--worker-id", f"bench-{i}", "--log-level", "warning"],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         ))

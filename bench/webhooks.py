@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from standardwebhooks.webhooks import Webhook  # noqa: E402
 
-from adapters.backend import open_backend  # noqa: E402
-from adapters.keys import Keys  # noqa: E402
-from adapters.records import JobSpec  # noqa: E402
-from adapters.store import SyncStore  # noqa: E402
+from jobvisor.adapters.backend import open_backend  # noqa: E402
+from jobvisor.adapters.keys import Keys  # noqa: E402
+from jobvisor.adapters.records import JobSpec  # noqa: E402
+from jobvisor.adapters.store import SyncStore  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -90,7 +90,7 @@ def start_daemon(url: str, *, secret: bool, concurrency: int = 16) -> subprocess
     if secret:
         env["JOBVISOR_WEBHOOK_SECRET"] = SECRET
     return subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "run", "--redis", url, "--app", "bench.noop_app:app",
+        [sys.executable, "-m", "jobvisor", "run", "--redis", url, "--app", "bench.noop_app:app",
          "--concurrency", "64", "--webhook-concurrency", str(concurrency), "--worker-id", "bench",
          # the bench's receiver is on loopback: allowed explicitly (the default refuses it)
          "--allow-private-destinations", "--log-level", "error"],

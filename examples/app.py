@@ -16,7 +16,7 @@ import os
 import httpx
 import trio
 
-from supervisor import App, ServiceStatus, StatusAnswer
+from jobvisor import App, ServiceStatus, StatusAnswer
 
 SERVICE_URL = os.environ.get("EXAMPLE_SERVICE_URL", "http://127.0.0.1:8765")
 

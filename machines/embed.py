@@ -2,7 +2,7 @@
 
 Attach it to your own model object and call triggers on it::
 
-    from machines import JobMachine, JobModel
+    from jobvisor.machines import JobMachine, JobModel
 
     job = JobMachine().attach(JobModel(max_retries=2))
     job.claim()           # True: queued -> active

@@ -1,28 +1,5 @@
 """jobvisor's trio runtime: the supervisor, its actors, and the command line.
 
-Public API::
-
-    from supervisor import App, Client, AsyncClient, JobContext, run_daemon, load_config
+The public API is re-exported by the top-level package (``from jobvisor import App, Client``);
+this package's ``__init__`` imports nothing, so the CLI's light commands stay light.
 """
-
-from .app import App, HttpValidator, JobContext, ServiceStatus, StatusAnswer, ValidationResult
-from .client import AsyncClient, Client
-from .config import DaemonConfig, load_config
-from .daemon import Daemon, run_daemon
-from .supervise import SupervisorGaveUp
-
-__all__ = [
-    "App",
-    "AsyncClient",
-    "Client",
-    "Daemon",
-    "DaemonConfig",
-    "HttpValidator",
-    "JobContext",
-    "ServiceStatus",
-    "StatusAnswer",
-    "SupervisorGaveUp",
-    "ValidationResult",
-    "load_config",
-    "run_daemon",
-]

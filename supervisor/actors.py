@@ -13,10 +13,10 @@ from functools import partial
 
 import trio
 
-from adapters.backend import Backend
-from adapters.errors import StoreUnavailable
-from adapters.keys import Keys
-from adapters.notify import InlinePoller, listen
+from jobvisor.adapters.backend import Backend
+from jobvisor.adapters.errors import StoreUnavailable
+from jobvisor.adapters.keys import Keys
+from jobvisor.adapters.notify import InlinePoller, listen
 
 from .deps import Deps
 from .hub import wait_any

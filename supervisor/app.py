@@ -2,7 +2,7 @@
 
 ::
 
-    from supervisor import App
+    from jobvisor import App
 
     app = App()
 
@@ -55,7 +55,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from adapters.records import PhaseName, TypeName, check_url
+from jobvisor.adapters.records import PhaseName, TypeName, check_url
 
 from .context import Interrupted, JobContext, PhaseReporter, ProcessContext, SyncJobContext
 
@@ -220,7 +220,7 @@ class App:
         ``process`` takes a plain function defined at module level, without
         phases. A mismatch is a ``ValueError`` at registration.
         """
-        from adapters.keys import check_queue_name
+        from jobvisor.adapters.keys import check_queue_name
 
         check_queue_name(queue)
         if isinstance(required_outputs, str):

@@ -35,7 +35,7 @@ import math
 
 import trio
 
-from adapters.errors import StoreUnavailable
+from jobvisor.adapters.errors import StoreUnavailable
 
 from .deps import Deps
 from .hub import wait_any

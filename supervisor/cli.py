@@ -20,13 +20,13 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from adapters.backend import STREAM_CAP, open_backend
-from adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable, redact
-from adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
-from adapters.records import BatchSpec, decode_spec
-from adapters.redaction import install_log_redaction, redact_text
-from adapters.store import SyncStore, event_of
-from machines import MACHINES, to_mermaid
+from jobvisor.adapters.backend import STREAM_CAP, open_backend
+from jobvisor.adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable, redact
+from jobvisor.adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
+from jobvisor.adapters.records import BatchSpec, decode_spec
+from jobvisor.adapters.redaction import install_log_redaction, redact_text
+from jobvisor.adapters.store import SyncStore, event_of
+from jobvisor.machines import MACHINES, to_mermaid
 
 from .app import App
 from .cli_input import check_decodable, read_input, redis_url
@@ -513,7 +513,7 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
-    from adapters.routing import serving
+    from jobvisor.adapters.routing import serving
 
     with _store(args) as store:
         workers = store.workers()
@@ -545,7 +545,7 @@ def cmd_queues(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from adapters.filing import CATEGORY_OF, Category, Problem
+    from jobvisor.adapters.filing import CATEGORY_OF, Category, Problem
 
     for q in args.queue or ():
         try:

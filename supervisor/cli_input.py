@@ -20,8 +20,8 @@ from typing import Any
 
 import msgspec
 
-from adapters.errors import BadInput
-from adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH, input_depth_exceeded
+from jobvisor.adapters.errors import BadInput
+from jobvisor.adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH, input_depth_exceeded
 
 __all__ = ["check_decodable", "read_input", "redis_url"]
 

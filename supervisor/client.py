@@ -25,11 +25,11 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from adapters.backend import MemoryServers, open_backend
-from adapters.destinations import DestinationPolicy
-from adapters.errors import BadInput
-from adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, Reply, check_url, decode_spec
-from adapters.store import Store, SyncStore
+from jobvisor.adapters.backend import MemoryServers, open_backend
+from jobvisor.adapters.destinations import DestinationPolicy
+from jobvisor.adapters.errors import BadInput
+from jobvisor.adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, Reply, check_url, decode_spec
+from jobvisor.adapters.store import Store, SyncStore
 
 from .app import App
 

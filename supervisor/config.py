@@ -79,12 +79,12 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from adapters.destinations import DestinationPolicy
-from adapters.errors import BadInput, redact
-from adapters.keys import QUEUE_NAME
-from adapters.sanitize import Sanitizer
-from adapters.records import check_url
-from adapters.webhooks import check_secret
+from jobvisor.adapters.destinations import DestinationPolicy
+from jobvisor.adapters.errors import BadInput, redact
+from jobvisor.adapters.keys import QUEUE_NAME
+from jobvisor.adapters.sanitize import Sanitizer
+from jobvisor.adapters.records import check_url
+from jobvisor.adapters.webhooks import check_secret
 
 __all__ = ["DaemonConfig", "load_config", "ENV_PREFIX"]
 

@@ -37,11 +37,11 @@ from functools import partial
 
 import trio
 
-from adapters.backend import Backend, MemoryServers, open_backend
-from adapters.errors import StoreUnavailable
-from adapters.http import HttpClient
-from adapters.store import Store
-from adapters.store_actor import StoreActor
+from jobvisor.adapters.backend import Backend, MemoryServers, open_backend
+from jobvisor.adapters.errors import StoreUnavailable
+from jobvisor.adapters.http import HttpClient
+from jobvisor.adapters.store import Store
+from jobvisor.adapters.store_actor import StoreActor
 
 from .actors import run_listener, run_scheduler
 from .app import App

@@ -43,9 +43,9 @@ from typing import Any
 import trio
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from adapters.backend import MemoryServers
-from adapters.errors import JobvisorError
-from adapters.store import Store
+from jobvisor.adapters.backend import MemoryServers
+from jobvisor.adapters.errors import JobvisorError
+from jobvisor.adapters.store import Store
 
 from .app import App
 from .client import AsyncClient

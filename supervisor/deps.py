@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from adapters.store import Store
+from jobvisor.adapters.store import Store
 
 from .app import App
 from .config import DaemonConfig

@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from adapters.filing import classify
+from jobvisor.adapters.filing import classify
 
 from .deps import Deps
 from .hub import every

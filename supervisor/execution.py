@@ -28,8 +28,8 @@ from typing import Any
 
 import trio
 
-from adapters.outcomes import Unstorable, encode_result, error_record
-from adapters.processes import HandlerCrashed, ProcessRunner
+from jobvisor.adapters.outcomes import Unstorable, encode_result, error_record
+from jobvisor.adapters.processes import HandlerCrashed, ProcessRunner
 
 from .app import HandlerSpec, JobContext, ProcessContext, SyncJobContext
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import trio
 
-from adapters.errors import StoreUnavailable
-from adapters.records import Reply
+from jobvisor.adapters.errors import StoreUnavailable
+from jobvisor.adapters.records import Reply
 
 from .outage import StoreOutage
 

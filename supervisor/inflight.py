@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from adapters.errors import StoreUnavailable
+from jobvisor.adapters.errors import StoreUnavailable
 
 from .hub import wait_any
 from .outage import StoreOutage

@@ -31,10 +31,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from adapters.errors import JobvisorError
-from adapters.filing import CATEGORY_OF
-from adapters.records import Reply
-from adapters.store import Store
+from jobvisor.adapters.errors import JobvisorError
+from jobvisor.adapters.filing import CATEGORY_OF
+from jobvisor.adapters.records import Reply
+from jobvisor.adapters.store import Store
 
 __all__ = ["Metrics", "MetricsServer", "PROBE_TIMEOUT"]
 

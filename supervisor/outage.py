@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import trio
 
-from adapters.errors import StoreUnavailable
+from jobvisor.adapters.errors import StoreUnavailable
 
 __all__ = ["StoreOutage"]
 

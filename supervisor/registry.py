@@ -22,8 +22,8 @@ from collections.abc import Callable
 import msgspec
 import trio
 
-from adapters.errors import StoreError, StoreUnavailable
-from adapters.records import SlotView
+from jobvisor.adapters.errors import StoreError, StoreUnavailable
+from jobvisor.adapters.records import SlotView
 
 from .deps import Deps
 from .hub import wait_any

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from adapters.errors import StoreUnavailable
+from jobvisor.adapters.errors import StoreUnavailable
 
 from .outage import StoreOutage
 

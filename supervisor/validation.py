@@ -43,10 +43,10 @@ from urllib.parse import quote, urlsplit
 import msgspec
 import trio
 
-from adapters.destinations import DestinationRefused
-from adapters.errors import BadInput, HttpFailure, HttpTimeout, NotFound, StoreUnavailable
-from adapters.http import HttpClient
-from adapters.records import ValidationTask, check_url
+from jobvisor.adapters.destinations import DestinationRefused
+from jobvisor.adapters.errors import BadInput, HttpFailure, HttpTimeout, NotFound, StoreUnavailable
+from jobvisor.adapters.http import HttpClient
+from jobvisor.adapters.records import ValidationTask, check_url
 
 from .app import App, HttpValidator, ValidationResult
 from .config import DaemonConfig

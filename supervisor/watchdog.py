@@ -70,9 +70,9 @@ from typing import Any
 import msgspec
 import trio
 
-from adapters.errors import StoreError, StoreUnavailable
-from adapters.ids import new_token
-from adapters.records import Expired
+from jobvisor.adapters.errors import StoreError, StoreUnavailable
+from jobvisor.adapters.ids import new_token
+from jobvisor.adapters.records import Expired
 
 from .app import ServiceStatus, StatusAnswer, StatusQuery
 from .deps import Deps

@@ -38,11 +38,11 @@ from urllib.parse import urlsplit
 
 import trio
 
-from adapters.destinations import DestinationRefused
-from adapters.errors import HttpFailure, StoreUnavailable
-from adapters.http import HttpClient
-from adapters.records import Delivery
-from adapters.webhooks import WebhookSigner, event_body
+from jobvisor.adapters.destinations import DestinationRefused
+from jobvisor.adapters.errors import HttpFailure, StoreUnavailable
+from jobvisor.adapters.http import HttpClient
+from jobvisor.adapters.records import Delivery
+from jobvisor.adapters.webhooks import WebhookSigner, event_body
 
 from .deps import Deps
 from .inflight import InFlight

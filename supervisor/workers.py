@@ -59,10 +59,10 @@ from typing import Any
 import msgspec
 import trio
 
-from adapters.errors import StoreError, StoreUnavailable
-from adapters.outcomes import error_record
-from adapters.processes import open_process_runner
-from adapters.records import ClaimedJob, Reply, SlotView
+from jobvisor.adapters.errors import StoreError, StoreUnavailable
+from jobvisor.adapters.outcomes import error_record
+from jobvisor.adapters.processes import open_process_runner
+from jobvisor.adapters.records import ClaimedJob, Reply, SlotView
 
 from .app import HandlerSpec, JobContext, SyncJobContext
 from .deps import Deps

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 import trio
 
-from supervisor import App, JobContext
+from jobvisor import App, JobContext
 
 __all__ = ["app", "PHASES", "executions_key"]
 

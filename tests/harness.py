@@ -15,11 +15,11 @@ from typing import Any
 
 import trio
 
-from adapters.backend import MemoryServers
-from adapters.records import Reply
-from supervisor import App, Daemon, run_daemon
-from supervisor.config import load_config
-from supervisor.supervise import ChildSpec
+from jobvisor.adapters.backend import MemoryServers
+from jobvisor.adapters.records import Reply
+from jobvisor import App, Daemon, run_daemon
+from jobvisor.supervisor.config import load_config
+from jobvisor.supervisor.supervise import ChildSpec
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out", "validation_failed"}
 

@@ -17,8 +17,8 @@ from typing import Any
 import redis
 import trio
 
-from supervisor import App, JobContext
-from supervisor.app import ProcessContext, SyncJobContext
+from jobvisor import App, JobContext
+from jobvisor.supervisor.app import ProcessContext, SyncJobContext
 
 __all__ = ["app", "runs_key", "pid_key"]
 

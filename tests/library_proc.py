@@ -14,8 +14,8 @@ import sys
 
 import redis
 
-from adapters.scripts import LuaLibrary
-from supervisor.cli import main as cli_main
+from jobvisor.adapters.scripts import LuaLibrary
+from jobvisor.supervisor.cli import main as cli_main
 
 
 def main(url: str, ready: str, start: str, argv: list[str]) -> int:

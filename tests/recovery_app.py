@@ -31,7 +31,7 @@ import httpx
 import redis
 import trio
 
-from supervisor import App, JobContext, ServiceStatus, StatusAnswer
+from jobvisor import App, JobContext, ServiceStatus, StatusAnswer
 
 __all__ = ["app", "executions_key"]
 

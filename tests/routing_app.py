@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from supervisor import App, JobContext
+from jobvisor import App, JobContext
 
 __all__ = ["old", "new"]
 

@@ -29,10 +29,10 @@ import pytest
 import redis
 import trio
 
-from adapters.backend import Backend, MemoryServers, open_backend
-from adapters.keys import Keys
-from adapters.store import Store, SyncStore
-from adapters.store_actor import StoreActor
+from jobvisor.adapters.backend import Backend, MemoryServers, open_backend
+from jobvisor.adapters.keys import Keys
+from jobvisor.adapters.store import Store, SyncStore
+from jobvisor.adapters.store_actor import StoreActor
 
 __all__ = [
     "Target",

@@ -14,8 +14,8 @@ import sys
 
 import redis
 
-from adapters.backend import open_backend
-from adapters.store import SyncStore
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.store import SyncStore
 
 
 def main(path: str) -> None:

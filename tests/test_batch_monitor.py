@@ -14,11 +14,11 @@ import fakeredis
 import pytest
 import trio
 
-from adapters.backend import MemoryServers
-from adapters.keys import Keys
-from adapters.records import BatchSpec, JobSpec
-from supervisor import App
-from supervisor.config import load_config
+from jobvisor.adapters.backend import MemoryServers
+from jobvisor.adapters.keys import Keys
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor import App
+from jobvisor.supervisor.config import load_config
 
 from .harness import Watcher, running_daemon
 

@@ -22,11 +22,11 @@ import pytest
 import redis
 import trio
 
-from adapters.backend import open_backend
-from adapters.errors import BadInput, NotFound, Rejected
-from adapters.records import BatchSpec, JobSpec
-from adapters.store import Store, SyncStore
-from supervisor import App, Client
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.errors import BadInput, NotFound, Rejected
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.store import Store, SyncStore
+from jobvisor import App, Client
 from tests.harness import running_daemon
 from tests.store_fixtures import (  # noqa: F401  (fixtures)
     K,

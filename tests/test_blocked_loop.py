@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from supervisor import Client
+from jobvisor import Client
 from tests.isolation_app import app, runs_key
 from tests.test_daemon_signals import daemon, jobs, terminal_events, wait_until
 

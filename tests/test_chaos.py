@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import redis
 
-from adapters.backend import open_backend
-from adapters.keys import Keys, RegistryKeys
-from adapters.store import SyncStore
-from supervisor.client import build_spec
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.keys import Keys, RegistryKeys
+from jobvisor.adapters.store import SyncStore
+from jobvisor.supervisor.client import build_spec
 from tests.recovery_app import app, executions_key
 from tests.test_daemon_signals import TERMINAL_EVENTS, DaemonProcess, wait_until
 

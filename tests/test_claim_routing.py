@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.records import JobSpec
-from adapters.store import SyncStore
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import SyncStore
 
 from tests.store_fixtures import K, ManualClock, Target, clock, index_membership, sync_store, target  # noqa: F401
 

@@ -30,11 +30,11 @@ from typing import Any
 import pytest
 import redis
 
-from adapters.backend import open_backend
-from adapters.records import BatchSpec, JobSpec
-from adapters.store import SyncStore
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.store import SyncStore
 from examples.app import app as example_app
-from supervisor.client import build_spec
+from jobvisor.supervisor.client import build_spec
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ def jv(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
     """Run ``python -m supervisor.cli ARGS`` from the repository root, without the caller's JOBVISOR_*."""
     environ = cli_env(env)
     return subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", *args],
+        [sys.executable, "-m", "jobvisor", *args],
         cwd=ROOT, env=environ, input=stdin, capture_output=True, text=True, timeout=timeout,
     )
 
@@ -601,7 +601,7 @@ def test_events_filters_by_job_and_by_queue(redis_url: str) -> None:
 def test_events_prints_the_latest_limit_events_and_a_jobs_own_history(redis_url: str) -> None:
     """History is the newest ``--limit`` events (oldest first), and ``--job`` finds a job's
     events however far back they are."""
-    from supervisor import Client
+    from jobvisor import Client
 
     with Client(redis_url, app=example_app) as client:
         first = client.submit("echo")
@@ -613,12 +613,12 @@ def test_events_prints_the_latest_limit_events_and_a_jobs_own_history(redis_url:
 
 
 def test_events_piped_into_a_reader_that_quits_exits_quietly(redis_url: str) -> None:
-    from supervisor import Client
+    from jobvisor import Client
 
     with Client(redis_url, app=example_app) as client:
         client.store.submit_many([JobSpec(type="echo") for _ in range(2000)])  # more than a pipe holds
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "events", "--limit", "2000", "--redis", redis_url],
+        [sys.executable, "-m", "jobvisor", "events", "--limit", "2000", "--redis", redis_url],
         cwd=ROOT, env=cli_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None and proc.stderr is not None
@@ -630,10 +630,10 @@ def test_events_piped_into_a_reader_that_quits_exits_quietly(redis_url: str) -> 
 
 def test_events_follow_prints_new_events_until_sigint_then_exits_0(redis_url: str) -> None:
     """Started on an empty database: it follows queues as they appear; Ctrl-C ends it cleanly."""
-    from supervisor import Client
+    from jobvisor import Client
 
     follower = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "events", "--follow", "--json", "--redis", redis_url],
+        [sys.executable, "-m", "jobvisor", "events", "--follow", "--json", "--redis", redis_url],
         cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
@@ -748,7 +748,7 @@ def test_queues_skips_a_name_left_by_an_earlier_version_that_no_queue_may_have(r
 def test_a_watchdog_interval_too_long_for_the_lease_is_refused_and_a_short_lease_shortens_the_default(
         redis_url: str) -> None:
     """An outage is told from a lost worker only while 3 sweeps fit in two thirds of a lease."""
-    from supervisor.config import load_config
+    from jobvisor.supervisor.config import load_config
 
     result = jv("run", "--redis", redis_url, *RUN_APP, "--lease", "2", "--watchdog-interval", "1")
     line = assert_one_line_error(result, 2)

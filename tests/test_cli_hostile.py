@@ -28,14 +28,14 @@ from typing import Any
 import pytest
 import redis
 
-from adapters.backend import open_backend
-from adapters.errors import BadInput
-from adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH
-from adapters.records import BatchSpec, JobSpec
-from adapters.store import SyncStore
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.errors import BadInput
+from jobvisor.adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.store import SyncStore
 from examples.app import app as example_app
-from supervisor.cli import main
-from supervisor.client import Client, build_spec
+from jobvisor.supervisor.cli import main
+from jobvisor.supervisor.client import Client, build_spec
 from tests.redis_server import RedisServer
 from tests.test_cli import cli_env
 
@@ -234,7 +234,7 @@ def _subprocess(row: Row, world: World) -> tuple[int, str, str]:
     env = {k.encode(): _as_bytes(_fill(v, world)) for k, v in row.env}
     environ = {k.encode(): v.encode() for k, v in cli_env().items()}
     try:
-        done = subprocess.run([sys.executable.encode(), b"-m", b"supervisor.cli", *map(_as_bytes, _argv(row, world))],
+        done = subprocess.run([sys.executable.encode(), b"-m", b"jobvisor", *map(_as_bytes, _argv(row, world))],
                               cwd=ROOT, env={**environ, **env}, input=row.stdin, capture_output=True, timeout=20,
                               preexec_fn=_limit_memory)
     except subprocess.TimeoutExpired as exc:  # a wrongly accepted `run` is a daemon: this row fails alone

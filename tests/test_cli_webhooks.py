@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from adapters.backend import open_backend
-from adapters.records import JobSpec
-from adapters.store import SyncStore
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import SyncStore
 from tests.test_cli import assert_nothing_written, assert_one_line_error, dump, jv, seed
 
 APP = ["--app", "examples.app:app"]

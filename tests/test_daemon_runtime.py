@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import trio
 
-from adapters.backend import MemoryServers, open_backend
-from adapters.records import BatchSpec, JobSpec
-from adapters.store import DirectExecutor, Store
-from supervisor import App
-from supervisor.supervise import ChildSpec, SupervisorGaveUp
+from jobvisor.adapters.backend import MemoryServers, open_backend
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.store import DirectExecutor, Store
+from jobvisor import App
+from jobvisor.supervisor.supervise import ChildSpec, SupervisorGaveUp
 
 from .harness import TERMINAL, Watcher, running_daemon
 from .redis_server import RedisServer
@@ -255,7 +255,7 @@ def gated_app(gates: Gates) -> App:
 async def test_cancel_through_another_daemon_cancels_the_handler_where_it_runs(
     shared: Shared, through: str
 ) -> None:
-    from supervisor import Client
+    from jobvisor import Client
 
     gates = Gates()
     app = gated_app(gates)

@@ -28,10 +28,10 @@ from typing import Any, TypeVar
 
 import redis
 
-from adapters.backend import open_backend
-from adapters.records import JobView
-from adapters.store import SyncStore
-from supervisor import Client
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.records import JobView
+from jobvisor.adapters.store import SyncStore
+from jobvisor import Client
 from tests.daemon_app import app, executions_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ class DaemonProcess:
         self.log_path = directory / f"{name}.stderr"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.cli", "run", "--redis", url, "--app", app,
+            [sys.executable, "-m", "jobvisor", "run", "--redis", url, "--app", app,
              "--grace", str(grace), "--lease", str(lease), "--worker-id", name,
              "--idle-poll", "0.2", "--watchdog-interval", "0.2", *extra],
             cwd=ROOT, env=cli_env({"JOBVISOR_REDIS": url, **(env or {})}),
@@ -205,7 +205,7 @@ def test_sigterm_past_the_grace_releases_the_jobs_and_a_second_daemon_finishes_t
             ("active", "queued", "render")]
 
     shown = subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", "status", ids[0], "--json", "--redis", redis_url],
+        [sys.executable, "-m", "jobvisor", "status", ids[0], "--json", "--redis", redis_url],
         cwd=ROOT, env=cli_env({}), capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0, shown.stderr
     status = json.loads(shown.stdout)

@@ -31,7 +31,7 @@ EXPECTED_SCENARIOS = {
 
 def demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", "demo", *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "jobvisor", "demo", *args], cwd=cwd, capture_output=True, text=True,
         timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
@@ -112,8 +112,8 @@ def test_the_demo_refuses_a_bad_or_dead_redis_in_one_line(url: str, message: str
 
 
 async def test_a_demo_that_cannot_finish_in_time_says_what_it_waited_for() -> None:
-    from adapters.errors import JobvisorError
-    from supervisor.demo import run_demo
+    from jobvisor.adapters.errors import JobvisorError
+    from jobvisor.supervisor.demo import run_demo
 
     with pytest.raises(JobvisorError, match=r"^the demo did not finish within 0.5 s: it was waiting for "):
         await run_demo(None, timeout=0.5)

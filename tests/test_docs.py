@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from machines import MACHINES, to_mermaid
+from jobvisor.machines import MACHINES, to_mermaid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,14 +25,14 @@ def test_architecture_diagram_is_the_generated_one(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(MACHINES))
 def test_cli_prints_the_diagram(name: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "supervisor.cli", "diagram", name], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "jobvisor", "diagram", name], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == to_mermaid(MACHINES[name])
     assert out.stdout.startswith("stateDiagram-v2\n")
 
 
 def test_cli_rejects_an_unknown_machine_with_exit_2() -> None:
-    out = subprocess.run([sys.executable, "-m", "supervisor.cli", "diagram", "nope"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "jobvisor", "diagram", "nope"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "invalid choice: 'nope'" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

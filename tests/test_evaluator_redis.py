@@ -17,11 +17,11 @@ from typing import Any
 
 import trio
 
-from adapters.backend import open_backend
-from adapters.records import BatchSpec, JobSpec
-from adapters.store import SyncStore
-from supervisor import App
-from supervisor.client import build_spec
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.store import SyncStore
+from jobvisor import App
+from jobvisor.supervisor.client import build_spec
 from tests.store_fixtures import stream
 from tests.test_cli import jv, ok_json
 

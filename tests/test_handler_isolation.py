@@ -22,11 +22,11 @@ import pytest
 import redis
 import trio
 
-from adapters.backend import MemoryServers, open_backend
-from adapters.records import JobSpec
-from adapters.store import DirectExecutor, Store
-from supervisor import App
-from supervisor.app import SyncJobContext
+from jobvisor.adapters.backend import MemoryServers, open_backend
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import DirectExecutor, Store
+from jobvisor import App
+from jobvisor.supervisor.app import SyncJobContext
 
 from .harness import TERMINAL, Watcher, running_daemon
 from .isolation_app import app as isolation_app
@@ -440,7 +440,7 @@ async def test_jobs_leased_by_a_claim_whose_answer_was_lost_are_run_once_not_str
     """Redis leased the jobs, then the answer was lost (the connection dropped under it):
     the pool looks the claim up by its nonce and runs each job once, in its first attempt,
     instead of leaving it leased to nobody until the watchdog counts a lost worker."""
-    from adapters.errors import StoreUnavailable
+    from jobvisor.adapters.errors import StoreUnavailable
 
     url = request.getfixturevalue("redis_url") if backend == "redis" else memory()
     app = App()
@@ -473,8 +473,8 @@ async def test_jobs_leased_by_a_claim_whose_answer_was_lost_are_run_once_not_str
 
 
 async def test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens() -> None:
-    from adapters.backend import MemoryServers, open_backend
-    from adapters.store import DirectExecutor, Store
+    from jobvisor.adapters.backend import MemoryServers, open_backend
+    from jobvisor.adapters.store import DirectExecutor, Store
 
     store = Store(DirectExecutor(open_backend(memory(), memory=MemoryServers())))
     app = App()

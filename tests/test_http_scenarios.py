@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from adapters.backend import CommandCall
-from adapters.errors import NotFound
-from adapters.keys import Keys
-from adapters.records import JobSpec
-from supervisor import App, Daemon
+from jobvisor.adapters.backend import CommandCall
+from jobvisor.adapters.errors import NotFound
+from jobvisor.adapters.keys import Keys
+from jobvisor.adapters.records import JobSpec
+from jobvisor import App, Daemon
 
 from .harness import Watcher, running_daemon
 from .http_servers import GARBAGE, HANG, RESET, Request, ScriptedServer, Step, refused_url, source_of_truth

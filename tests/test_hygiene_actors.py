@@ -16,16 +16,16 @@ from typing import Any
 import trio
 import trio.testing
 
-from adapters.backend import MemoryServers, open_backend
-from adapters.records import JobSpec, Reply
-from adapters.store import DirectExecutor, Store
-from supervisor import App
-from supervisor.config import load_config
-from supervisor.deps import Deps, TrioWallClock
-from supervisor.evaluator import run_evaluator
-from supervisor.hub import Hub
-from supervisor.metrics import Metrics
-from supervisor.retention import run_retention
+from jobvisor.adapters.backend import MemoryServers, open_backend
+from jobvisor.adapters.records import JobSpec, Reply
+from jobvisor.adapters.store import DirectExecutor, Store
+from jobvisor import App
+from jobvisor.supervisor.config import load_config
+from jobvisor.supervisor.deps import Deps, TrioWallClock
+from jobvisor.supervisor.evaluator import run_evaluator
+from jobvisor.supervisor.hub import Hub
+from jobvisor.supervisor.metrics import Metrics
+from jobvisor.supervisor.retention import run_retention
 
 from .harness import Watcher
 

@@ -12,20 +12,23 @@ import sys
 
 import pytest
 
-FORBIDDEN_FOR_MACHINES = ("trio", "redis", "httpx", "adapters", "supervisor", "fakeredis", "msgspec")
+FORBIDDEN_FOR_MACHINES = (
+    "trio", "redis", "httpx", "jobvisor.adapters", "jobvisor.supervisor", "fakeredis", "msgspec",
+)
 
 
 def _imported_after(module: str) -> set[str]:
     code = (
         "import json, sys\n"
         f"import {module}\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        "print(json.dumps(sorted({'.'.join(m.split('.')[:2 if m.startswith('jobvisor.') else 1])"
+        " for m in sys.modules})))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return set(json.loads(out.stdout))
 
 
-@pytest.mark.parametrize("module", ["machines", "machines.embed", "machines.mermaid"])
+@pytest.mark.parametrize("module", ["jobvisor.machines", "jobvisor.machines.embed", "jobvisor.machines.mermaid"])
 def test_machines_import_no_runtime(module: str) -> None:
     leaked = _imported_after(module) & set(FORBIDDEN_FOR_MACHINES)
     assert leaked == set(), f"{module} pulled in {sorted(leaked)}"

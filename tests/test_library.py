@@ -19,11 +19,11 @@ from typing import Any
 import redis
 import trio
 
-from adapters.backend import open_backend
-from adapters.records import JobSpec
-from adapters.scripts import LEGACY_NAME, LuaLibrary
-from adapters.store import Store, SyncStore
-from adapters.store_actor import StoreActor
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.scripts import LEGACY_NAME, LuaLibrary
+from jobvisor.adapters.store import Store, SyncStore
+from jobvisor.adapters.store_actor import StoreActor
 from examples.app import app as example_app
 from tests.test_cli import cli_env
 

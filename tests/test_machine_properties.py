@@ -41,7 +41,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from machines import (
+from jobvisor.machines import (
     JOB,
     PHASE,
     BatchModel,
@@ -50,8 +50,8 @@ from machines import (
     JobModel,
     Kind,
 )
-from machines.embed import BatchMachine, JobMachine, WebhookMachine
-from machines.job import JOB_EFFECTS
+from jobvisor.machines.embed import BatchMachine, JobMachine, WebhookMachine
+from jobvisor.machines.job import JOB_EFFECTS
 
 # ---------------------------------------------------------------------------
 # The contract, typed out from SPEC.md.
@@ -920,7 +920,7 @@ def test_absorbed_embedded_triggers_log_at_info(caplog: pytest.LogCaptureFixture
     """Absorption says so in the log and nothing else (the embed module's promise)."""
     machine = JobMachine()
     job = machine.attach(JobModel(state="completed"))
-    with caplog.at_level(logging.INFO, logger="machines.embed"):
+    with caplog.at_level(logging.INFO, logger="jobvisor.machines.embed"):
         assert not machine.fire(job, "retry")
     assert job.state == "completed"
     assert any("absorbed" in r.getMessage() for r in caplog.records)

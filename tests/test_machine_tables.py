@@ -35,8 +35,8 @@ from typing import Any
 
 import pytest
 
-from machines import BATCH, JOB, PHASE, WEBHOOK, InvalidTransition, JobModel
-from machines.embed import BatchMachine, EmbeddedMachine, JobMachine, PhaseMachine, WebhookMachine
+from jobvisor.machines import BATCH, JOB, PHASE, WEBHOOK, InvalidTransition, JobModel
+from jobvisor.machines.embed import BatchMachine, EmbeddedMachine, JobMachine, PhaseMachine, WebhookMachine
 
 # ---------------------------------------------------------------------------
 # The hand tables.
@@ -433,7 +433,7 @@ class Fired:
             self.after = dict(vars(self.model))
             self.absorbed_logs = [
                 r for r in caplog.records
-                if r.name == "machines.embed" and r.levelno == logging.INFO
+                if r.name == "jobvisor.machines.embed" and r.levelno == logging.INFO
                 and "absorbed" in r.getMessage()
             ]
         finally:
@@ -454,7 +454,7 @@ class Fired:
 
 @pytest.fixture
 def info_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="machines.embed")
+    caplog.set_level(logging.INFO, logger="jobvisor.machines.embed")
     return caplog
 
 

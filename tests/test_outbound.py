@@ -23,20 +23,20 @@ import pytest
 import trio
 import trustme
 
-from adapters.backend import open_backend
-from adapters.destinations import DestinationPolicy, DestinationRefused
-from adapters.http import HttpClient
-from adapters.records import JobSpec
-from adapters.store import Store
-from adapters.store_actor import StoreActor
-from supervisor import App
-from supervisor.cli import main
-from supervisor.client import build_spec
-from supervisor.config import load_config
-from supervisor.deps import Deps, TrioWallClock
-from supervisor.hub import Hub
-from supervisor.metrics import Metrics
-from supervisor.webhooks import Deliverer
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.destinations import DestinationPolicy, DestinationRefused
+from jobvisor.adapters.http import HttpClient
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import Store
+from jobvisor.adapters.store_actor import StoreActor
+from jobvisor import App
+from jobvisor.supervisor.cli import main
+from jobvisor.supervisor.client import build_spec
+from jobvisor.supervisor.config import load_config
+from jobvisor.supervisor.deps import Deps, TrioWallClock
+from jobvisor.supervisor.hub import Hub
+from jobvisor.supervisor.metrics import Metrics
+from jobvisor.supervisor.webhooks import Deliverer
 
 from .harness import Watcher, running_daemon
 from .http_servers import ScriptedServer, Step, refused_url
@@ -260,7 +260,7 @@ async def test_tls_to_the_checked_address_keeps_the_names_sni_certificate_and_ho
         answer = await http.get(f"https://secure.example:{port}/jobs/1", 5.0)
         # the certificate names secure.example only: a handshake with the address as the
         # name, or with another name, fails verification
-        from adapters.errors import HttpUnreachable
+        from jobvisor.adapters.errors import HttpUnreachable
 
         with pytest.raises(HttpUnreachable):
             await http.get(f"https://elsewhere.example:{port}/jobs/1", 5.0)
@@ -367,7 +367,7 @@ async def test_credentials_in_urls_never_appear_in_status_events_logs_or_errors(
 async def test_a_host_the_http_client_refuses_only_at_send_time_is_unreachable_not_a_crash() -> None:
     """IDNA rules httpx applies when it sends (not when it parses): one failed attempt, mapped
     at the boundary, never a ValueError out of the deliverer or the validator."""
-    from adapters.errors import HttpUnreachable
+    from jobvisor.adapters.errors import HttpUnreachable
 
     http = HttpClient(resolver=StandIn({}))
     try:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from supervisor.cli import build_parser
-from supervisor.config import ENV_PREFIX, DaemonConfig
+from jobvisor.supervisor.cli import build_parser
+from jobvisor.supervisor.config import ENV_PREFIX, DaemonConfig
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

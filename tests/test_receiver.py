@@ -27,9 +27,9 @@ import pytest
 import trio
 from standardwebhooks.webhooks import Webhook
 
-from adapters.records import JobSpec
+from jobvisor.adapters.records import JobSpec
 from examples.receiver import Receiver
-from supervisor import App
+from jobvisor import App
 
 from .harness import running_daemon
 

@@ -28,11 +28,11 @@ from typing import Any
 import httpx
 import redis
 
-from adapters.backend import open_backend
-from adapters.keys import REGISTRY
-from adapters.records import JobView
-from adapters.store import SyncStore
-from supervisor import Client
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.keys import REGISTRY
+from jobvisor.adapters.records import JobView
+from jobvisor.adapters.store import SyncStore
+from jobvisor import Client
 from tests.external_service import ExternalService
 from tests.recovery_app import app, executions_key
 from tests.test_daemon_signals import ROOT, TERMINAL_EVENTS, DaemonProcess, cli_env, daemon, wait_until
@@ -94,7 +94,7 @@ def live_daemons(url: str) -> set[str]:
 
 
 def jv(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], cwd=ROOT, env=cli_env({}),
+    return subprocess.run([sys.executable, "-m", "jobvisor", *args], cwd=ROOT, env=cli_env({}),
                           capture_output=True, text=True, timeout=30)
 
 

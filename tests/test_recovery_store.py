@@ -21,9 +21,9 @@ from typing import Any
 
 import trio
 
-from adapters.keys import REGISTRY, RegistryKeys
-from adapters.records import JobSpec
-from adapters.store import Store, SyncStore
+from jobvisor.adapters.keys import REGISTRY, RegistryKeys
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import Store, SyncStore
 from tests.store_fixtures import (  # noqa: F401  (fixtures)
     K,
     ManualClock,
@@ -279,7 +279,7 @@ async def test_fifty_sweeps_race_to_declare_one_daemon_lost(target: Target, trio
 
 def test_fifty_clients_in_threads_declare_a_daemon_lost_once(redis_url: str, clock: ManualClock) -> None:
     """Independent connections, released together by one barrier, on the real Redis."""
-    from adapters.backend import open_backend
+    from jobvisor.adapters.backend import open_backend
 
     clients = [SyncStore(open_backend(redis_url)) for _ in range(50)]
     try:

@@ -33,10 +33,10 @@ import httpx
 import pytest
 import redis
 
-from adapters.backend import open_backend
-from adapters.keys import Keys
-from adapters.store import SyncStore
-from supervisor import Client
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.keys import Keys
+from jobvisor.adapters.store import SyncStore
+from jobvisor import Client
 from tests.redis_server import RedisServer
 from tests.test_daemon_signals import ROOT, DaemonProcess, cli_env, wait_until
 from tests.weather_app import app, executions
@@ -239,7 +239,7 @@ def test_a_restart_that_loads_for_seconds_stops_no_daemon_and_loses_no_report(wo
 
 
 def jv(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "supervisor.cli", *args], cwd=ROOT, env=cli_env({}),
+    return subprocess.run([sys.executable, "-m", "jobvisor", *args], cwd=ROOT, env=cli_env({}),
                           capture_output=True, text=True, timeout=30)
 
 

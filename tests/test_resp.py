@@ -15,9 +15,9 @@ import pytest
 import redis
 import trio
 
-from adapters.backend import open_backend
-from adapters.errors import StoreError, StoreUnavailable
-from adapters.notify import listen
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.errors import StoreError, StoreUnavailable
+from jobvisor.adapters.notify import listen
 from tests.redis_server import RedisServer, free_port
 
 
@@ -234,9 +234,9 @@ async def test_rediss_urls_speak_tls_with_the_urls_ca(tls_redis: tuple[RedisServ
 
 async def test_a_daemon_runs_jobs_over_tls(tls_redis: tuple[RedisServer, int, Path]) -> None:
     """The store actor and the pub/sub listener both connect over TLS (rediss://)."""
-    from adapters.records import JobSpec
-    from adapters.store import SyncStore
-    from supervisor import App
+    from jobvisor.adapters.records import JobSpec
+    from jobvisor.adapters.store import SyncStore
+    from jobvisor import App
 
     from .harness import running_daemon
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adapters.backend import open_backend
-from adapters.records import JobSpec, JobView
-from adapters.store import SyncStore
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.records import JobSpec, JobView
+from jobvisor.adapters.store import SyncStore
 from tests.test_cli import jv
 from tests.test_daemon_signals import DaemonProcess, daemon, wait_until
 

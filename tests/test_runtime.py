@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import trio
 
-from adapters.records import JobSpec
-from supervisor import App
+from jobvisor.adapters.records import JobSpec
+from jobvisor import App
 
 from .harness import TERMINAL, running_daemon
 

@@ -11,7 +11,7 @@ import random
 import msgspec
 import pytest
 
-from adapters.sanitize import OMITTED, Sanitizer, sanitize
+from jobvisor.adapters.sanitize import OMITTED, Sanitizer, sanitize
 
 RNG = random.Random(8)
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from adapters.backend import open_backend
-from adapters.filing import Problem
-from adapters.records import BatchSpec, JobSpec
-from adapters.sanitize import OMITTED, Sanitizer
-from adapters.store import SyncStore
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.filing import Problem
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.sanitize import OMITTED, Sanitizer
+from jobvisor.adapters.store import SyncStore
 from tests.store_fixtures import (  # noqa: F401  (fixtures)
     K,
     ManualClock,
@@ -62,7 +62,7 @@ def finish(store: SyncStore, outcome: str, **spec: Any) -> str:
 
 def file_all(store: SyncStore, queue: str = "default", *, leave: frozenset[str] = frozenset()) -> list[Any]:
     """What an evaluator pass does: read the candidates, classify, file (all but ``leave``)."""
-    from adapters.filing import classify
+    from jobvisor.adapters.filing import classify
 
     jobs = [j for j in store.unfiled(queue, 1000) if j.id not in leave]
     now = int(store.store.executor.now() * 1000)
@@ -252,7 +252,7 @@ def test_threads_racing_to_file_file_each_job_once(target: Target, clock: Manual
         own = SyncStore(open_backend(target.url, memory=target.memory), clock=clock)
         try:
             barrier.wait()
-            from adapters.filing import classify
+            from jobvisor.adapters.filing import classify
 
             replies = own.file_jobs([(j, classify(j, now_ms=0)) for j in candidates])
             outcomes.extend(r.kind for r in replies)

@@ -30,9 +30,9 @@ import pytest
 import redis
 import trio
 
-from adapters.backend import open_backend
-from adapters.records import BatchSpec, JobSpec, Reply
-from adapters.store import Store, SyncStore
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.records import BatchSpec, JobSpec, Reply
+from jobvisor.adapters.store import Store, SyncStore
 from tests.store_fixtures import (  # noqa: F401  (fixtures)
     Target,
     delivery_ids,

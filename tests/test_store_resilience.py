@@ -17,12 +17,12 @@ import pytest
 import redis
 import trio
 
-from adapters.backend import open_backend
-from adapters.errors import BadInput, StoreUnavailable
-from adapters.keys import Keys
-from adapters.records import JobSpec
-from adapters.store import Store, SyncStore
-from adapters.store_actor import StoreActor
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.errors import BadInput, StoreUnavailable
+from jobvisor.adapters.keys import Keys
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import Store, SyncStore
+from jobvisor.adapters.store_actor import StoreActor
 from tests.redis_server import RedisServer, free_port
 from tests.store_fixtures import (  # noqa: F401  (fixtures)
     Target,

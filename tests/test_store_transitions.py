@@ -41,9 +41,9 @@ from typing import Any
 
 import pytest
 
-from adapters.errors import BadInput, NotFound, Rejected
-from adapters.records import BatchSpec, JobSpec, Reply
-from adapters.store import SyncStore
+from jobvisor.adapters.errors import BadInput, NotFound, Rejected
+from jobvisor.adapters.records import BatchSpec, JobSpec, Reply
+from jobvisor.adapters.store import SyncStore
 from tests.store_fixtures import (  # noqa: F401  (fixtures)
     K,
     ManualClock,

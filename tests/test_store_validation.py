@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from adapters.records import JobSpec
-from adapters.store import SyncStore
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import SyncStore
 from tests.store_fixtures import (  # noqa: F401  (fixtures)
     K,
     ManualClock,

@@ -21,18 +21,18 @@ import redis
 import trio
 import trio.testing
 
-from adapters.backend import open_backend
-from adapters.errors import (
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.errors import (
     StoreError,
     StoreLoading,
     StoreOutOfMemory,
     StoreUnavailable,
     transient_reply,
 )
-from adapters.records import JobSpec
-from adapters.store import SyncStore
-from supervisor.outage import StoreOutage
-from supervisor.supervise import ChildSpec, Policy, Supervisor, SupervisorGaveUp, store_outage
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import SyncStore
+from jobvisor.supervisor.outage import StoreOutage
+from jobvisor.supervisor.supervise import ChildSpec, Policy, Supervisor, SupervisorGaveUp, store_outage
 from tests.store_fixtures import K, ManualClock, Target, clock, stream, sync_store, target  # noqa: F401
 
 URL = "redis://127.0.0.1:6379/0"
@@ -267,10 +267,10 @@ async def test_a_daemon_that_cannot_publish_its_types_still_stops_on_a_signal(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Redis answers PING but refuses writes (out of memory, a read-only replica): the daemon
     waits to publish its job types, and a shutdown still ends it at once."""
-    from adapters.backend import MemoryServers
-    from adapters.store import Store
-    from supervisor import App, run_daemon
-    from supervisor.config import load_config
+    from jobvisor.adapters.backend import MemoryServers
+    from jobvisor.adapters.store import Store
+    from jobvisor import App, run_daemon
+    from jobvisor.supervisor.config import load_config
 
     attempts = 0
 

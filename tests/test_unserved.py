@@ -12,8 +12,8 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from adapters.records import JobSpec
-from supervisor.evaluator import run_evaluator
+from jobvisor.adapters.records import JobSpec
+from jobvisor.supervisor.evaluator import run_evaluator
 
 from .test_hygiene_actors import DAY, actors, filed, finish, until
 

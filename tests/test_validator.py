@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import trio
 
-from adapters.backend import MemoryServers
-from adapters.records import JobSpec, JobView
-from supervisor import App, ValidationResult
+from jobvisor.adapters.backend import MemoryServers
+from jobvisor.adapters.records import JobSpec, JobView
+from jobvisor import App, ValidationResult
 
 from .harness import TERMINAL, Watcher, running_daemon
 

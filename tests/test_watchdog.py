@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import trio
 
-from adapters.backend import MemoryServers, open_backend
-from adapters.keys import REGISTRY
-from adapters.records import JobSpec, Reply
-from adapters.store import SyncStore
-from supervisor import App, ServiceStatus, StatusAnswer
-from supervisor.watchdog import Cause, Decision, decide
+from jobvisor.adapters.backend import MemoryServers, open_backend
+from jobvisor.adapters.keys import REGISTRY
+from jobvisor.adapters.records import JobSpec, Reply
+from jobvisor.adapters.store import SyncStore
+from jobvisor import App, ServiceStatus, StatusAnswer
+from jobvisor.supervisor.watchdog import Cause, Decision, decide
 
 from .harness import TERMINAL, running_daemon
 

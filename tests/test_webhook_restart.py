@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from adapters.backend import open_backend
-from adapters.records import DeliveryView, JobSpec
-from adapters.store import SyncStore
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.records import DeliveryView, JobSpec
+from jobvisor.adapters.store import SyncStore
 
 from .http_servers import HANG, ScriptedServer
 from .test_daemon_signals import wait_until
@@ -51,7 +51,7 @@ class Daemon:
         if secret:
             env["JOBVISOR_WEBHOOK_SECRET"] = SECRET
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.cli", "run", "--redis", url, "--app", "tests.webhook_app:app",
+            [sys.executable, "-m", "jobvisor", "run", "--redis", url, "--app", "tests.webhook_app:app",
              "--worker-id", name, "--idle-poll", "0.2", "--webhook-timeout", str(timeout),
              "--webhook-backoff", "0.1", "--grace", "2",
              "--allow-private-destinations"],  # the receiver is on loopback: allowed explicitly

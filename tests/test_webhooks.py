@@ -23,18 +23,18 @@ import pytest
 import trio
 from standardwebhooks.webhooks import Webhook
 
-from adapters.backend import MemoryServers, open_backend
-from adapters.errors import BadInput
-from adapters.http import HttpClient, parse_retry_after
-from adapters.records import JobSpec
-from adapters.store import DirectExecutor, Store
-from adapters.webhooks import check_secret, event_body
-from supervisor import App
-from supervisor.config import load_config
-from supervisor.deps import Deps, TrioWallClock
-from supervisor.hub import Hub
-from supervisor.metrics import Metrics
-from supervisor.webhooks import Deliverer, backoff_delay, classify
+from jobvisor.adapters.backend import MemoryServers, open_backend
+from jobvisor.adapters.errors import BadInput
+from jobvisor.adapters.http import HttpClient, parse_retry_after
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import DirectExecutor, Store
+from jobvisor.adapters.webhooks import check_secret, event_body
+from jobvisor import App
+from jobvisor.supervisor.config import load_config
+from jobvisor.supervisor.deps import Deps, TrioWallClock
+from jobvisor.supervisor.hub import Hub
+from jobvisor.supervisor.metrics import Metrics
+from jobvisor.supervisor.webhooks import Deliverer, backoff_delay, classify
 
 from .harness import Watcher
 
@@ -378,7 +378,7 @@ def test_the_readmes_receiver_verifies_our_deliveries_and_refuses_forgeries(monk
 
     from standardwebhooks.webhooks import WebhookVerificationError
 
-    from adapters.webhooks import WebhookSigner
+    from jobvisor.adapters.webhooks import WebhookSigner
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     match = re.search(r"#### Receiving webhooks\n.*?```python\n(.*?)```", readme, re.S)
@@ -395,7 +395,7 @@ def test_the_readmes_receiver_verifies_our_deliveries_and_refuses_forgeries(monk
 
 
 async def test_a_batch_event_is_delivered_like_a_job_event(autojump_clock: trio.testing.MockClock) -> None:
-    from adapters.records import BatchSpec
+    from jobvisor.adapters.records import BatchSpec
 
     async with deliverer(statuses(200)) as (store, watcher, receiver):
         batch = (await store.create_batch(BatchSpec(expected=1, webhook_url=URL))).id

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from supervisor import App, JobContext
+from jobvisor import App, JobContext
 
 __all__ = ["app", "executions"]
 

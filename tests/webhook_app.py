@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor import App, JobContext
+from jobvisor import App, JobContext
 
 __all__ = ["app"]
 
