@@ -30,12 +30,12 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.throughput import start_daemons, stop, wait_ready  # noqa: E402
 from jobvisor.adapters.backend import open_backend  # noqa: E402
 from jobvisor.adapters.keys import Keys  # noqa: E402
 from jobvisor.adapters.records import BatchSpec, JobSpec  # noqa: E402
 from jobvisor.adapters.store import Store, SyncStore  # noqa: E402
 from jobvisor.adapters.store_actor import StoreActor  # noqa: E402
-from bench.throughput import start_daemons, stop, wait_ready  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 Q = "default"

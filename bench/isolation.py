@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.throughput import start_daemons, stop  # noqa: E402
 from jobvisor.adapters.backend import open_backend  # noqa: E402
 from jobvisor.adapters.keys import Keys  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
 from jobvisor.adapters.store import SyncStore  # noqa: E402
-from bench.throughput import start_daemons, stop  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 TYPES = ("noop", "noop_thread", "noop_process")
@@ -60,13 +60,11 @@ def jobs_per_second(store: SyncStore, type_: str, n: int) -> float:
 
 def kill_latency(url: str, runs: int) -> list[float]:
     """Seconds from a process-isolated job's timeout to its child being gone."""
+    import redis
     import trio
 
-    from tests.harness import running_daemon
+    from tests.harness import running_daemon, spec
     from tests.isolation_app import app, pid_key
-    from tests.test_handler_isolation import spec
-
-    import redis
 
     async def one() -> float:
         client = redis.Redis.from_url(url)

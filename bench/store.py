@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobvisor.adapters.backend import open_backend  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
-from jobvisor.adapters.store import DirectExecutor, Store  # noqa: E402
+from jobvisor.adapters.store import Store  # noqa: E402
 from jobvisor.adapters.store_actor import StoreActor  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 

@@ -11,6 +11,10 @@ import redis
 
 from tests.redis_server import RedisServer
 
+# Fixtures shared across rooms: the store targets (real Redis and memory://, a manual clock) and
+# a seeded database for the CLI tests.
+pytest_plugins = ["tests.store_fixtures", "tests.cli_support"]
+
 # The worker pool's bookkeeping checks raise instead of logging, here and in every daemon
 # subprocess the tests start (they inherit the environment).
 os.environ.setdefault("JOBVISOR_STRICT_INVARIANTS", "1")

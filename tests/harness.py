@@ -15,9 +15,9 @@ from typing import Any
 
 import trio
 
-from jobvisor.adapters.backend import MemoryServers
-from jobvisor.adapters.records import Reply
 from jobvisor import App, Daemon, run_daemon
+from jobvisor.adapters.backend import MemoryServers
+from jobvisor.adapters.records import JobSpec, Reply
 from jobvisor.supervisor.config import load_config
 from jobvisor.supervisor.supervise import ChildSpec
 
@@ -70,3 +70,11 @@ async def running_daemon(
 
 async def job_state(daemon: Daemon, job_id: str) -> str:
     return (await daemon.store.get_job(job_id)).state
+
+
+def spec(app: App, type_: str, **extra: Any) -> JobSpec:
+    """A job spec for ``type_`` with the handler's registered defaults, overridden by ``extra``."""
+    h = app.handlers[type_]
+    defaults = {"queue": h.queue, "phases": h.phases, "timeout": h.timeout, "max_retries": h.max_retries,
+                "backoff": h.backoff, "backoff_max": h.backoff_max}
+    return JobSpec(type=type_, **{**defaults, **extra})

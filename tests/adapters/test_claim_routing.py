@@ -1,0 +1,198 @@
+"""The claim routes by job type, on redis-server and on the embedded store alike.
+
+A daemon claims only the types it has handlers for (``Store.claim(types=...)``):
+the best heads across those types' ``queued:<type>`` zsets, by priority then age,
+never a job of another type, never more than ``n``. Jobs of the earlier versions'
+single ``queued`` index are still claimed (the scheduler's ``wake`` moves them into their
+types' zsets). Unserved types are reported, not failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import SyncStore
+from tests.store_fixtures import K, ManualClock, Target, index_membership
+
+Q = "default"
+
+
+def submit(store: SyncStore, clock: ManualClock, job_type: str, priority: int = 0, **spec: Any) -> str:
+    clock.advance(0.001)  # one ms apart: the order of submission is the order of age
+    return store.submit(JobSpec(type=job_type, priority=priority, **spec)).id
+
+
+def claim_ids(store: SyncStore, types: Any, n: int = 1) -> list[str]:
+    return [j.id for j in store.claim(Q, "w", n=n, lease=60, types=types)]
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def test_priority_then_age_is_kept_across_types(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+    plan = [("A", 0), ("B", 5), ("C", 0), ("A", 9), ("B", 0), ("C", 5), ("A", 5), ("B", 9), ("C", 9),
+            ("A", 0), ("C", 0), ("B", 5)]
+    ids = [submit(sync_store, clock, t, p) for t, p in plan]
+    # expected by hand: priority 9 (oldest first), then 5, then 0
+    expected = [ids[i] for i in (3, 7, 8, 1, 5, 6, 11, 0, 2, 4, 9, 10)]
+    got: list[str] = []
+    for n in (1, 2, 4, 5):
+        batch = claim_ids(sync_store, ["A", "B", "C"], n)
+        assert len(batch) == n
+        got += batch
+    assert got == expected
+    assert claim_ids(sync_store, ["A", "B", "C"], 10) == []
+
+
+def test_n_is_respected_whatever_each_type_holds(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+    for t in ("A", "B", "C", "D"):
+        for _ in range(5):
+            submit(sync_store, clock, t)
+    assert len(claim_ids(sync_store, ["A", "B", "C", "D"], 3)) == 3
+    assert len(claim_ids(sync_store, ["A", "B"], 7)) == 7  # 10 of A and B, less the 3 taken
+    assert sync_store.queue_counts(Q)["queued"] == 20 - 10
+    assert len(claim_ids(sync_store, None, 100)) == 10  # no types named: any type
+    assert sync_store.queue_counts(Q)["active"] == 20
+
+
+def test_types_not_served_are_never_claimed(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+    a = [submit(sync_store, clock, "A") for _ in range(3)]
+    b = [submit(sync_store, clock, "B", 9, max_retries=0) for _ in range(4)]  # better priority
+    assert sorted(claim_ids(sync_store, ["A", "Z"], 10)) == sorted(a)
+    assert claim_ids(sync_store, ["A"], 10) == []
+    assert claim_ids(sync_store, [], 10) == []
+    for job in b:
+        view = sync_store.get_job(job)
+        assert (view.state, view.attempts, view.retry_count) == ("queued", 0, 0)
+        assert index_membership(target.raw(), job) == ["queued"]
+    assert sync_store.queued_by_type(Q) == ({"B": 4}, 0)
+    assert claim_ids(sync_store, ["B"], 10) == b
+    assert sync_store.queued_by_type(Q) == ({}, 0)
+
+
+def test_a_new_version_type_is_its_own_route(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+    old = submit(sync_store, clock, "resize")
+    new = submit(sync_store, clock, "resize.v2", 5)
+    assert claim_ids(sync_store, ["resize"], 10) == [old]  # the old daemon never sees resize.v2
+    assert claim_ids(sync_store, ["resize", "resize.v2"], 10) == [new]
+
+
+def test_an_emptied_type_leaves_no_key_behind(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+    raw = target.raw()
+    job = submit(sync_store, clock, "A")
+    kept = submit(sync_store, clock, "B")
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"A", "B"}
+    claim_ids(sync_store, ["A"])
+    assert raw.exists(K.queued_of("A")) == 0
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B"}
+    sync_store.cancel(kept)
+    assert raw.exists(K.queued_of("B")) == 0 and raw.exists(K.queued_types) == 0
+    assert index_membership(raw, job) == ["active"]
+
+
+def test_release_retry_and_wake_come_back_to_their_types_index(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    raw = target.raw()
+    job = submit(sync_store, clock, "A", max_retries=1, backoff=1.0)
+    [c] = sync_store.claim(Q, "w", n=1, lease=60, types=["A"])
+    sync_store.report(job, c.token, "release")
+    assert index_membership(raw, job) == ["queued"]
+    [c] = sync_store.claim(Q, "w", n=1, lease=60, types=["A"])
+    sync_store.fail(job, c.token, {"message": "once"})
+    assert index_membership(raw, job) == ["due"]
+    clock.advance(5)
+    assert sync_store.wake(Q).n == 1
+    assert index_membership(raw, job) == ["queued"]
+    assert claim_ids(sync_store, ["B"], 5) == []
+    [c] = sync_store.claim(Q, "w", n=1, lease=60, types=["A"])
+    sync_store.fail(job, c.token, {"message": "twice"})
+    assert sync_store.get_job(job).state == "failed"
+    sync_store.retry(job)
+    assert index_membership(raw, job) == ["queued"]
+    assert claim_ids(sync_store, ["A"]) == [job]
+
+
+def _make_legacy(target: Target, job: str, job_type: str) -> None:
+    """What an earlier version wrote: the job in the one untyped ``queued`` index, same score.
+    (A raw write, the only one here: the current library never writes that index.)"""
+    raw = target.raw()
+    score = raw.zscore(K.queued_of(job_type), job)
+    raw.zrem(K.queued_of(job_type), job)
+    if raw.zcard(K.queued_of(job_type)) == 0:
+        raw.srem(K.queued_types, job_type)
+    raw.zadd(K.queued, {job: score})
+
+
+def test_jobs_of_the_earlier_untyped_index_are_still_claimed(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    raw = target.raw()
+    legacy_a = submit(sync_store, clock, "A", 5)
+    legacy_b = submit(sync_store, clock, "B", 9)
+    legacy_gone = submit(sync_store, clock, "A", 9)
+    fresh_a = submit(sync_store, clock, "A", 0)
+    for job, t in ((legacy_a, "A"), (legacy_b, "B"), (legacy_gone, "A")):
+        _make_legacy(target, job, t)
+    assert index_membership(raw, legacy_a) == ["untyped"]
+    assert sync_store.queued_by_type(Q) == ({"A": 1}, 3)
+    assert sync_store.queue_counts(Q)["queued"] == 4
+    sync_store.cancel(legacy_gone)  # leaves the untyped index too
+    assert index_membership(raw, legacy_gone) == ["finished"]
+    # the scheduler's wake moves them to their types' indexes (the claim never reads that one)
+    assert claim_ids(sync_store, ["A"], 10) == [fresh_a]
+    assert sync_store.wake(Q).next_due is None  # all moved: nothing due
+    assert raw.zcard(K.queued) == 0
+    fresh_a = submit(sync_store, clock, "A", 0)
+    # the daemon serving A: the legacy A first (priority 5), then the fresh one; B waits
+    assert claim_ids(sync_store, ["A"], 10) == [legacy_a, fresh_a]
+    assert index_membership(raw, legacy_b) == ["queued"]
+    assert sync_store.queued_by_type(Q) == ({"B": 1}, 0)
+    assert claim_ids(sync_store, ["B"], 10) == [legacy_b]
+
+
+def test_legacy_entries_are_moved_in_bounded_steps_by_wake(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+    raw = target.raw()
+    jobs = [submit(sync_store, clock, "B") for _ in range(300)]
+    for job in jobs:
+        _make_legacy(target, job, "B")
+    assert claim_ids(sync_store, ["B"], 1) == []  # not moved yet
+    assert sync_store.wake(Q).next_due == int(clock() * 1000)  # more to move: the scheduler comes again at once
+    assert raw.zcard(K.queued) == 300 - 256 and raw.zcard(K.queued_of("B")) == 256
+    assert sync_store.wake(Q).next_due is None
+    assert claim_ids(sync_store, ["B"], 300) == jobs  # order kept through the move
+
+
+def test_unserved_types_are_reported_per_queue(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+    for t, n in (("A", 2), ("B", 3), ("C", 1)):
+        for _ in range(n):
+            submit(sync_store, clock, t)
+    assert sync_store.unserved([Q]) == {Q: {"A": 2, "B": 3, "C": 1}}  # no daemon at all
+    sync_store.heartbeat("d1", {"queues": Q, "types": "A,C"}, ttl=30, start=True)
+    sync_store.heartbeat("d2", {"queues": "other", "types": "B"}, ttl=30, start=True)  # not this queue
+    assert sync_store.unserved([Q]) == {Q: {"B": 3}}
+    sync_store.heartbeat("d3", {"queues": f"other,{Q}", "types": "B"}, ttl=30, start=True)
+    assert sync_store.unserved([Q]) == {Q: {}}
+    sync_store.worker_stopped("d3")
+    assert sync_store.unserved([Q]) == {Q: {"B": 3}}
+    clock.advance(31)  # d1's heartbeat ran out: declared lost, no longer serving
+    assert {w.id for w in sync_store.declare_lost_workers()} == {"d1", "d2"}
+    assert sync_store.unserved([Q]) == {Q: {"A": 2, "B": 3, "C": 1}}
+
+
+def test_the_merge_reads_further_pages_of_a_type_when_it_must(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    raw = target.raw()
+    urgent, later = [], []
+    for _ in range(20):  # interleaved in time; every A outranks every B
+        urgent.append(submit(sync_store, clock, "A", 5))
+        later.append(submit(sync_store, clock, "B", 0))
+    # two types, n=25: pages of 14; A's first page runs out, so the merge reads A's next one
+    assert claim_ids(sync_store, ["A", "B"], 25) == urgent + later[:5]
+    assert raw.exists(K.queued_of("A")) == 0
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B"}
+    assert claim_ids(sync_store, ["B", "A"], 15) == later[5:]  # exactly what was left
+    assert raw.exists(K.queued_types) == 0
