@@ -78,3 +78,12 @@ def spec(app: App, type_: str, **extra: Any) -> JobSpec:
     defaults = {"queue": h.queue, "phases": h.phases, "timeout": h.timeout, "max_retries": h.max_retries,
                 "backoff": h.backoff, "backoff_max": h.backoff_max}
     return JobSpec(type=type_, **{**defaults, **extra})
+
+
+def ended(watcher: Watcher, job_id: str, after: int = 0) -> Callable[[], Reply | None]:
+    """A condition for ``watcher.until``: the reply (from ``after`` on) that moved ``job_id`` to a terminal state."""
+    def terminal_reply() -> Reply | None:
+        return next((r for r in watcher.replies[after:]
+                     if r.id == job_id and r.machine == "job" and r.trigger and r.to in TERMINAL), None)
+    return terminal_reply
+

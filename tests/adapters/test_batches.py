@@ -285,7 +285,8 @@ def test_bad_batch_options_name_the_field_and_write_nothing(
             client.create_batch(**options)
         assert snapshot(raw) == before
     message = str(caught.value)
-    assert field in message and "\n" not in message, message
+    assert field in message, message
+    assert "\n" not in message, message
 
 
 def test_an_unknown_or_malformed_batch_id_is_refused_and_nothing_written(

@@ -142,7 +142,8 @@ def test_urls_the_http_client_or_the_logs_would_misread_are_refused_at_submit(ur
 
     with pytest.raises(ValueError, match=says) as caught:
         check_url(url, "webhook_url")
-    assert "pa\"ss" not in str(caught.value) and "ab'cd" not in str(caught.value)
+    assert "pa\"ss" not in str(caught.value)
+    assert "ab'cd" not in str(caught.value)
 
 
 @pytest.mark.parametrize("host", ["example.com", "hooks.example.org.", "8.8.8.8", "1.1.1.1", "[2606:4700::1111]",
@@ -216,7 +217,8 @@ def test_jobvisor_submit_refuses_every_hostile_url_with_exit_2_and_writes_nothin
         refused[kind] = refused.get(kind, 0) + 1
     for url, _ in HOSTILE[::7]:  # a batch's webhook URL too
         code = main(["batch", "create", "--redis", redis_url, "--webhook-url", url])
-        assert code == 2 and len(capsys.readouterr().err.splitlines()) == 1
+        assert code == 2
+        assert len(capsys.readouterr().err.splitlines()) == 1
     assert_nothing_written(before, dump(redis_url))
     assert sum(refused.values()) == len(HOSTILE)
 
@@ -225,7 +227,8 @@ def test_the_installed_command_refuses_too(redis_url: str) -> None:
     before = dump(redis_url)
     result = jv("submit", "echo", *APP, "--redis", redis_url,
                 "--webhook-url", "http://admin:hunter2@0x7f000001:9/?token=s3cr3t")
-    assert result.returncode == 2 and result.stdout == ""
+    assert result.returncode == 2
+    assert result.stdout == ""
     assert result.stderr.splitlines() == [
         "jobvisor: webhook_url: refused destination: 127.0.0.1 is a loopback address; "
         "allow it with allow_destinations (or allow_private_destinations)"]

@@ -156,6 +156,7 @@ def test_the_embedded_store_loads_its_one_library() -> None:
 def test_names_are_valid_redis_identifiers_for_any_version() -> None:
     for version in ("0.1.0", "1.2.3rc1", "2.0.0.dev3+g1a2b3c", "0"):
         library = LuaLibrary(version=version)
-        assert library.name.startswith("jobvisor_v") and library.name[len("jobvisor_"):].isidentifier()
+        assert library.name.startswith("jobvisor_v")
+        assert library.name[len("jobvisor_"):].isidentifier()
         assert not LEGACY_NAME.fullmatch(library.name)
         assert library.function.isidentifier()

@@ -106,7 +106,8 @@ def listener() -> Any:
 
 
 @asynccontextmanager
-async def deliverer(redis_url: str, resolver: StandIn, **settings: Any) -> AsyncIterator[tuple[Store, Watcher, Metrics]]:
+async def deliverer(redis_url: str, resolver: StandIn,
+                    **settings: Any) -> AsyncIterator[tuple[Store, Watcher, Metrics]]:
     """The webhook actor over the real redis-server, its HTTP client on the DNS stand-in."""
     config = load_config({"redis": redis_url, "webhook_secret": SECRET, "queues": ["default"],
                           "webhook_backoff": 0.05, "idle_poll": 0.2, **settings}, environ={})
@@ -164,7 +165,8 @@ async def test_a_name_that_rebinds_to_loopback_after_submit_is_dead_and_never_co
     assert view.last_error == (f"refused destination: host '{NAME}' resolves to a loopback address; "
                                "allow it with allow_destinations (or allow_private_destinations)")
     assert dns.queries == [NAME, NAME]  # one at submit, one at delivery: resolved once
-    assert refused(metrics, "webhook", "address") == 1 and refused(metrics, "webhook", "name") == 0
+    assert refused(metrics, "webhook", "address") == 1
+    assert refused(metrics, "webhook", "name") == 0
 
 
 async def test_the_same_delivery_with_private_destinations_allowed_reaches_the_listener(
@@ -318,10 +320,13 @@ async def test_the_validator_keeps_only_the_compared_fields_value_truncated(redi
                                             for j in jobs), timeout=20)
             views = [await daemon.store.get_job(j) for j in jobs]
     [check] = views[0].validation_checks
-    assert check.status == "x" * 64 and views[0].validation_status == "x" * 64
+    assert check.status == "x" * 64
+    assert views[0].validation_status == "x" * 64
     assert check.reason == f"mismatch: status is {'x' * 64!r}, expected 'completed'"
     stored = json.dumps([__import__("msgspec").to_builtins(v) for v in views])
-    assert "hunter2" not in stored and "internal-row" not in stored and "x" * 65 not in stored
+    assert "hunter2" not in stored
+    assert "internal-row" not in stored
+    assert "x" * 65 not in stored
     assert [v.validation_checks[0].reason for v in views[1:]] == ["http_error", "unreachable"]
 
 
@@ -347,7 +352,8 @@ async def test_credentials_in_urls_never_appear_in_status_events_logs_or_errors(
             await watcher.until(lambda: all(any(r.id == d and r.to in ("delivered", "dead") for r in watcher.replies)
                                             for d in ids), timeout=30)
         delivered = receiver.requests
-    assert len(delivered) == 2 and all("token=s3cr3t-t0ken" in r.path for r in delivered)  # stored as given
+    assert len(delivered) == 2
+    assert all("token=s3cr3t-t0ken" in r.path for r in delivered)
     assert all(r.headers["authorization"].startswith("Basic ") for r in delivered)
     capsys.readouterr()
     for job in jobs:
@@ -355,8 +361,11 @@ async def test_credentials_in_urls_never_appear_in_status_events_logs_or_errors(
                      ["events", "--job", job, "--json"]):
             assert main([*args, "--redis", redis_url]) == 0
     out = capsys.readouterr().out
-    assert "token=***" in out and "api_key=***" in out and "***@127.0.0.1" in out
-    assert "HTTP Request: POST" in caplog.text and "token=***" in caplog.text  # httpx's lines, redacted
+    assert "token=***" in out
+    assert "api_key=***" in out
+    assert "***@127.0.0.1" in out
+    assert "HTTP Request: POST" in caplog.text
+    assert "token=***" in caplog.text
     assert "sig=***" in caplog.text
     for secret in secrets:
         assert secret not in out, secret

@@ -76,7 +76,8 @@ def test_an_inspection_hides_the_job_and_only_its_own_decision_counts(
         "worker_lost", "service_failed", "active", "scheduled")
     view = sync_store.get_job(job)
     assert "inspector" not in view.raw
-    assert view.retry_count == 1 and view.reason == "worker_lost"
+    assert view.retry_count == 1
+    assert view.reason == "worker_lost"
     [attempt] = view.attempt_records
     assert (attempt.outcome, attempt.by, attempt.error["cause"]) == ("worker_lost", "watchdog", "service_failed")
 
@@ -213,7 +214,8 @@ def test_a_daemon_registers_heartbeats_is_declared_lost_once_and_returns(
     assert sync_store.heartbeat("d1", fields, ttl=3, start=True).kind == "registered"
     assert sync_store.heartbeat("d2", {**fields, "slots": "[]"}, ttl=3, start=True).kind == "registered"
     [d1, d2] = sync_store.workers()
-    assert (d1.id, d1.state, d1.queues, d1.concurrency, d1.pid, d1.late) == ("d1", "live", ["default", "other"], 4, 7, False)
+    assert (d1.id, d1.state, d1.queues, d1.concurrency, d1.pid, d1.late) == (
+        "d1", "live", ["default", "other"], 4, 7, False)
     assert [(s.slot, s.job, s.attempt) for s in d1.slots] == [(1, "default.X", 1)]
     assert d2.slots == []
     assert sync_store.declare_lost_workers() == []
@@ -229,7 +231,8 @@ def test_a_daemon_registers_heartbeats_is_declared_lost_once_and_returns(
     assert snapshot(raw) == before
     assert [w.id for w in sync_store.workers()] == ["d2"]
     gone = {w.id: w for w in sync_store.workers(include_gone=True)}
-    assert gone["d1"].state == "lost" and gone["d1"].gone_at == clock()
+    assert gone["d1"].state == "lost"
+    assert gone["d1"].gone_at == clock()
 
     # it was only paused: its next heartbeat makes it live again
     r = sync_store.heartbeat("d1", {"slots": "[]"}, ttl=3)

@@ -7,6 +7,7 @@ and turn a server that is gone or silent into one clear error naming the URL.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -165,10 +166,8 @@ async def test_listen_delivers_messages_and_comes_back_after_a_restart(tmp_path:
         arrived = trio.Event()
         with trio.fail_after(10):
             while not arrived.is_set():
-                try:
+                with contextlib.suppress(redis.exceptions.ConnectionError):
                     redis.Redis.from_url(server.url).publish("jv:{q}:wake", data)
-                except redis.exceptions.ConnectionError:
-                    pass
                 with trio.move_on_after(0.05):
                     await arrived.wait()
 
@@ -238,14 +237,14 @@ async def test_a_daemon_runs_jobs_over_tls(tls_redis: tuple[RedisServer, int, Pa
     from jobvisor.adapters.records import JobSpec
     from jobvisor.adapters.store import SyncStore
 
-    from .harness import running_daemon
+    from tests.harness import running_daemon
 
     server, port, ca_file = tls_redis
     app = App()
 
     @app.handler("echo", max_retries=0)
     async def echo(ctx: object) -> object:
-        return getattr(ctx, "input")
+        return ctx.input
 
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}"
     with trio.fail_after(20):

@@ -79,7 +79,8 @@ class Ledger:
         rows = self.rows.get(batch, set())
         assert len(rows) == 1
         row = rows.pop()
-        assert row.split("~")[1] in TERMINAL_BATCH_EVENTS and row in self.outbox
+        assert row.split("~")[1] in TERMINAL_BATCH_EVENTS
+        assert row in self.outbox
 
 
 def check_job_once(raw: Any, queue: str, job: str, terminal: str) -> None:
@@ -280,7 +281,7 @@ def test_two_processes_race_over_two_hundred_objects(redis_url: str, tmp_path: P
     winners: Counter[str] = Counter()
     for name, rows in results.items():
         assert len(rows) == len(plans[name])
-        for object_id, kind, to in rows:
+        for object_id, kind, _to in rows:
             if kind == "moved":
                 winners[object_id] += 1
             else:
@@ -297,7 +298,8 @@ def test_two_processes_race_over_two_hundred_objects(redis_url: str, tmp_path: P
         final = store.get_job(j).state
         states[final] += 1
         ledger.job_once(j, f"job.{final}")
-    assert sum(states.values()) == OBJECTS and set(states) <= {"completed", "cancelled"}
+    assert sum(states.values()) == OBJECTS
+    assert set(states) <= {"completed", "cancelled"}
     for b in batches:
         ledger.batch_once(b)
     store.close()

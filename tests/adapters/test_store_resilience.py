@@ -102,7 +102,8 @@ async def test_a_redis_restart_loses_nothing_acknowledged_and_doubles_nothing(tm
         # read what the server kept (AOF) after one more restart, every writer stopped
         server.restart()
         for exc in outage_errors:
-            assert isinstance(exc, StoreUnavailable) and url in str(exc), exc
+            assert isinstance(exc, StoreUnavailable), exc
+            assert url in str(exc), exc
         raw = redis.Redis.from_url(url)
         events = Counter((e["id"], e["type"]) for e in stream(raw, q))
         doubled = {k: n for k, n in events.items() if n != 1}
@@ -169,16 +170,20 @@ def check_claims_consistent(raw: Any, q: str, jobs: list[str], claimed: int) -> 
         states[h["state"]] += 1
         if h["state"] == "active":
             assert index_membership(raw, job, q) == ["active"]
-            assert h["lease_token"] and int(h["lease_deadline"]) > 0
+            assert h["lease_token"]
+            assert int(h["lease_deadline"]) > 0
             assert raw.zscore(keys.active, job) == int(h["lease_deadline"])
-            assert h["attempts"] == "1" and "att:1" in h
+            assert h["attempts"] == "1"
+            assert "att:1" in h
         else:
             assert h["state"] == "queued"
             assert index_membership(raw, job, q) == ["queued"]
-            assert h["attempts"] == "0" and not h.get("lease_token")
+            assert h["attempts"] == "0"
+            assert not h.get("lease_token")
     assert states == Counter({"active": claimed, "queued": len(jobs) - claimed}) - Counter()
     claims = Counter(e["id"] for e in stream(raw, q) if e["type"] == "job.claim")
-    assert sum(claims.values()) == claimed and set(claims.values()) <= {1}
+    assert sum(claims.values()) == claimed
+    assert set(claims.values()) <= {1}
 
 
 async def test_a_caller_cancelled_before_sending_sends_nothing(target: Target, trio_store: Store) -> None:
@@ -280,7 +285,8 @@ async def test_an_unreachable_url_through_the_actor_fails_fast_naming_it() -> No
             for _ in range(3):  # the first probes, the others fail at once in the backoff window
                 with pytest.raises(StoreUnavailable) as caught:
                     await store.claim("default", "w")
-                assert caught.value.url == url and url in str(caught.value)
+                assert caught.value.url == url
+                assert url in str(caught.value)
             assert actor.statistics().failures == 1
             actor.close()
 
@@ -314,7 +320,8 @@ async def test_each_caller_in_the_backoff_window_gets_its_own_error() -> None:
                 except StoreUnavailable as exc:
                     errors.append(exc)
             actor.close()
-    assert len(errors) == 50 and all(url in str(e) for e in errors)
+    assert len(errors) == 50
+    assert all(url in str(e) for e in errors)
     assert len({id(e) for e in errors}) == 50
     assert _depth(errors[-1]) == _depth(errors[1])
 

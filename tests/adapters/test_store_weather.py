@@ -75,8 +75,10 @@ def test_a_transient_reply_is_store_unavailable_naming_its_condition(
     assert type(error) is kind
     assert isinstance(error, StoreUnavailable)
     assert error.condition == condition
-    assert condition in str(error) and "\n" not in str(error)
-    assert type(error.again()) is kind and error.again().condition == condition
+    assert condition in str(error)
+    assert "\n" not in str(error)
+    assert type(error.again()) is kind
+    assert error.again().condition == condition
 
 
 @pytest.mark.parametrize("reply", PERMANENT, ids=[p.split(" ")[0] or "empty" for p in PERMANENT])
@@ -103,7 +105,8 @@ REDIS_PY = [
 ]
 
 
-@pytest.mark.parametrize(("exc", "kind"), REDIS_PY, ids=[type(e).__name__ + str(i) for i, (e, _) in enumerate(REDIS_PY)])
+@pytest.mark.parametrize(("exc", "kind"), REDIS_PY,
+                         ids=[type(e).__name__ + str(i) for i, (e, _) in enumerate(REDIS_PY)])
 def test_the_backend_maps_redis_py_errors_to_ours(exc: Exception, kind: type[StoreError]) -> None:
     backend = open_backend(URL)
     try:
@@ -131,12 +134,16 @@ async def test_an_outage_is_logged_once_when_lost_and_once_when_back(
         await trio.sleep(delays[-1])
     outage.reached()
     outage.reached()
-    assert delays[:6] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6] and set(delays[6:]) == {2.0}
+    assert delays[:6] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
+    assert set(delays[6:]) == {2.0}
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "jobvisor.test"]
     assert len(lines) == 2, lines
-    assert lines[0][0] == "WARNING" and "scheduler: lost the store" in lines[0][1] and "loading" in lines[0][1]
+    assert lines[0][0] == "WARNING"
+    assert "scheduler: lost the store" in lines[0][1]
+    assert "loading" in lines[0][1]
     assert lines[1] == ("INFO", f"scheduler: the store is back after {sum(delays):.1f}s")
-    assert not outage.down and outage.failed(StoreUnavailable(URL)) == 0.05  # a new outage starts over
+    assert not outage.down
+    assert outage.failed(StoreUnavailable(URL)) == 0.05
 
 
 # -- the supervisor ----------------------------------------------------------------------------------
@@ -163,7 +170,8 @@ async def test_store_outages_never_spend_the_restart_budget(autojump_clock: trio
         with trio.fail_after(100):
             await serving.wait()
         await supervisor.shutdown()
-    assert runs == 51 and supervisor.restarts == {"c": 0}
+    assert runs == 51
+    assert supervisor.restarts == {"c": 0}
 
 
 async def test_a_real_crash_still_counts(autojump_clock: trio.testing.MockClock) -> None:
@@ -178,7 +186,8 @@ async def test_a_real_crash_still_counts(autojump_clock: trio.testing.MockClock)
             await nursery.start(supervisor.run)
     except* SupervisorGaveUp as group:
         gave_up = list(group.exceptions)
-    assert len(gave_up) == 1 and supervisor.restarts == {"c": 2}
+    assert len(gave_up) == 1
+    assert supervisor.restarts == {"c": 2}
 
 
 def test_store_outage_tells_an_outage_from_a_crash() -> None:
@@ -186,7 +195,8 @@ def test_store_outage_tells_an_outage_from_a_crash() -> None:
     assert store_outage(loading) is loading
     assert store_outage(ExceptionGroup("g", [ExceptionGroup("h", [loading])])) is loading
     assert store_outage(ExceptionGroup("g", [loading, ValueError()])) is None
-    assert store_outage(StoreError("x")) is None and store_outage(None) is None
+    assert store_outage(StoreError("x")) is None
+    assert store_outage(None) is None
 
 
 # -- the outage-accounting rule (both backends) ------------------------------------------------------
@@ -237,7 +247,8 @@ def test_without_a_gap_leases_expire_on_time(target: Target, sync_store: SyncSto
     assert not [e for e in _events(target.raw()) if e["type"] == "store.outage"]
 
 
-def test_a_store_outage_does_not_declare_daemons_lost(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_a_store_outage_does_not_declare_daemons_lost(
+        target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
     sync_store.heartbeat("d1", {"host": "h"}, ttl=LEASE, start=True)
     sync_store.heartbeat("d2", {"host": "h"}, ttl=LEASE, start=True)
     assert sync_store.declare_lost_workers(gap=GAP, lease=LEASE) == []

@@ -98,7 +98,8 @@ def test_accepts_what_is_signed_refuses_forgeries_and_drops_a_seen_webhook_id(re
         ("signed with another secret", *signed("job.completed", job, secret=OTHER_SECRET)),
         ("a stale timestamp", *signed("job.completed", other, at=datetime.now(tz=UTC) - timedelta(minutes=10))),
         ("a malformed signature", body, {**headers, "webhook-signature": "garbage"}),
-        ("no signature", body, {"webhook-id": headers["webhook-id"], "webhook-timestamp": headers["webhook-timestamp"]}),
+        ("no signature", body,
+         {"webhook-id": headers["webhook-id"], "webhook-timestamp": headers["webhook-timestamp"]}),
     ]
     with httpx.Client(base_url=receiver.url, timeout=10) as http:
         first = http.post("/hooks", content=body, headers=headers)
@@ -112,8 +113,10 @@ def test_accepts_what_is_signed_refuses_forgeries_and_drops_a_seen_webhook_id(re
     assert (first.status_code, again.status_code, second.status_code) == (204, 200, 204)
     assert refused == dict.fromkeys(refused, 400)
     assert len(printed) == 2, printed
-    assert printed[0].split()[:2] == ["job.completed", job] and f"webhook-id={job}~job.completed~0" in printed[0]
-    assert printed[1].split()[:2] == ["job.failed", other] and "state=failed" in printed[1]
+    assert printed[0].split()[:2] == ["job.completed", job]
+    assert f"webhook-id={job}~job.completed~0" in printed[0]
+    assert printed[1].split()[:2] == ["job.failed", other]
+    assert "state=failed" in printed[1]
 
 
 @pytest.mark.parametrize(("secret", "message"), [
@@ -124,7 +127,9 @@ def test_without_a_usable_secret_it_says_so_in_one_line_and_exits_2(secret: str,
     process = _start({"JOBVISOR_WEBHOOK_SECRET": secret})
     out, err = process.communicate(timeout=20)
     assert process.returncode == 2
-    assert out == "" and len(err.splitlines()) == 1 and message in err, err
+    assert out == "", err
+    assert len(err.splitlines()) == 1, err
+    assert message in err, err
 
 
 def test_one_webhook_id_sent_at_once_by_many_senders_is_handled_once() -> None:
@@ -153,7 +158,8 @@ def test_one_webhook_id_sent_at_once_by_many_senders_is_handled_once() -> None:
             t.start()
         for t in threads:
             t.join(timeout=10)
-    assert statuses.count(204) == rounds and statuses.count(200) == rounds * (senders - 1)
+    assert statuses.count(204) == rounds
+    assert statuses.count(200) == rounds * (senders - 1)
     assert sorted(line.split()[1] for line in printed) == sorted(f"default.J{n}" for n in range(rounds))
 
 

@@ -264,7 +264,8 @@ def test_a_paused_workers_late_success_is_fenced_out(redis_url: str, tmp_path: P
         paused.signal(signal.SIGSTOP)
         try:
             with recovery_daemon(redis_url, tmp_path, "other") as other:
-                wait_until(lambda: job(redis_url, done).state == "completed" and len(executions(redis_url, racing)) == 2,
+                wait_until(lambda: (job(redis_url, done).state == "completed"
+                                    and len(executions(redis_url, racing)) == 2),
                            timeout=20, what="the other daemon to re-run both jobs", alive=other)
                 assert "paused" not in live_daemons(redis_url)  # declared lost: no heartbeat for a lease
                 assert job(redis_url, racing).state == "active"  # its second attempt still runs
@@ -287,7 +288,8 @@ def test_a_paused_workers_late_success_is_fenced_out(redis_url: str, tmp_path: P
                 stop(other)
         finally:
             paused.signal(signal.SIGCONT)
-    assert rejected.fields["token"].endswith(".1") and rejected.fields["state"] == "active"
+    assert rejected.fields["token"].endswith(".1")
+    assert rejected.fields["state"] == "active"
     for job_id in (racing, done):
         view = job(redis_url, job_id)
         assert (view.state, view.result) == ("completed", {"attempt": 2})
@@ -326,10 +328,14 @@ def test_workers_lists_live_daemons_with_their_jobs_and_a_killed_one_is_declared
             assert (d["state"], d["late"], d["concurrency"], d["queues"]) == ("live", False, 1, ["default"])
             assert d["pid"] == daemons[d["id"]].process.pid
             [slot] = d["slots"]
-            assert slot["slot"] == 1 and slot["type"] == "plain" and slot["attempt"] == 1
+            assert slot["slot"] == 1
+            assert slot["type"] == "plain"
+            assert slot["attempt"] == 1
         assert sorted(s["job"] for d in data for s in d["slots"]) == sorted(ids)
         text = jv("workers", "--redis", redis_url)
-        assert text.returncode == 0 and text.stdout.count(" live ") == 3 and text.stdout.count("slot 1") == 3
+        assert text.returncode == 0
+        assert text.stdout.count(" live ") == 3
+        assert text.stdout.count("slot 1") == 3
 
         kill(daemons["d2"])
         wait_until(lambda: "d2" not in live_daemons(redis_url), timeout=20, what="d2 declared lost",
@@ -339,7 +345,8 @@ def test_workers_lists_live_daemons_with_their_jobs_and_a_killed_one_is_declared
         assert {d["id"]: d["state"] for d in everyone} == {"d1": "live", "d3": "live", "d2": "lost"}
         assert sorted(d["id"] for d in json.loads(jv("workers", "--redis", redis_url, "--json").stdout)) == ["d1", "d3"]
         shown = jv("events", "--redis", redis_url, "--queue", "@workers")
-        assert shown.returncode == 0 and shown.stdout.count("worker.lost") == 1
+        assert shown.returncode == 0
+        assert shown.stdout.count("worker.lost") == 1
         for name in ("d1", "d3"):
             stop(daemons[name])
     registry = Counter((e.type, e.id) for e in events(redis_url, REGISTRY))
@@ -350,12 +357,17 @@ def test_workers_lists_live_daemons_with_their_jobs_and_a_killed_one_is_declared
 
 def test_workers_command_bad_input_and_unreachable_redis() -> None:
     bad = jv("workers", "--bogus")
-    assert bad.returncode == 2 and bad.stderr.startswith("jobvisor: ") and len(bad.stderr.splitlines()) == 1
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("jobvisor: ")
+    assert len(bad.stderr.splitlines()) == 1
     down = jv("workers", "--redis", "redis://127.0.0.1:1/0")
-    assert down.returncode == 1 and len(down.stderr.splitlines()) == 1
+    assert down.returncode == 1
+    assert len(down.stderr.splitlines()) == 1
     assert "redis://127.0.0.1:1/0" in down.stderr
     url = jv("workers", "--redis", "http://nope")
-    assert url.returncode == 2 and "redis" in url.stderr and len(url.stderr.splitlines()) == 1
+    assert url.returncode == 2
+    assert "redis" in url.stderr
+    assert len(url.stderr.splitlines()) == 1
 
 
 def test_a_handler_blocked_in_a_thread_is_abandoned_and_the_daemon_still_exits(

@@ -110,7 +110,8 @@ def test_a_daemon_killed_mid_send_is_followed_by_exactly_one_more_send(redis_url
             wait_until(lambda: receiver.requests, timeout=30, what="the first attempt", alive=doomed)
             doomed.kill()  # the request is still held by the receiver: the send is under way
         taken = delivery(redis_url, job)
-        assert taken is not None and (taken.state, taken.attempts) == ("sending", 1)
+        assert taken is not None
+        assert (taken.state, taken.attempts) == ("sending", 1)
         with daemon(redis_url, tmp_path, "rescuer") as rescuer:
             done = wait_until(lambda: (d := delivery(redis_url, job)) is not None and d.state == "delivered" and d,
                               timeout=60, what="the delivery after the send lease ran out", alive=rescuer)

@@ -180,10 +180,7 @@ class _JobInvariants(RuleBasedStateMachine):
         """What the actors would plausibly do next, so runs reach deep states."""
         state = self.view().state
         if state == "active":
-            if self._worker_busy():
-                choices = ["work"] * 8
-            else:
-                choices = ["complete"] * 4
+            choices = ["work"] * 8 if self._worker_busy() else ["complete"] * 4
             choices += ["fail", "timeout", "lease_expired", "release", "cancel"]
         else:
             choices = _PLAUSIBLE[state]
@@ -244,7 +241,8 @@ class _JobInvariants(RuleBasedStateMachine):
         # Terminal states absorb every automatic trigger; `completed` absorbs everything.
         absorbing = trigger not in OPERATOR or before.state == "completed"
         if before.state in JOB_TERMINAL and absorbing:
-            assert not step.invalid and step.events == 0, (trigger, before, step)
+            assert not step.invalid, (trigger, before, step)
+            assert step.events == 0, (trigger, before, step)
 
         # Operator retry: the only way out of failed/cancelled/timed_out/validation_failed.
         if trigger in OPERATOR:
@@ -286,12 +284,11 @@ class _JobInvariants(RuleBasedStateMachine):
                 assert after.retry_count == before.retry_count
         if after.retry_count > before.retry_count:
             assert after.retry_count == before.retry_count + 1
-            assert trigger in AUTOMATIC_RETRY and (before.state, after.state) == (
-                "active",
-                "scheduled",
-            ), (trigger, before, after)
+            assert trigger in AUTOMATIC_RETRY, (trigger, before, after)
+            assert (before.state, after.state) == ("active", "scheduled"), (trigger, before, after)
         if after.retry_count < before.retry_count:
-            assert trigger in OPERATOR and after.retry_count == 0, (trigger, before, after)
+            assert trigger in OPERATOR, (trigger, before, after)
+            assert after.retry_count == 0, (trigger, before, after)
 
         # Phase results survive every transition but retry_from_start.
         if trigger != "retry_from_start":
@@ -428,15 +425,19 @@ class PureJobMachine(_JobInvariants):
             outcome = JOB.apply(source, trigger, job.facts())
         except InvalidTransition as exc:
             assert (exc.machine, exc.state, exc.trigger) == ("job", source, trigger)
-            assert source in str(exc) and trigger in str(exc)
+            assert source in str(exc)
+            assert trigger in str(exc)
             return Step(0, (), invalid=True)
         assert (outcome.source, outcome.trigger) == (source, trigger)
         if outcome.changed:
             assert outcome.kind is Kind.MOVED
         else:
             # Jobs have no guard without a fallback row: nothing is ever blocked.
-            assert outcome.kind is Kind.ABSORBED and source in JOB_TERMINAL, outcome
-            assert outcome.dest == source and outcome.effects == () and outcome.notify is None
+            assert outcome.kind is Kind.ABSORBED, outcome
+            assert source in JOB_TERMINAL, outcome
+            assert outcome.dest == source
+            assert outcome.effects == ()
+            assert outcome.notify is None
         # The one event of a transition into a terminal state names it.
         if outcome.changed and outcome.dest in JOB_TERMINAL:
             assert outcome.notify == f"job.{outcome.dest}", outcome
@@ -525,7 +526,8 @@ class EmbeddedJobMachine(_JobInvariants):
         # Both forms read the same table: the same outcome, the same effects.
         facts = {"retries_left": self._before_retries_left, "has_validator": self.has_validator}
         outcome = JOB.apply(source, trigger, facts)
-        assert fired is outcome.changed and model.state == outcome.dest, (source, trigger)
+        assert fired is outcome.changed, (source, trigger)
+        assert model.state == outcome.dest, (source, trigger)
         assert performed == outcome.effects
         return Step(int(fired), performed)
 
@@ -607,7 +609,8 @@ def test_partial_retry_resumes_at_first_unfinished_phase(form: type[_JobInvarian
     v = run("work", "lease_expired")  # no retries left
     assert (v.state, v.retry_count) == ("failed", 1)
     v = run("retry", "claim", "work", "work", "work", "work", "complete")
-    assert v.state == "completed" and v.results == {
+    assert v.state == "completed"
+    assert v.results == {
         "p0": "p0-result-2",
         "p1": "p1-result-6",
         "p2": "p2-result-8",
@@ -624,7 +627,9 @@ def test_cancel_then_retry_keeps_results_and_from_start_drops_them(
     v = run("cancel", "complete", "fail", "retry")
     assert (v.state, v.results) == ("queued", {"p0": "p0-result-2"})
     v = run("claim", "timeout", "wake", "cancel", "retry_from_start")
-    assert v.state == "queued" and v.results == {} and set(v.phases.values()) == {"pending"}
+    assert v.state == "queued"
+    assert v.results == {}
+    assert set(v.phases.values()) == {"pending"}
 
 
 @JOB_FORMS
@@ -693,13 +698,16 @@ class BatchLifecycle(RuleBasedStateMachine):
         try:
             fired = self.machine.fire(self.model, "close")
         except InvalidTransition:
-            assert before not in BATCH_TERMINAL and before != "open", before
+            assert before not in BATCH_TERMINAL, before
+            assert before != "open", before
             assert self.model.state == before
             return
         if before in BATCH_TERMINAL:
-            assert not fired and self.model.state == before
+            assert not fired
+            assert self.model.state == before
         else:
-            assert fired and self.model.state == "running"
+            assert fired
+            assert self.model.state == "running"
             assert self.model.closed  # the close row's mark_closed effect
 
     @precondition(lambda self: self.model.finished < self.model.total)
@@ -715,10 +723,12 @@ class BatchLifecycle(RuleBasedStateMachine):
         fired = self.machine.fire(m, "member_done")
         if before[0] in BATCH_TERMINAL:
             # Late completion: counters only, never the state; no activity recorded.
-            assert not fired and (m.state, m.touches) == before
+            assert not fired
+            assert (m.state, m.touches) == before
         else:
             # Internal row: one event (activity), no move.
-            assert fired and (m.state, m.touches) == (before[0], before[1] + 1)
+            assert fired
+            assert (m.state, m.touches) == (before[0], before[1] + 1)
             self._finalize_once()
 
     @rule(attempts=st.integers(1, 4))
@@ -738,9 +748,11 @@ class BatchLifecycle(RuleBasedStateMachine):
         before = self.model.state
         fired = self.machine.fire(self.model, "cancel")
         if before in BATCH_TERMINAL:
-            assert not fired and self.model.state == before
+            assert not fired
+            assert self.model.state == before
         else:
-            assert fired and self.model.state == "cancelled"
+            assert fired
+            assert self.model.state == "cancelled"
 
     def _finalize_once(self) -> None:
         m = self.model
@@ -833,7 +845,8 @@ class DeliveryLifecycle(RuleBasedStateMachine):
             assert (m.state, m.attempts) == before
             return
         if before[0] in DELIVERY_TERMINAL:
-            assert not fired and (m.state, m.attempts) == before
+            assert not fired
+            assert (m.state, m.attempts) == before
             return
         assert fired, (before, trigger)
         if trigger == "send":

@@ -522,7 +522,9 @@ def test_pure_form(machine: str, row: Row) -> None:
             exc = caught.value
             assert (exc.machine, exc.state, exc.trigger) == (machine, state, trigger)
             message = str(exc)
-            assert machine in message and f"'{state}'" in message and f"'{trigger}'" in message
+            assert machine in message
+            assert f"'{state}'" in message
+            assert f"'{trigger}'" in message
             continue
         result = definition.apply(state, trigger, facts)
         assert str(result.kind) == outcome, facts
@@ -530,7 +532,8 @@ def test_pure_form(machine: str, row: Row) -> None:
         assert str(result.dest) == (dest if outcome == "moved" else state), facts
         assert result.changed is (outcome == "moved")
         if outcome != "moved":
-            assert result.effects == () and result.notify is None
+            assert result.effects == ()
+            assert result.notify is None
 
 
 # ---------------------------------------------------------------------------
@@ -546,7 +549,8 @@ def test_embedded_form(machine: str, row: Row, info_log: pytest.LogCaptureFixtur
         fired = Fired(machine, state, trigger, facts, info_log, embedded)
         assert fired.before["state"] == state
         if outcome == "moved":
-            assert fired.error is None and fired.result is True, facts
+            assert fired.error is None, facts
+            assert fired.result is True, facts
             assert fired.state == dest
             # Guard facts are read, never written.
             assert {k: fired.after[k] for k in facts} == facts
@@ -561,12 +565,15 @@ def test_embedded_form(machine: str, row: Row, info_log: pytest.LogCaptureFixtur
                 machine, state, trigger)
             assert fired.absorbed_logs == []
         elif outcome == "absorbed":
-            assert fired.error is None and fired.result is False
+            assert fired.error is None
+            assert fired.result is False
             assert len(fired.absorbed_logs) == 1
             message = fired.absorbed_logs[0].getMessage()
-            assert state in message and trigger in message
+            assert state in message
+            assert trigger in message
         else:
-            assert fired.error is None and fired.result is False
+            assert fired.error is None
+            assert fired.result is False
             assert fired.absorbed_logs == []
 
 
@@ -717,14 +724,18 @@ def test_notify(machine: str, state: str, trigger: str, facts: dict[str, bool],
 def test_member_done_is_internal() -> None:
     for state in ("open", "running", "finalizing"):
         result = BATCH.apply(state, "member_done", BATCH_FACTS)
-        assert result.internal and str(result.dest) == state
+        assert result.internal
+        assert str(result.dest) == state
 
 
 def test_ready_made_job_model_never_exceeds_max_retries() -> None:
     job = JobMachine().attach(JobModel(max_retries=1))
-    assert job.claim() and job.fail()
+    assert job.claim()
+    assert job.fail()
     assert (job.state, job.retry_count) == ("scheduled", 1)
-    assert job.wake() and job.claim() and job.fail()
+    assert job.wake()
+    assert job.claim()
+    assert job.fail()
     assert (job.state, job.retry_count) == ("failed", 1)
     assert job.retry()
     assert (job.state, job.retry_count, job.epoch) == ("queued", 0, 1)

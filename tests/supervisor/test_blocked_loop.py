@@ -58,7 +58,8 @@ def test_a_handler_blocking_the_loop_for_two_leases_runs_once_per_takeover_and_e
     executions = int(counts.get(runs_key(blocker)))
     per_attempt = [int(counts.get(f"{runs_key(blocker)}:{n}") or 0) for n in range(1, attempts + 1)]
     assert terminal_events(redis_url, blocker) == ["job.completed"]
-    assert view.state == "completed" and view.retry_count <= 1
+    assert view.state == "completed"
+    assert view.retry_count <= 1
     assert per_attempt == [1] * attempts  # no attempt ran twice, in any daemon
     assert executions <= 1 + takeovers
     assert takeovers == 1
@@ -68,6 +69,9 @@ def test_a_handler_blocking_the_loop_for_two_leases_runs_once_per_takeover_and_e
         assert int(counts.get(runs_key(echo))) == 1
     # One warning names the blocker (a loaded machine may add stalls of its own, naming no handler).
     warnings = [line for line in stderr.splitlines() if "event loop was blocked" in line and blocker in line]
-    assert len(warnings) == 1 and "block_loop" in warnings[0] and "WARNING" in warnings[0]
-    assert "Traceback" not in stderr and "invariant" not in stderr
+    assert len(warnings) == 1
+    assert "block_loop" in warnings[0]
+    assert "WARNING" in warnings[0]
+    assert "Traceback" not in stderr
+    assert "invariant" not in stderr
     counts.close()

@@ -25,7 +25,7 @@ from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.records import BatchSpec, JobSpec
 from jobvisor.adapters.store import DirectExecutor, Store
 from jobvisor.supervisor.supervise import ChildSpec, SupervisorGaveUp
-from tests.harness import TERMINAL, Watcher, running_daemon
+from tests.harness import TERMINAL, ended, running_daemon
 from tests.redis_server import RedisServer
 
 FAST = {"idle_poll": 0.2, "watchdog_interval": 0.2}
@@ -59,11 +59,6 @@ def spec(app: App, type_: str, **extra: Any) -> JobSpec:
     h = app.handlers[type_]
     return JobSpec(type=type_, queue=h.queue, phases=h.phases, timeout=h.timeout,
                    max_retries=h.max_retries, backoff=h.backoff, backoff_max=h.backoff_max, **extra)
-
-
-def ended(watcher: Watcher, job_id: str) -> Any:
-    """A condition for ``watcher.until``: the reply that moved ``job_id`` to a terminal state."""
-    return lambda: next((r for r in watcher.replies if r.id == job_id and r.machine == "job" and r.trigger and r.to in TERMINAL), None)
 
 
 async def terminal_events(daemon: Any, job_id: str, queue: str = "default") -> list[str]:
@@ -147,10 +142,12 @@ async def test_an_actor_crashing_past_the_intensity_stops_the_daemon_with_superv
     [gave_up] = leaves(caught.value)
     assert isinstance(gave_up, SupervisorGaveUp)
     assert (gave_up.child, gave_up.crashes) == ("hopeless", 3)
-    assert isinstance(gave_up.last, ConnectionAbortedError) and str(gave_up.last) == "start 3 fails too"
+    assert isinstance(gave_up.last, ConnectionAbortedError)
+    assert str(gave_up.last) == "start 3 fails too"
     assert len(starts) == 3
     # two restarts, each after its backoff (0.1 s, then doubled)
-    assert starts[1] - starts[0] >= 0.1 and starts[2] - starts[1] >= 0.2
+    assert starts[1] - starts[0] >= 0.1
+    assert starts[2] - starts[1] >= 0.2
 
 
 async def test_a_daemon_that_gives_up_hands_its_running_jobs_back(shared: Shared) -> None:
@@ -216,7 +213,8 @@ async def test_a_shutdown_landing_during_a_claim_never_strands_the_claimed_jobs(
     views = [await shared.store().get_job(j) for j in jobs]
     assert [v.state for v in views] == ["queued"] * 3  # none stranded active
     claimed = [v for v in views if v.attempts]
-    assert claimed and all(v.attempt_records[0].outcome == "interrupted" for v in claimed)
+    assert claimed
+    assert all(v.attempt_records[0].outcome == "interrupted" for v in claimed)
 
 
 # -- 2. cancel across daemons -----------------------------------------------------------------------
@@ -426,23 +424,27 @@ async def test_healthz_is_503_while_redis_is_down_and_200_once_it_is_back(privat
     import httpx
 
     app = echo_app()
-    async with running_daemon(app, redis=private_redis.url, metrics_port=0, **FAST) as (daemon, watcher):
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.metrics_port}") as http:
-            with trio.fail_after(20):
-                up = await http.get("/healthz")
-                await trio.to_thread.run_sync(private_redis.kill)
-                down = await http.get("/healthz")
-                scrape = await http.get("/metrics")  # still served, with the depths last read
-                await trio.to_thread.run_sync(private_redis.start)
-                mark = len(watcher.replies)
-                await watcher.until(lambda: len(watcher.replies) > mark)  # the daemon's store answers again
-                back = await http.get("/healthz")
-                job = await daemon.store.submit(spec(app, "echo", input="after"))
-                await watcher.until(ended(watcher, job.id))
+    async with (
+        running_daemon(app, redis=private_redis.url, metrics_port=0, **FAST) as (daemon, watcher),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.metrics_port}") as http,
+    ):
+        with trio.fail_after(20):
+            up = await http.get("/healthz")
+            await trio.to_thread.run_sync(private_redis.kill)
+            down = await http.get("/healthz")
+            scrape = await http.get("/metrics")  # still served, with the depths last read
+            await trio.to_thread.run_sync(private_redis.start)
+            mark = len(watcher.replies)
+            await watcher.until(lambda: len(watcher.replies) > mark)  # the daemon's store answers again
+            back = await http.get("/healthz")
+            job = await daemon.store.submit(spec(app, "echo", input="after"))
+            await watcher.until(ended(watcher, job.id))
     assert (up.status_code, up.text) == (200, "ok\n")
     assert down.status_code == 503
-    assert down.text.startswith(f"unhealthy: Redis is unavailable at {private_redis.url}") and down.text.count("\n") == 1
-    assert scrape.status_code == 200 and "jobvisor_queue_depth" in scrape.text
+    assert down.text.startswith(f"unhealthy: Redis is unavailable at {private_redis.url}")
+    assert down.text.count("\n") == 1
+    assert scrape.status_code == 200
+    assert "jobvisor_queue_depth" in scrape.text
     assert (back.status_code, back.text) == (200, "ok\n")
 
 
@@ -488,7 +490,8 @@ async def test_a_redis_restart_under_a_running_daemon_loses_and_doubles_nothing(
     for view in views:
         assert [e.type for e in events if e.id == view.id and e.type in TERMINAL_EVENTS] == ["job.completed"]
         assert [a.outcome for a in view.attempt_records] == ["succeeded"], view.attempt_records
-    assert all(n == 1 for n in runs.values()) and len(runs) == 9
+    assert all(n == 1 for n in runs.values())
+    assert len(runs) == 9
     assert set(restarts.values()) == {0}, restarts  # the actors backed off; none crashed
 
 

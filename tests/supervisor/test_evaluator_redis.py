@@ -144,7 +144,8 @@ async def test_every_category_and_problem_from_a_real_scenario(redis_url: str) -
     assert Counter(e["id"] for e in raw_events if e["type"] == "job.filed") == dict.fromkeys(expected, 1)
 
     report = ok_json(jv("report", "--json", "--redis", redis_url))
-    assert report["filed"] == len(expected) and report["unfiled"] == 0
+    assert report["filed"] == len(expected)
+    assert report["unfiled"] == 0
     assert report["categories"] == {"complete": 1, "incomplete": 2, "filed": 7}
     assert report["problems"] == {"none": 1, "missing_output": 2, "notification_failed": 1, "validation_failed": 1,
                                   "timed_out": 1, "retries_exhausted": 1, "worker_lost": 1, "stuck": 1,
@@ -185,7 +186,8 @@ async def test_each_job_is_filed_exactly_once_with_two_daemons_evaluating(redis_
     assert len(events) == rounds * per_round
     assert set(events.values()) == {1}
     assert filed == events
-    assert sum(counts.values()) == rounds * per_round and waiting == 0
+    assert sum(counts.values()) == rounds * per_round
+    assert waiting == 0
 
 
 def test_status_shows_every_attempt_and_the_filing(redis_url: str) -> None:

@@ -26,16 +26,11 @@ from jobvisor import App
 from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.store import DirectExecutor, Store
 from jobvisor.supervisor.app import SyncJobContext
-from tests.harness import TERMINAL, Watcher, running_daemon, spec
+from tests.harness import ended, running_daemon, spec
 from tests.isolation_app import app as isolation_app
 from tests.isolation_app import pid_key, runs_key
 
 FAST = {"idle_poll": 0.2, "watchdog_interval": 0.2}
-
-
-def ended(watcher: Watcher, job_id: str) -> Any:
-    return lambda: next((r for r in watcher.replies if r.id == job_id and r.machine == "job"
-                         and r.trigger and r.to in TERMINAL), None)
 
 
 def memory() -> str:
@@ -55,7 +50,9 @@ def test_a_plain_function_is_registered_to_run_in_a_thread_with_one_log_line(
 
     assert app.handlers["plain"].isolation == "thread"
     lines = [r.getMessage() for r in caplog.records if r.name == "jobvisor.app"]
-    assert len(lines) == 1 and "'plain'" in lines[0] and "thread" in lines[0]
+    assert len(lines) == 1
+    assert "'plain'" in lines[0]
+    assert "thread" in lines[0]
 
 
 async def _async_fn(ctx: Any) -> None:
@@ -141,7 +138,8 @@ async def test_a_sync_handler_past_its_timeout_is_told_then_abandoned_and_its_sl
             done = await watcher.until(ended(watcher, job.id), timeout=10)
             assert done.to == "timed_out"
             error = (await daemon.store.get_job(job.id)).error
-            assert error["type"] == "Timeout" and error["abandoned"] is True
+            assert error["type"] == "Timeout"
+            assert error["abandoned"] is True
             assert daemon.pool.handlers_live == 1  # the thread still runs, without its slot
             after = await daemon.store.submit(spec(app, "quick"))  # the one slot is free again
             assert (await watcher.until(ended(watcher, after.id), timeout=10)).to == "completed"
@@ -236,7 +234,9 @@ async def test_sync_phase_functions_run_in_threads_and_a_retry_resumes_at_the_un
         assert (await watcher.until(ended(watcher, job.id), timeout=10)).to == "completed"
         view = await daemon.store.get_job(job.id)
         assert view.result == {"out": "FETCHED PAGE"}
-        assert view.attempts == 2 and runs["fetch"] == 1 and runs["render"] == 2
+        assert view.attempts == 2
+        assert runs["fetch"] == 1
+        assert runs["render"] == 2
         assert view.phases == {"fetch": "completed", "render": "completed"}
         assert view.attempt_records[0].error["message"] == "render broke on the first attempt"
 
@@ -276,7 +276,8 @@ async def test_a_process_isolated_cpu_loop_past_its_timeout_is_killed(redis_url:
         done = await watcher.until(ended(watcher, job.id), timeout=30)
         assert done.to == "timed_out"
         view = await daemon.store.get_job(job.id)
-        assert view.error["type"] == "Timeout" and "abandoned" not in view.error
+        assert view.error["type"] == "Timeout"
+        assert "abandoned" not in view.error
         assert _pid_gone(pid)
         assert int(counted.get(runs_key(job.id))) == 1
 
@@ -287,12 +288,14 @@ async def test_a_child_that_exits_fails_its_attempt_with_the_exit_code_and_the_n
         job = await daemon.store.submit(spec(isolation_app, "exits", input={"redis": redis_url}))
         assert (await watcher.until(ended(watcher, job.id), timeout=30)).to == "failed"
         error = (await daemon.store.get_job(job.id)).error
-        assert error["type"] == "HandlerCrashed" and error["exitcode"] == 3
+        assert error["type"] == "HandlerCrashed"
+        assert error["exitcode"] == 3
         assert "exited with code 3" in error["message"]
         again = await daemon.store.submit(spec(isolation_app, "process_echo", input={"redis": redis_url}))
         assert (await watcher.until(ended(watcher, again.id), timeout=30)).to == "completed"
         result = (await daemon.store.get_job(again.id)).result
-        assert result["echo"] == {"redis": redis_url} and result["pid"] != os.getpid()
+        assert result["echo"] == {"redis": redis_url}
+        assert result["pid"] != os.getpid()
 
 
 async def test_cancelling_a_running_process_isolated_job_kills_its_child_within_a_second(
@@ -391,7 +394,8 @@ async def test_a_poisoned_outcome_fails_only_its_own_attempt(case: str, isolatio
         assert says in view.error["message"]
         assert len(view.error["message"]) <= 4000
         neighbour_view = await daemon.store.get_job(good.id)
-        assert neighbour_view.attempts == 1 and neighbour_view.result == "fine"
+        assert neighbour_view.attempts == 1
+        assert neighbour_view.result == "fine"
         restarts = daemon.deps.metrics.registry.get_sample_value("jobvisor_actor_restarts_total",
                                                                  {"actor": "workers"})
         assert not restarts  # the worker actor never crashed
@@ -419,7 +423,8 @@ async def test_the_event_loop_stall_of_a_blocking_handler_is_one_warning_naming_
     warnings = [r.getMessage() for r in caplog.records if r.name == "jobvisor.loop" and job.id in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert "(type blocks)" in warnings[0]
-    assert lag_sum is not None and lag_sum >= 1.0
+    assert lag_sum is not None
+    assert lag_sum >= 1.0
 
 
 # -- claims whose answer is lost -------------------------------------------------------------------------
@@ -458,7 +463,8 @@ async def test_jobs_leased_by_a_claim_whose_answer_was_lost_are_run_once_not_str
         for job_id in jobs:
             assert (await watcher.until(ended(watcher, job_id), timeout=20)).to == "completed"
         views = [await daemon.store.get_job(j) for j in jobs]
-    assert lost and lost[0] >= 1
+    assert lost
+    assert lost[0] >= 1
     assert sorted(ran) == sorted((j, 1) for j in jobs)  # each ran once, in its first attempt
     assert all(v.attempts == 1 and v.retry_count == 0 for v in views)
 

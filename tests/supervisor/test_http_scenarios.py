@@ -89,16 +89,20 @@ async def test_the_completed_webhook_waits_for_the_source_of_truth(store_url: st
             await watcher.until(settled(watcher, did), timeout=30)
             view = await daemon.store.get_job(job)
     checks, hooks = truth.requests, receiver.requests
-    assert len(checks) == busy + 1 and {c.path for c in checks} == {f"/jobs/{job}"}
-    assert len(hooks) == 1 and hooks[0].path == "/hooks"
+    assert len(checks) == busy + 1
+    assert {c.path for c in checks} == {f"/jobs/{job}"}
+    assert len(hooks) == 1
+    assert hooks[0].path == "/hooks"
     assert hooks[0].at >= checks[-1].at  # sent only after the check that agreed
     body = verified(hooks[0])
     assert hooks[0].headers["webhook-id"] == did
     assert body["type"] == "job.completed"
     data = body["data"]
     assert (data["id"], data["state"], data["validation_status"]) == (job, "completed", "completed")
-    assert data["completed_at"] is not None and data["result"] == {"rows": 7, "job": job}
-    assert view.state == "completed" and view.notification == "delivered"
+    assert data["completed_at"] is not None
+    assert data["result"] == {"rows": 7, "job": job}
+    assert view.state == "completed"
+    assert view.notification == "delivered"
     assert [c.ok for c in view.validation_checks] == [False] * busy + [True]
 
 
@@ -115,7 +119,8 @@ async def test_a_source_of_truth_that_never_agrees_sends_no_completed_webhook(st
     assert [c.reason for c in view.validation_checks] == ["mismatch: status is 'processing', expected 'completed'"] * 3
     [hook] = receiver.requests
     body = verified(hook)
-    assert body["type"] == "job.validation_failed" and body["data"]["completed_at"] is None
+    assert body["type"] == "job.validation_failed"
+    assert body["data"]["completed_at"] is None
     assert "job.completed" not in events
 
 
@@ -133,12 +138,14 @@ async def test_every_bad_answer_from_the_source_of_truth_is_a_failed_check_with_
             view = await daemon.store.get_job(job)
             lost = await daemon.store.get_job(nowhere)
     reasons = [c.reason for c in view.validation_checks]
-    assert view.state == "completed" and len(reasons) == 8
+    assert view.state == "completed"
+    assert len(reasons) == 8
     # categories only: the submitter learns nothing else of what answered (or did not)
     assert reasons[:6] == ["http_error", "invalid_answer", "timeout", "unreachable", "unreachable", "invalid_answer"]
     assert (reasons[6], view.validation_checks[6].status) == ("mismatch: completed_at is null", "completed")
     assert view.validation_checks[7].ok
-    assert lost.state == "validation_failed" and len(lost.validation_checks) == 10
+    assert lost.state == "validation_failed"
+    assert len(lost.validation_checks) == 10
     assert [c.reason for c in lost.validation_checks] == ["unreachable"] * 10
     assert lost.error["type"] == "ValidationFailed"
 

@@ -14,17 +14,13 @@ import trio
 
 from jobvisor import App
 from jobvisor.adapters.records import JobSpec
-from tests.harness import TERMINAL, running_daemon
+from tests.harness import TERMINAL, ended, running_daemon
 
 
 def _spec(type_: str, app: App, **extra: Any) -> JobSpec:
     h = app.handlers[type_]
     return JobSpec(type=type_, phases=h.phases, timeout=h.timeout, max_retries=h.max_retries,
                    backoff=h.backoff, backoff_max=h.backoff_max, **extra)
-
-
-def _ended(watcher: Any, job_id: str) -> Any:
-    return lambda: next((r for r in watcher.replies if r.id == job_id and r.machine == "job" and r.trigger and r.to in TERMINAL), None)
 
 
 async def test_retries_back_off_and_stop_at_max_retries(autojump_clock: trio.testing.MockClock) -> None:
@@ -38,7 +34,7 @@ async def test_retries_back_off_and_stop_at_max_retries(autojump_clock: trio.tes
 
     async with running_daemon(app) as (daemon, watcher):
         job = await daemon.store.submit(_spec("boom", app))
-        await watcher.until(_ended(watcher, job.id))
+        await watcher.until(ended(watcher, job.id))
         view = await daemon.store.get_job(job.id)
     assert view.state == "failed"
     assert view.retry_count == 3 == view.max_retries
@@ -46,7 +42,7 @@ async def test_retries_back_off_and_stop_at_max_retries(autojump_clock: trio.tes
     assert view.error["message"] == "attempt 4"
     assert view.input is None
     # exponential backoff with equal jitter: the n-th retry waits within [b*2^(n-1)/2, b*2^(n-1)]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     for n, gap in enumerate(gaps, start=1):
         full = 2.0 * 2 ** (n - 1)
         assert full / 2 - 0.01 <= gap <= full + 1.0, (n, gap)
@@ -67,7 +63,7 @@ async def test_timeout_cancels_the_handler_and_ends_timed_out(autojump_clock: tr
     async with running_daemon(app) as (daemon, watcher):
         t0 = trio.current_time()
         job = await daemon.store.submit(_spec("sleepy", app))
-        await watcher.until(_ended(watcher, job.id))
+        await watcher.until(ended(watcher, job.id))
         view = await daemon.store.get_job(job.id)
     assert view.state == "timed_out"
     assert [a.outcome for a in view.attempt_records] == ["timed_out", "timed_out"]
@@ -92,18 +88,21 @@ async def test_a_retry_resumes_at_the_first_unfinished_phase(autojump_clock: tri
 
     async with running_daemon(app) as (daemon, watcher):
         job = await daemon.store.submit(_spec("phased", app))
-        await watcher.until(_ended(watcher, job.id))
+        await watcher.until(ended(watcher, job.id))
         view = await daemon.store.get_job(job.id)
     assert view.state == "completed"
     assert runs == {"a": 1, "b": 2, "c": 1}
     assert view.result == ["a@1", "b@2", "c@2"]
     assert view.phases == {"a": "completed", "b": "completed", "c": "completed"}
     first, second = view.attempt_records
-    assert first.interrupted_phase == "b" and first.outcome == "failed"
-    assert second.resumed_at_phase == "b" and second.outcome == "succeeded"
+    assert first.interrupted_phase == "b"
+    assert first.outcome == "failed"
+    assert second.resumed_at_phase == "b"
+    assert second.outcome == "succeeded"
     # a completed job shows no error; the failed attempt keeps its own
     assert view.error is None
-    assert first.error["message"] == "b breaks once" and second.error is None
+    assert first.error["message"] == "b breaks once"
+    assert second.error is None
 
 
 async def test_retry_from_start_runs_every_phase_again(autojump_clock: trio.testing.MockClock) -> None:
@@ -122,12 +121,12 @@ async def test_retry_from_start_runs_every_phase_again(autojump_clock: trio.test
 
     async with running_daemon(app) as (daemon, watcher):
         job = await daemon.store.submit(_spec("twice", app))
-        await watcher.until(_ended(watcher, job.id))
+        await watcher.until(ended(watcher, job.id))
         assert (await daemon.store.get_job(job.id)).state == "failed"
         mark = len(watcher.replies)
         reply = await daemon.store.retry(job.id, from_start=True)
         assert reply.to == "queued"
-        await watcher.until(lambda: any(r.id == job.id and r.machine == "job" and r.trigger and r.to in TERMINAL for r in watcher.replies[mark:]))
+        await watcher.until(ended(watcher, job.id, after=mark))
         view = await daemon.store.get_job(job.id)
     assert view.state == "completed"
     assert runs == {"a": 2, "b": 2}
@@ -194,7 +193,7 @@ async def test_cancel_racing_completion_ends_in_exactly_one_terminal_event(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(daemon.store.cancel, job.id)
                 gate.set()
-            await watcher.until(_ended(watcher, job.id))
+            await watcher.until(ended(watcher, job.id))
             events = [e for e in await daemon.store.events("default") if e.id == job.id]
             terminal = [e for e in events if e.fields.get("to") in TERMINAL]
             assert len(terminal) == 1, terminal
@@ -219,13 +218,15 @@ async def test_an_unencodable_result_fails_the_attempt_and_an_unknown_type_waits
     async with running_daemon(app) as (daemon, watcher):
         stray = await daemon.store.submit(JobSpec(type="nobody-handles-this", max_retries=0))
         bad = await daemon.store.submit(_spec("weird", app))
-        await watcher.until(_ended(watcher, bad.id))
+        await watcher.until(ended(watcher, bad.id))
         good = await daemon.store.submit(_spec("fine", app))
-        await watcher.until(_ended(watcher, good.id))
+        await watcher.until(ended(watcher, good.id))
         views = [await daemon.store.get_job(j.id) for j in (bad, stray, good)]
-    assert views[0].state == "failed" and views[0].error["type"] == "UnencodableResult"
+    assert views[0].state == "failed"
+    assert views[0].error["type"] == "UnencodableResult"
     assert (views[1].state, views[1].attempts, views[1].retry_count, views[1].error) == ("queued", 0, 0, None)
-    assert views[2].state == "completed" and views[2].result == "ok"
+    assert views[2].state == "completed"
+    assert views[2].result == "ok"
 
 
 async def test_shutdown_releases_interrupted_jobs_naming_the_phase(autojump_clock: trio.testing.MockClock) -> None:
@@ -252,4 +253,5 @@ async def test_shutdown_releases_interrupted_jobs_naming_the_phase(autojump_cloc
     assert trio.current_time() - t0 == pytest.approx(2.0, abs=0.5)
     released = [r for r in watcher.replies if r.id == job.id and r.trigger == "release"]
     assert len(released) == 1
-    assert released[0].to == "queued" and released[0].interrupted_phase == "second"
+    assert released[0].to == "queued"
+    assert released[0].interrupted_phase == "second"

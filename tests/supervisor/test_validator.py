@@ -15,17 +15,12 @@ import trio
 from jobvisor import App, ValidationResult
 from jobvisor.adapters.backend import MemoryServers
 from jobvisor.adapters.records import JobSpec, JobView
-from tests.harness import TERMINAL, Watcher, running_daemon
+from tests.harness import ended, running_daemon
 
 
 def _spec(app: App, type_: str, **extra: Any) -> JobSpec:
     h = app.handlers[type_]
     return JobSpec(type=type_, max_retries=h.max_retries, has_validator=h.has_validator, **extra)
-
-
-def _ended(watcher: Watcher, job_id: str, after: int = 0) -> Any:
-    return lambda: next((r for r in watcher.replies[after:] if r.id == job_id and r.machine == "job" and r.trigger and r.to in TERMINAL),
-                        None)
 
 
 class SourceOfTruth:
@@ -64,21 +59,24 @@ async def test_a_job_completes_only_once_the_source_of_truth_agrees(
     app = _app(truth, runs)
     async with running_daemon(app, validation_interval=2.0, validation_jitter=0.1) as (daemon, watcher):
         job = (await daemon.store.submit(_spec(app, "sync", notify=True))).id
-        await watcher.until(_ended(watcher, job))
+        await watcher.until(ended(watcher, job))
         view = await daemon.store.get_job(job)
         events = [e for e in await daemon.store.events("default") if e.id == job]
         [delivery] = await daemon.store.take_deliveries("default")
-    assert view.state == "completed" and view.validation_status == "completed"
+    assert view.state == "completed"
+    assert view.validation_status == "completed"
     assert len(truth.checks) == busy + 1
     assert [c.ok for c in view.validation_checks] == [False] * busy + [True]
     assert truth.checks[0] - runs[0] == pytest.approx(0.0, abs=0.01)  # the first check is at once
-    for gap in (b - a for a, b in zip(truth.checks, truth.checks[1:])):
+    for gap in (b - a for a, b in zip(truth.checks, truth.checks[1:], strict=False)):
         assert 1.8 - 1e-6 <= gap <= 2.2 + 0.01, gap
     types = [e.type for e in events]
     assert types.count("job.validation_check") == busy
-    assert types.count("job.completed") == 1 and types[-1] == "job.completed"
+    assert types.count("job.completed") == 1
+    assert types[-1] == "job.completed"
     assert delivery.event == "job.completed"
-    assert '"state":"completed"' in delivery.snapshot and '"validation_status":"completed"' in delivery.snapshot
+    assert '"state":"completed"' in delivery.snapshot
+    assert '"validation_status":"completed"' in delivery.snapshot
 
 
 async def test_a_source_of_truth_that_never_agrees_ends_in_validation_failed(
@@ -89,7 +87,7 @@ async def test_a_source_of_truth_that_never_agrees_ends_in_validation_failed(
     async with running_daemon(app) as (daemon, watcher):  # defaults: 5 checks, 2 s apart
         job = (await daemon.store.submit(_spec(app, "sync", notify=True))).id
         t0 = trio.current_time()
-        await watcher.until(_ended(watcher, job))
+        await watcher.until(ended(watcher, job))
         elapsed = trio.current_time() - t0
         view = await daemon.store.get_job(job)
         events = [e.type for e in await daemon.store.events("default") if e.id == job]
@@ -97,7 +95,8 @@ async def test_a_source_of_truth_that_never_agrees_ends_in_validation_failed(
     assert len(truth.checks) == 5
     assert 4 * 1.8 - 0.01 <= elapsed <= 4 * 2.2 + 0.1
     assert (view.state, view.reason, view.validation_status) == ("validation_failed", "validation_failed", "processing")
-    assert view.error["type"] == "ValidationFailed" and "5 checks" in view.error["message"]
+    assert view.error["type"] == "ValidationFailed"
+    assert "5 checks" in view.error["message"]
     assert "job.completed" not in events
     assert [d.event for d in deliveries] == ["job.validation_failed"]
 
@@ -125,7 +124,7 @@ async def test_every_kind_of_failed_check_costs_one_attempt_with_its_reason(
         daemon, watcher
     ):
         job = (await daemon.store.submit(_spec(app, "sync"))).id
-        await watcher.until(_ended(watcher, job))
+        await watcher.until(ended(watcher, job))
         view = await daemon.store.get_job(job)
     assert view.state == "completed"
     assert [(c.n, c.ok, c.reason) for c in view.validation_checks] == [
@@ -154,7 +153,7 @@ async def test_validation_never_holds_a_worker_slot(autojump_clock: trio.testing
         slow = (await daemon.store.submit(_spec(app, "sync"))).id
         await watcher.until(lambda: any(r.id == slow and r.to == "validating" for r in watcher.replies))
         quick = (await daemon.store.submit(_spec(app, "plain"))).id
-        await watcher.until(_ended(watcher, quick))
+        await watcher.until(ended(watcher, quick))
         assert (await daemon.store.get_job(slow)).state == "validating"
         assert (await daemon.store.get_job(quick)).state == "completed"
         await daemon.store.cancel(slow)
@@ -166,14 +165,15 @@ async def test_an_operator_retry_runs_validation_again_not_the_handler(autojump_
     app = _app(truth, runs)
     async with running_daemon(app, validation_attempts=5) as (daemon, watcher):
         job = (await daemon.store.submit(_spec(app, "sync"))).id
-        await watcher.until(_ended(watcher, job))
+        await watcher.until(ended(watcher, job))
         assert (await daemon.store.get_job(job)).state == "validation_failed"
         mark = len(watcher.replies)
         assert (await daemon.store.retry(job)).to == "validating"
-        await watcher.until(_ended(watcher, job, mark))
+        await watcher.until(ended(watcher, job, mark))
         view = await daemon.store.get_job(job)
     assert view.state == "completed"
-    assert len(runs) == 1 and view.attempts == 1
+    assert len(runs) == 1
+    assert view.attempts == 1
     assert [(c.epoch, c.ok) for c in view.validation_checks] == [(0, False)] * 5 + [(1, True)]
 
 
@@ -195,8 +195,10 @@ async def test_a_job_cancelled_mid_check_stays_cancelled(autojump_clock: trio.te
         await watcher.until(lambda: any(r.id == job and r.kind == "absorbed" for r in watcher.replies))
         view = await daemon.store.get_job(job)
         events = [e.type for e in await daemon.store.events("default") if e.id == job]
-    assert view.state == "cancelled" and view.validation_checks == []
-    assert "job.completed" not in events and events.count("job.cancelled") == 1
+    assert view.state == "cancelled"
+    assert view.validation_checks == []
+    assert "job.completed" not in events
+    assert events.count("job.cancelled") == 1
 
 
 async def test_shutdown_gives_a_check_back_and_the_next_daemon_makes_it(autojump_clock: trio.testing.MockClock) -> None:

@@ -135,7 +135,8 @@ async def test_completed_there_completes_here_with_the_services_result_and_no_re
         view = await ended(daemon, watcher, job)
         history = await job_events(daemon, job)
     assert (view.state, view.result, view.retry_count) == ("completed", {"by": "service"}, 0)
-    assert runs[job] == 0 and asked["svc-1"] == 1
+    assert runs[job] == 0
+    assert asked["svc-1"] == 1
     [attempt] = view.attempt_records
     assert (attempt.outcome, attempt.by, attempt.worker, attempt.service_job_id) == (
         "succeeded", "watchdog", "ghost", "svc-1")
@@ -284,7 +285,8 @@ async def test_queries_are_bounded_in_concurrency_and_never_stall_jobs_that_need
     assert all(t == first_sweep for j in plain for t, _ in timeline.decisions(j))
     assert first_sweep - t0 <= 6.1  # at once, while the first two queries hang
     done = sorted(t - t0 for j in queried for t, _ in timeline.decisions(j))
-    assert len(done) == 6 and done[-1] <= 6.1 + 3 * (2.0 + 1.1)  # three rounds of two
+    assert len(done) == 6
+    assert done[-1] <= 6.1 + 3 * (2.0 + 1.1)
     for j in queried:
         [(_, r)] = timeline.decisions(j)
         assert r.trigger == "lease_expired"
@@ -303,11 +305,13 @@ async def test_two_daemons_watchdogs_race_on_the_same_expired_leases(autojump_cl
     answers.update({f"svc-{j}": later for j in queried})
     plain = ghost(memory, app, "external", n=10)
     settings = {**SETTINGS, "watchdog_interval": 0.05}
-    async with running_daemon(app, memory=memory, worker_id="one", **settings) as (one, w1):
-        async with running_daemon(app, memory=memory, worker_id="two", **settings) as (two, w2):
-            for j in queried + plain:
-                await w1.until(lambda j=j: any(r.id == j and r.to in TERMINAL for r in w1.replies + w2.replies))
-            history = await one.store.events("default")
+    async with (
+        running_daemon(app, memory=memory, worker_id="one", **settings) as (one, w1),
+        running_daemon(app, memory=memory, worker_id="two", **settings) as (two, w2),
+    ):
+        for j in queried + plain:
+            await w1.until(lambda j=j: any(r.id == j and r.to in TERMINAL for r in w1.replies + w2.replies))
+        history = await one.store.events("default")
     decisions = Counter((e.id, e.type) for e in history if e.type in ("job.lease_expired", "job.completed"))
     for j in queried:
         assert decisions[(j, "job.completed")] == 1
@@ -316,7 +320,8 @@ async def test_two_daemons_watchdogs_race_on_the_same_expired_leases(autojump_cl
     for j in plain:
         assert decisions[(j, "job.lease_expired")] == 1
         assert decisions[(j, "job.completed")] == 1  # the retry
-    assert sum(runs[j] for j in queried) == 0 and all(runs[j] == 1 for j in plain)
+    assert sum(runs[j] for j in queried) == 0
+    assert all(runs[j] == 1 for j in plain)
 
 
 # -- abandoned handlers -------------------------------------------------------------------------------
@@ -346,19 +351,23 @@ async def test_a_handler_that_ignores_cancellation_is_abandoned_and_its_slot_reu
         t0 = trio.current_time()
         job = (await daemon.store.submit(spec_of(app, "deaf"))).id
         await watcher.until(lambda: any(r.id == job and r.trigger == "timeout" for r in watcher.replies))
-        assert daemon.pool.handlers_live == 1 and len(daemon.pool.abandoned) == 1
+        assert daemon.pool.handlers_live == 1
+        assert len(daemon.pool.abandoned) == 1
         other = (await daemon.store.submit(spec_of(app, "quick"))).id
         view = await ended(daemon, watcher, job)
         assert (await daemon.store.get_job(other)).state == "completed"
         assert not returned  # the abandoned handler still sleeps; the slot served two attempts
         await trio.sleep(100)
-        assert len(returned) == 1 and daemon.pool.handlers_live == 0 and not daemon.pool.abandoned
+        assert len(returned) == 1
+        assert daemon.pool.handlers_live == 0
+        assert not daemon.pool.abandoned
         stale = [r for r in watcher.replies if r.kind == "stale"]
     [(at, _)] = [(t, r) for t, r in timeline.seen if r.id == job and r.trigger == "timeout"]
     assert at - t0 == pytest.approx(5.0 + 2.0, abs=0.01)
     first, second = view.attempt_records
     assert first.outcome == "timed_out"
-    assert first.error["abandoned"] is True and "abandoned" in first.error["message"]
+    assert first.error["abandoned"] is True
+    assert "abandoned" in first.error["message"]
     assert (second.outcome, view.state, view.result) == ("succeeded", "completed", {"attempt": 2})
     assert stale == []  # the abandoned outcome is discarded, never reported
 
@@ -380,17 +389,20 @@ async def test_daemons_register_with_their_jobs_and_a_silent_one_is_declared_los
     with SyncStore(open_backend(URL, memory=memory)) as ghost_store:
         ghost_store.heartbeat("silent", {"slots": "[]", "queues": "default"}, ttl=3, start=True)
     settings = {"lease": 6.0, "watchdog_interval": 0.5}
-    async with running_daemon(app, memory=memory, worker_id="one", concurrency=3, **settings) as (one, w1):
-        async with running_daemon(app, memory=memory, worker_id="two", **settings) as (two, w2):
-            job = (await one.store.submit(spec_of(app, "wait"))).id
-            await trio.sleep(10)  # several heartbeats (every 2 s) and sweeps (every 0.5 s)
-            live = {w.id: w for w in await one.store.workers()}
-            gone = {w.id: w for w in await one.store.workers(include_gone=True)}
-            release.set()
+    async with (
+        running_daemon(app, memory=memory, worker_id="one", concurrency=3, **settings) as (one, _),
+        running_daemon(app, memory=memory, worker_id="two", **settings),
+    ):
+        job = (await one.store.submit(spec_of(app, "wait"))).id
+        await trio.sleep(10)  # several heartbeats (every 2 s) and sweeps (every 0.5 s)
+        live = {w.id: w for w in await one.store.workers()}
+        gone = {w.id: w for w in await one.store.workers(include_gone=True)}
+        release.set()
     assert set(live) == {"one", "two"}
     holder = live["one"] if live["one"].slots else live["two"]
     assert [(s.job, s.slot, s.attempt) for s in holder.slots] == [(job, 1, 1)]
-    assert holder.concurrency in (3, 16) and holder.queues == ["default"]
+    assert holder.concurrency in (3, 16)
+    assert holder.queues == ["default"]
     assert gone["silent"].state == "lost"
     with SyncStore(open_backend(URL, memory=memory)) as reader:
         history = [(e.type, e.id) for e in reader.events(REGISTRY)]

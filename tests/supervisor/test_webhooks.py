@@ -148,13 +148,15 @@ def test_the_body_is_the_snapshot_with_its_times() -> None:
     snapshot = json.dumps({"id": "default.X", "state": "completed", "created_at_ms": 1_750_000_000_000,
                            "finished_at_ms": 1_750_000_000_250, "result": {"big": 12345678901234567890}})
     body = json.loads(event_body("job.completed", 1_750_000_000_250, snapshot))
-    assert body["type"] == "job.completed" and body["timestamp"] == "2025-06-15T15:06:40.250Z"
+    assert body["type"] == "job.completed"
+    assert body["timestamp"] == "2025-06-15T15:06:40.250Z"
     data = body["data"]
     assert (data["state"], data["completed_at"], data["created_at"]) == (
         "completed", "2025-06-15T15:06:40.250Z", "2025-06-15T15:06:40.000Z")
     assert data["result"] == {"big": 12345678901234567890}
     failed = json.loads(event_body("job.failed", 1, snapshot.replace('"completed"', '"failed"')))
-    assert failed["data"]["completed_at"] is None and failed["data"]["finished_at"] is not None
+    assert failed["data"]["completed_at"] is None
+    assert failed["data"]["finished_at"] is not None
 
 
 @pytest.mark.parametrize("secret", ["whsec_", "whsec_c2hvcnQ=", "whsec_!!notbase64!!", "plain words", ""])
@@ -173,7 +175,9 @@ def test_the_secret_never_shows_in_the_configuration() -> None:
     config = load_config({}, environ={"JOBVISOR_WEBHOOK_SECRET": SECRET})
     assert config.webhook_secret == SECRET
     for text in (repr(config), str(config), f"{config!r}"):
-        assert SECRET not in text and SECRET[6:] not in text and "webhook_secret=***" in text
+        assert SECRET not in text
+        assert SECRET[6:] not in text
+        assert "webhook_secret=***" in text
 
 
 def test_webhook_and_allow_list_settings_are_checked_at_load() -> None:
@@ -209,7 +213,7 @@ async def test_retries_back_off_exponentially_with_jitter_then_dead(autojump_clo
     assert len(receiver.seen) == 4
     rng = random.Random(SEED)
     expected = [min(100.0, 2 ** (n - 1)) * (0.5 + 0.5 * rng.random()) for n in (1, 2, 3)]
-    gaps = [b.at - a.at for a, b in zip(receiver.seen, receiver.seen[1:])]
+    gaps = [b.at - a.at for a, b in zip(receiver.seen, receiver.seen[1:], strict=False)]
     assert gaps == pytest.approx(expected, abs=0.002), f"seed {SEED}"
     assert (delivery.state, delivery.attempts, delivery.last_status, delivery.last_error) == (
         "dead", 4, 500, "HTTP 500")
@@ -254,7 +258,8 @@ async def test_a_receiver_that_hangs_costs_one_attempt_of_exactly_the_timeout(
         await watcher.until(settled(watcher, did))
         fails = [r for r in watcher.replies if r.id == did and r.to == "retry_wait"]
         [delivery] = await store.job_deliveries(job, 0)
-    assert len(fails) == 1 and len(receiver.seen) == 2
+    assert len(fails) == 1
+    assert len(receiver.seen) == 2
     assert (delivery.state, delivery.attempts, delivery.last_status) == ("delivered", 2, 204)
     rng = random.Random(SEED)
     assert receiver.seen[1].at - receiver.seen[0].at == pytest.approx(3.0 + 0.5 + 0.5 * rng.random(), abs=0.002)
@@ -309,7 +314,8 @@ async def test_the_default_url_no_url_and_the_allow_list(autojump_clock: trio.te
         job = await cancelled_job(store, webhook_url=None, notify=True)
         await watcher.until(settled(watcher, f"{job}~job.cancelled~0"))
         [nowhere] = await store.job_deliveries(job, 0)
-    assert nowhere.state == "dead" and "no webhook URL" in (nowhere.last_error or "")
+    assert nowhere.state == "dead"
+    assert "no webhook URL" in (nowhere.last_error or "")
     assert receiver.seen == []
 
 
@@ -319,7 +325,8 @@ async def test_without_a_secret_deliveries_wait_in_the_outbox(autojump_clock: tr
         job = await cancelled_job(store)
         await trio.sleep(600)
         [waiting] = await store.job_deliveries(job, 0)
-    assert receiver.seen == [] and (waiting.state, waiting.attempts) == ("pending", 0)
+    assert receiver.seen == []
+    assert (waiting.state, waiting.attempts) == ("pending", 0)
     async with deliverer(statuses(200), memory=memory) as (store, watcher, receiver):
         await watcher.until(settled(watcher, f"{job}~job.cancelled~0"))
     assert len(receiver.seen) == 1
@@ -331,7 +338,8 @@ async def test_every_attempt_is_signed_and_verifies(autojump_clock: trio.testing
         await watcher.until(settled(watcher, f"{job}~job.cancelled~0"))
     assert len(receiver.seen) == 3
     stamps = [int(s.headers["webhook-timestamp"]) for s in receiver.seen]
-    assert stamps == sorted(stamps) and stamps[0] < stamps[-1]  # each attempt signs its own time
+    assert stamps == sorted(stamps)
+    assert stamps[0] < stamps[-1]
     for seen in receiver.seen:
         # the library checks the timestamp against the real clock: sign-time is virtual here,
         # so check the signature itself with the timestamp the attempt carried
@@ -406,7 +414,8 @@ async def test_a_batch_event_is_delivered_like_a_job_event(autojump_clock: trio.
     [seen] = receiver.seen
     body = json.loads(seen.body)
     assert (body["type"], body["data"]["id"], body["data"]["state"]) == ("batch.completed", batch, "completed")
-    assert body["data"]["completed_at"] is not None and body["data"]["completed"] == 1
+    assert body["data"]["completed_at"] is not None
+    assert body["data"]["completed"] == 1
     assert view.notification == "delivered"
 
 
@@ -425,5 +434,7 @@ async def test_a_delivery_whose_snapshot_is_not_json_is_dead_and_the_actor_lives
         await watcher.until(settled(watcher, f"{good}~job.cancelled~0"))
         [dead] = await store.job_deliveries(bad, 0)
         [sent] = await store.job_deliveries(good, 0)
-    assert (dead.state, dead.attempts) == ("dead", 1) and "not JSON" in (dead.last_error or "")
-    assert sent.state == "delivered" and len(receiver.seen) == 1
+    assert (dead.state, dead.attempts) == ("dead", 1)
+    assert "not JSON" in (dead.last_error or "")
+    assert sent.state == "delivered"
+    assert len(receiver.seen) == 1
