@@ -171,7 +171,8 @@ class Backend:
             self.round_trips += 1
             return list(pipe.execute(raise_on_error=False))
 
-        return self._guard(send)
+        replies: list[Any] = self._guard(send)
+        return replies
 
     def _guard(self, fn: Any) -> Any:
         try:
@@ -277,7 +278,7 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
 
         name = url[len("memory://") :] or "default"
         servers = memory if memory is not None else MemoryServers()
-        client = fakeredis.FakeRedis(server=servers.get(name))
+        client: redis.Redis = fakeredis.FakeRedis(server=servers.get(name))
         return Backend(client, url, inline=True)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise BadInput(f"redis: {redact(url)!r} is not a Redis URL (redis://host:port/db or memory://)")

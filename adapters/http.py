@@ -136,8 +136,9 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(f"{host!r} resolved to no address")
         return addresses
 
-    async def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+    async def connect_tcp(  # httpcore's network-backend interface, timeout and all
+        self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
+        local_address: str | None = None,
         socket_options: typing.Iterable[typing.Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         addresses = await self._addresses(host, port)
@@ -156,8 +157,8 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         assert failure is not None
         raise failure
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None,
+    async def connect_unix_socket(  # httpcore's network-backend interface
+        self, path: str, timeout: float | None = None,  # noqa: ASYNC109
         socket_options: typing.Iterable[typing.Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("unix sockets are not outbound destinations")

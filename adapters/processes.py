@@ -18,6 +18,7 @@ its exit code or signal, and the cache replaces it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import signal
@@ -90,10 +91,8 @@ class ProcessRunner:
         self._nursery.start_soon(self._warm)
 
     async def _warm(self) -> None:
-        try:
+        with contextlib.suppress(trio_parallel.BrokenWorkerError):  # the next job starts its own child
             await self._context.run_sync(_ready, self._modules, kill_on_cancel=True, limiter=self._limiter)
-        except trio_parallel.BrokenWorkerError:
-            pass  # the next job starts its own child
 
     async def run(self, fn: Callable[[Any], Any], context: Any, *, max_bytes: int) -> tuple[str, Any]:
         """The handler's outcome, as :func:`_run_in_child` gives it. Cancelling kills the child.
@@ -124,12 +123,14 @@ async def open_process_runner(slots: int, *, modules: tuple[str, ...] = (),
     """
     server = multiprocessing.get_context("forkserver")
     server.set_forkserver_preload(["jobvisor.adapters.processes", *modules])
-    async with trio_parallel.open_worker_context(
-        idle_timeout=idle_timeout, grace_period=1.0, worker_type=trio_parallel.WorkerType.FORKSERVER) as context:
-        async with trio.open_nursery() as nursery:
-            runner = ProcessRunner(context, slots, nursery, modules)
-            runner.warm()
-            try:
-                yield runner
-            finally:
-                nursery.cancel_scope.cancel()
+    async with (
+        trio_parallel.open_worker_context(
+            idle_timeout=idle_timeout, grace_period=1.0, worker_type=trio_parallel.WorkerType.FORKSERVER) as context,
+        trio.open_nursery() as nursery,
+    ):
+        runner = ProcessRunner(context, slots, nursery, modules)
+        runner.warm()
+        try:
+            yield runner
+        finally:
+            nursery.cancel_scope.cancel()

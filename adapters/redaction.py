@@ -21,8 +21,8 @@ __all__ = ["redact_text", "RedactingFilter", "install_log_redaction", "REDACTED_
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 
 REDACTED_LOGGERS = (
-    "jobvisor.webhooks", "jobvisor.validator", "jobvisor.daemon", "httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
-    "httpcore.proxy", "httpcore.socks",
+    "jobvisor.webhooks", "jobvisor.validator", "jobvisor.daemon", "httpx",
+    "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks",
 )
 """Loggers given a :class:`RedactingFilter` by :func:`install_log_redaction` (a filter on a
 logger sees only records made by that very logger, hence each httpcore logger by name)."""

@@ -61,7 +61,7 @@ class TrioConnection:
 
     def __init__(self, url: str, *, timeout: float, callbacks: Any) -> None:
         self.url = redact(url)
-        self._params = parse_url(url)
+        self._params = parse_url(url)  # type: ignore[no-untyped-call]
         self._timeout = timeout
         self._callbacks = callbacks
         self._stream: trio.abc.Stream | None = None
@@ -145,7 +145,7 @@ class TrioConnection:
             self.close()
             raise StoreUnavailable(self.url, str(exc) or type(exc).__name__) from exc
 
-    async def receive(self, timeout: float) -> Any:
+    async def receive(self, timeout: float) -> Any:  # noqa: ASYNC109  (a poll with a bound, the caller loops)
         """The next reply or push (a pub/sub message is ``[b"message", channel, data]``),
         or ``None`` when nothing came within ``timeout``. Cancelling it loses nothing:
         bytes already read stay in the parser."""

@@ -37,6 +37,7 @@ import msgspec
 
 from jobvisor.machines import JOB
 
+from . import routing
 from .backend import Backend, Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
 from .filing import CATEGORY_OF, Problem
@@ -57,12 +58,11 @@ from .records import (
     LostWorker,
     Reply,
     SlotView,
-    WorkerView,
     Unfiled,
     ValidationCheck,
     ValidationTask,
+    WorkerView,
 )
-from . import routing
 from .sanitize import Sanitizer
 
 __all__ = ["Store", "SyncStore", "Executor", "DirectExecutor", "Due", "IDEMPOTENCY_TTL"]

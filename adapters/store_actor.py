@@ -36,8 +36,8 @@ from typing import Any
 import trio
 
 from .backend import Backend, Call, OpsCall
-from .resp import TrioConnection
 from .errors import StoreError, StoreUnavailable
+from .resp import TrioConnection
 
 __all__ = ["StoreActor", "StoreStatistics"]
 

@@ -113,7 +113,8 @@ def check_same_outcomes(cases: list[Case]) -> None:
         )
         model.retry_count = 0 if f.get("retries_left", True) else 1
         fired = machine.fire(model, trigger)
-        assert fired is outcome.changed and model.state == outcome.dest, (state, trigger, facts)
+        assert fired is outcome.changed, (state, trigger, facts)
+        assert model.state == outcome.dest, (state, trigger, facts)
         absorbed = JOB.is_terminal(state) and not fired
         assert outcome.kind is (Kind.ABSORBED if absorbed else Kind.MOVED)
         machine.detach(model)

@@ -140,7 +140,8 @@ def main() -> None:
         try:
             print(f"N={n} no-op jobs, results stored, one local redis-server\n")
             for daemons in (1, 2):
-                print(f"{daemons} daemon(s), 64 slots each: {throughput(server.url, n, daemons):,.0f} jobs/s end to end")
+                rate = throughput(server.url, n, daemons)
+                print(f"{daemons} daemon(s), 64 slots each: {rate:,.0f} jobs/s end to end")
             p50, p99 = pickup(server.url)
             print(f"\npickup latency at 50 jobs/s (submit -> handler start): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
             if os.path.exists("/proc/self/stat"):

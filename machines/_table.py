@@ -191,7 +191,7 @@ class MachineDef(Generic[S, T]):
         except KeyError:
             raise self._invalid(state, trigger) from None
         if entry.__class__ is Outcome:
-            return entry  # type: ignore[return-value]
+            return entry
         given = _NoFacts(self.name) if facts is None else facts
         for guard, outcome in entry:  # type: ignore[attr-defined]
             if guard is None or given[guard]:

@@ -48,7 +48,7 @@ class BatchTrigger(enum.StrEnum):
     CANCEL = "cancel"
 
 
-O, RUN, FIN = BatchState.OPEN, BatchState.RUNNING, BatchState.FINALIZING
+OPN, RUN, FIN = BatchState.OPEN, BatchState.RUNNING, BatchState.FINALIZING
 DONE, PART, FAILED, CANC = (
     BatchState.COMPLETED,
     BatchState.COMPLETED_PARTIAL,
@@ -61,7 +61,7 @@ BATCH: MachineDef[BatchState, BatchTrigger] = MachineDef(
     name="batch",
     states=BatchState,
     triggers=BatchTrigger,
-    initial=((O, "create"),),
+    initial=((OPN, "create"),),
     terminal=frozenset({DONE, PART, FAILED, CANC}),
     guards={
         "ready": "threshold met (size known), or every member terminal (size known), or stuck",
@@ -75,12 +75,12 @@ BATCH: MachineDef[BatchState, BatchTrigger] = MachineDef(
     },
     notifications={DONE: "batch.completed", PART: "batch.completed", FAILED: "batch.failed"},
     rows=(
-        Row(_t.CLOSE, (O,), RUN, effects=("mark_closed",)),
-        Row(_t.MEMBER_DONE, (O, RUN, FIN), None, effects=("touch",)),
-        Row(_t.FINALIZE, (O, RUN), FIN, guard="ready"),
+        Row(_t.CLOSE, (OPN,), RUN, effects=("mark_closed",)),
+        Row(_t.MEMBER_DONE, (OPN, RUN, FIN), None, effects=("touch",)),
+        Row(_t.FINALIZE, (OPN, RUN), FIN, guard="ready"),
         Row(_t.SETTLE, (FIN,), DONE, guard="all_done"),
         Row(_t.SETTLE, (FIN,), PART, guard="threshold_met"),
         Row(_t.SETTLE, (FIN,), FAILED),
-        Row(_t.CANCEL, (O, RUN), CANC, effects=("cancel_members",)),
+        Row(_t.CANCEL, (OPN, RUN), CANC, effects=("cancel_members",)),
     ),
 )

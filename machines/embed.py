@@ -43,7 +43,7 @@ __all__ = ["EmbeddedMachine", "JobMachine", "PhaseMachine", "BatchMachine", "Web
 log = logging.getLogger(__name__)
 
 
-class _GuardedEvent(Event):  # type: ignore[misc]
+class _GuardedEvent(Event):
     """A ``transitions`` event that raises :class:`InvalidTransition` instead of MachineError."""
 
     def _is_valid_source(self, state: Any) -> bool:
@@ -52,7 +52,7 @@ class _GuardedEvent(Event):  # type: ignore[misc]
         return True
 
 
-class _Machine(Machine):  # type: ignore[misc]
+class _Machine(Machine):
     event_cls = _GuardedEvent
     definition_name = "machine"
 

@@ -38,4 +38,4 @@ def to_mermaid(definition: MachineDef[Any, Any], *, direction: str = "LR") -> st
 
 
 def _first_terminal(definition: MachineDef[Any, Any]) -> str:
-    return next(s.value for s in definition.states if s in definition.terminal)
+    return str(next(s.value for s in definition.states if s in definition.terminal))

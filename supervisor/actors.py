@@ -27,7 +27,8 @@ __all__ = ["run_scheduler", "run_listener"]
 log = logging.getLogger("jobvisor.actors")
 
 
-async def run_scheduler(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_scheduler(deps: Deps, stop: trio.Event,
+                        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Move scheduled jobs whose time has come to ``queued``; sleep until the next one."""
     task_status.started()
     outage = StoreOutage("scheduler", log)
@@ -46,7 +47,8 @@ async def run_scheduler(deps: Deps, stop: trio.Event, *, task_status: trio.TaskS
         await wait_any(stop, wait, changed)
 
 
-async def run_listener(deps: Deps, backend: Backend, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_listener(deps: Deps, backend: Backend, stop: trio.Event,
+                       *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Forward other processes' ``wake`` and ``cancel`` messages to the hub."""
     channels = []
     for queue in deps.queues:

@@ -167,7 +167,7 @@ class _TypeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 def _isolation_of(type: str, fn: Handler, asked: Isolation | None, phases: tuple[str, ...]) -> Isolation:
     """Where ``fn`` runs; one line in the log for a plain function, a ValueError for a mismatch."""
-    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn.__class__, "__call__", None))
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(fn.__class__.__call__)
     where: Isolation = asked or ("loop" if is_async else "thread")
     if where not in ("loop", "thread", "process"):
         raise ValueError(f"handler {type!r}: isolation is one of loop, thread, process, not {where!r}")

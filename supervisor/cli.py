@@ -21,9 +21,8 @@ from typing import Any, NoReturn
 import msgspec
 
 from jobvisor.adapters.backend import STREAM_CAP, open_backend
-from jobvisor.adapters.errors import BadInput, JobvisorError, NotFound, Rejected, StoreUnavailable, redact
+from jobvisor.adapters.errors import BadInput, JobvisorError, NotFound, Rejected, redact
 from jobvisor.adapters.keys import REGISTRY, check_queue_name, events_key, queue_of
-from jobvisor.adapters.records import BatchSpec, decode_spec
 from jobvisor.adapters.redaction import install_log_redaction, redact_text
 from jobvisor.adapters.store import SyncStore, event_of
 from jobvisor.machines import MACHINES, to_mermaid

@@ -52,11 +52,11 @@ from .evaluator import run_evaluator
 from .hub import Hub, wait_any
 from .metrics import Metrics, MetricsServer
 from .outage import StoreOutage
-from .retention import run_retention
 from .registry import Registration, run_registry
+from .retention import run_retention
 from .supervise import ChildSpec, Policy, Supervisor
-from .watchdog import run_watchdog
 from .validation import Validator, check_validator_urls
+from .watchdog import run_watchdog
 from .webhooks import Deliverer
 from .workers import WorkerPool
 
@@ -166,7 +166,8 @@ async def run_daemon(
 
     Waits for Redis when it does not answer at start (see the module
     docstring), or with ``wait_for_store=False`` (a one-shot run such as the
-    demo) raises :class:`~adapters.errors.StoreUnavailable` at once; raises :class:`~supervisor.supervise.SupervisorGaveUp`
+    demo) raises :class:`~jobvisor.adapters.errors.StoreUnavailable` at once; raises
+    :class:`~jobvisor.supervisor.supervise.SupervisorGaveUp`
     (inside an exception group) when an actor keeps crashing. ``on_stuck``
     is called with the error the daemon is ending with (or ``None``) when
     abandoned handlers are still blocked once everything else is done.

@@ -40,7 +40,8 @@ BATCH = 200
 """Jobs read and filed per store call."""
 
 
-async def run_evaluator(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_evaluator(deps: Deps, stop: trio.Event,
+                        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """File finished jobs now and then every ``evaluator_interval`` until ``stop`` is set."""
     task_status.started()
     await every(stop, deps.config.evaluator_interval, lambda: file_finished(deps, stop), log,

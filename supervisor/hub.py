@@ -115,9 +115,11 @@ class Hub:
             self.cancel_requested(data)
 
 
-async def wait_any(event: trio.Event, timeout: float, *others: Any) -> None:
-    """Wait until ``event`` (or any of ``others``) is set, at most ``timeout`` seconds."""
-    with trio.move_on_after(timeout):
+async def wait_any(event: trio.Event, at_most: float, *others: Any) -> None:
+    """Wait until ``event`` (or any of ``others``) is set, at most ``at_most`` seconds (an idle
+    actor's nap, not a deadline: reaching it is the normal way out, so it is not a cancel scope
+    the caller opens)."""
+    with trio.move_on_after(at_most):
         if not others:
             await event.wait()
             return

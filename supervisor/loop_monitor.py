@@ -23,6 +23,7 @@ the loop itself may never log again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -101,10 +102,8 @@ class LoopMonitor:
                 self._seen, self._alarmed = None, False
         finally:
             self._stop.set()
-            try:
+            with contextlib.suppress(KeyError):
                 trio.lowlevel.remove_instrument(self._turns)
-            except KeyError:
-                pass
 
     def _stalled(self, held: float) -> None:
         self.stalls += 1

@@ -110,10 +110,10 @@ class Metrics:
             ["queue", "state"], registry=self.registry,
         )
 
-    async def refresh(self, store: Store, queues: Iterable[str], *, timeout: float = PROBE_TIMEOUT) -> bool:
+    async def refresh(self, store: Store, queues: Iterable[str], *, at_most: float = PROBE_TIMEOUT) -> bool:
         """Read every queue's depths into the gauges; False when the store did not answer,
         and then :attr:`problem` says why (one line, for ``/healthz``)."""
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(at_most):
             try:
                 names = tuple(queues)
                 for queue in names:
@@ -128,7 +128,7 @@ class Metrics:
                 return False
             self.problem = ""
             return True
-        self.problem = f"the store did not answer within {timeout:g}s"
+        self.problem = f"the store did not answer within {at_most:g}s"
         return False
 
     def set_filing(self, queue: str, counts: dict[tuple[str, str], int], waiting: int) -> None:

@@ -22,7 +22,6 @@ import logging
 
 import trio
 
-
 from .deps import Deps
 from .evaluator import refresh_filing_gauges
 from .hub import every
@@ -32,7 +31,8 @@ __all__ = ["run_retention", "purge_expired"]
 log = logging.getLogger("jobvisor.retention")
 
 
-async def run_retention(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_retention(deps: Deps, stop: trio.Event,
+                        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Purge expired jobs now and then every ``retention_interval`` until ``stop`` is set."""
     task_status.started()
     await every(stop, deps.config.retention_interval, lambda: purge_expired(deps, stop), log,

@@ -99,7 +99,8 @@ def judge(document: Any, validator: HttpValidator) -> ValidationResult:
     status = _text(value)[:STATUS_LIMIT]
     if value != validator.expected:
         return ValidationResult(
-            ok=False, status=status, reason=f"mismatch: {validator.field} is {status!r}, expected {validator.expected!r}")
+            ok=False, status=status,
+            reason=f"mismatch: {validator.field} is {status!r}, expected {validator.expected!r}")
     for name in validator.non_null:
         if _lookup(document, name) in (None, _MISSING):
             return ValidationResult(ok=False, status=status, reason=f"mismatch: {name} is null")

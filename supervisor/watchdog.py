@@ -306,6 +306,7 @@ class Watchdog:
                         decision.cause, f"; now {reply.to}" if reply.to else "")
 
 
-async def run_watchdog(deps: Deps, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_watchdog(deps: Deps, stop: trio.Event,
+                       *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """The watchdog actor (see :class:`Watchdog`)."""
     await Watchdog(deps).run(stop, task_status=task_status)

@@ -565,7 +565,7 @@ class WorkerPool:
             replies: dict[str, Reply] = {}
             failure: list[StoreUnavailable] = []
 
-            async def renew(running: _Running) -> None:
+            async def renew(running: _Running, replies: dict[str, Reply], failure: list[StoreUnavailable]) -> None:
                 try:
                     replies[running.job.id] = await self.deps.store.renew(
                         running.job.id, running.job.token, self.config.lease
@@ -575,7 +575,7 @@ class WorkerPool:
 
             async with trio.open_nursery() as nursery:
                 for running in jobs:
-                    nursery.start_soon(renew, running)
+                    nursery.start_soon(renew, running, replies, failure)
             if failure:
                 wait = min(wait, outage.failed(failure[0]))
             elif replies:

@@ -73,7 +73,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], codes: int |
     assert result.returncode in codes, where
     assert "Traceback" not in result.stderr, where
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and result.stderr.endswith("\n"), where
+    assert len(lines) == 1, where
+    assert result.stderr.endswith("\n"), where
     line = lines[0]
     assert line.startswith("jobvisor: "), where
     for pattern in patterns:
@@ -116,7 +117,7 @@ def assert_nothing_written(before: dict[bytes, Any], after: dict[bytes, Any]) ->
     added = sorted(set(after) - set(before))
     removed = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
-    assert not (added or removed or changed), f"written: added={added} removed={removed} changed={changed}"
+    assert (added, removed, changed) == ([], [], []), f"written: added={added} removed={removed} changed={changed}"
 
 
 # -- a realistic database to refuse things against ------------------------------------------------

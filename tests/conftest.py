@@ -31,7 +31,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
     """The session server's URL, with an empty database for this test."""
     if redis_server.process is None or redis_server.process.poll() is not None:
         redis_server.start()
@@ -41,4 +41,4 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
         client.function_flush()
     finally:
         client.close()
-    yield redis_server.url
+    return redis_server.url

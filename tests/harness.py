@@ -36,7 +36,7 @@ class Watcher:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def until(self, condition: Callable[[], Any], timeout: float = 60.0) -> Any:
+    async def until(self, condition: Callable[[], Any], timeout: float = 60.0) -> Any:  # noqa: ASYNC109  (a test's bound)
         """Wait until ``condition()`` (sync) is truthy, re-checking after each store reply."""
         with trio.fail_after(timeout):
             while True:

@@ -236,7 +236,6 @@ async def test_a_daemon_runs_jobs_over_tls(tls_redis: tuple[RedisServer, int, Pa
     from jobvisor import App
     from jobvisor.adapters.records import JobSpec
     from jobvisor.adapters.store import SyncStore
-
     from tests.harness import running_daemon
 
     server, port, ca_file = tls_redis
