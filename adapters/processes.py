@@ -75,8 +75,10 @@ def _ready(modules: tuple[str, ...]) -> None:
 class ProcessRunner:
     """Runs handlers in child processes; see the module docstring.
 
-    Children are started ahead of need: one when the runner opens, and a replacement each
-    time one is killed or dies, so a job's timeout is not spent starting an interpreter.
+    Children are started ahead of need: one before the runner is handed out (so the fork
+    server is up, with the handlers' modules imported, before the first claim), and a
+    replacement each time one is killed or dies, so a job's timeout is not spent starting an
+    interpreter.
     """
 
     def __init__(self, context: trio_parallel.WorkerContext, slots: int, nursery: trio.Nursery,
@@ -88,9 +90,10 @@ class ProcessRunner:
 
     def warm(self) -> None:
         """Start one child in the background (it waits, idle, in the cache)."""
-        self._nursery.start_soon(self._warm)
+        self._nursery.start_soon(self.warm_up)
 
-    async def _warm(self) -> None:
+    async def warm_up(self) -> None:
+        """Start one child and wait until it has imported the handlers' modules."""
         with contextlib.suppress(trio_parallel.BrokenWorkerError):  # the next job starts its own child
             await self._context.run_sync(_ready, self._modules, kill_on_cancel=True, limiter=self._limiter)
 
@@ -129,7 +132,7 @@ async def open_process_runner(slots: int, *, modules: tuple[str, ...] = (),
         trio.open_nursery() as nursery,
     ):
         runner = ProcessRunner(context, slots, nursery, modules)
-        runner.warm()
+        await runner.warm_up()  # the fork server's imports happen here, not in a job's timeout
         try:
             yield runner
         finally:
