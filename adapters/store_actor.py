@@ -35,9 +35,10 @@ from typing import Any
 
 import trio
 
-from .backend import Backend, Call, OpsCall
-from .resp import TrioConnection
+from .backend import Backend
+from .calls import Call, OpsCall
 from .errors import StoreError, StoreUnavailable
+from .resp import TrioConnection
 
 __all__ = ["StoreActor", "StoreStatistics"]
 
