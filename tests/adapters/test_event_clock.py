@@ -14,6 +14,7 @@ from typing import Any
 from jobvisor.adapters.keys import REGISTRY
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import SyncStore
+
 from tests.store_fixtures import Target, target  # noqa: F401  (fixtures)
 
 
@@ -48,4 +49,5 @@ def test_events_are_stamped_by_the_server_clock_in_stream_order(target: Target) 
     assert after - before < 1000
     # the caller's clock still stamps the job's own fields (deadlines are unchanged)
     view = daemon.get_job(job)
-    assert view.created_at == ahead and view.finished_at == behind
+    assert view.created_at == ahead
+    assert view.finished_at == behind
