@@ -23,8 +23,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -32,35 +31,20 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .calls import Call, CommandCall, OpsCall
 from .errors import BadInput, StoreError, StoreUnavailable, redact, transient_reply
 from .keys import script_keys
 from .records import Reply
-from .resp import TrioConnection
 from .scripts import LuaLibrary
+
+if TYPE_CHECKING:  # trio only in the daemon: the synchronous store never loads it
+    from .resp import TrioConnection
 
 __all__ = ["Backend", "OpsCall", "CommandCall", "MemoryServers", "open_backend"]
 
 STREAM_CAP = 100_000
 """Approximate cap of each queue's event stream (``XADD MAXLEN ~``)."""
 
-
-@dataclass(frozen=True, slots=True)
-class OpsCall:
-    """A list of ops for one queue (or the registry, ``keys.REGISTRY``): one FCALL."""
-
-    queue: str
-    ops: bytes  # JSON list
-    count: int = 1  # how many ops the list holds
-
-
-@dataclass(frozen=True, slots=True)
-class CommandCall:
-    """A plain Redis command (reads: HGETALL, XRANGE, ZCARD...)."""
-
-    args: tuple[Any, ...]
-
-
-Call = OpsCall | CommandCall
 
 _REPLIES = msgspec.json.Decoder(list[Reply])
 
@@ -146,6 +130,8 @@ class Backend:
 
     def connection(self) -> TrioConnection:
         """A new trio-native connection to this backend's redis-server (connects on first use)."""
+        from .resp import TrioConnection
+
         return TrioConnection(self._url, timeout=self.timeout, callbacks=self.client.response_callbacks)
 
     def _commands(self, calls: Sequence[Call], now_ms: int) -> list[tuple[Any, ...]]:

@@ -35,7 +35,8 @@ from typing import Any
 
 import trio
 
-from .backend import Backend, Call, OpsCall
+from .backend import Backend
+from .calls import Call, OpsCall
 from .errors import StoreError, StoreUnavailable
 from .resp import TrioConnection
 

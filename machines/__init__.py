@@ -10,17 +10,34 @@ which everything else is derived:
 * ``to_mermaid(JOB)``: the diagram.
 
 This package imports nothing of the runtime (no trio, redis, httpx), so it
-can be embedded in any service.
+can be embedded in any service. The embeddable classes are loaded on first use
+(a module ``__getattr__``), so reading the tables does not import ``transitions``.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._table import InvalidTransition, Kind, MachineDef, Outcome, Row
 from .batch import BATCH, BatchState, BatchTrigger
-from .embed import BatchMachine, EmbeddedMachine, JobMachine, PhaseMachine, WebhookMachine
 from .job import JOB, JobState, JobTrigger
 from .mermaid import to_mermaid
 from .models import BatchModel, DeliveryModel, JobModel
 from .phase import PHASE, PhaseState, PhaseTrigger
 from .webhook import WEBHOOK, DeliveryState, DeliveryTrigger
+
+if TYPE_CHECKING:
+    from .embed import BatchMachine, EmbeddedMachine, JobMachine, PhaseMachine, WebhookMachine
+
+_EMBEDDED = frozenset({"BatchMachine", "EmbeddedMachine", "JobMachine", "PhaseMachine", "WebhookMachine"})
+
+
+def __getattr__(name: str) -> Any:
+    """The embeddable ``transitions`` forms, imported when first asked for."""
+    if name in _EMBEDDED:
+        from . import embed
+
+        return getattr(embed, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 MACHINES: dict[str, MachineDef] = {  # type: ignore[type-arg]
     "job": JOB,

@@ -55,7 +55,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from jobvisor.adapters.records import PhaseName, TypeName, check_url
+from jobvisor.adapters.records import PhaseName, TypeName
+from jobvisor.adapters.urls import check_url
 
 from .context import Interrupted, JobContext, PhaseReporter, ProcessContext, SyncJobContext
 

@@ -28,17 +28,9 @@ from typing import Any
 from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.destinations import DestinationPolicy
 from jobvisor.adapters.errors import BadInput
-from jobvisor.adapters.records import (
-    BatchSpec,
-    BatchView,
-    DeliveryView,
-    JobSpec,
-    JobView,
-    Reply,
-    check_url,
-    decode_spec,
-)
+from jobvisor.adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, Reply, decode_spec
 from jobvisor.adapters.store import Store, SyncStore
+from jobvisor.adapters.urls import check_url
 
 from .app import App
 

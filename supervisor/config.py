@@ -82,8 +82,8 @@ from msgspec import Meta
 from jobvisor.adapters.destinations import DestinationPolicy
 from jobvisor.adapters.errors import BadInput, redact
 from jobvisor.adapters.keys import QUEUE_NAME
-from jobvisor.adapters.records import check_url
 from jobvisor.adapters.sanitize import Sanitizer
+from jobvisor.adapters.urls import check_url
 from jobvisor.adapters.webhooks import check_secret
 
 __all__ = ["DaemonConfig", "load_config", "ENV_PREFIX"]

@@ -46,7 +46,8 @@ import trio
 from jobvisor.adapters.destinations import DestinationRefused
 from jobvisor.adapters.errors import BadInput, HttpFailure, HttpTimeout, NotFound, StoreUnavailable
 from jobvisor.adapters.http import HttpClient
-from jobvisor.adapters.records import ValidationTask, check_url
+from jobvisor.adapters.records import ValidationTask
+from jobvisor.adapters.urls import check_url
 
 from .app import App, HttpValidator, ValidationResult
 from .config import DaemonConfig

@@ -63,6 +63,7 @@ from jobvisor.adapters.errors import StoreError, StoreUnavailable
 from jobvisor.adapters.outcomes import error_record
 from jobvisor.adapters.processes import open_process_runner
 from jobvisor.adapters.records import ClaimedJob, Reply, SlotView
+from jobvisor.adapters.store_views import claimed_phases
 
 from .app import HandlerSpec, JobContext, SyncJobContext
 from .deps import Deps
@@ -475,12 +476,7 @@ class WorkerPool:
 
     def _context(self, running: _Running) -> JobContext:
         job = running.job
-        phases: dict[str, str] = {}
-        for part in filter(None, job.phases.split(",")):
-            name, _, state = part.partition("=")
-            phases[name] = state
-        pairs = job.phase_results
-        results = {pairs[i]: _decode(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        phases, results = claimed_phases(job)
         return JobContext(
             job_id=job.id, type=job.type, attempt=job.attempt, input=_decode(job.input),
             retry_count=job.retry_count, max_retries=job.max_retries, phases=phases,

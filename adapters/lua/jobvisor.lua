@@ -74,8 +74,13 @@ local function apply(m, state, trigger, facts)
   return 'blocked'
 end
 
+-- Every event is stamped with the server's clock (TIME), never the caller's NOW: clients and
+-- daemons each have their own clock, and a stream read in order must read in time order too.
+-- The stream id (also the server's clock) orders entries even if that clock steps back.
 local function event(kind, id, fields)
-  local args = {'XADD', K_EVENTS, 'MAXLEN', '~', CAP, '*', 'type', kind, 'id', id, 'at', NOW_S}
+  local t = redis.call('TIME')
+  local at = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local args = {'XADD', K_EVENTS, 'MAXLEN', '~', CAP, '*', 'type', kind, 'id', id, 'at', at}
   local n = 12
   for i = 1, #fields, 2 do
     local v = fields[i + 1]

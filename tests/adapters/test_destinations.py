@@ -138,7 +138,7 @@ def test_a_placeholder_in_the_host_is_judged_as_the_address_it_can_become(url: s
     ("https://hooks.example.com/<script>", "angle bracket"),
 ])
 def test_urls_the_http_client_or_the_logs_would_misread_are_refused_at_submit(url: str, says: str) -> None:
-    from jobvisor.adapters.records import check_url
+    from jobvisor.adapters.urls import check_url
 
     with pytest.raises(ValueError, match=says) as caught:
         check_url(url, "webhook_url")
