@@ -373,7 +373,10 @@ async def health(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return json_response(openapi_document())
+    cached: Response | None = getattr(request.app.state, "openapi", None)
+    if cached is None:  # the document never changes while the process runs
+        cached = request.app.state.openapi = json_response(openapi_document())
+    return cached
 
 
 def routes() -> list[Route]:
