@@ -1,5 +1,5 @@
 # Shared set-up for the README commands: a virtual environment in .venv with the
-# project installed, and Debian's redis-server when it is missing. Sourced, not run.
+# project installed, and Debian's redis-server and chromium when they are missing. Sourced, not run.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${JOBVISOR_VENV:-$ROOT/.venv}"
@@ -42,4 +42,11 @@ ensure_redis_server() {
         _apt_install redis-server
     fi
     # The Debian package starts a system service; tests start their own servers.
+}
+
+ensure_chromium() {
+    # The dashboard tests drive Debian's headless Chromium through Playwright (no browser download).
+    if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+        _apt_install chromium
+    fi
 }

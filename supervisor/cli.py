@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run against this Redis instead of the embedded store (its own queues; nothing "
                            "else is touched)")
     demo.add_argument("--json", action="store_true", help="print the final figures as JSON")
+    from .web.command import add_parser as add_web_parser  # light: the web stack is imported when run
+
+    add_web_parser(sub)
     return parser
 
 
@@ -644,10 +647,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return _trigger_result(args, reply, args.batch_command)
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from .web.command import run_web
+
+    return run_web(args, redis=redis_url(args, DEFAULT_REDIS), load_app=load_app)
+
+
 COMMANDS = {
     "diagram": cmd_diagram, "demo": cmd_demo, "run": cmd_run, "submit": cmd_submit, "status": cmd_status,
     "cancel": cmd_cancel, "retry": cmd_retry, "events": cmd_events, "queues": cmd_queues,
-    "workers": cmd_workers, "batch": cmd_batch, "report": cmd_report,
+    "workers": cmd_workers, "batch": cmd_batch, "report": cmd_report, "web": cmd_web,
 }
 
 
