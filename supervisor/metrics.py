@@ -56,7 +56,9 @@ class Metrics:
             "jobvisor_queue_depth", "Jobs per queue and state", ["queue", "state"], registry=self.registry
         )
         self.handler_duration = Histogram(
-            "jobvisor_handler_duration_seconds", "Handler run time by job type", ["type"],
+            "jobvisor_handler_duration_seconds",
+            "Handler run time by job type and how the handler ended (complete, fail, timeout, unstorable, "
+            "crashed, interrupted)", ["type", "outcome"],
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
         )

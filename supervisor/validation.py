@@ -53,6 +53,7 @@ from .app import App, HttpValidator, ValidationResult
 from .config import DaemonConfig
 from .deps import Deps
 from .inflight import InFlight
+from .joblog import log_outcome
 from .outage import StoreOutage
 
 __all__ = ["Validator", "judge", "fill_url", "check_validator_urls", "CATEGORIES", "STATUS_LIMIT"]
@@ -147,7 +148,7 @@ class Validator:
                 if verdict is None:
                     await self.deps.store.release_validation(task.id, task.token)
                 else:
-                    await self._record(task, verdict)
+                    await self._record(queue, task, verdict)
             except StoreUnavailable as exc:
                 self.outage.failed(exc)  # the check's lease runs out; it is checked again
             except NotFound as exc:
@@ -222,7 +223,7 @@ class Validator:
             return ValidationResult(ok=False, reason="invalid_answer")
         return judge(document, validator)
 
-    async def _record(self, task: ValidationTask, verdict: ValidationResult) -> None:
+    async def _record(self, queue: str, task: ValidationTask, verdict: ValidationResult) -> None:
         attempts = self.config.validation_attempts
         jitter = self.config.validation_jitter * self.rng.uniform(-1.0, 1.0)
         retry_at = self.deps.clock() + self.config.validation_interval * (1.0 + jitter)
@@ -236,8 +237,9 @@ class Validator:
             max_attempts=attempts, retry_at=retry_at, error=error)
         if reply.moved:
             outcome = "passed" if reply.to == "completed" else "exhausted"
-            if outcome == "exhausted":
-                log.warning("job %s failed validation after %d checks: %s", task.id, task.check, reason)
+            log_outcome(job_id=task.id, job_type=task.type, queue=queue, attempt=None, check=task.check,
+                        outcome=reply.to or "", duration=None, error=error,
+                        success_level=logging.INFO if self.config.log_outcomes == "info" else logging.DEBUG)
         elif reply.kind == "checked":
             outcome = "failed"
         else:
