@@ -4,7 +4,8 @@ Every public method of :class:`Store` gets a counterpart of the same name and
 signature here, made when this module is imported: a coroutine method is driven over a
 :class:`~adapters.store_core.DirectExecutor`, where it never suspends, and returns its
 result; a plain method is passed through. Nothing is listed by hand, so an operation
-added to :class:`Store` is in the synchronous client at once.
+added to :class:`Store` is in the synchronous client at once. A type checker reads the
+operations from ``store_sync.pyi``, rendered from :class:`Store` by :mod:`adapters.store_stub`.
 """
 
 from __future__ import annotations
@@ -71,8 +72,6 @@ class SyncStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    if TYPE_CHECKING:  # the generated operations (below), as the type checker sees them
-        def __getattr__(self, name: str) -> Any: ...
 
 
 def _generate() -> None:

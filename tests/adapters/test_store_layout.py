@@ -11,6 +11,7 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,14 @@ def test_the_machine_tables_leave_transitions_until_an_embeddable_machine_is_ask
 def test_the_check_itself_can_fail() -> None:
     assert _loaded(_modules_after("import trio"), FORBIDDEN_FOR_SYNC) == ["trio"]
     assert _loaded(_modules_after("import redis"), ("redis.asyncio",)) == ["redis.asyncio"]
+
+
+def test_the_type_stub_of_the_blocking_store_is_rendered_from_store() -> None:
+    """``store_sync.pyi`` is what ``store_stub.render()`` makes of today's Store (regenerate it
+    with ``python -m jobvisor.adapters.store_stub > adapters/store_sync.pyi``)."""
+    from jobvisor.adapters import store_stub
+
+    committed = (Path(store_stub.__file__).parent / "store_sync.pyi").read_text()
+    assert committed == store_stub.render()
+    for name in store_operations():
+        assert f"    def {name}(self" in committed, name
