@@ -82,6 +82,15 @@ class Metrics:
             "jobvisor_validation_checks", "Checks against the source of truth by outcome",
             ["outcome"], registry=self.registry,
         )
+        self.validation_checks_per_job = Histogram(
+            "jobvisor_validation_checks_per_job",
+            "Checks a job's validation took, by how it ended (completed, validation_failed)",
+            ["outcome"], registry=self.registry, buckets=(1, 2, 3, 5, 8, 13, 21, 50, 100))
+        self.webhook_latency = Histogram(
+            "jobvisor_webhook_delivery_latency_seconds",
+            "From the transition that made a webhook event to the receiver's 2xx (retries included)",
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600))
         self.webhook_attempts = Counter(
             "jobvisor_webhook_attempts", "Webhook delivery attempts by outcome (succeed, fail, reject)",
             ["outcome"], registry=self.registry,

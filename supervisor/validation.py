@@ -245,6 +245,8 @@ class Validator:
         else:
             outcome = reply.kind  # stale, absorbed (cancelled meanwhile), not_found
         self.deps.metrics.validation_checks.labels(outcome).inc()
+        if reply.moved:  # the job's validation is over: how many checks it took
+            self.deps.metrics.validation_checks_per_job.labels(reply.to or "").observe(task.check)
 
 
 def check_validator_urls(app: App, config: DaemonConfig) -> None:

@@ -7,6 +7,8 @@ failures at WARNING, successes (completed, a retry scheduled) at DEBUG unless
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from typing import Any
 
@@ -16,6 +18,8 @@ import trio.testing
 
 from jobvisor import App, ValidationResult
 from jobvisor.adapters.records import JobSpec
+from jobvisor.supervisor.joblog import log_outcome
+from jobvisor.supervisor.logsetup import configure_logging
 from tests.harness import ended, running_daemon
 
 JOBS = "jobvisor.jobs"
@@ -129,6 +133,12 @@ async def test_a_validation_outcome_is_logged_once_by_the_validator(
             ids[which] = (await daemon.store.submit(_spec(app, "checked", input={"which": which}))).id
         for job in ids.values():
             await watcher.until(ended(watcher, job))
+        registry = daemon.deps.metrics.registry
+    per_job = "jobvisor_validation_checks_per_job"
+    # the good job took one check, the bad one both allowed: one observation each
+    assert registry.get_sample_value(f"{per_job}_sum", {"outcome": "completed"}) == 1
+    assert registry.get_sample_value(f"{per_job}_sum", {"outcome": "validation_failed"}) == 2
+    assert registry.get_sample_value(f"{per_job}_count", {"outcome": "validation_failed"}) == 1
     good = [(r.levelno, r.outcome) for r in _lines(caplog, ids["good"])]  # type: ignore[attr-defined]
     bad = [(r.levelno, r.outcome) for r in _lines(caplog, ids["bad"])]  # type: ignore[attr-defined]
     assert good == [(logging.DEBUG, "validating"), (logging.DEBUG, "completed")]
@@ -185,3 +195,29 @@ async def test_a_thread_handler_logs_through_the_same_logger(caplog: pytest.LogC
             for r in caplog.records if r.name == "jobvisor.handler.threaded"]
     assert seen == [(job, 1, None, f"job {job} (threaded attempt 1): before"),
                     (job, 1, "work", f"job {job} (threaded attempt 1, phase work): inside")]
+
+
+def test_the_json_format_is_one_object_per_line_with_the_job_fields() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("debug", "json", stream=stream)
+        log_outcome(job_id="default.01J", job_type="report", queue="default", attempt=2, outcome="failed",
+                    duration=0.25, error={"type": "ValueError", "message": "bad\nthing"})
+        logging.getLogger("jobvisor.daemon").info("see https://user:pw@hooks.example/x?token=abc")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert {k: first[k] for k in ("level", "logger", "job_id", "job_type", "queue", "attempt", "outcome",
+                                  "duration", "error")} == {
+        "level": "WARNING", "logger": "jobvisor.jobs", "job_id": "default.01J", "job_type": "report",
+        "queue": "default", "attempt": 2, "outcome": "failed", "duration": 0.25, "error": "ValueError: bad thing"}
+    assert first["message"].startswith("job default.01J failed (report, queue default, attempt 2, 0.250s)")
+    assert first["timestamp"].endswith("+00:00")  # ISO 8601, UTC
+    assert "pw" not in second["message"]
+    assert "abc" not in second["message"]
+
