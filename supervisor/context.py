@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
+from . import tracing
 from .joblog import JobLogger
 
 __all__ = ["Interrupted", "JobContext", "PhaseReporter", "ProcessContext", "SyncJobContext"]
@@ -87,12 +88,13 @@ class JobContext:
         stored = await self._phase_begin(name)
         if stored is not _UNSET:
             return stored
-        if inspect.iscoroutinefunction(fn):
-            result = await fn(*args)
-        else:
-            result = await trio.to_thread.run_sync(lambda: fn(*args))
-            if inspect.isawaitable(result):
-                result = await result
+        with tracing.span("jobvisor.phase", attributes={"jobvisor.phase": name, "jobvisor.job.id": self.job_id}):
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args)
+            else:
+                result = await trio.to_thread.run_sync(lambda: fn(*args))
+                if inspect.isawaitable(result):
+                    result = await result
         await self._phase_end(name, result)
         return result
 
@@ -156,7 +158,8 @@ class SyncJobContext:
         stored = self._call(self._context._phase_begin, name)
         if stored is not _UNSET:
             return stored
-        result = fn(*args)
+        with tracing.span("jobvisor.phase", attributes={"jobvisor.phase": name, "jobvisor.job.id": self.job_id}):
+            result = fn(*args)
         self._call(self._context._phase_end, name, result)
         return result
 

@@ -49,6 +49,7 @@ from jobvisor.adapters.http import HttpClient
 from jobvisor.adapters.records import ValidationTask
 from jobvisor.adapters.urls import check_url
 
+from . import tracing
 from .app import App, HttpValidator, ValidationResult
 from .config import DaemonConfig
 from .deps import Deps
@@ -140,8 +141,15 @@ class Validator:
 
     async def _check(self, scope: trio.CancelScope, queue: str, task: ValidationTask) -> None:
         verdict: ValidationResult | None = None
-        with scope:
-            verdict = await self._verdict(task)
+        with tracing.span("jobvisor.validation", traceparent=task.traceparent, attributes={
+                "jobvisor.job.id": task.id, "jobvisor.job.type": task.type, "jobvisor.queue": queue,
+                "jobvisor.validation.check": task.check}) as span:
+            with scope:
+                verdict = await self._verdict(task)
+            if verdict is not None and span is not None:
+                span.set_attribute("jobvisor.validation.ok", verdict.ok)
+                if not verdict.ok:
+                    tracing.set_error(span, verdict.reason or verdict.status or "not confirmed")
         with trio.CancelScope(shield=True) as report:
             report.deadline = trio.current_time() + self.config.validation_lease
             try:

@@ -44,6 +44,7 @@ from jobvisor.adapters.http import HttpClient
 from jobvisor.adapters.records import Delivery
 from jobvisor.adapters.webhooks import WebhookSigner, event_body
 
+from . import tracing
 from .deps import Deps
 from .inflight import InFlight
 from .outage import StoreOutage
@@ -120,8 +121,16 @@ class Deliverer:
 
     async def _send(self, scope: trio.CancelScope, queue: str, delivery: Delivery) -> None:
         outcome: _Outcome | None = None
-        with scope:
-            outcome = await self._attempt(delivery)
+        with tracing.span("jobvisor.webhook", traceparent=delivery.traceparent, kind="client", attributes={
+                "jobvisor.delivery.id": delivery.id, "jobvisor.webhook.event": delivery.event,
+                "jobvisor.delivery.attempt": delivery.attempt}) as span:
+            with scope:
+                outcome = await self._attempt(delivery)
+            if outcome is not None and span is not None:
+                if outcome.status:
+                    span.set_attribute("http.response.status_code", outcome.status)
+                if outcome.trigger != "succeed":
+                    tracing.set_error(span, outcome.error or outcome.trigger)
         if outcome is None:  # cancelled by shutdown: back to the outbox
             outcome = _Outcome("release", error="daemon shutting down")
         reply = None
@@ -161,6 +170,7 @@ class Deliverer:
         except ValueError as exc:
             return _Outcome("reject", error=str(exc))
         headers = self.signer.headers(delivery.id, self.deps.clock(), body)
+        tracing.inject_headers(headers)  # traceparent: the receiver's spans join the job's trace
         try:
             answer = await self.http.post(url, body, headers, self.config.webhook_timeout)
         except DestinationRefused as exc:

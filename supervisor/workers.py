@@ -65,6 +65,7 @@ from jobvisor.adapters.processes import open_process_runner
 from jobvisor.adapters.records import ClaimedJob, Reply, SlotView
 from jobvisor.adapters.store_views import claimed_phases
 
+from . import tracing
 from .app import HandlerSpec, JobContext, SyncJobContext
 from .deps import Deps
 from .execution import Executor
@@ -269,6 +270,7 @@ class WorkerPool:
         them back). An answer that does not come (Redis went away, or the bound ran out) leaves
         the claim ``unsettled``: :meth:`_settle` finds its jobs by nonce later."""
         jobs: list[ClaimedJob] | None = None
+        asked = tracing.now_ns()
         with trio.CancelScope(shield=True) as shield:
             shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
             try:
@@ -283,6 +285,10 @@ class WorkerPool:
             log.warning("a claim on %s got no answer within %gs; its jobs will be looked up", queue,
                         CLAIM_BOUND * self.config.lease)
             return []
+        for job in jobs:
+            tracing.record_span("jobvisor.claim", traceparent=job.traceparent, start_ns=asked, attributes={
+                "jobvisor.job.id": job.id, "jobvisor.job.type": job.type, "jobvisor.queue": queue,
+                "jobvisor.attempt": job.attempt, "jobvisor.worker": self.config.worker_id})
         return jobs
 
     async def _release_unsettled(self, handlers: trio.Nursery) -> None:
@@ -354,6 +360,17 @@ class WorkerPool:
     # -- running ----------------------------------------------------------------------
 
     async def _run_job(self, running: _Running) -> None:
+        job = running.job
+        attributes = {"jobvisor.job.id": job.id, "jobvisor.job.type": job.type,
+                      "jobvisor.queue": running.queue, "jobvisor.attempt": job.attempt}
+        with tracing.span("jobvisor.attempt", traceparent=job.traceparent, kind="consumer",
+                          attributes=attributes) as span:
+            try:
+                await self._attempt(running)
+            finally:
+                tracing.set_outcome(span, running.outcome, running.reason)
+
+    async def _attempt(self, running: _Running) -> None:
         job = running.job
         try:
             spec = self.deps.app.handlers.get(job.type)
