@@ -48,6 +48,8 @@ TypeName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}\Z")]
 QueueName = Annotated[str, Meta(pattern=QUEUE_NAME.pattern)]
 PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]
 IdemKey = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,256}\Z")]  # printable, valid UTF-8
+TRACEPARENT = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z"
+"""A W3C ``traceparent``: version, trace id, parent span id, flags, in lower-case hex."""
 
 
 class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -69,6 +71,8 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     notify: bool = False
     idempotency_key: IdemKey | None = None
     batch: str | None = None
+    traceparent: Annotated[str, Meta(pattern=TRACEPARENT)] | None = None
+    """The W3C trace context the job's spans continue (the client's submit span sets it)."""
 
     def __post_init__(self) -> None:
         """Checks msgspec's constraints cannot state; a refusal is :class:`BadInput` (a
@@ -138,6 +142,7 @@ class ClaimedJob(Struct, kw_only=True, frozen=True):
     phase_results: list[str] = []
     service_job_id: str = ""
     batch: str = ""
+    traceparent: str = ""
 
 
 class Expired(Struct, kw_only=True, frozen=True):
@@ -173,6 +178,7 @@ class Delivery(Struct, kw_only=True, frozen=True):
     attempt: int
     token: str
     created_at: int
+    traceparent: str = ""
 
 
 class ValidationTask(Struct, kw_only=True, frozen=True):
@@ -185,6 +191,7 @@ class ValidationTask(Struct, kw_only=True, frozen=True):
     epoch: int = 0
     validator_url: str = ""
     service_job_id: str = ""
+    traceparent: str = ""
 
 
 class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):

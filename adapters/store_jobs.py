@@ -56,6 +56,7 @@ class JobOps(StoreCore):
             "idem": spec.idempotency_key or "",
             "idem_ttl_ms": int(IDEMPOTENCY_TTL * 1000),
             "batch": spec.batch or "",
+            "traceparent": spec.traceparent or "",
         }
 
     async def submit(self, spec: JobSpec) -> Reply:

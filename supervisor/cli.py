@@ -38,7 +38,7 @@ RUN_SETTINGS = (
     "validation_attempts", "validation_interval", "validation_jitter", "validation_timeout",
     "validation_concurrency", "webhook_url", "webhook_attempts", "webhook_backoff",
     "webhook_backoff_max", "webhook_timeout", "webhook_concurrency",
-    "max_result_bytes", "loop_lag_warning",
+    "max_result_bytes", "loop_lag_warning", "log_outcomes",
 )
 
 

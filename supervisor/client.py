@@ -22,8 +22,11 @@ webhook URL), validated before anything is written; members join at submit
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import msgspec
 
 from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.destinations import DestinationPolicy
@@ -32,6 +35,7 @@ from jobvisor.adapters.records import BatchSpec, BatchView, DeliveryView, JobSpe
 from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.adapters.urls import check_url
 
+from . import tracing
 from .app import App
 
 __all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec", "submitter_policy"]
@@ -77,6 +81,16 @@ def build_spec(
     spec = decode_spec(JobSpec, fields)
     _check_destinations(spec, ("webhook_url", "validator_url"), allowed_hosts, destinations)
     return spec
+
+
+@contextmanager
+def submit_span(spec: JobSpec) -> Iterator[JobSpec]:
+    """The ``jobvisor.submit`` span around a submit, and the spec carrying its trace context
+    (the job's later spans continue it); ``spec`` itself when tracing is off."""
+    with tracing.span("jobvisor.submit", kind="producer", attributes={
+            "jobvisor.job.type": spec.type, "jobvisor.queue": spec.queue}) as current:
+        traceparent = tracing.current_traceparent() if current is not None else ""
+        yield msgspec.structs.replace(spec, traceparent=traceparent) if traceparent else spec
 
 
 def submitter_policy() -> DestinationPolicy:
@@ -149,7 +163,9 @@ class Client:
         return self.submit_spec(spec).id
 
     def submit_spec(self, spec: JobSpec) -> Reply:
-        return self.store.submit(spec)
+        with submit_span(spec) as traced:
+            reply: Reply = self.store.submit(traced)
+            return reply
 
     def status(self, job_id: str) -> JobView:
         return self.store.get_job(job_id)
@@ -217,7 +233,8 @@ class AsyncClient:
     async def submit(self, type: str, input: Any = None, **options: Any) -> str:
         spec = build_spec(await self.types(), type, input, allowed_hosts=self.allowed_hosts,
                           destinations=self.destinations, **options)
-        return (await self.store.submit(spec)).id
+        with submit_span(spec) as traced:
+            return (await self.store.submit(traced)).id
 
     async def status(self, job_id: str) -> JobView:
         return await self.store.get_job(job_id)

@@ -51,6 +51,7 @@ sanitize_max_string          JOBVISOR_SANITIZE_MAX_STRING           65536 charac
 sanitize_max_value           JOBVISOR_SANITIZE_MAX_VALUE            262144 bytes of JSON
 max_result_bytes             JOBVISOR_MAX_RESULT_BYTES              16 MiB: a larger result fails its attempt
 loop_lag_warning             JOBVISOR_LOOP_LAG_WARNING              a quarter of the lease (a stall warns)
+log_outcomes                 JOBVISOR_LOG_OUTCOMES                  debug (successes' level; info to see them)
 ===========================  =====================================  ==================================
 
 Retention counts from a job's finish time, per terminal state; a job is
@@ -74,7 +75,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -143,6 +144,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     allowed_hosts: tuple[Annotated[str, Meta(min_length=1, max_length=253)], ...] | None = None
     max_result_bytes: Annotated[int, Meta(ge=1024, le=512 << 20)] = 16 << 20
     loop_lag_warning: Annotated[float, Meta(gt=0, le=86400)] | None = None
+    log_outcomes: Literal["debug", "info"] = "debug"
     allow_destinations: tuple[Annotated[str, Meta(min_length=1, max_length=253)], ...] = ()
     allow_private_destinations: bool = False
 

@@ -9,11 +9,15 @@ lease. See :mod:`supervisor.app` for where each kind of handler runs.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import msgspec
 import trio
+
+from . import tracing
+from .joblog import JobLogger
 
 __all__ = ["Interrupted", "JobContext", "PhaseReporter", "ProcessContext", "SyncJobContext"]
 
@@ -50,6 +54,7 @@ class JobContext:
         phase_results: dict[str, Any],
         service_job_id: str | None,
         reporter: PhaseReporter,
+        queue: str = "default",
     ) -> None:
         self.job_id = job_id
         self.type = type
@@ -61,7 +66,11 @@ class JobContext:
         self.phase_results = phase_results
         self.service_job_id = service_job_id
         self._reporter = reporter
+        self.queue = queue
         self.current_phase: str | None = None
+        self.log: logging.LoggerAdapter[logging.Logger] = JobLogger(
+            job_id, type, attempt, lambda: self.current_phase)
+        """A logger whose records name this job, its type, the attempt and the running phase."""
 
     async def record_service_job_id(self, value: str) -> None:
         """Remember the external service's id for this job (status queries use it)."""
@@ -79,12 +88,13 @@ class JobContext:
         stored = await self._phase_begin(name)
         if stored is not _UNSET:
             return stored
-        if inspect.iscoroutinefunction(fn):
-            result = await fn(*args)
-        else:
-            result = await trio.to_thread.run_sync(lambda: fn(*args))
-            if inspect.isawaitable(result):
-                result = await result
+        with tracing.span("jobvisor.phase", attributes={"jobvisor.phase": name, "jobvisor.job.id": self.job_id}):
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args)
+            else:
+                result = await trio.to_thread.run_sync(lambda: fn(*args))
+                if inspect.isawaitable(result):
+                    result = await result
         await self._phase_end(name, result)
         return result
 
@@ -121,6 +131,7 @@ class SyncJobContext:
         self.job_id, self.type, self.attempt = context.job_id, context.type, context.attempt
         self.input, self.retry_count, self.max_retries = context.input, context.retry_count, context.max_retries
         self.phases, self.phase_results = context.phases, context.phase_results
+        self.log = context.log
 
     @property
     def service_job_id(self) -> str | None:
@@ -147,7 +158,8 @@ class SyncJobContext:
         stored = self._call(self._context._phase_begin, name)
         if stored is not _UNSET:
             return stored
-        result = fn(*args)
+        with tracing.span("jobvisor.phase", attributes={"jobvisor.phase": name, "jobvisor.job.id": self.job_id}):
+            result = fn(*args)
         self._call(self._context._phase_end, name, result)
         return result
 
@@ -163,3 +175,10 @@ class ProcessContext(msgspec.Struct, frozen=True, kw_only=True):
     max_retries: int
     phase_results: dict[str, Any] = {}
     service_job_id: str | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records name this job, its type and the attempt. It logs in the child
+        process, through that process's logging configuration (by default, WARNING and above
+        to stderr, which the daemon's stderr receives)."""
+        return JobLogger(self.job_id, self.type, self.attempt)

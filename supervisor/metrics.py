@@ -56,7 +56,9 @@ class Metrics:
             "jobvisor_queue_depth", "Jobs per queue and state", ["queue", "state"], registry=self.registry
         )
         self.handler_duration = Histogram(
-            "jobvisor_handler_duration_seconds", "Handler run time by job type", ["type"],
+            "jobvisor_handler_duration_seconds",
+            "Handler run time by job type and how the handler ended (complete, fail, timeout, unstorable, "
+            "crashed, interrupted)", ["type", "outcome"],
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
         )
@@ -80,6 +82,15 @@ class Metrics:
             "jobvisor_validation_checks", "Checks against the source of truth by outcome",
             ["outcome"], registry=self.registry,
         )
+        self.validation_checks_per_job = Histogram(
+            "jobvisor_validation_checks_per_job",
+            "Checks a job's validation took, by how it ended (completed, validation_failed)",
+            ["outcome"], registry=self.registry, buckets=(1, 2, 3, 5, 8, 13, 21, 50, 100))
+        self.webhook_latency = Histogram(
+            "jobvisor_webhook_delivery_latency_seconds",
+            "From the transition that made a webhook event to the receiver's 2xx (retries included)",
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600))
         self.webhook_attempts = Counter(
             "jobvisor_webhook_attempts", "Webhook delivery attempts by outcome (succeed, fail, reject)",
             ["outcome"], registry=self.registry,

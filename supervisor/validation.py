@@ -49,10 +49,12 @@ from jobvisor.adapters.http import HttpClient
 from jobvisor.adapters.records import ValidationTask
 from jobvisor.adapters.urls import check_url
 
+from . import tracing
 from .app import App, HttpValidator, ValidationResult
 from .config import DaemonConfig
 from .deps import Deps
 from .inflight import InFlight
+from .joblog import log_outcome
 from .outage import StoreOutage
 
 __all__ = ["Validator", "judge", "fill_url", "check_validator_urls", "CATEGORIES", "STATUS_LIMIT"]
@@ -139,15 +141,22 @@ class Validator:
 
     async def _check(self, scope: trio.CancelScope, queue: str, task: ValidationTask) -> None:
         verdict: ValidationResult | None = None
-        with scope:
-            verdict = await self._verdict(task)
+        with tracing.span("jobvisor.validation", traceparent=task.traceparent, attributes={
+                "jobvisor.job.id": task.id, "jobvisor.job.type": task.type, "jobvisor.queue": queue,
+                "jobvisor.validation.check": task.check}) as span:
+            with scope:
+                verdict = await self._verdict(task)
+            if verdict is not None and span is not None:
+                span.set_attribute("jobvisor.validation.ok", verdict.ok)
+                if not verdict.ok:
+                    tracing.set_error(span, verdict.reason or verdict.status or "not confirmed")
         with trio.CancelScope(shield=True) as report:
             report.deadline = trio.current_time() + self.config.validation_lease
             try:
                 if verdict is None:
                     await self.deps.store.release_validation(task.id, task.token)
                 else:
-                    await self._record(task, verdict)
+                    await self._record(queue, task, verdict)
             except StoreUnavailable as exc:
                 self.outage.failed(exc)  # the check's lease runs out; it is checked again
             except NotFound as exc:
@@ -222,7 +231,7 @@ class Validator:
             return ValidationResult(ok=False, reason="invalid_answer")
         return judge(document, validator)
 
-    async def _record(self, task: ValidationTask, verdict: ValidationResult) -> None:
+    async def _record(self, queue: str, task: ValidationTask, verdict: ValidationResult) -> None:
         attempts = self.config.validation_attempts
         jitter = self.config.validation_jitter * self.rng.uniform(-1.0, 1.0)
         retry_at = self.deps.clock() + self.config.validation_interval * (1.0 + jitter)
@@ -236,13 +245,16 @@ class Validator:
             max_attempts=attempts, retry_at=retry_at, error=error)
         if reply.moved:
             outcome = "passed" if reply.to == "completed" else "exhausted"
-            if outcome == "exhausted":
-                log.warning("job %s failed validation after %d checks: %s", task.id, task.check, reason)
+            log_outcome(job_id=task.id, job_type=task.type, queue=queue, attempt=None, check=task.check,
+                        outcome=reply.to or "", duration=None, error=error,
+                        success_level=logging.INFO if self.config.log_outcomes == "info" else logging.DEBUG)
         elif reply.kind == "checked":
             outcome = "failed"
         else:
             outcome = reply.kind  # stale, absorbed (cancelled meanwhile), not_found
         self.deps.metrics.validation_checks.labels(outcome).inc()
+        if reply.moved:  # the job's validation is over: how many checks it took
+            self.deps.metrics.validation_checks_per_job.labels(reply.to or "").observe(task.check)
 
 
 def check_validator_urls(app: App, config: DaemonConfig) -> None:

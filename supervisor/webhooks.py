@@ -44,6 +44,7 @@ from jobvisor.adapters.http import HttpClient
 from jobvisor.adapters.records import Delivery
 from jobvisor.adapters.webhooks import WebhookSigner, event_body
 
+from . import tracing
 from .deps import Deps
 from .inflight import InFlight
 from .outage import StoreOutage
@@ -120,8 +121,16 @@ class Deliverer:
 
     async def _send(self, scope: trio.CancelScope, queue: str, delivery: Delivery) -> None:
         outcome: _Outcome | None = None
-        with scope:
-            outcome = await self._attempt(delivery)
+        with tracing.span("jobvisor.webhook", traceparent=delivery.traceparent, kind="client", attributes={
+                "jobvisor.delivery.id": delivery.id, "jobvisor.webhook.event": delivery.event,
+                "jobvisor.delivery.attempt": delivery.attempt}) as span:
+            with scope:
+                outcome = await self._attempt(delivery)
+            if outcome is not None and span is not None:
+                if outcome.status:
+                    span.set_attribute("http.response.status_code", outcome.status)
+                if outcome.trigger != "succeed":
+                    tracing.set_error(span, outcome.error or outcome.trigger)
         if outcome is None:  # cancelled by shutdown: back to the outbox
             outcome = _Outcome("release", error="daemon shutting down")
         reply = None
@@ -141,6 +150,9 @@ class Deliverer:
             log.error("webhooks: the outcome of %s was not recorded; it will be sent again", delivery.id)
             return
         self.deps.metrics.webhook_attempts.labels(outcome.trigger).inc()
+        if reply.moved and reply.to == "delivered":
+            # from the transition that made the event (its outbox row) to the receiver's 2xx
+            self.deps.metrics.webhook_latency.observe(max(0.0, self.deps.clock() - delivery.created_at / 1000))
         if reply.to == "dead":
             log.warning("webhook %s is dead after %d attempt(s): %s", delivery.id, delivery.attempt,
                         outcome.error or f"HTTP {outcome.status}")
@@ -158,6 +170,7 @@ class Deliverer:
         except ValueError as exc:
             return _Outcome("reject", error=str(exc))
         headers = self.signer.headers(delivery.id, self.deps.clock(), body)
+        tracing.inject_headers(headers)  # traceparent: the receiver's spans join the job's trace
         try:
             answer = await self.http.post(url, body, headers, self.config.webhook_timeout)
         except DestinationRefused as exc:

@@ -65,10 +65,12 @@ from jobvisor.adapters.processes import open_process_runner
 from jobvisor.adapters.records import ClaimedJob, Reply, SlotView
 from jobvisor.adapters.store_views import claimed_phases
 
+from . import tracing
 from .app import HandlerSpec, JobContext, SyncJobContext
 from .deps import Deps
 from .execution import Executor
 from .hub import wait_any
+from .joblog import log_outcome, log_stale
 from .loop_monitor import LoopMonitor
 from .outage import StoreOutage
 
@@ -178,6 +180,7 @@ class WorkerPool:
         self._unsettled: list[tuple[str, str]] = []  # (queue, nonce) of claims whose answer was lost
         self._frames: dict[FrameType, _Running] = {}  # handler frames, for the loop monitor
         self.executor = Executor(max_result_bytes=self.config.max_result_bytes)
+        self._success_level = logging.INFO if self.config.log_outcomes == "info" else logging.DEBUG
         self.monitor = LoopMonitor(
             interval=min(1.0, self.config.heartbeat / 2), threshold=self.config.loop_lag_threshold,
             lease=self.config.lease, observe=deps.metrics.loop_lag.observe, culprit=self._culprit,
@@ -267,6 +270,7 @@ class WorkerPool:
         them back). An answer that does not come (Redis went away, or the bound ran out) leaves
         the claim ``unsettled``: :meth:`_settle` finds its jobs by nonce later."""
         jobs: list[ClaimedJob] | None = None
+        asked = tracing.now_ns()
         with trio.CancelScope(shield=True) as shield:
             shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
             try:
@@ -281,6 +285,10 @@ class WorkerPool:
             log.warning("a claim on %s got no answer within %gs; its jobs will be looked up", queue,
                         CLAIM_BOUND * self.config.lease)
             return []
+        for job in jobs:
+            tracing.record_span("jobvisor.claim", traceparent=job.traceparent, start_ns=asked, attributes={
+                "jobvisor.job.id": job.id, "jobvisor.job.type": job.type, "jobvisor.queue": queue,
+                "jobvisor.attempt": job.attempt, "jobvisor.worker": self.config.worker_id})
         return jobs
 
     async def _release_unsettled(self, handlers: trio.Nursery) -> None:
@@ -352,6 +360,17 @@ class WorkerPool:
     # -- running ----------------------------------------------------------------------
 
     async def _run_job(self, running: _Running) -> None:
+        job = running.job
+        attributes = {"jobvisor.job.id": job.id, "jobvisor.job.type": job.type,
+                      "jobvisor.queue": running.queue, "jobvisor.attempt": job.attempt}
+        with tracing.span("jobvisor.attempt", traceparent=job.traceparent, kind="consumer",
+                          attributes=attributes) as span:
+            try:
+                await self._attempt(running)
+            finally:
+                tracing.set_outcome(span, running.outcome, running.reason)
+
+    async def _attempt(self, running: _Running) -> None:
         job = running.job
         try:
             spec = self.deps.app.handlers.get(job.type)
@@ -440,7 +459,9 @@ class WorkerPool:
                 running.returned_at = trio.current_time()
         finally:
             del self._frames[frame]
-            self.deps.metrics.handler_duration.labels(running.job.type).observe(trio.current_time() - started)
+            returned = running.outcome[0] if running.outcome is not None else "interrupted"
+            self.deps.metrics.handler_duration.labels(running.job.type, returned).observe(
+                trio.current_time() - started)
             running.done.set()
             self._handlers_live -= 1
             self._handler_ended.set()
@@ -481,7 +502,7 @@ class WorkerPool:
             job_id=job.id, type=job.type, attempt=job.attempt, input=_decode(job.input),
             retry_count=job.retry_count, max_retries=job.max_retries, phases=phases,
             phase_results=results, service_job_id=job.service_job_id or None,
-            reporter=_Reporter(self, running),
+            reporter=_Reporter(self, running), queue=running.queue,
         )
 
     # -- talking to the store ------------------------------------------------------------
@@ -537,8 +558,13 @@ class WorkerPool:
         if reply is None:
             log.error("could not report %s for %s (%s); the watchdog will recover it", trigger, job.id,
                       refused or "no answer in time")
+        elif reply.moved and reply.to != "queued":  # a release hands the job back: not an outcome
+            log_outcome(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
+                        outcome=reply.to or "", duration=max(0.0, self.deps.clock() - running.since),
+                        error=error, success_level=self._success_level)
         elif reply.kind == "stale":
-            log.info("late %s for %s rejected by the lease fence", trigger, job.id)
+            log_stale(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
+                      trigger=trigger)
         elif reply.kind == "absorbed":
             log.info("late %s for %s absorbed: the job is already %s", trigger, job.id, reply.state)
 

@@ -124,7 +124,7 @@ local JOB_FIELDS = {'state', 'lease_token', 'attempts', 'retry_count', 'max_retr
   'has_validator', 'notify', 'epoch', 'phases', 'batch', 'priority', 'backoff_ms',
   'backoff_max_ms', 'timeout_ms', 'type', 'lease_deadline', 'webhook_url', 'created_at',
   'service_job_id', 'result', 'error', 'reason', 'finished_at', 'lease_worker', 'val_checks',
-  'validation_status'}
+  'validation_status', 'traceparent'}
 
 -- One record as a table of strings ('' for absent fields); nil when the record does not exist
 -- (every record's first field is its state).
@@ -207,12 +207,13 @@ local function job_snapshot(j)
 end
 
 -- Outbox: one row per (object, event type, epoch); a second insert is a no-op.
-local function outbox_add(object_id, kind, epoch, url, snapshot)
+local function outbox_add(object_id, kind, epoch, url, snapshot, traceparent)
   local did = object_id .. '~' .. kind .. '~' .. epoch
   if redis.call('EXISTS', dkey(did)) == 1 then return false end
   redis.call('HSET', dkey(did), 'state', 'pending', 'attempts', 0, 'event', kind,
     'object', object_id, 'epoch', epoch, 'url', url or '', 'created_at', NOW_S,
     'snapshot', snapshot)
+  if traceparent and traceparent ~= '' then redis.call('HSET', dkey(did), 'traceparent', traceparent) end
   redis.call('ZADD', K_OUTBOX, NOW, did)
   return true
 end
@@ -315,7 +316,7 @@ local function job_move(j, trigger, x)
   if M.job.terminal[to] then redis.call('ZADD', K_UNFILED, NOW, j.id) end -- for the evaluator
   local notify = o.notify
   if notify ~= '' and j.notify == '1' then
-    outbox_add(j.id, notify, num(j.epoch), j.webhook_url, job_snapshot(j))
+    outbox_add(j.id, notify, num(j.epoch), j.webhook_url, job_snapshot(j), j.traceparent)
   end
   event(notify ~= '' and notify or ('job.' .. trigger), j.id,
     {'from', from, 'to', to, 'attempt', attempt, 'reason', j.reason,
@@ -372,6 +373,7 @@ function OP.submit(x)
     'batch', x.batch or '', 'idempotency_key', x.idem or '', 'created_at', NOW_S,
     'updated_at', NOW_S, 'due_at', delay > 0 and fmt(NOW + delay) or '',
     'validator_url', x.validator_url or '')
+  if x.traceparent and x.traceparent ~= '' then redis.call('HSET', jkey(x.id), 'traceparent', x.traceparent) end
   if state == 'queued' then
     enqueue(x.type, queued_score(x.priority), x.id)
     woke = true
@@ -395,7 +397,8 @@ local function claimed_view(j, token, deadline)
   return {id = j.id, type = j.type, input = j.input, attempt = num(j.attempts),
     token = token, lease_deadline = deadline, timeout_ms = num(j.timeout_ms),
     retry_count = num(j.retry_count), max_retries = num(j.max_retries), phases = j.phases,
-    phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch}
+    phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch,
+    traceparent = j.traceparent ~= '' and j.traceparent or nil}
 end
 
 local CLAIM_FIELDS = {} -- a job's fields (its state first, as load_hash wants) and its input
@@ -726,7 +729,8 @@ function OP.validations(x)
         redis.call('HSET', jkey(id), 'val_token', token)
         redis.call('ZADD', K_VALIDATING, NOW + num(x.lease_ms), id)
         out[#out + 1] = {id = id, type = j.type, token = token, check = check, epoch = num(j.epoch),
-          validator_url = j.validator_url, service_job_id = j.service_job_id}
+          validator_url = j.validator_url, service_job_id = j.service_job_id,
+          traceparent = j.traceparent ~= '' and j.traceparent or nil}
       else
         skipped = skipped + 1
       end
@@ -1046,7 +1050,7 @@ end
 ------------------------------------------------------------------------------ deliveries --
 
 local DELIVERY_FIELDS = {'state', 'attempts', 'event', 'object', 'url', 'snapshot', 'epoch',
-  'created_at', 'token'}
+  'created_at', 'token', 'traceparent'}
 
 local function load_delivery(id) return load_hash(dkey(id), DELIVERY_FIELDS, id) end
 
@@ -1091,7 +1095,8 @@ function OP.deliveries(x)
       local r = delivery_move(d, 'send', {attempts_left = left}, set, NOW + num(x.lease_ms))
       if r.kind == 'moved' and r.to == 'sending' then
         out[#out + 1] = {id = id, event = d.event, object = d.object, url = d.url,
-          snapshot = d.snapshot, attempt = attempts, token = token, created_at = num(d.created_at)}
+          snapshot = d.snapshot, attempt = attempts, token = token, created_at = num(d.created_at),
+          traceparent = d.traceparent ~= '' and d.traceparent or nil}
       end
     end
   end

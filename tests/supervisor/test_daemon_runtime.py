@@ -402,8 +402,10 @@ async def test_metrics_count_transitions_depths_durations_and_restarts(shared: S
              for state in ("queued", "scheduled", "active", "validating", "finished", "outbox")}
     assert depth == {"queued": 0, "scheduled": 1, "active": 0, "validating": 0, "finished": 5, "outbox": 0}
     durations = "jobvisor_handler_duration_seconds_count"
-    assert (sample(page, durations, type="echo"), sample(page, durations, type="boom")) == (3, 2)
-    assert sample(page, "jobvisor_handler_duration_seconds_bucket", type="echo", le="+Inf") == 3
+    assert (sample(page, durations, type="echo", outcome="complete"),
+            sample(page, durations, type="boom", outcome="fail")) == (3, 2)
+    assert sample(page, durations, type="echo", outcome="fail") is None
+    assert sample(page, "jobvisor_handler_duration_seconds_bucket", type="echo", outcome="complete", le="+Inf") == 3
     assert sample(page, "jobvisor_actor_restarts_total", actor="fragile") == 1
     assert sample(page, "jobvisor_actor_restarts_total", actor="workers") is None
     assert waiting.state == "scheduled"

@@ -78,7 +78,7 @@ def statuses(*codes: int, headers: dict[int, dict[str, str]] | None = None) -> H
 
 @asynccontextmanager
 async def deliverer(
-    script: Handler, *, memory: MemoryServers | None = None, **settings: Any
+    script: Handler, *, memory: MemoryServers | None = None, metrics: Metrics | None = None, **settings: Any
 ) -> AsyncIterator[tuple[Store, Watcher, Receiver]]:
     """The webhook actor alone, over the embedded store, with a scripted receiver."""
     memory = memory or MemoryServers()
@@ -88,7 +88,7 @@ async def deliverer(
     hub, watcher, receiver = Hub(), Watcher(), Receiver(script)
     store = Store(DirectExecutor(open_backend("memory://hooks", memory=memory), clock),
                   observers=[hub.observe, watcher])
-    deps = Deps(store=store, app=App(), config=config, hub=hub, metrics=Metrics(), clock=clock)
+    deps = Deps(store=store, app=App(), config=config, hub=hub, metrics=metrics or Metrics(), clock=clock)
     http = HttpClient(transport=httpx.MockTransport(receiver), clock=clock)
     actor = Deliverer(deps, http, rng=random.Random(SEED))
     stop = trio.Event()
@@ -242,6 +242,22 @@ async def test_a_429_waits_exactly_what_retry_after_says(autojump_clock: trio.te
     assert 39.0 - 0.002 <= t[2] - t[1] <= 40.0 + 0.002
     assert t[3] - t[2] == pytest.approx(50.0, abs=0.002)
     assert (delivery.state, delivery.attempts) == ("delivered", 4)
+
+
+async def test_delivery_latency_runs_from_the_event_to_the_receivers_2xx(
+        autojump_clock: trio.testing.MockClock) -> None:
+    metrics = Metrics()
+    latency = "jobvisor_webhook_delivery_latency_seconds"
+    async with deliverer(statuses(429, 200, headers={0: {"Retry-After": "30"}}), metrics=metrics) as (
+            store, watcher, receiver):
+        created = trio.current_time()
+        job = await cancelled_job(store)
+        await watcher.until(settled(watcher, f"{job}~job.cancelled~0"), timeout=600)
+    assert metrics.registry.get_sample_value(f"{latency}_count") == 1
+    # the event's time is stored in whole milliseconds
+    assert metrics.registry.get_sample_value(f"{latency}_sum") == pytest.approx(
+        receiver.seen[1].at - created, abs=0.002)
+    assert receiver.seen[1].at - created == pytest.approx(30.0, abs=0.01)
 
 
 async def test_a_receiver_that_hangs_costs_one_attempt_of_exactly_the_timeout(

@@ -1,0 +1,118 @@
+"""OpenTelemetry spans for jobs, when OpenTelemetry is installed (``pip install jobvisor[otel]``).
+
+A job's trace starts (or continues) at the client's submit: its ``jobvisor.submit`` span's W3C
+``traceparent`` is stored with the job, and every later span of the job is in that trace: the
+claim and each handler attempt (``jobvisor.attempt``), each phase (``jobvisor.phase``), each
+validation check (``jobvisor.validation``) and each webhook delivery attempt
+(``jobvisor.webhook``, whose request carries its own ``traceparent`` header).
+
+Without the ``opentelemetry`` package nothing is imported and every function here is a no-op;
+with the API but no SDK configured, spans are OpenTelemetry's non-recording ones and no
+``traceparent`` is stored.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["ENABLED", "current_traceparent", "inject_headers", "now_ns", "record_span", "set_error",
+           "set_outcome", "span"]
+
+ENABLED = importlib.util.find_spec("opentelemetry") is not None
+"""Whether the OpenTelemetry API is installed (checked without importing it)."""
+
+_tracer: Any = None
+
+
+def _get_tracer() -> Any:
+    global _tracer
+    if _tracer is None:
+        from opentelemetry import trace
+
+        from jobvisor import __version__
+
+        _tracer = trace.get_tracer("jobvisor", __version__)
+    return _tracer
+
+
+def _parent_context(traceparent: str) -> Any:
+    from opentelemetry import propagate
+
+    return propagate.extract({"traceparent": traceparent}) if traceparent else None
+
+
+@contextmanager
+def span(name: str, *, traceparent: str = "", attributes: Mapping[str, Any] | None = None,
+         kind: str = "internal") -> Iterator[Any]:
+    """A span named ``name``: a child of ``traceparent`` when given (a job's stored context),
+    else of the current span. ``kind`` is ``internal``, ``producer``, ``consumer`` or
+    ``client``. An exception leaving the block is recorded on the span and re-raised."""
+    if not ENABLED:
+        yield None
+        return
+    from opentelemetry.trace import SpanKind
+
+    kinds = {"internal": SpanKind.INTERNAL, "producer": SpanKind.PRODUCER,
+             "consumer": SpanKind.CONSUMER, "client": SpanKind.CLIENT}
+    attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
+    with _get_tracer().start_as_current_span(
+            name, context=_parent_context(traceparent), kind=kinds[kind], attributes=attrs) as current:
+        yield current
+
+
+def now_ns() -> int:
+    """The wall clock in nanoseconds, as span times are given (0 when tracing is off)."""
+    return time.time_ns() if ENABLED else 0
+
+
+def record_span(name: str, *, traceparent: str, start_ns: int, attributes: Mapping[str, Any]) -> None:
+    """A span that began at ``start_ns`` (:func:`now_ns`) and ends now, a child of ``traceparent``;
+    nothing when the job carries no trace context."""
+    if not ENABLED or not traceparent:
+        return
+    attrs = {k: v for k, v in attributes.items() if v is not None}
+    _get_tracer().start_span(name, context=_parent_context(traceparent), attributes=attrs,
+                             start_time=start_ns).end()
+
+
+def set_outcome(current: Any, outcome: tuple[str, Any] | None, reason: str | None) -> None:
+    """Mark an attempt's span with how its handler ended: an error status unless it completed."""
+    if current is None:
+        return
+    kind = outcome[0] if outcome is not None else (reason or "interrupted")
+    current.set_attribute("jobvisor.outcome", kind)
+    if kind != "complete":
+        detail = outcome[1] if outcome is not None else None
+        message = detail.get("message") if isinstance(detail, Mapping) else None
+        set_error(current, f"{kind}: {message}" if message else kind)
+
+
+def current_traceparent() -> str:
+    """The current span's W3C ``traceparent`` ("" when there is no recording span)."""
+    if not ENABLED:
+        return ""
+    carrier: dict[str, str] = {}
+    inject_headers(carrier)
+    return carrier.get("traceparent", "")
+
+
+def inject_headers(headers: dict[str, str]) -> None:
+    """Add the current span's trace context headers (``traceparent``) to ``headers``."""
+    if not ENABLED:
+        return
+    from opentelemetry import propagate
+
+    propagate.inject(headers)
+
+
+def set_error(current: Any, message: str) -> None:
+    """Mark ``current`` (a span from :func:`span`, or ``None``) as failed with ``message``."""
+    if current is None:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    current.set_status(Status(StatusCode.ERROR, message))
