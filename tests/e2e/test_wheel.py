@@ -80,6 +80,7 @@ def test_the_wheel_ships_py_typed_the_rooms_and_the_lua_library(installed: Path)
     lua = sorted(p.name for p in (package / "adapters" / "lua").glob("*.lua"))
     assert lua == sorted(p.name for p in (ROOT / "adapters" / "lua").glob("*.lua"))
     assert "jobvisor.lua" in lua
+    assert not (package / "supervisor" / "demo.py").exists()  # the demo ships with the source only
     assert not list(package.rglob("examples"))
 
 
