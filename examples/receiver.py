@@ -20,6 +20,7 @@ keeps them in its own database, next to what the event changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -108,15 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         receiver = Receiver(secret, emit=lambda line: print(line, flush=True))
     except Exception:  # noqa: BLE001 - the library raises several kinds for a bad secret
-        print("receiver: JOBVISOR_WEBHOOK_SECRET is not a whsec_ secret (whsec_ then base64)", file=sys.stderr)
+        print("receiver: JOBVISOR_WEBHOOK_SECRET is not a whsec_ secret (whsec_ then base64)",
+              file=sys.stderr)
         return 2
     with serve(receiver, args.host, args.port) as server:
-        host, port = server.server_address[:2]
-        print(f"listening on http://{host}:{port}/", flush=True)
-        try:
+        print(f"listening on http://{args.host}:{server.server_address[1]}/", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -16,6 +16,7 @@ API instead. ``jobvisor demo`` runs one of these on a free loopback port.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 import sys
@@ -116,12 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag", type=float, default=0.5, help="seconds the status API lags behind progress")
     args = parser.parse_args(argv)
     with serve(Service(args.lag), args.host, args.port) as server:
-        host, port = server.server_address[:2]
-        print(f"listening on http://{host}:{port}/", flush=True)
-        try:
+        print(f"listening on http://{args.host}:{server.server_address[1]}/", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -87,7 +87,8 @@ def test_the_demo_on_a_real_redis_server_touches_only_its_own_queues(redis_url: 
     assert client.get("someone-elses-key") == b"untouched"
     assert client.hgetall("jv:types") == {b"report": b'{"queue": "prod"}'}  # not republished
     queues = {q.decode() for q in client.smembers("jv:queues")}
-    assert queues and all(q.startswith("demo-") for q in queues)
+    assert queues
+    assert all(q.startswith("demo-") for q in queues)
 
 
 def test_the_demo_prints_its_table_without_json(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_the_demo_prints_its_table_without_json(tmp_path: Path) -> None:
     assert out.count("batch member") == 10
 
 
-@pytest.mark.parametrize("url, message", [
+@pytest.mark.parametrize(("url", "message"), [
     ("ftp://x", "is not a Redis URL"),
     ("redis://127.0.0.1:1/0", "Redis is unavailable at redis://127.0.0.1:1/0"),
 ])
@@ -113,11 +114,11 @@ def test_the_demo_refuses_a_bad_or_dead_redis_in_one_line(url: str, message: str
 
 
 async def test_a_demo_that_cannot_finish_in_time_says_what_it_waited_for() -> None:
-    from jobvisor.adapters.errors import JobvisorError
     from examples.demo import run_demo
+    from jobvisor.adapters.errors import JobvisorError
 
     with pytest.raises(JobvisorError, match=r"^the demo did not finish within 0.5 s: it was waiting for "):
-        await run_demo(None, timeout=0.5)
+        await run_demo(None, time_limit=0.5)
 
 
 def outside(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -129,7 +130,8 @@ def outside(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_without_the_source_checkout_the_demo_says_where_it_ships_in_one_line(tmp_path: Path) -> None:
     result = outside("--json", cwd=tmp_path)
-    assert result.returncode == 2 and result.stdout == ""
+    assert result.returncode == 2
+    assert result.stdout == ""
     assert result.stderr == ("jobvisor: demo: the demo ships with the source checkout: run "
                              "`bash scripts/demo.sh` in a clone of jobvisor\n")
 
@@ -138,13 +140,16 @@ def test_an_examples_package_of_someone_elses_is_not_taken_for_the_demo(tmp_path
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "__init__.py").write_text("")  # a service's own examples/, without demo
     result = outside(cwd=tmp_path)
-    assert result.returncode == 2 and result.stdout == ""
-    assert len(result.stderr.splitlines()) == 1 and "ships with the source checkout" in result.stderr
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert "ships with the source checkout" in result.stderr
 
 
 def test_python_dash_m_examples_demo_is_the_same_command(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "examples.demo", "--redis", "ftp://x"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and result.stdout == ""
+    assert result.returncode == 2
+    assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("jobvisor: redis: 'ftp://x' is not a Redis URL"), result.stderr

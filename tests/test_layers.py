@@ -33,7 +33,8 @@ def _imported_after(module: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-@pytest.mark.parametrize("module", ["jobvisor.machines", "jobvisor.machines.embed", "jobvisor.machines.mermaid"])
+@pytest.mark.parametrize("module",
+                         ["jobvisor.machines", "jobvisor.machines.embed", "jobvisor.machines.mermaid"])
 def test_machines_import_no_runtime(module: str) -> None:
     leaked = _imported_after(module) & set(FORBIDDEN_FOR_MACHINES)
     assert leaked == set(), f"{module} pulled in {sorted(leaked)}"
@@ -164,25 +165,26 @@ def test_every_room_keeps_its_direction() -> None:
     ("jobvisor.supervisor.x", "from adapters.store import Store", "not jobvisor.-prefixed"),
     ("jobvisor.adapters.x", "import machines.job", "not jobvisor.-prefixed"),
     ("jobvisor.machines.x", "from supervisor import app", "not jobvisor.-prefixed"),
-    ("jobvisor.adapters.x", "from jobvisor.supervisor.app import App", "adapters never import the supervisor"),
-    ("jobvisor.adapters.x", "from ..supervisor import app", "adapters never import the supervisor"),
-    ("jobvisor.adapters.x", "from jobvisor import supervisor", "adapters never import the supervisor"),
+    ("jobvisor.adapters.x", "from jobvisor.supervisor.app import App", "never import the supervisor"),
+    ("jobvisor.adapters.x", "from ..supervisor import app", "never import the supervisor"),
+    ("jobvisor.adapters.x", "from jobvisor import supervisor", "never import the supervisor"),
     ("jobvisor.supervisor.x", "from examples.app import make_app", "never imports examples"),
     ("jobvisor.x", "import tests.harness", "never imports examples"),
-    ("jobvisor.adapters.x", "import importlib\nimportlib.import_module('bench.claims')", "never imports examples"),
-    ("jobvisor.supervisor.x", "import importlib\nimportlib.import_module('examples.app')", "never imports examples"),
+    ("jobvisor.adapters.x", "import importlib\nimportlib.import_module('bench.x')", "never imports examples"),
+    ("jobvisor.supervisor.x", "import importlib\nimportlib.import_module('examples.app')", "never imports"),
     ("jobvisor.machines.x", "import trio", "machines are pure"),
     ("jobvisor.machines.x", "from ..adapters import keys", "machines are pure"),
 ])
 def test_each_rule_refuses_a_module_that_breaks_it(module: str, source: str, rule: str) -> None:
     [refusal] = violations(imports_of(module, source))
-    assert rule in refusal and refusal.startswith(f"{module}:")
+    assert rule in refusal
+    assert refusal.startswith(f"{module}:")
 
 
 def test_what_each_room_may_import_passes() -> None:
     allowed = [
-        ("jobvisor.supervisor.x", "import trio\nfrom jobvisor.adapters.store import Store\nfrom .app import App"),
-        ("jobvisor.adapters.x", "import redis\nimport httpx\nfrom jobvisor.machines import JOB\nfrom . import keys"),
+        ("jobvisor.supervisor.x", "import trio\nfrom jobvisor.adapters.store import S\nfrom .app import A"),
+        ("jobvisor.adapters.x", "import redis\nimport httpx\nfrom ..machines import J\nfrom . import k"),
         ("jobvisor.machines.x", "import enum\nfrom ._table import Row\nimport transitions"),
         ("jobvisor.supervisor.cli", "import importlib\nimportlib.import_module('examples.demo')"),
     ]

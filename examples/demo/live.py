@@ -44,7 +44,8 @@ class LiveView:
         for name in STATES:
             states.add_column(name, justify="right")
         states.add_row(*(str(self.counts.get(n, 0)) for n in STATES))
-        recent = Table(title=f"webhooks received {self.webhooks[0]}, verified {self.webhooks[1]}; recent events",
+        received, verified = self.webhooks
+        recent = Table(title=f"webhooks received {received}, verified {verified}; recent events",
                        show_header=False, expand=False)
         recent.add_column("event")
         for line in self.events[-10:]:

@@ -127,15 +127,17 @@ def print_report(report: DemoReport) -> None:
     from rich.table import Table
 
     console = Console(width=None if os.isatty(1) else 130)
-    jobs = Table(title=f"jobvisor demo on the {report.store} store: {len(report.jobs)} jobs in {report.seconds:.1f} s")
+    title = f"jobvisor demo on the {report.store} store: {len(report.jobs)} jobs in {report.seconds:.1f} s"
+    jobs = Table(title=title)
     jobs.add_column("job")
     jobs.add_column("scenario")
     jobs.add_column("final state")
     for name in ("attempts", "checks", "handed over", "webhooks"):
         jobs.add_column(name, justify="right")
     for row in report.jobs:
-        jobs.add_row(row.id.split(".", 1)[1][-10:], row.scenario, row.state, str(row.attempts), str(row.checks),
-                     str(row.handed_over) if row.type == "transcode" else "-", str(row.webhooks))
+        handed_over = str(row.handed_over) if row.type == "transcode" else "-"
+        jobs.add_row(row.id.split(".", 1)[1][-10:], row.scenario, row.state, str(row.attempts),
+                     str(row.checks), handed_over, str(row.webhooks))
     console.print(jobs)
     b = report.batch
     console.print(f"batch {b['id']}: {b['state']}, {b['completed']}/{b['members']} members completed, "

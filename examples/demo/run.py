@@ -99,18 +99,20 @@ class DemoRun:
     async def until(self, check: Callable[[], Awaitable[object]], what: str, *, every: float = 0.05) -> None:
         """Wait for ``check()`` to be truthy; the caller bounds the time."""
         self.waiting = what
-        while not await check():
+        while True:  # the store is polled: its changes reach no event of ours
+            if await check():
+                return
             await trio.sleep(every)
 
-    async def run(self, timeout: float) -> DemoReport:
+    async def run(self, time_limit: float) -> DemoReport:
         started = time.monotonic()
         try:
             with (serving(serve_service(self.service, port=0)) as service_url,
                   serving(serve_receiver(self.receiver, port=0)) as receiver_url,
-                  self.view, trio.fail_after(timeout)):
+                  self.view, trio.fail_after(time_limit)):
                 report = await self._story(make_app(service_url, queue=self.main_q), receiver_url + "/hooks")
         except trio.TooSlowError:
-            raise JobvisorError(f"the demo did not finish within {timeout:g} s: it was waiting for "
+            raise JobvisorError(f"the demo did not finish within {time_limit:g} s: it was waiting for "
                                 f"{self.waiting}") from None
         report.store = "embedded (memory://)" if self.redis is None else "redis-server"
         report.seconds = time.monotonic() - started
@@ -141,8 +143,9 @@ class DemoRun:
     async def _story(self, app: Any, hooks: str) -> DemoReport:
         view = self.view
         async with trio.open_nursery() as nursery:
-            a = await nursery.start(partial(run_daemon, self._daemon("A", self.main_q, hooks), app, memory=self.memory,
-                                            handle_signals=False, publish_types=False, wait_for_store=False))
+            a = await nursery.start(partial(run_daemon, self._daemon("A", self.main_q, hooks), app,
+                                            memory=self.memory, handle_signals=False, publish_types=False,
+                                            wait_for_store=False))
             store: Store = a.store
             client = AsyncClient(store, app=app)
             nursery.start_soon(self._watch, store)
@@ -186,7 +189,8 @@ class DemoRun:
                 await submit("phased", "report", "completed", notify=True)
             await submit("fails twice, then retried to success", "flaky", "completed", notify=True)
             await submit("times out", "slow", "timed_out", input={"seconds": 5}, notify=True)
-            doomed = await submit("cancelled mid-phase", "report", "cancelled", input={"pause": 0.6}, notify=True)
+            doomed = await submit("cancelled mid-phase", "report", "cancelled", input={"pause": 0.6},
+                                  notify=True)
 
             batch = await client.create_batch(queue=self.main_q, expected=10, threshold=80, progress_every=5,
                                               stuck_after=5.0, notify=True)
@@ -222,10 +226,11 @@ class DemoRun:
         return report
 
 
-async def run_demo(redis: str | None = None, *, view: LiveView | None = None, timeout: float = 90.0) -> DemoReport:
-    """Run the whole demo and return its figures; bounded by ``timeout`` (a run that does not
-    finish in time raises :class:`JobvisorError` naming what it was waiting for)."""
-    return await DemoRun(redis, view or LiveView(False)).run(timeout)
+async def run_demo(redis: str | None = None, *, view: LiveView | None = None,
+                   time_limit: float = 90.0) -> DemoReport:
+    """Run the whole demo and return its figures; bounded by ``time_limit`` seconds (a run that
+    does not finish in time raises :class:`JobvisorError` naming what it was waiting for)."""
+    return await DemoRun(redis, view or LiveView(False)).run(time_limit)
 
 
 def main(redis: str | None, as_json: bool) -> int:

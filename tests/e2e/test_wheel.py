@@ -53,7 +53,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = work / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=work)
     site = _site_packages(venv)
-    assert site.is_dir() and list(site.iterdir()) == [], sorted(p.name for p in site.iterdir())
+    assert site.is_dir()
+    assert sorted(p.name for p in site.iterdir()) == []
     _run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--no-deps",
          "--no-index", "-q", wheel, cwd=work)
     return site
@@ -99,7 +100,8 @@ def test_the_installed_package_imports_from_outside_the_repository(installed: Pa
     )
     env = {**os.environ, "PYTHONPATH": str(installed)}
     out = json.loads(_run(sys.executable, "-c", code, cwd=tmp_path, env=env))
-    assert out["app"] == "jobvisor.supervisor.app" and out["client"] == "jobvisor.supervisor.client"
+    assert out["app"] == "jobvisor.supervisor.app"
+    assert out["client"] == "jobvisor.supervisor.client"
     assert out["lua"] is True
     assert {"jobvisor", "jobvisor.machines", "jobvisor.supervisor.app"} <= set(out["mods"])
     outside = {n: f for n, f in out["mods"].items() if not Path(f).is_relative_to(installed)}
