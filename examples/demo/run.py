@@ -38,7 +38,7 @@ def settings(url: str, worker: str, queues: list[str], secret: str, receiver: st
     return load_config({
         "redis": url, "worker_id": worker, "queues": queues, "concurrency": 32, "lease": 1.0,
         "grace": 1.0, "idle_poll": 0.5, "watchdog_interval": 0.2, "batch_interval": 0.2,
-        "validation_interval": 0.25, "validation_jitter": 0.0, "validation_attempts": 8,
+        "validation_interval": 0.25, "validation_jitter": 0.0, "validation_attempts": 12,
         "validation_timeout": 2.0, "webhook_secret": secret, "webhook_url": receiver,
         "webhook_backoff": 0.2, "webhook_timeout": 2.0, "status_query_timeout": 1.0,
         "abandon_after": 1.0, "evaluator_interval": 1.0,
@@ -70,7 +70,7 @@ class DemoRun:
         self.tag = secrets.token_hex(3)
         self.main_q, self.fragile_q = f"demo-{self.tag}", f"demo-{self.tag}-b"
         self.secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        self.service = Service(lag=0.5)
+        self.service = Service(lag=1.0)  # longer than a loaded machine takes from done to first check
         self.receiver = Receiver(self.secret, handle=self._heard)
         self.view = view
         self.rows: dict[str, JobRow] = {}
