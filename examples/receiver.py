@@ -20,9 +20,11 @@ keeps them in its own database, next to what the event changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,16 +35,29 @@ MAX_BODY = 4 * 1024 * 1024  # jobvisor's events are far smaller; refuse anything
 
 
 class Receiver:
-    """Verifies each delivery with the ``whsec_`` secret, drops ids already handled."""
+    """Verifies each delivery with the ``whsec_`` secret, drops ids already handled.
 
-    def __init__(self, secret: str, emit: Callable[[str], None] = print) -> None:
+    ``handle(webhook_id, event)`` is what is done with a verified event seen for the first
+    time (by default: print one line through ``emit``); ``answered`` counts the answers given
+    (204 new, 200 repeated, 400 refused)."""
+
+    def __init__(self, secret: str, emit: Callable[[str], None] = print,
+                 handle: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.verifier = Webhook(secret)
         self.emit = emit
+        self.handle = handle or self._print
         self.seen: set[str] = set()
+        self.answered: Counter[int] = Counter()
         self.lock = threading.Lock()  # the HTTP server runs one thread per request
 
     def receive(self, body: bytes, headers: Mapping[str, str]) -> int:
         """The HTTP status to answer for one delivery."""
+        status = self._receive(body, headers)
+        with self.lock:
+            self.answered[status] += 1
+        return status
+
+    def _receive(self, body: bytes, headers: Mapping[str, str]) -> int:
         try:
             event: dict[str, Any] = self.verifier.verify(body, dict(headers))
         except (WebhookVerificationError, ValueError):  # ValueError: a malformed signature header
@@ -52,13 +67,16 @@ class Receiver:
             if webhook_id in self.seen:
                 return 200
             self.seen.add(webhook_id)
+        self.handle(webhook_id, event)
+        return 204
+
+    def _print(self, webhook_id: str, event: dict[str, Any]) -> None:
         data = event.get("data", {})
         self.emit(f"{event['type']:<22} {data.get('id')}  state={data.get('state')}  webhook-id={webhook_id}")
-        return 204
 
 
 def serve(receiver: Receiver, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """An HTTP server passing every POST's body and headers to ``receiver``."""
+    """An HTTP server passing every POST's body and headers to ``receiver`` (port 0: a free one)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -74,7 +92,9 @@ def serve(receiver: Receiver, host: str = "127.0.0.1", port: int = 8000) -> Thre
         def log_message(self, *args: Any) -> None:  # the printed events are the log
             pass
 
-    return ThreadingHTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,15 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         receiver = Receiver(secret, emit=lambda line: print(line, flush=True))
     except Exception:  # noqa: BLE001 - the library raises several kinds for a bad secret
-        print("receiver: JOBVISOR_WEBHOOK_SECRET is not a whsec_ secret (whsec_ then base64)", file=sys.stderr)
+        print("receiver: JOBVISOR_WEBHOOK_SECRET is not a whsec_ secret (whsec_ then base64)",
+              file=sys.stderr)
         return 2
     with serve(receiver, args.host, args.port) as server:
-        host, port = server.server_address[:2]
-        print(f"listening on http://{host}:{port}/", flush=True)
-        try:
+        print(f"listening on http://{args.host}:{server.server_address[1]}/", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

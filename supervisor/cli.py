@@ -238,12 +238,18 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import main as demo_main
-
+    # The demo ships with the source checkout (examples/demo), found by name like --app.
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        demo_main = importlib.import_module("examples.demo").main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("examples", "examples.demo"):
+            raise
+        _bad("demo: the demo ships with the source checkout: run `bash scripts/demo.sh` in a clone of jobvisor")
     if args.redis is not None and not args.redis.startswith(("redis://", "rediss://", "unix://")):
         _bad(f"redis: {redact(args.redis)!r} is not a Redis URL (redis://host:port/db)")
     try:
-        return demo_main(args.redis, args.json)
+        return int(demo_main(args.redis, args.json))
     except BaseException as exc:  # noqa: BLE001 - nurseries wrap errors in groups: find ours
         found = _innermost(exc, (JobvisorError,))
         if found is None:

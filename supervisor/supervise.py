@@ -4,8 +4,9 @@ Each actor is a :class:`ChildSpec`. The :class:`Supervisor` starts children
 in order, restarts one that crashes after an exponential backoff, and gives
 up, raising :class:`SupervisorGaveUp`, when more than ``intensity`` restarts
 happen within ``period`` seconds. The restart decision is the pure function
-:func:`decide`. Stopping goes in reverse start order: each child is asked
-to stop (its ``stop`` event), given ``shutdown_s`` to finish, then cancelled.
+:func:`decide` (its table is in its docstring); the supervisor only performs
+it. Stopping goes in reverse start order: each child is asked to stop (its
+``stop`` event), given ``shutdown_s`` to finish, then cancelled.
 
 A child is ``async def start(stop: trio.Event, *, task_status)``; it calls
 ``task_status.started()`` once ready and returns when ``stop`` is set (or
@@ -33,7 +34,10 @@ from jobvisor.adapters.errors import StoreUnavailable
 
 from .outage import StoreOutage
 
-__all__ = ["Restart", "ChildSpec", "Policy", "Decision", "decide", "Supervisor", "SupervisorGaveUp", "store_outage"]
+__all__ = [
+    "Action", "ChildSpec", "Decision", "Ended", "Policy", "Restart", "Supervisor", "SupervisorGaveUp",
+    "decide", "store_outage",
+]
 
 log = logging.getLogger("jobvisor.supervisor")
 
@@ -65,24 +69,71 @@ class Policy:
     max_backoff: float = 5.0
 
 
+class Ended(enum.StrEnum):
+    """How one run of a child ended."""
+
+    STOPPED = "stopped"  # it was asked to stop (its stop event is set), however it ended
+    RETURNED = "returned"  # it returned by itself
+    CRASHED = "crashed"  # it raised
+    OUTAGE = "outage"  # it raised a store outage (alone, or every leaf of a group)
+
+
+class Action(enum.StrEnum):
+    """What the supervisor does next with a child whose run ended."""
+
+    DONE = "done"  # the child is over; nothing to report
+    RESTART = "restart"  # start it again after ``delay``: the end counted against the intensity
+    WAIT_OUTAGE = "wait_outage"  # start it again after the outage's backoff: not counted
+    DROP = "drop"  # a temporary child crashed: logged, never restarted
+    GIVE_UP = "give_up"  # more than ``intensity`` counted ends within ``period``: SupervisorGaveUp
+
+
 @dataclass(frozen=True)
 class Decision:
-    restart: bool
+    action: Action
     delay: float = 0.0
-    history: tuple[float, ...] = ()
+    history: tuple[float, ...] = ()  # the counted ends still within the period, this one included
+
+    @property
+    def restart(self) -> bool:
+        return self.action in (Action.RESTART, Action.WAIT_OUTAGE)
 
 
-def decide(policy: Policy, history: Sequence[float], now: float) -> Decision:
-    """Restart (after ``delay``) or give up, given earlier crash times and this one at ``now``.
+def decide(policy: Policy, history: Sequence[float], now: float, *, ended: Ended = Ended.CRASHED,
+           restart: Restart = Restart.PERMANENT) -> Decision:
+    """What to do with a child whose run ``ended`` at ``now``, given the times of its earlier
+    counted ends (``history``). Pure: the supervisor performs the decision.
 
-    Crashes older than ``period`` are forgotten; if the crashes left,
-    counting this one, exceed ``intensity``, give up.
+    ========== ===================== =========================================================
+    ended      restart type          decision
+    ========== ===================== =========================================================
+    stopped    any                   done
+    outage     permanent, transient  wait_outage (the outage's backoff, not counted)
+    outage     temporary             drop
+    returned   transient, temporary  done
+    crashed    temporary             drop
+    returned   permanent             counted (a permanent child that returns would spin)
+    crashed    permanent, transient  counted
+    ========== ===================== =========================================================
+
+    Counted: ends older than ``period`` are forgotten; if those left, this one included,
+    exceed ``intensity``, give up; else restart after ``backoff * 2**(n - 1)`` (``n`` of them),
+    at most ``max_backoff``.
     """
+    kept = tuple(history)
+    if ended is Ended.STOPPED:
+        return Decision(Action.DONE, history=kept)
+    if restart is Restart.TEMPORARY and ended in (Ended.CRASHED, Ended.OUTAGE):
+        return Decision(Action.DROP, history=kept)
+    if ended is Ended.OUTAGE:
+        return Decision(Action.WAIT_OUTAGE, history=kept)
+    if ended is Ended.RETURNED and restart is not Restart.PERMANENT:
+        return Decision(Action.DONE, history=kept)
     recent = tuple(t for t in history if now - t < policy.period) + (now,)
     if len(recent) > policy.intensity:
-        return Decision(False, history=recent)
+        return Decision(Action.GIVE_UP, history=recent)
     delay = min(policy.max_backoff, policy.backoff * 2 ** (len(recent) - 1))
-    return Decision(True, delay, recent)
+    return Decision(Action.RESTART, delay, recent)
 
 
 class SupervisorGaveUp(Exception):
@@ -160,24 +211,24 @@ class Supervisor:
                         await child.spec.start(child.stop, task_status=status)
                     except Exception as exc:  # noqa: BLE001 - a crash of any kind is restarted
                         crash = exc
-                    if child.stop.is_set():
-                        return
                     outage = store_outage(crash)
-                    if outage is not None and child.spec.restart is not Restart.TEMPORARY:
+                    ended = (Ended.STOPPED if child.stop.is_set() else Ended.OUTAGE if outage is not None
+                             else Ended.CRASHED if crash is not None else Ended.RETURNED)
+                    decision = decide(self.policy, child.history, trio.current_time(), ended=ended,
+                                      restart=child.spec.restart)
+                    child.history = decision.history
+                    if decision.action is Action.WAIT_OUTAGE and outage is not None:
                         await trio.sleep(self._outage_delay(child, outage, trio.current_time() - began))
                         continue
-                    if child.outage is not None:
-                        child.outage.reached()
-                    if crash is None and child.spec.restart is not Restart.PERMANENT:
+                    if ended is not Ended.STOPPED and child.outage is not None:
+                        child.outage.reached()  # it ended on something else: any outage is over
+                    if decision.action is Action.DONE:
                         return
-                    if child.spec.restart is Restart.TEMPORARY:
+                    if decision.action is Action.DROP:
                         log.error("actor %s crashed, not restarted: %r", child.spec.id, crash)
                         status.started()
                         return
-                    # A permanent child that returned by itself counts as a crash: no spinning.
-                    decision = decide(self.policy, child.history, trio.current_time())
-                    child.history = decision.history
-                    if not decision.restart:
+                    if decision.action is Action.GIVE_UP:
                         raise SupervisorGaveUp(
                             child.spec.id, len(decision.history), self.policy.period, crash
                         ) from crash

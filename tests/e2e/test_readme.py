@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trio
 
+from examples.app import app as example_app
+from jobvisor import Client
 from jobvisor.supervisor.cli import build_parser
 from jobvisor.supervisor.config import ENV_PREFIX, DaemonConfig
 
@@ -145,3 +147,39 @@ async def test_the_supervisor_embedding_example_runs() -> None:
          namespace)
     with trio.fail_after(30):
         await namespace["main"]()
+
+
+def printed_in_comments(code: str) -> list[str]:
+    """What a block says it prints: the comment after each ``print(`` line."""
+    return [line.split("#", 1)[1].strip() for line in code.splitlines()
+            if line.lstrip().startswith("print(") and "#" in line]
+
+
+def test_the_clients_example_runs_as_printed(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = first_python_block("### Clients")
+    assert code.count("redis://127.0.0.1:6379/0") == 1
+    namespace: dict[str, Any] = {}
+    exec(compile(code.replace("redis://127.0.0.1:6379/0", redis_url), "README.md", "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out.splitlines()
+    assert out == printed_in_comments(code) == ["True", "queued", "queued [] []"]
+    client = Client(redis_url)
+    try:
+        job = client.status(namespace["job_id"])
+        assert (job.state, job.priority, job.retry_count) == ("queued", 10, 0)  # cancelled, then retried
+        assert [e.type for e in client.events("default") if e.id == job.id] == [
+            "job.submitted", "job.cancelled", "job.retry_from_start"]
+    finally:
+        client.close()
+
+
+def test_a_higher_priority_runs_first_as_the_clients_section_says(redis_url: str) -> None:
+    assert "A higher `priority` runs first" in section("### Clients")
+    client = Client(redis_url, app=example_app)
+    try:
+        priorities = [0, 10, -5, 10, 100, -100, 0]
+        ids = [client.submit("echo", {"n": n}, priority=p) for n, p in enumerate(priorities)]
+        claimed = [c.id for c in client.store.claim("default", "w", n=len(ids), types=["echo"])]
+    finally:
+        client.close()
+    by_hand = [ids[4], ids[1], ids[3], ids[0], ids[6], ids[2], ids[5]]  # 100, 10, 10, 0, 0, -5, -100
+    assert claimed == by_hand
