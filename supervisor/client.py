@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.destinations import DestinationPolicy
@@ -31,7 +31,8 @@ from jobvisor.adapters.errors import BadInput
 from jobvisor.adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, Reply, check_url, decode_spec
 from jobvisor.adapters.store import Store, SyncStore
 
-from .app import App
+if TYPE_CHECKING:  # the CLI's submit imports this module: no trio for an annotation
+    from .app import App
 
 __all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec", "submitter_policy"]
 
