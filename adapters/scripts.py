@@ -86,7 +86,7 @@ class LuaLibrary:
     """
 
     def __init__(self, version: str | None = None) -> None:
-        body = resources.files("adapters").joinpath("lua/jobvisor.lua").read_text("utf-8")
+        body = resources.files(__package__ or "jobvisor.adapters").joinpath("lua/jobvisor.lua").read_text("utf-8")
         text = lua_tables() + body
         self.version = _package_version() if version is None else version
         slug = "v" + re.sub(r"[^A-Za-z0-9]", "_", self.version)
