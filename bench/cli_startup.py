@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from jobvisor.adapters.backend import open_backend  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
 from jobvisor.adapters.store import SyncStore  # noqa: E402
+
 from tests.redis_server import RedisServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,8 @@ def summary(times: list[float]) -> str:
 
 def main() -> None:
     runs = max(5, int(sys.argv[1]) if len(sys.argv) > 1 else 9)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBVISOR_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("JOBVISOR_") and k != "PYTHONDONTWRITEBYTECODE"}
     for room in ("jobvisor", "machines", "adapters", "supervisor"):
         compileall.compile_dir(str(ROOT / room), quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +77,8 @@ def main() -> None:
     print(f"  jobvisor status        {summary(cli)}")
     ratio = statistics.median(cli) / statistics.median(bare)
     verdict = "within" if statistics.median(cli) <= BUDGET else "over"
-    print(f"  ratio of medians       {ratio:.1f}x the bare interpreter; median {verdict} the {BUDGET} s budget")
+    print(f"  ratio of medians       {ratio:.1f}x the bare interpreter; "
+          f"median {verdict} the {BUDGET} s budget")
 
 
 if __name__ == "__main__":

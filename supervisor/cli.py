@@ -35,8 +35,8 @@ __all__ = ["COMMANDS", "build_parser", "main", "run"]
 
 COMMANDS: dict[str, str] = {
     "run": "cli_daemon", "demo": "cli_daemon", "events": "cli_events",
-    **dict.fromkeys(("submit", "status", "cancel", "retry", "queues", "report", "workers", "batch", "diagram"),
-                    "cli_commands"),
+    **dict.fromkeys(("submit", "status", "cancel", "retry", "queues", "report", "workers", "batch",
+                     "diagram"), "cli_commands"),
 }
 """Each command's module (``cmd_<command>`` in it), imported when the command runs."""
 

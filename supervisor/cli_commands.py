@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.errors import BadInput, NotFound
 from jobvisor.adapters.keys import check_queue_name
@@ -142,7 +141,8 @@ def cmd_queues(args: argparse.Namespace) -> int:
             counts: dict[str, Any] = store.queue_counts(q)
             by_type, untyped = store.queued_by_type(q)
             served = serving(q, workers)
-            counts["types"] = {t: {"queued": n, "daemons": served.get(t, 0)} for t, n in sorted(by_type.items())}
+            counts["types"] = {t: {"queued": n, "daemons": served.get(t, 0)}
+                               for t, n in sorted(by_type.items())}
             counts["unserved"] = sum(n for t, n in by_type.items() if t not in served)
             counts["untyped"] = untyped
             data[q] = counts
@@ -199,7 +199,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if args.batch_command == "create":
             spec = build_batch_spec(
                 queue=args.queue, expected=args.expected, threshold=args.threshold,
-                progress_every=args.progress_every, stuck_after=args.stuck_after, webhook_url=args.webhook_url,
+                progress_every=args.progress_every, stuck_after=args.stuck_after,
+                webhook_url=args.webhook_url,
                 destinations=submitter_policy())
             reply = store.create_batch(spec)
             emit(args, {"id": reply.id, "state": reply.state}, reply.id)
@@ -213,8 +214,5 @@ def cmd_batch(args: argparse.Namespace) -> int:
             reply = store.add_to_batch(args.id, args.jobs)
             emit(args, {"id": args.id, "added": reply.added}, f"{args.id}: {reply.added} added")
             return EXIT_OK
-        if args.batch_command == "close":
-            reply = store.close_batch(args.id)
-        else:
-            reply = store.cancel_batch(args.id)
+        reply = store.close_batch(args.id) if args.batch_command == "close" else store.cancel_batch(args.id)
         return trigger_result(args, reply, args.batch_command)

@@ -19,7 +19,6 @@ import sys
 from typing import Any
 
 import msgspec
-
 from jobvisor.adapters.errors import BadInput
 from jobvisor.adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH, input_depth_exceeded
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-import jobvisor
 from jobvisor.adapters.keys import REGISTRY
+
+import jobvisor
 
 from .config import SETTINGS, Setting
 
@@ -111,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="retries after a failed attempt (default: the type's)")
     submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="time limit of one attempt (default: the type's)")
-    submit.add_argument("--delay", type=float, default=None, metavar="SECONDS", help="run no earlier than this")
+    submit.add_argument("--delay", type=float, default=None, metavar="SECONDS",
+                        help="run no earlier than this")
     submit.add_argument("--idempotency-key", dest="idempotency_key", default=None, metavar="KEY",
                         help="the same key returns the job it made (for a day)")
     submit.add_argument("--webhook-url", dest="webhook_url", default=None, metavar="URL",
@@ -145,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "queues", help="jobs per queue and state; queued ones per type, and those no live daemon serves")
     _common(queues)
 
-    report = sub.add_parser("report", help="finished jobs by category and problem, as the evaluator filed them")
+    report = sub.add_parser("report",
+                            help="finished jobs by category and problem, as the evaluator filed them")
     report.add_argument("--queue", action="append", default=None, help="queue(s) (default: all)")
     _common(report)
     workers = sub.add_parser(
@@ -186,7 +189,8 @@ def _batch_parsers(batch: argparse.ArgumentParser) -> None:
     add.add_argument("id")
     add.add_argument("jobs", nargs="+")
     _common(add)
-    for name, helptext in (("close", "close membership"), ("status", "show a batch"), ("cancel", "cancel a batch")):
+    for name, helptext in (("close", "close membership"), ("status", "show a batch"),
+                           ("cancel", "cancel a batch")):
         p = bsub.add_parser(name, help=helptext)
         p.add_argument("id")
         _common(p)

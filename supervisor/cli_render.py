@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import msgspec
-
 from jobvisor.adapters.records import BatchView, DeliveryView, Event, JobView, WorkerView
 from jobvisor.adapters.redaction import redact_text
 
@@ -45,7 +44,10 @@ def error_text(error: Any) -> str:
     """A stored error on one line: ``Type: message``, at most 200 characters."""
     if isinstance(error, dict):
         kind, message = error.get("type"), error.get("message")
-        text = f"{kind}: {message}" if kind and message is not None else str(message if message is not None else error)
+        if kind and message is not None:
+            text = f"{kind}: {message}"
+        else:
+            text = str(message if message is not None else error)
     else:
         text = str(error)
     return text.replace("\n", " ")[:200]
@@ -69,7 +71,8 @@ def job_text(job: JobView, deliveries: list[DeliveryView]) -> str:
         f"job        {job.id}",
         f"type       {job.type}    queue {job.queue}    priority {job.priority}",
         f"state      {job.state}" + (f"    reason {job.reason}" if job.reason else ""),
-        f"retries    {job.retry_count}/{job.max_retries}    attempts {job.attempts}    timeout {job.timeout:g}s",
+        f"retries    {job.retry_count}/{job.max_retries}    attempts {job.attempts}"
+        f"    timeout {job.timeout:g}s",
         f"created    {when(job.created_at)}    finished {when(job.finished_at)}",
     ]
     if job.phases:
@@ -80,12 +83,14 @@ def job_text(job: JobView, deliveries: list[DeliveryView]) -> str:
         lines.append(f"validation {job.validation_status}")
     for c in job.validation_checks:
         verdict = "passed" if c.ok else "failed"
-        lines.append(f"check {c.n}" + (f" (retry {c.epoch})" if c.epoch else "") + f"  {verdict}  {when(c.at)}"
+        lines.append(f"check {c.n}" + (f" (retry {c.epoch})" if c.epoch else "")
+                     + f"  {verdict}  {when(c.at)}"
                      + (f"  status {c.status}" if c.status else "") + (f"  {c.reason}" if c.reason else ""))
     for d in deliveries:
         lines.append(f"webhook    {d.event} {d.state}, {d.attempts} attempt(s)"
                      + (f", last HTTP {d.last_status}" if d.last_status else "")
-                     + (f", last error {d.last_error}" if d.last_error else "") + f"  -> {d.url or '(default URL)'}")
+                     + (f", last error {d.last_error}" if d.last_error else "")
+                     + f"  -> {d.url or '(default URL)'}")
     if job.category:
         lines.append(f"filed      {job.category} / {job.problem}    at {when(job.filed_at)}")
     lines.append(f"input      {json.dumps(job.input)[:200]}")
@@ -158,7 +163,8 @@ def workers_text(daemons: list[WorkerView], *, all_shown: bool, now: float) -> s
     for d in daemons:
         state = "late" if d.late else d.state
         busy = f"{len(d.slots)}/{d.concurrency} busy" if d.state == "live" else f"gone {ago(now, d.gone_at)}"
-        lines.append(f"{d.id}  {state}  host {d.host or '-'} pid {d.pid or '-'}  queues {','.join(d.queues) or '-'}  "
+        lines.append(f"{d.id}  {state}  host {d.host or '-'} pid {d.pid or '-'}"
+                     f"  queues {','.join(d.queues) or '-'}  "
                      f"{busy}  heartbeat {ago(now, d.heartbeat_at)}  started {when(d.started_at)}")
         lines.append(f"  types {','.join(d.types) or '-'}")  # the only ones it claims
         for slot in d.slots:

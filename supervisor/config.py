@@ -40,10 +40,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import msgspec
-from msgspec import Meta
-
 from jobvisor.adapters.errors import BadInput, redact
 from jobvisor.adapters.keys import QUEUE_NAME
+from msgspec import Meta
 
 if TYPE_CHECKING:
     from jobvisor.adapters.destinations import DestinationPolicy
@@ -127,7 +126,8 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
                                               shown="none: deliveries wait", flag=False)] = None
     webhook_attempts: Annotated[int, Meta(ge=1, le=1000), Doc("webhook attempts, then dead", metavar="N")] = 8
     webhook_backoff: Annotated[Seconds, Doc("webhook backoff (doubling per attempt)")] = 5.0
-    webhook_backoff_max: Annotated[Seconds, Doc("cap of the webhook backoff (also caps Retry-After)")] = 3600.0
+    webhook_backoff_max: Annotated[Seconds, Doc("cap of the webhook backoff (also caps Retry-After)")] = \
+        3600.0
     webhook_timeout: Annotated[Seconds, Doc("time limit of one delivery attempt")] = 10.0
     webhook_concurrency: Annotated[Count, Doc("webhook deliveries at once")] = 16
     allowed_hosts: Annotated[HostList | None, Doc(
@@ -170,7 +170,8 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
         for entry in self.allowed_hosts or ():
             if not re.fullmatch(HOST_ENTRY, entry):
-                raise ValueError(f"allowed_hosts: {redact(entry)!r} is not a host name, *.domain or IP address")
+                raise ValueError(f"allowed_hosts: {redact(entry)!r} is not a host name, *.domain or IP "
+                                 "address")
         policy = self.destinations  # refuses a bad allow_destinations entry, naming it
         if self.webhook_url is not None:
             check_url(self.webhook_url, "webhook_url", self.allowed_set)
@@ -327,10 +328,11 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = No
         if raw is not None and raw != "":
             values[s.name], given[s.name] = _parsed(s, raw), f"{s.env}={_quoted(s, raw)}"
     for name, value in flags.items():
-        s = _BY_NAME.get(name)
-        if value is not None and s is not None:
-            values[name] = _parsed(s, value)
-            given[name] = s.flag or name if s.kind == "switch" else f"{s.flag or name} {_quoted(s, value)}"
+        flagged = _BY_NAME.get(name)
+        if value is not None and flagged is not None:
+            values[name] = _parsed(flagged, value)
+            shown = flagged.flag or name
+            given[name] = shown if flagged.kind == "switch" else f"{shown} {_quoted(flagged, value)}"
     try:
         config = msgspec.convert(values, DaemonConfig, strict=False)
     except msgspec.ValidationError as exc:
@@ -348,7 +350,8 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = No
 
 def _parsed(s: Setting, value: Any) -> Any:
     if s.kind == "list" and isinstance(value, str):
-        return [item.strip(" ") for item in value.split(",") if item.strip(" ")]  # a newline is refused, not trimmed
+        # spaces around an item are trimmed; a newline is refused, not trimmed
+        return [item.strip(" ") for item in value.split(",") if item.strip(" ")]
     if s.name == "log_level" and isinstance(value, str):
         return value.lower()
     return value
@@ -387,7 +390,7 @@ def _sweeps_fit_the_lease(config: DaemonConfig, given: Mapping[str, str]) -> Dae
     if config.watchdog_interval <= longest:
         return config
     if "watchdog_interval" in given:
-        raise BadInput(f"setting watchdog_interval: {config.watchdog_interval:g} s is too long for a lease of "
-                       f"{config.lease:g} s (at most {longest:.3g} s, 2/9 of the lease, so that a store "
+        raise BadInput(f"setting watchdog_interval: {config.watchdog_interval:g} s is too long for a lease "
+                       f"of {config.lease:g} s (at most {longest:.3g} s, 2/9 of the lease, so that a store "
                        f"outage is told from a lost worker) {_where('watchdog_interval', given)}")
     return msgspec.structs.replace(config, watchdog_interval=longest)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import redis
+from jobvisor.supervisor.config import SETTINGS, DaemonConfig, Setting
 
 import jobvisor
-from jobvisor.supervisor.config import SETTINGS, DaemonConfig, Setting
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ("--app", "examples.app:app")
@@ -43,7 +43,8 @@ def everything(url: str) -> dict[bytes, Any]:
 @pytest.fixture(scope="module")
 def run_help() -> str:
     result = jv("run", "--help")
-    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
     return result.stdout
 
 
@@ -66,7 +67,8 @@ def test_the_help_defaults_are_the_configs() -> None:
     defaults = DaemonConfig()
     for s in SETTINGS:
         value = getattr(defaults, s.name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and re.fullmatch(r"[\d.]+", s.shown):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and re.fullmatch(r"[\d.]+", s.shown):
             assert float(s.shown) == value, s.name
     assert {s.name: s.shown for s in SETTINGS}["concurrency"] == "16"
 
@@ -90,10 +92,12 @@ def test_a_bad_setting_is_one_line_naming_flag_and_variable_exit_2_nothing_writt
         result = jv("run", "--redis", redis_url, *APP, env={s.env: value})
     where = f"exit {result.returncode}; stdout={result.stdout!r}; stderr={result.stderr!r}"
     assert result.returncode == 2, where
-    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, where
+    assert result.stdout == "", where
+    assert len(result.stderr.splitlines()) == 1, where
     line = result.stderr.strip()
     assert line.startswith(f"jobvisor: setting {name}: "), line
-    assert s.flag in line and s.env in line, line
+    assert s.flag in line, line
+    assert s.env in line, line
     said = f"from {s.flag} " if via == "flag" else f"from {s.env}="
     assert said in line, line  # and which of the two it came from
     assert everything(redis_url) == before
@@ -101,9 +105,12 @@ def test_a_bad_setting_is_one_line_naming_flag_and_variable_exit_2_nothing_writt
 
 def test_the_secret_refused_from_the_environment_names_its_variable_and_no_flag(redis_url: str) -> None:
     result = jv("run", "--redis", redis_url, *APP, env={"JOBVISOR_WEBHOOK_SECRET": "whsec_c2hvcnQ="})
-    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
     line = result.stderr.strip()
-    assert "JOBVISOR_WEBHOOK_SECRET" in line and "environment only" in line and "c2hvcnQ" not in line, line
+    assert "JOBVISOR_WEBHOOK_SECRET" in line, line
+    assert "environment only" in line, line
+    assert "c2hvcnQ" not in line, line
 
 
 def test_a_flag_beats_its_variable() -> None:

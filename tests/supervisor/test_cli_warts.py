@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import redis
-
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.keys import Keys
 from jobvisor.adapters.records import BatchSpec, JobSpec
@@ -34,7 +33,8 @@ def jv(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_submit_with_an_existing_idempotency_key_prints_only_the_id_on_stdout(redis_url: str) -> None:
-    argv = ["submit", "echo", "--app", "examples.app:app", "--idempotency-key", "order-42", "--redis", redis_url]
+    argv = ["submit", "echo", "--app", "examples.app:app", "--idempotency-key", "order-42",
+            "--redis", redis_url]
     first = jv(*argv)
     assert (first.returncode, first.stderr) == (0, "")
     job_id = first.stdout.strip()
@@ -50,21 +50,25 @@ def test_submit_with_an_existing_idempotency_key_prints_only_the_id_on_stdout(re
 
 
 def test_submit_json_for_an_existing_key_shows_its_real_state_and_existing_true(redis_url: str) -> None:
-    argv = ["submit", "echo", "--app", "examples.app:app", "--idempotency-key", "k1", "--json", "--redis", redis_url]
+    argv = ["submit", "echo", "--app", "examples.app:app", "--idempotency-key", "k1", "--json",
+            "--redis", redis_url]
     created = jv(*argv)
-    assert created.returncode == 0 and created.stderr == ""
+    assert created.returncode == 0
+    assert created.stderr == ""
     first = json.loads(created.stdout)
     assert (first["created"], first["existing"], first["state"]) == (True, False, "queued")
     assert jv("cancel", first["id"], "--redis", redis_url).returncode == 0
     again = jv(*argv)
-    assert again.returncode == 0 and again.stderr == ""  # --json: the note is the field
+    assert again.returncode == 0
+    assert again.stderr == ""
     second = json.loads(again.stdout)
     assert second == {"id": first["id"], "created": False, "existing": True, "state": "cancelled"}
 
 
 def test_events_for_an_unknown_job_names_the_job_exit_3(redis_url: str) -> None:
     result = jv("events", "--job", UNKNOWN_JOB, "--redis", redis_url)
-    assert result.returncode == 3 and result.stdout == ""
+    assert result.returncode == 3
+    assert result.stdout == ""
     assert result.stderr == f"jobvisor: job {UNKNOWN_JOB} not found (no job or batch has this id)\n"
 
 
@@ -77,7 +81,8 @@ def test_events_for_a_deleted_job_names_the_job_exit_3(redis_url: str) -> None:
     finally:
         client.close()
     result = jv("events", "--job", job_id, "--redis", redis_url)
-    assert result.returncode == 3 and result.stdout == ""
+    assert result.returncode == 3
+    assert result.stdout == ""
     assert result.stderr == f"jobvisor: job {job_id} not found (no job or batch has this id)\n"
 
 
