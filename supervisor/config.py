@@ -278,7 +278,7 @@ def _shown(value: Any) -> str:
 
 def _settings() -> tuple[Setting, ...]:
     hints = get_type_hints(DaemonConfig, include_extras=True)
-    defaults = DaemonConfig()
+    defaults = {f.name: f.default for f in msgspec.structs.fields(DaemonConfig)}  # no instance: no checks run
     found = []
     for name in DaemonConfig.__struct_fields__:
         docs = [m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Doc)]
@@ -286,7 +286,7 @@ def _settings() -> tuple[Setting, ...]:
             raise TypeError(f"DaemonConfig.{name} has no Doc(help): every setting says what it is")
         doc = docs[-1]
         metavar = next((d.metavar for d in reversed(docs) if d.metavar), "VALUE")
-        default = getattr(defaults, name)
+        default = defaults[name]
         kind: Literal["value", "list", "switch"] = (
             "switch" if isinstance(default, bool) else "list" if "tuple[" in str(hints[name]) else "value")
         found.append(Setting(

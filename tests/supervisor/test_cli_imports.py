@@ -98,3 +98,13 @@ def test_the_probe_sees_the_daemons_imports(tmp_path: Path) -> None:
     when there is one, or the test above proves nothing."""
     _, modules = imported(["--import", "jobvisor.supervisor.daemon"], tmp_path)
     assert {"trio", "jobvisor.supervisor.daemon", "jobvisor.supervisor.app"} <= modules
+
+
+@pytest.mark.parametrize("module", ["jobvisor.supervisor.cli", "jobvisor.supervisor.config"])
+def test_the_parser_and_the_settings_import_nothing_heavy(module: str, tmp_path: Path) -> None:
+    """What every command imports before it runs (the parser, built from the settings) costs
+    neither the store, nor Redis, nor the checks' HTTP and signature libraries."""
+    _, modules = imported(["--import", module], tmp_path)
+    heavy = modules & (NEVER | HEAVY | {"redis", "fakeredis", "standardwebhooks", "jobvisor.adapters.store",
+                                        "jobvisor.adapters.records", "jobvisor.adapters.backend"})
+    assert heavy == set()
