@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -36,7 +36,9 @@ from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.adapters.urls import check_url
 
 from . import tracing
-from .app import App
+
+if TYPE_CHECKING:  # the CLI's submit imports this module: no trio for an annotation
+    from .app import App
 
 __all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec", "submitter_policy"]
 

@@ -46,7 +46,7 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def jv(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
        timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m supervisor.cli ARGS`` from the repository root, without the caller's JOBVISOR_*."""
+    """Run ``python -m jobvisor ARGS`` from the repository root, without the caller's JOBVISOR_*."""
     environ = cli_env(env)
     return subprocess.run(
         [sys.executable, "-m", "jobvisor", *args],

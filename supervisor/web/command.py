@@ -10,8 +10,8 @@ import argparse
 import logging
 import signal
 import sys
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 __all__ = ["add_parser", "run_web"]

@@ -1,6 +1,6 @@
-"""The README is true: its configuration reference names every setting and flag of
-``jobvisor run`` (read from :class:`DaemonConfig` and the argparse parser, so the reference
-cannot drift), with their defaults, and its embedding examples run as written."""
+"""The README is true: its configuration reference is the table generated from the settings'
+definition (:class:`DaemonConfig`), whose flags are ``jobvisor run``'s (read from the argparse
+parser), and its embedding examples run as written."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import trio
 from examples.app import app as example_app
 from jobvisor import Client
 from jobvisor.supervisor.cli import build_parser
-from jobvisor.supervisor.config import ENV_PREFIX, DaemonConfig
+from jobvisor.supervisor.config import ENV_PREFIX, SETTINGS, DaemonConfig, reference_table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -53,63 +53,28 @@ def run_options() -> dict[str, str]:
             if option not in ("-h", "--help")}
 
 
-def config_rows() -> list[list[str]]:
-    """The configuration table's body rows, as cells."""
-    rows = [line for line in section("### Configuration").splitlines() if line.startswith("|")]
-    assert rows[0].startswith("| setting | flag | environment | default |"), rows[0]
-    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows[2:]]
+def test_the_configuration_table_is_the_generated_one() -> None:
+    """README's settings table is ``reference_table()``, generated from DaemonConfig's fields."""
+    text = section("### Configuration")
+    table = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    assert table == reference_table(), (
+        "README's configuration table differs from the settings: paste "
+        "`python -c 'from jobvisor.supervisor.config import reference_table; print(reference_table())'`")
 
 
-FIELDS = DaemonConfig.__struct_fields__
-VARIABLES = {ENV_PREFIX + name.upper(): name for name in FIELDS}
-
-
-def test_every_jobvisor_variable_is_in_the_configuration_reference() -> None:
-    listed = {v for row in config_rows() for v in re.findall(r"`(JOBVISOR_[A-Z0-9_]+)`", row[2])}
-    assert sorted(set(VARIABLES) - listed) == [], "settings missing from README's configuration table"
-    assert sorted(listed - set(VARIABLES)) == [], "variables in README's configuration table that nothing reads"
-
-
-def test_every_run_flag_is_in_the_configuration_reference() -> None:
+def test_every_setting_is_a_config_field_and_every_run_flag_a_setting() -> None:
+    assert [s.name for s in SETTINGS] == list(DaemonConfig.__struct_fields__)
+    assert {s.env for s in SETTINGS} == {ENV_PREFIX + name.upper() for name in DaemonConfig.__struct_fields__}
     options = run_options()
     assert "--webhook-url" in options and "--log-level" in options  # the parser was read
-    listed = {f for row in config_rows() for f in re.findall(r"`(--[a-z0-9-]+)`", row[1])}
-    assert sorted(set(options) - listed) == [], "flags of jobvisor run missing from README's configuration table"
-    assert sorted(listed - set(options)) == [], "flags in README's configuration table that jobvisor run lacks"
+    assert options == {s.flag: s.name for s in SETTINGS if s.flag is not None}
 
 
-def test_each_flag_sits_in_the_row_of_its_own_variable() -> None:
-    options = run_options()
-    for setting, flags, variables, _ in config_rows():
-        named = [options[f] for f in re.findall(r"`(--[a-z0-9-]+)`", flags)]
-        settings = [VARIABLES[v] for v in re.findall(r"`(JOBVISOR_[A-Z0-9_]+)`", variables)]
-        if named and settings:
-            assert named == settings, (setting, flags, variables)
-
-
-def test_the_numeric_defaults_are_the_configs() -> None:
-    """A default cell lists one value per variable of its row (or one for all of them)."""
-    defaults = DaemonConfig()
-    checked = 0
-    for setting, _, variables, cell in config_rows():
-        names = [VARIABLES[v] for v in re.findall(r"`(JOBVISOR_[A-Z0-9_]+)`", variables)]
-        values = [v.strip() for v in cell.split(",")]
-        if len(values) == 1:
-            values = values * len(names)
-        assert len(values) == len(names), (setting, cell)
-        for name, value in zip(names, values, strict=True):
-            number = re.match(r"-?\d+(\.\d+)?(?=\s|$)", value)
-            if number:
-                assert float(number.group(0)) == getattr(defaults, name), (setting, name, value)
-                checked += 1
-    assert checked >= 30
-
-
-def test_the_webhook_secret_has_no_flag_and_the_log_level_no_variable() -> None:
-    secret = next(row for row in config_rows() if "`JOBVISOR_WEBHOOK_SECRET`" in row[2])
-    assert secret[1] == "environment only" and "--webhook-secret" not in run_options()
-    level = next(row for row in config_rows() if "`--log-level`" in row[1])
-    assert level[2] == "flag only" and "log_level" not in FIELDS
+def test_the_webhook_secret_has_no_flag() -> None:
+    [secret] = [s for s in SETTINGS if s.flag is None]
+    assert secret.name == "webhook_secret" and "--webhook-secret" not in run_options()
+    row = next(line for line in reference_table().splitlines() if "`JOBVISOR_WEBHOOK_SECRET`" in line)
+    assert "| environment only |" in row
 
 
 def test_the_machines_embedding_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
