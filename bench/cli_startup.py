@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from jobvisor.adapters.backend import open_backend  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
 from jobvisor.adapters.store import SyncStore  # noqa: E402
-
 from tests.redis_server import RedisServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -83,9 +83,8 @@ async def lifecycle_costs(url: str, client: redis.Redis, n: int, callers: int) -
 
         async def lifecycle() -> None:
             for _ in range(per):
-                job = await store.submit(JobSpec(type="noop"))
+                await store.submit(JobSpec(type="noop"))
                 (claimed,) = await store.claim("default", "bench", n=1, lease=600)
-                assert claimed.id == job.id or True
                 await store.complete(claimed.id, claimed.token, None)
 
         async with trio.open_nursery() as inner:

@@ -45,10 +45,8 @@ def error_text(error: Any) -> str:
     """A stored error on one line: ``Type: message``, at most 200 characters."""
     if isinstance(error, dict):
         kind, message = error.get("type"), error.get("message")
-        if kind and message is not None:
-            text = f"{kind}: {message}"
-        else:
-            text = str(message if message is not None else error)
+        text = f"{kind}: {message}" if kind and message is not None else str(
+            message if message is not None else error)
     else:
         text = str(error)
     return text.replace("\n", " ")[:200]

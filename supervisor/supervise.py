@@ -167,7 +167,7 @@ def store_outage(exc: BaseException | None) -> StoreUnavailable | None:
     if isinstance(exc, BaseExceptionGroup):
         match, rest = exc.split(StoreUnavailable)
         if match is not None and rest is None:
-            first = match
+            first: BaseException = match
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
             return first if isinstance(first, StoreUnavailable) else None

@@ -5,12 +5,11 @@ that appear later from their first event); an unknown or deleted id is NotFound 
 from __future__ import annotations
 
 import pytest
+
 from jobvisor.adapters.errors import BadInput, NotFound
 from jobvisor.adapters.events import START, EventFeed
 from jobvisor.adapters.records import BatchSpec, JobSpec
 from jobvisor.adapters.store import SyncStore
-
-from tests.store_fixtures import clock, sync_store, target  # noqa: F401  (fixtures)
 
 
 def test_history_is_the_last_events_of_one_job_and_where_they_were_read_to(sync_store: SyncStore) -> None:

@@ -79,7 +79,8 @@ def test_a_5mb_image_in_a_result_is_stored_as_a_descriptor(target: Target, clock
         view = store.get_job(job)
         if name == "sanitized":
             descriptor = view.result["image"]
-            assert descriptor[OMITTED] == "base64" and descriptor["size"] == len(IMAGE)
+            assert descriptor[OMITTED] == "base64"
+            assert descriptor["size"] == len(IMAGE)
             assert view.result["width"] == 1024
             assert view.attempt_records[0].result == view.result
             assert view.phase_results["draw"]["preview"] == descriptor
@@ -104,9 +105,11 @@ def test_errors_and_service_ids_are_sanitized_but_input_is_stored_byte_for_byte(
     sync_store.record_service_job_id(job, claimed.token, "svc-" + "y" * 200_000)
     sync_store.fail(job, claimed.token, {"type": "HTTPError", "body": IMAGE})
     view = sync_store.get_job(job)
-    assert view.error["body"][OMITTED] == "base64" and view.error["type"] == "HTTPError"
+    assert view.error["body"][OMITTED] == "base64"
+    assert view.error["type"] == "HTTPError"
     assert view.attempt_records[0].error == view.error
-    assert len(view.service_job_id or "") == 64 * 1024 and "truncated" in (view.service_job_id or "")
+    assert len(view.service_job_id or "") == 64 * 1024
+    assert "truncated" in (view.service_job_id or "")
     assert raw.hget(K.job(job), "input") == stored_input
     assert view.input == payload
 
@@ -145,8 +148,10 @@ def test_every_attempt_keeps_its_own_record(target: Target, sync_store: SyncStor
     assert [a.service_job_id for a in view.attempt_records] == ["svc-1", "svc-2", "svc-3"]
     assert [a.interrupted_phase for a in view.attempt_records] == ["b", "b", None]
     assert [a.resumed_at_phase for a in view.attempt_records] == ["a", "b", "b"]
-    assert first.phase_results == {"a": {"a": 1}} and second.phase_results == {}
-    assert third.phase_results == {"b": {"b": 3}} and third.result == {"done": True}
+    assert first.phase_results == {"a": {"a": 1}}
+    assert second.phase_results == {}
+    assert third.phase_results == {"b": {"b": 3}}
+    assert third.result == {"done": True}
     assert first.started_at < first.finished_at < second.started_at < second.finished_at < third.started_at
     assert view.input == {"n": 1}
 
@@ -189,7 +194,8 @@ def test_filing_is_guarded_once_per_outcome(target: Target, sync_store: SyncStor
     [claimed] = sync_store.claim("default", "w2")
     sync_store.complete(job, claimed.token, {"ok": 1})
     [again] = sync_store.unfiled("default")
-    assert again.epoch == 1 and again.state == "completed"
+    assert again.epoch == 1
+    assert again.state == "completed"
     assert sync_store.file_job(candidate, Problem.RETRIES_EXHAUSTED).kind == "skipped"
     assert sync_store.file_job(again, Problem.NONE).kind == "filed"
     assert sync_store.filing_counts("default") == ({("complete", "none"): 1}, 0)
@@ -198,7 +204,8 @@ def test_filing_is_guarded_once_per_outcome(target: Target, sync_store: SyncStor
     assert raw.zscore(K.retain("completed"), job) == int(clock() * 1000)
 
 
-def test_a_completed_job_waits_for_its_webhook_to_settle(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_a_completed_job_waits_for_its_webhook_to_settle(
+        target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
     raw = target.raw()
     job = finish(sync_store, "completed", webhook_url=HOOK)
     [candidate] = sync_store.unfiled("default")
@@ -286,7 +293,8 @@ def test_purge_deletes_what_is_due_and_nothing_else(target: Target, sync_store: 
     reply = sync_store.purge("default", cutoffs(clock))
     assert (reply.n, reply.jobs) == (1, [{"id": old_done, "state": "completed"}])
     after = snapshot(raw)
-    assert K.job(old_done) not in after and K.idem("order-1") not in after
+    assert K.job(old_done) not in after
+    assert K.idem("order-1") not in after
     assert K.delivery(delivery.id) not in after
     assert old_done not in raw.smembers(K.batch(batch) + ":members")  # type: ignore[operator]
     assert diff_keys(before, after) == {K.job(old_done), K.idem("order-1"), K.delivery(delivery.id), K.finished,
@@ -314,7 +322,8 @@ def test_a_delivery_on_its_way_keeps_its_snapshot_when_its_job_is_deleted(
     clock.advance(31 * DAY)
     assert sync_store.purge("default", cutoffs(clock)).n == 1
     [delivery] = sync_store.take_deliveries("default")
-    assert delivery.object == job and '"state":"failed"' in delivery.snapshot
+    assert delivery.object == job
+    assert '"state":"failed"' in delivery.snapshot
     reply = sync_store.delivery_outcome("default", delivery.id, delivery.token, "succeed", max_attempts=5, status=200)
     assert reply.to == "delivered"
     assert not raw.exists(K.job(job))
@@ -330,7 +339,8 @@ def test_purge_works_in_bounded_batches(target: Target, sync_store: SyncStore, c
         sizes.append(reply.n)
         if reply.n < 5:
             break
-    assert sizes == [5, 5, 5, 5, 3, 0][: len(sizes)] and sum(sizes) == 23
+    assert sizes == [5, 5, 5, 5, 3, 0][: len(sizes)]
+    assert sum(sizes) == 23
     assert events_of(target.raw(), "job.deleted") == dict.fromkeys(jobs, 1)
 
 

@@ -35,6 +35,7 @@ outbox row keyed ``<job>~<event type>~<epoch>``, and for a terminal destination 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -429,7 +430,9 @@ def test_job_pair(target: Target, sync_store: SyncStore, clock: ManualClock, row
     dest = row.dest
     if row.trigger == "claim":
         assert [c.id for c in reply] == [job]
-        assert reply[0].attempt == 1 and reply[0].token and reply[0].token != token
+        assert reply[0].attempt == 1
+        assert reply[0].token
+        assert reply[0].token != token
     elif row.trigger == "wake":
         assert (reply.kind, reply.n) == ("woken", 1)
     else:
@@ -474,7 +477,8 @@ def test_job_pair(target: Target, sync_store: SyncStore, clock: ManualClock, row
     else:
         assert new_rows == set()
         outbox_added = set()
-    assert {m for m, _ in after.get(K.outbox, ("", []))[1]} - {m for m, _ in before.get(K.outbox, ("", []))[1]} == outbox_added
+    added = {m for m, _ in after.get(K.outbox, ("", []))[1]} - {m for m, _ in before.get(K.outbox, ("", []))[1]}
+    assert added == outbox_added
     allowed = {jkey, K.events} | INDEX_KEYS | ({K.outbox, K.delivery(did)} if outbox_added else set())
     allowed |= {K.unfiled} if dest in NOTIFY else set()
     assert diff_keys(before, after) <= allowed, diff_keys(before, after) - allowed
@@ -497,7 +501,7 @@ def test_a_wrong_token_on_an_active_job_writes_one_stale_report_and_nothing_else
     raw = target.raw()
     job = d.submit(job_spec(True))
     token = d.claim(job)
-    for op, call in [
+    for _op, call in [
         ("complete", lambda: sync_store.complete(job, token + "x", {"late": True})),
         ("fail", lambda: sync_store.fail(job, "", "boom")),
         ("renew", lambda: sync_store.renew(job, "zz.1", 60)),
@@ -561,7 +565,8 @@ def test_a_report_after_takeover_is_fenced_out_then_absorbed_once_terminal(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_each_operator_retry_opens_a_new_outbox_epoch(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_each_operator_retry_opens_a_new_outbox_epoch(
+        target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
     d = Driver(sync_store, clock)
     raw = target.raw()
     job = d.submit(job_spec(True, max_retries=0))
@@ -1092,7 +1097,8 @@ def test_an_open_batch_without_total_finalizes_only_once_closed(
     with pytest.raises(Rejected):
         sync_store.add_to_batch(b, [other])
     after = snapshot(raw)
-    assert diff_keys(before, after) <= {"jv:queues"} and after["jv:queues"] == before["jv:queues"]
+    assert diff_keys(before, after) <= {"jv:queues"}
+    assert after["jv:queues"] == before["jv:queues"]
 
 
 def test_the_stuck_sweep_waits_for_stuck_after_and_restarts_on_member_activity(
@@ -1409,10 +1415,8 @@ def test_an_id_collision_never_overwrites_a_job(target: Target, clock: ManualClo
     a = SyncStore(target.backend(), clock=clock, randbytes=same)
     b = SyncStore(target.backend(), clock=clock, randbytes=same)
     first = a.submit(JobSpec(type="one", input={"mine": 1}))
-    try:
+    with contextlib.suppress(Rejected, BadInput):
         b.submit(JobSpec(type="two", input={"theirs": 2}))
-    except (Rejected, BadInput):
-        pass
     view = a.get_job(first.id)
     assert (view.type, view.input) == ("one", {"mine": 1})
     assert [e["type"] for e in stream(raw) if e["id"] == first.id] == ["job.submitted"]

@@ -329,17 +329,21 @@ def test_submit_with_app_then_status_queues_and_events(redis_url: str) -> None:
     """No daemon has run: ``--app`` supplies the type's defaults."""
     submitted = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--input", '{"hello": "world"}',
                            "--priority", "7", "--json", "--redis", redis_url))
-    assert submitted["created"] is True and submitted["state"] == "queued"
+    assert submitted["created"] is True
+    assert submitted["state"] == "queued"
     job_id = submitted["id"]
     assert job_id.startswith("default.")
 
     status = ok_json(jv("status", job_id, "--json", "--redis", redis_url))
-    assert status["id"] == job_id and status["type"] == "echo" and status["queue"] == "default"
+    assert status["id"] == job_id
+    assert status["type"] == "echo"
+    assert status["queue"] == "default"
     assert status["state"] == "queued"
     assert status["input"] == {"hello": "world"}
     assert status["priority"] == 7
     assert (status["max_retries"], status["timeout"], status["retry_count"]) == (2, 10.0, 0)
-    assert status["attempts"] == 0 and status["attempt_records"] == []
+    assert status["attempts"] == 0
+    assert status["attempt_records"] == []
     assert "raw" not in status
 
     queues = ok_json(jv("queues", "--json", "--redis", redis_url))
@@ -406,7 +410,8 @@ def test_the_same_idempotency_key_returns_the_same_job(redis_url: str) -> None:
     assert (first["created"], second["created"]) == (True, False)
     assert_nothing_written(before, dump(redis_url))
     text = jv(*argv)  # the plain output names the same id too
-    assert text.returncode == 0 and text.stdout.split()[0] == first["id"]
+    assert text.returncode == 0
+    assert text.stdout.split()[0] == first["id"]
     events = json_lines(jv("events", "--json", "--redis", redis_url))
     assert [e["type"] for e in events] == ["job.submitted"]
     with SyncStore(open_backend(redis_url)) as store:
@@ -420,12 +425,14 @@ def test_cancel_then_cancel_again_then_retry(redis_url: str) -> None:
     assert (cancelled["outcome"], cancelled["from"], cancelled["to"]) == ("moved", "queued", "cancelled")
     with SyncStore(open_backend(redis_url)) as store:
         job = store.get_job(job_id)
-    assert job.state == "cancelled" and job.finished_at is not None
+    assert job.state == "cancelled"
+    assert job.finished_at is not None
     assert set(job.phases.values()) == {"cancelled"}  # every unfinished phase is cancelled
 
     before = dump(redis_url)
     again = jv("cancel", job_id, "--redis", redis_url)
-    assert again.returncode == 0 and again.stderr == ""
+    assert again.returncode == 0
+    assert again.stderr == ""
     assert "no change" in again.stdout
     again_json = ok_json(jv("cancel", job_id, "--json", "--redis", redis_url))
     assert (again_json["outcome"], again_json["state"]) == ("absorbed", "cancelled")
@@ -435,7 +442,8 @@ def test_cancel_then_cancel_again_then_retry(redis_url: str) -> None:
     assert (retried["outcome"], retried["from"], retried["to"]) == ("moved", "cancelled", "queued")
     with SyncStore(open_backend(redis_url)) as store:
         job = store.get_job(job_id)
-    assert job.state == "queued" and job.finished_at is None
+    assert job.state == "queued"
+    assert job.finished_at is None
 
     before = dump(redis_url)
     assert_one_line_error(jv("retry", job_id, "--redis", redis_url), 2, "queued")
@@ -483,7 +491,8 @@ def test_events_piped_into_a_reader_that_quits_exits_quietly(redis_url: str) -> 
         [sys.executable, "-m", "jobvisor", "events", "--limit", "2000", "--redis", redis_url],
         cwd=ROOT, env=cli_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     proc.stdout.readline()
     proc.stdout.close()  # like `| head -1`
     assert proc.wait(timeout=30) == 0
@@ -538,7 +547,8 @@ def test_batch_create_add_close_status_cancel(redis_url: str) -> None:
     assert created["state"] == "open"
     batch = created["id"]
     status = ok_json(jv("batch", "status", batch, "--json", "--redis", redis_url))
-    assert status["id"] == batch and status["state"] == "open"
+    assert status["id"] == batch
+    assert status["state"] == "open"
     assert (status["expected"], status["threshold"], status["progress_every"], status["stuck_after"]) == (
         2, 50, 1, 60.0)
     assert (status["members"], status["closed"]) == (0, False)
@@ -614,7 +624,8 @@ def test_a_watchdog_interval_too_long_for_the_lease_is_refused_and_a_short_lease
 
     result = jv("run", "--redis", redis_url, *RUN_APP, "--lease", "2", "--watchdog-interval", "1")
     line = assert_one_line_error(result, 2)
-    assert line.startswith("jobvisor: setting watchdog_interval: ") and "lease of 2 s" in line, line
+    assert line.startswith("jobvisor: setting watchdog_interval: "), line
+    assert "lease of 2 s" in line, line
     assert load_config({"lease": 2}, environ={}).watchdog_interval == pytest.approx(4 / 9)
     assert load_config({}, environ={}).watchdog_interval == 1.0
 

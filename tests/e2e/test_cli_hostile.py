@@ -246,7 +246,9 @@ def assert_one_line(code: int, out: str, err: str, expected: int, patterns: tupl
     where = f"exit {code}; stdout={out[:300]!r}; stderr={err[:600]!r}"
     assert code == expected, where
     assert "Traceback" not in err, where
-    assert len(err.splitlines()) == 1 and err.endswith("\n") and err.startswith("jobvisor: "), where
+    assert len(err.splitlines()) == 1, where
+    assert err.endswith("\n"), where
+    assert err.startswith("jobvisor: "), where
     for pattern in patterns:
         assert re.search(pattern, err), f"{pattern!r} not in {err!r}"
     assert out == "", where

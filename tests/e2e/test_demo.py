@@ -57,7 +57,8 @@ def check_figures(figures: dict) -> None:
         assert job["webhooks"] == (1 if notifies else 0), job
         if job["type"] == "transcode":
             assert job["handed_over"] == 1, job  # the service got the work once, even for the lost worker
-            assert job["checks"] >= 1 and job["attempts"] == 1, job
+            assert job["checks"] >= 1, job
+            assert job["attempts"] == 1, job
     flaky = next(j for j in jobs if j["type"] == "flaky")
     assert flaky["attempts"] == 3
     lagging = [j for j in jobs if j["scenario"].startswith("validated")]
@@ -109,7 +110,9 @@ def test_the_demo_refuses_a_bad_or_dead_redis_in_one_line(url: str, message: str
     result = demo("--redis", url, cwd=tmp_path)
     assert result.returncode == (2 if "ftp" in url else 1)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("jobvisor: ") and message in lines[0], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("jobvisor: "), result.stderr
+    assert message in lines[0], result.stderr
     assert result.stdout == ""
 
 

@@ -66,13 +66,15 @@ def test_every_setting_is_a_config_field_and_every_run_flag_a_setting() -> None:
     assert [s.name for s in SETTINGS] == list(DaemonConfig.__struct_fields__)
     assert {s.env for s in SETTINGS} == {ENV_PREFIX + name.upper() for name in DaemonConfig.__struct_fields__}
     options = run_options()
-    assert "--webhook-url" in options and "--log-level" in options  # the parser was read
+    assert "--webhook-url" in options  # the parser was read
+    assert "--log-level" in options
     assert options == {s.flag: s.name for s in SETTINGS if s.flag is not None}
 
 
 def test_the_webhook_secret_has_no_flag() -> None:
     [secret] = [s for s in SETTINGS if s.flag is None]
-    assert secret.name == "webhook_secret" and "--webhook-secret" not in run_options()
+    assert secret.name == "webhook_secret"
+    assert "--webhook-secret" not in run_options()
     row = next(line for line in reference_table().splitlines() if "`JOBVISOR_WEBHOOK_SECRET`" in line)
     assert "| environment only |" in row
 
@@ -102,7 +104,8 @@ def test_the_machines_embedding_example_decides_again_when_another_writer_moved_
         kind = namespace["fire"]("j1", "complete")
     finally:
         db.set_trace_callback(None)
-    assert moved_first and kind == "absorbed"  # decided again on 'cancelled': the late complete is absorbed
+    assert moved_first
+    assert kind == "absorbed"  # decided again on 'cancelled': the late complete is absorbed
     assert db.execute("SELECT state, retries FROM jobs").fetchall() == [("cancelled", 0)]
 
 

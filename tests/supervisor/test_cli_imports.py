@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.records import BatchSpec, JobSpec
 from jobvisor.adapters.store import SyncStore

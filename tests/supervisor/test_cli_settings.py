@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import redis
-from jobvisor.supervisor.config import SETTINGS, DaemonConfig, Setting
 
 import jobvisor
+from jobvisor.supervisor.config import SETTINGS, DaemonConfig, Setting
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ("--app", "examples.app:app")

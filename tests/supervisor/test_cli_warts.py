@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import redis
+
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.keys import Keys
 from jobvisor.adapters.records import BatchSpec, JobSpec
