@@ -39,6 +39,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _EMBEDDED)
+
+
 MACHINES: dict[str, MachineDef] = {  # type: ignore[type-arg]
     "job": JOB,
     "phase": PHASE,

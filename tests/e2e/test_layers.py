@@ -53,7 +53,7 @@ def test_the_check_itself_can_fail() -> None:
 # ones resolved against the module, and ``importlib.import_module("...")`` with a literal name.
 # The rules below are then checked on that list; each rule is also fed a module that breaks it.
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROOMS = {"jobvisor": "jobvisor", "machines": "jobvisor.machines", "adapters": "jobvisor.adapters",
          "supervisor": "jobvisor.supervisor"}
 BARE = ("machines", "adapters", "supervisor")
