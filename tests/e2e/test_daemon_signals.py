@@ -182,3 +182,20 @@ def test_an_actor_that_keeps_crashing_stops_the_daemon_with_one_line_naming_it(
     finally:
         admin.execute_command("ACL", "DELUSER", "nosubscribe")
         admin.close()
+
+
+def test_json_logs_are_one_object_per_line_with_the_job_fields(redis_url: str, tmp_path: Path) -> None:
+    """``--log-format json``: every stderr line of a daemon is a JSON object; with
+    ``--log-outcomes info`` a completed job's outcome is one of them, with the job's fields."""
+    [job] = submit(redis_url, 1, "sleeper", {"seconds": 0.0})
+    with daemon(redis_url, tmp_path, "json", extra=("--log-format", "json", "--log-outcomes", "info")) as d:
+        wait_until(lambda: terminal_events(redis_url, job), timeout=30, what="the job to end", alive=d)
+        d.signal(signal.SIGTERM)
+        assert d.wait(30) == 0
+        text = d.stderr()
+    records = [json.loads(line) for line in text.splitlines()]  # every line parses
+    assert records, text
+    assert all({"timestamp", "level", "logger", "message"} <= set(r) for r in records), text
+    [outcome] = [r for r in records if r["logger"] == "jobvisor.jobs" and r.get("job_id") == job]
+    assert (outcome["level"], outcome["job_type"], outcome["attempt"]) == ("INFO", "sleeper", 1)
+    assert outcome["outcome"] == "completed"
