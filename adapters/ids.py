@@ -45,3 +45,18 @@ class IdGenerator:
             chars.append(_CROCKFORD[value & 31])
             value >>= 5
         return f"{queue}.{''.join(reversed(chars))}"
+
+
+def created_ms(object_id: str) -> int | None:
+    """When the job or batch ``object_id`` was made (epoch ms, the submitter's clock), read from
+    its ULID; ``None`` for an id that is not ``<queue>.<ULID>``."""
+    _, _, ulid = object_id.rpartition(".")
+    if len(ulid) != 26:
+        return None
+    value = 0
+    for char in ulid[:10]:
+        digit = _CROCKFORD.find(char)
+        if digit < 0:
+            return None
+        value = value << 5 | digit
+    return value

@@ -82,6 +82,11 @@ class Metrics:
             "jobvisor_validation_checks", "Checks against the source of truth by outcome",
             ["outcome"], registry=self.registry,
         )
+        self.queue_wait = Histogram(
+            "jobvisor_queue_wait_seconds",
+            "From submit to the first claim, by job type (a delayed job's delay included)", ["type"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
         self.validation_checks_per_job = Histogram(
             "jobvisor_validation_checks_per_job",
             "Checks a job's validation took, by how it ended (completed, validation_failed)",

@@ -60,6 +60,7 @@ import msgspec
 import trio
 
 from jobvisor.adapters.errors import StoreError, StoreUnavailable
+from jobvisor.adapters.ids import created_ms
 from jobvisor.adapters.outcomes import error_record
 from jobvisor.adapters.processes import open_process_runner
 from jobvisor.adapters.records import ClaimedJob, Reply, SlotView
@@ -285,7 +286,11 @@ class WorkerPool:
             log.warning("a claim on %s got no answer within %gs; its jobs will be looked up", queue,
                         CLAIM_BOUND * self.config.lease)
             return []
+        now = self.deps.clock()
         for job in jobs:
+            made = created_ms(job.id) if job.attempt == 1 else None
+            if made is not None:  # a first attempt: how long the job waited to be claimed
+                self.deps.metrics.queue_wait.labels(job.type).observe(max(0.0, now - made / 1000))
             tracing.record_span("jobvisor.claim", traceparent=job.traceparent, start_ns=asked, attributes={
                 "jobvisor.job.id": job.id, "jobvisor.job.type": job.type, "jobvisor.queue": queue,
                 "jobvisor.attempt": job.attempt, "jobvisor.worker": self.config.worker_id})

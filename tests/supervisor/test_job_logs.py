@@ -221,3 +221,27 @@ def test_the_json_format_is_one_object_per_line_with_the_job_fields() -> None:
     assert "pw" not in second["message"]
     assert "abc" not in second["message"]
 
+
+
+async def test_queue_wait_is_observed_once_per_job_from_submit_to_its_first_claim(
+        autojump_clock: trio.testing.MockClock) -> None:
+    app = App()
+
+    @app.handler("slow", max_retries=1, backoff=1.0)
+    async def slow(ctx: Any) -> None:
+        await trio.sleep(5)
+        if ctx.attempt == 1:
+            raise ValueError("again")  # the retry's claim is not a queue wait
+
+    async with running_daemon(app, concurrency=1) as (daemon, watcher):
+        first = (await daemon.store.submit(_spec(app, "slow"))).id
+        second = (await daemon.store.submit(_spec(app, "slow"))).id
+        for job in (first, second):
+            await watcher.until(ended(watcher, job))
+        registry = daemon.deps.metrics.registry
+    wait = "jobvisor_queue_wait_seconds"
+    assert registry.get_sample_value(f"{wait}_count", {"type": "slow"}) == 2
+    # the first was claimed at once; the second waited for the first's attempt (5 s, one slot)
+    total = registry.get_sample_value(f"{wait}_sum", {"type": "slow"})
+    assert total is not None
+    assert 5.0 - 0.01 <= total <= 5.0 + 0.5, total
