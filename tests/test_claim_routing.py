@@ -122,6 +122,7 @@ def _make_legacy(target: Target, job: str, job_type: str) -> None:
     raw = target.raw()
     score = raw.zscore(K.queued_of(job_type), job)
     raw.zrem(K.queued_of(job_type), job)
+    raw.zrem(K.queued_all, job)
     if raw.zcard(K.queued_of(job_type)) == 0:
         raw.srem(K.queued_types, job_type)
     raw.zadd(K.queued, {job: score})
