@@ -1,16 +1,19 @@
 """The claim routes by job type, on redis-server and on the embedded store alike.
 
 A daemon claims only the types it has handlers for (``Store.claim(types=...)``):
-the best heads across those types' ``queued:<type>`` zsets, by priority then age,
-never a job of another type, never more than ``n``. Jobs of the earlier versions'
+the best queued jobs of those types, by priority then age, never a job of another
+type, never more than ``n``: the head of ``queued_all`` when it serves every type with
+queued jobs, else the best heads across its types' ``queued:<type>`` zsets. Jobs of the earlier versions'
 single ``queued`` index are still claimed (the scheduler's ``wake`` moves them into their
 types' zsets). Unserved types are reported, not failed.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+import pytest
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import SyncStore
 
@@ -32,7 +35,12 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def test_priority_then_age_is_kept_across_types(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+@pytest.mark.parametrize("unserved", [False, True], ids=["serves-every-type", "another-type-waits"])
+def test_priority_then_age_is_kept_across_types(
+    target: Target, sync_store: SyncStore, clock: ManualClock, unserved: bool
+) -> None:
+    if unserved:  # a type nobody here serves waits too: the claims merge A, B and C
+        submit(sync_store, clock, "D", 9)
     plan = [("A", 0), ("B", 5), ("C", 0), ("A", 9), ("B", 0), ("C", 5), ("A", 5), ("B", 9), ("C", 9),
             ("A", 0), ("C", 0), ("B", 5)]
     ids = [submit(sync_store, clock, t, p) for t, p in plan]
@@ -189,12 +197,81 @@ def test_the_merge_reads_further_pages_of_a_type_when_it_must(
 ) -> None:
     raw = target.raw()
     urgent, later = [], []
+    unserved = submit(sync_store, clock, "C", 9)  # so A and B are not every queued type: the merge
     for _ in range(20):  # interleaved in time; every A outranks every B
         urgent.append(submit(sync_store, clock, "A", 5))
         later.append(submit(sync_store, clock, "B", 0))
     # two types, n=25: pages of 14; A's first page runs out, so the merge reads A's next one
     assert claim_ids(sync_store, ["A", "B"], 25) == urgent + later[:5]
     assert raw.exists(K.queued_of("A")) == 0
-    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B"}
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B", "C"}
     assert claim_ids(sync_store, ["B", "A"], 15) == later[5:]  # exactly what was left
-    assert raw.exists(K.queued_types) == 0
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"C"}
+    assert [_s(m) for m in raw.zrange(K.queued_all, 0, -1)] == [unserved]
+    assert claim_ids(sync_store, ["C"], 5) == [unserved]
+    assert raw.exists(K.queued_types) == 0 and raw.exists(K.queued_all) == 0
+
+
+TYPES = ("A", "B", "C", "D")
+
+
+def _check_indexes(raw: Any, model: dict[str, tuple[int, int, str]], where: str) -> None:
+    """The queued indexes hold exactly the model's queued jobs: each in its type's zset and in
+    ``queued_all`` with the same score; ``queued_types`` names exactly the types that have any."""
+    every = {_s(m): sc for m, sc in raw.zrange(K.queued_all, 0, -1, withscores=True)}
+    union: dict[str, float] = {}
+    for t in TYPES:
+        mine = {_s(m): sc for m, sc in raw.zrange(K.queued_of(t), 0, -1, withscores=True)}
+        assert set(mine) == {j for j, (_, _, jt) in model.items() if jt == t}, (where, t)
+        union |= mine
+    assert every == union, where
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {jt for _, _, jt in model.values()}, where
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_claim_takes_the_best_jobs_of_its_types_and_the_indexes_agree(
+    target: Target, sync_store: SyncStore, clock: ManualClock, seed: int
+) -> None:
+    """A seeded mix of submits (some in the same millisecond, so ties fall to the id), claims
+    naming every type, some types, one, none or any (``None``), releases back to the queue and
+    cancels. Each claim must return exactly the first ``n`` of the model's queued jobs of its
+    types by (priority desc, enqueue time, id); after every step the indexes agree with the
+    model. Both claim routes are taken, each many times."""
+    rng = random.Random(seed)
+    raw = target.raw()
+    model: dict[str, tuple[int, int, str]] = {}  # queued job -> (-priority, enqueue ms, type)
+    held: dict[str, str] = {}  # claimed job -> lease token
+    routes = {"queued_all": 0, "types": 0}
+    for step in range(260):
+        where = f"seed {seed}, step {step}"
+        roll = rng.random()
+        if roll < 0.45:
+            if rng.random() < 0.7:
+                clock.advance(0.001)
+            t, p = rng.choice(TYPES), rng.choice((0, 5, 9))
+            job = sync_store.submit(JobSpec(type=t, priority=p, max_retries=3)).id
+            model[job] = (-p, int(clock() * 1000), t)
+        elif roll < 0.85:
+            types = rng.choice([None, list(TYPES), [], *(sorted(rng.sample(TYPES, k)) for k in (1, 2, 3))])
+            n = rng.randint(1, 6)
+            present = {jt for _, _, jt in model.values()}
+            routes["queued_all" if types is None or present <= set(types) else "types"] += 1
+            served = set(TYPES if types is None else types)
+            mine = sorted((pri, ms, job) for job, (pri, ms, jt) in model.items() if jt in served)
+            got = sync_store.claim(Q, "w", n=n, lease=60, types=types)
+            assert [c.id for c in got] == [job for _, _, job in mine[:n]], where
+            for c in got:
+                held[c.id] = c.token
+                del model[c.id]
+        elif roll < 0.93 and held:
+            job = rng.choice(sorted(held))
+            clock.advance(0.001)
+            sync_store.report(job, held.pop(job), "release")
+            view = sync_store.get_job(job)
+            model[job] = (-view.priority, int(clock() * 1000), view.type)
+        elif model:
+            job = rng.choice(sorted(model))
+            sync_store.cancel(job)
+            del model[job]
+        _check_indexes(raw, model, where)
+    assert min(routes.values()) >= 20, routes
