@@ -275,3 +275,20 @@ def test_every_claim_takes_the_best_jobs_of_its_types_and_the_indexes_agree(
             del model[job]
         _check_indexes(raw, model, where)
     assert min(routes.values()) >= 20, routes
+
+
+def test_a_type_missing_from_queued_types_is_still_never_claimed(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    """Were ``queued_types`` ever to lack a type that has jobs, a daemon serving the others
+    would take the head of ``queued_all``: a job of that type goes back where it was, unclaimed,
+    and its type is listed again. (A raw write breaks the index on purpose.)"""
+    raw = target.raw()
+    mine = submit(sync_store, clock, "A", 0)
+    other = submit(sync_store, clock, "B", 9)  # the head of queued_all
+    raw.srem(K.queued_types, "B")
+    assert claim_ids(sync_store, ["A"], 2) == [mine]
+    view = sync_store.get_job(other)
+    assert (view.state, view.attempts) == ("queued", 0)
+    _check_indexes(raw, {other: (-9, 0, "B")}, "after the claim")
+    assert claim_ids(sync_store, ["B"], 2) == [other]

@@ -436,13 +436,34 @@ local function move_legacy(n)
   end
 end
 
--- The best n queued jobs of `types` (types with queued jobs, two or more), best score first
--- across the types (ties: the smaller id, as ZPOPMIN orders them), taken out of their types'
--- zsets. A k-way merge of the types' zsets, read in pages of a fair share plus one (more of a
--- type is read only when the merge reaches the end of its page): about n + 2 x types entries
--- read, one ZRANGE per type (and one per page more), one ZREM per type taken from.
+-- Take a prefix of a type's zset (the type leaves `queued_types` with its last job).
+local function take_head(job_type, count)
+  local key = qkey(job_type)
+  redis.call('ZREMRANGEBYRANK', key, 0, count - 1)
+  if redis.call('EXISTS', key) == 0 then redis.call('SREM', K_QUEUED_TYPES, job_type) end
+end
+
+-- The best n queued jobs of `types` (two or more), best score first across the types (ties:
+-- the smaller id, as ZPOPMIN orders them), taken out of their types' zsets. For one job (the
+-- usual claim: one slot came free), the best of the types' heads, one entry read per type.
+-- For more, a k-way merge of the types' zsets, read in pages of a fair share plus one (more
+-- of a type is read only when the merge reaches the end of its page): about n + 2 x types
+-- entries read, one ZRANGE per type (and one per page more), one ZREM per type taken from.
 local function merge_types(types, n)
   local T = #types
+  if n == 1 then
+    local best, bs, bid
+    for k = 1, T do
+      local r = redis.call('ZRANGE', qkey(types[k]), 0, 0, 'WITHSCORES')
+      if r[1] then
+        local s = tonumber(r[2])
+        if best == nil or s < bs or (s == bs and r[1] < bid) then best, bs, bid = k, s, r[1] end
+      end
+    end
+    if best == nil then return {} end
+    take_head(types[best], 1)
+    return {bid}
+  end
   local picked = {}
   local page = math.floor((n + T - 1) / T) + 1
   local ids, scores, pos, more = {}, {}, {}, {}
@@ -470,12 +491,11 @@ local function merge_types(types, n)
   end
   for k = 1, T do
     local taken = pos[k] - 1
-    if taken > 0 then -- the merge took a prefix of the type's zset
-      local key = qkey(types[k])
-      redis.call('ZREMRANGEBYRANK', key, 0, taken - 1)
-      if taken == #ids[k] and (not more[k] or redis.call('EXISTS', key) == 0) then
-        redis.call('SREM', K_QUEUED_TYPES, types[k])
-      end
+    if taken > 0 and taken == #ids[k] and not more[k] then -- the merge took all the type's jobs
+      redis.call('DEL', qkey(types[k]))
+      redis.call('SREM', K_QUEUED_TYPES, types[k])
+    elseif taken > 0 then
+      take_head(types[k], taken)
     end
   end
   return picked
@@ -485,22 +505,32 @@ end
 -- score first across the types (ties: the smaller id). A daemon that serves every type with
 -- queued jobs (`queued_types`, a handful of names) takes the head of `queued_all`, which
 -- holds them all in that order: one ZPOPMIN, and the jobs leave their types' zsets (one ZREM
--- per type). Otherwise only the served types with queued jobs are read: one type's zset
--- alone, or the merge of several (`merge_types`); the jobs then leave `queued_all` (one
--- ZREM). Never a scan of the queue, and never a job of a type the daemon did not name.
+-- per type). Otherwise only its types are read (when more types have jobs than it serves,
+-- without listing them; else those of its types that have jobs): one type's zset alone, or
+-- the merge of several (`merge_types`); the jobs then leave `queued_all` (one ZREM). Never
+-- a scan of the queue, and never a job of a type the daemon did not name. Every step reads
+-- and returns as few entries as it can: each one costs the script more than its command.
 function OP.claim(x)
   local n = num(x.n)
-  local types = x.types -- then: the served types with queued jobs, nil when that is all of them
-  if types ~= nil then
-    local serves, queued, mine = {}, redis.call('SMEMBERS', K_QUEUED_TYPES), {}
-    for _, t in ipairs(types) do serves[t] = true end
-    for _, t in ipairs(queued) do if serves[t] then mine[#mine + 1] = t end end
-    if #mine < #queued then types = mine else types = nil end
+  local types = x.types -- then: the served types to read, nil when they are every queued type
+  local serves -- x.types as a set, when the claim takes the head of `queued_all`
+  if types ~= nil then -- distinct names (the store sends a sorted set)
+    local present = redis.call('SCARD', K_QUEUED_TYPES)
+    if present == 0 then return {kind = 'claimed', n = 0} end
+    if present <= #types then
+      local mine = {}
+      serves = {}
+      for _, t in ipairs(types) do serves[t] = true end
+      for _, t in ipairs(redis.call('SMEMBERS', K_QUEUED_TYPES)) do
+        if serves[t] then mine[#mine + 1] = t end
+      end
+      if #mine < present then types, serves = mine, nil else types = nil end
+    end
   end
-  local picked = {}
+  local picked, popped = {}, nil
   if types == nil then
-    local r = redis.call('ZPOPMIN', K_QUEUED_ALL, n)
-    for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
+    popped = redis.call('ZPOPMIN', K_QUEUED_ALL, n)
+    for i = 1, #popped, 2 do picked[#picked + 1] = popped[i] end
   elseif #types == 1 then -- one type: its zset alone
     local key = qkey(types[1])
     local r = redis.call('ZPOPMIN', key, n)
@@ -514,9 +544,12 @@ function OP.claim(x)
   if #picked == 0 then return {kind = 'claimed', n = 0} end
   local fields = fields_of_claim()
   local loaded, of_type, type_order = {}, {}, {}
-  for _, id in ipairs(picked) do
+  for i, id in ipairs(picked) do
     local j = load_hash(jkey(id), fields, id)
-    if j ~= nil then
+    if j ~= nil and serves and not serves[j.type] then -- never: `queued_types` lacked its type
+      redis.call('ZADD', K_QUEUED_ALL, popped[2 * i], id)
+      redis.call('SADD', K_QUEUED_TYPES, j.type)
+    elseif j ~= nil then
       loaded[#loaded + 1] = j
       if types == nil then
         local same = of_type[j.type]
