@@ -14,7 +14,7 @@ by the same code, one claim each in turn (who goes first alternates), so both se
 same load on this machine, however it changes. The earlier claim takes no types: it
 claims every job in ``2 of 4`` too, which is what it costs on the same queue. Jobs claimed
 per second, min / median / max of ``--runs`` runs; the CPU time each server's main thread
-spent per claim call (INFO cpu, before and after the claims), median of the runs: unlike
+spent per claim call (INFO cpu, before and after its claims), median of the runs: unlike
 the rates, it hardly moves when other processes load the machine; the ratio of the medians,
 and the ratio within each run (this / base, paired), min / median / max.
 
@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 from jobvisor.adapters.keys import Keys  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
 from jobvisor.adapters.store import DirectExecutor, Store  # noqa: E402
+
 from tests.redis_server import RedisServer  # noqa: E402
 
 TYPES = ("resize", "thumb", "ocr", "mail")
@@ -126,9 +127,10 @@ def one_run(versions: list[Version], jobs: int, scenario: int, n: int) -> dict[s
             elapsed[v.name] += time.perf_counter() - t0
             if claimed[v.name] >= want[v.name] or got == 0:
                 live.remove(v)
+                cpu[v.name] = server_cpu(v.client) - cpu[v.name]
     for v in versions:
         assert claimed[v.name] == want[v.name], (v.name, claimed[v.name], want[v.name])
-        v.usec.append((server_cpu(v.client) - cpu[v.name]) * 1e6 / calls[v.name])
+        v.usec.append(cpu[v.name] * 1e6 / calls[v.name])
     return {v.name: claimed[v.name] / elapsed[v.name] for v in versions}
 
 
@@ -136,7 +138,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier version, to measure alongside")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of an earlier version, to measure alongside")
     args = parser.parse_args()
     roots = {"this": HERE} | ({"base": args.baseline.resolve()} if args.baseline else {})
     with tempfile.TemporaryDirectory() as tmp:

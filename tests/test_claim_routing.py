@@ -55,7 +55,9 @@ def test_priority_then_age_is_kept_across_types(
     assert claim_ids(sync_store, ["A", "B", "C"], 10) == []
 
 
-def test_n_is_respected_whatever_each_type_holds(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_n_is_respected_whatever_each_type_holds(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     for t in ("A", "B", "C", "D"):
         for _ in range(5):
             submit(sync_store, clock, t)
@@ -66,7 +68,9 @@ def test_n_is_respected_whatever_each_type_holds(target: Target, sync_store: Syn
     assert sync_store.queue_counts(Q)["active"] == 20
 
 
-def test_types_not_served_are_never_claimed(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_types_not_served_are_never_claimed(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     a = [submit(sync_store, clock, "A") for _ in range(3)]
     b = [submit(sync_store, clock, "B", 9, max_retries=0) for _ in range(4)]  # better priority
     assert sorted(claim_ids(sync_store, ["A", "Z"], 10)) == sorted(a)
@@ -81,14 +85,18 @@ def test_types_not_served_are_never_claimed(target: Target, sync_store: SyncStor
     assert sync_store.queued_by_type(Q) == ({}, 0)
 
 
-def test_a_new_version_type_is_its_own_route(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_a_new_version_type_is_its_own_route(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     old = submit(sync_store, clock, "resize")
     new = submit(sync_store, clock, "resize.v2", 5)
     assert claim_ids(sync_store, ["resize"], 10) == [old]  # the old daemon never sees resize.v2
     assert claim_ids(sync_store, ["resize", "resize.v2"], 10) == [new]
 
 
-def test_an_emptied_type_leaves_no_key_behind(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_an_emptied_type_leaves_no_key_behind(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     raw = target.raw()
     job = submit(sync_store, clock, "A")
     kept = submit(sync_store, clock, "B")
@@ -97,7 +105,8 @@ def test_an_emptied_type_leaves_no_key_behind(target: Target, sync_store: SyncSt
     assert raw.exists(K.queued_of("A")) == 0
     assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B"}
     sync_store.cancel(kept)
-    assert raw.exists(K.queued_of("B")) == 0 and raw.exists(K.queued_types) == 0
+    assert raw.exists(K.queued_of("B")) == 0
+    assert raw.exists(K.queued_types) == 0
     assert index_membership(raw, job) == ["active"]
 
 
@@ -163,19 +172,25 @@ def test_jobs_of_the_earlier_untyped_index_are_still_claimed(
     assert claim_ids(sync_store, ["B"], 10) == [legacy_b]
 
 
-def test_legacy_entries_are_moved_in_bounded_steps_by_wake(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_legacy_entries_are_moved_in_bounded_steps_by_wake(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     raw = target.raw()
     jobs = [submit(sync_store, clock, "B") for _ in range(300)]
     for job in jobs:
         _make_legacy(target, job, "B")
     assert claim_ids(sync_store, ["B"], 1) == []  # not moved yet
-    assert sync_store.wake(Q).next_due == int(clock() * 1000)  # more to move: the scheduler comes again at once
-    assert raw.zcard(K.queued) == 300 - 256 and raw.zcard(K.queued_of("B")) == 256
+    # more to move: the scheduler comes again at once
+    assert sync_store.wake(Q).next_due == int(clock() * 1000)
+    assert raw.zcard(K.queued) == 300 - 256
+    assert raw.zcard(K.queued_of("B")) == 256
     assert sync_store.wake(Q).next_due is None
     assert claim_ids(sync_store, ["B"], 300) == jobs  # order kept through the move
 
 
-def test_unserved_types_are_reported_per_queue(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_unserved_types_are_reported_per_queue(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     for t, n in (("A", 2), ("B", 3), ("C", 1)):
         for _ in range(n):
             submit(sync_store, clock, t)
@@ -209,7 +224,8 @@ def test_the_merge_reads_further_pages_of_a_type_when_it_must(
     assert {_s(t) for t in raw.smembers(K.queued_types)} == {"C"}
     assert [_s(m) for m in raw.zrange(K.queued_all, 0, -1)] == [unserved]
     assert claim_ids(sync_store, ["C"], 5) == [unserved]
-    assert raw.exists(K.queued_types) == 0 and raw.exists(K.queued_all) == 0
+    assert raw.exists(K.queued_types) == 0
+    assert raw.exists(K.queued_all) == 0
 
 
 TYPES = ("A", "B", "C", "D")

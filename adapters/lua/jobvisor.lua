@@ -16,12 +16,13 @@
 -- built from the prefix ARGV[1] = "jv:{<queue>}:" and so lies in the same slot.
 --
 -- Queued jobs wait in one zset per job type, `queued:<type>` (score: priority band + time),
--- and `queued_types` lists the types whose zset is not empty. A daemon's claim names the
--- types it has handlers for and merges the heads of those zsets only (about n + 2 x types
--- entries read), never a scan of the queue, and never a job it cannot run. `queued` itself
--- is the index of earlier versions (every type in one zset): never written, and emptied by
--- the scheduler's `wake`, which moves its entries into their types' zsets (at most
--- LEGACY_MOVE per call).
+-- and all of them in `queued_all` (same scores); `queued_types` lists the types whose zset is
+-- not empty. A daemon's claim names the types it has handlers for: the head of `queued_all`
+-- when they cover every queued type, else the best heads of its own types' zsets (about
+-- n + 2 x types entries read), never a scan of the queue, never a job it cannot run.
+-- `queued` itself is the index of earlier versions (every type in one zset): never written,
+-- and emptied by the scheduler's `wake`, which moves its entries into their types' zsets (at
+-- most LEGACY_MOVE per call).
 -- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
 
 -- Per-call values: set by `run` at the start of every call (Redis runs one call at a time).
