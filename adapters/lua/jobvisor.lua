@@ -506,27 +506,23 @@ end
 -- score first across the types (ties: the smaller id). A daemon that serves every type with
 -- queued jobs (`queued_types`, a handful of names) takes the head of `queued_all`, which
 -- holds them all in that order: one ZPOPMIN, and the jobs leave their types' zsets (one ZREM
--- per type). Otherwise only its types are read (when more types have jobs than it serves,
--- without listing them; else those of its types that have jobs): one type's zset alone, or
--- the merge of several (`merge_types`); the jobs then leave `queued_all` (one ZREM). Never
--- a scan of the queue, and never a job of a type the daemon did not name. Every step reads
--- and returns as few entries as it can: each one costs the script more than its command.
+-- per type). Otherwise only those of its types that have jobs are read: one type's zset
+-- alone, or the merge of several (`merge_types`); the jobs then leave `queued_all` (one
+-- ZREM). Never a scan of the queue, and never a job of a type the daemon did not name. Each
+-- call from the script, and each entry it reads, costs more than the command's own work: so
+-- every route makes as few calls, and reads as few entries, as it can.
 function OP.claim(x)
   local n = num(x.n)
   local types = x.types -- then: the served types to read, nil when they are every queued type
   local serves -- x.types as a set, when the claim takes the head of `queued_all`
   if types ~= nil then -- distinct names (the store sends a sorted set)
-    local present = redis.call('SCARD', K_QUEUED_TYPES)
-    if present == 0 then return {kind = 'claimed', n = 0} end
-    if present <= #types then
-      local mine = {}
-      serves = {}
-      for _, t in ipairs(types) do serves[t] = true end
-      for _, t in ipairs(redis.call('SMEMBERS', K_QUEUED_TYPES)) do
-        if serves[t] then mine[#mine + 1] = t end
-      end
-      if #mine < present then types, serves = mine, nil else types = nil end
-    end
+    local present = redis.call('SMEMBERS', K_QUEUED_TYPES)
+    if #present == 0 then return {kind = 'claimed', n = 0} end
+    local mine = {}
+    serves = {}
+    for _, t in ipairs(types) do serves[t] = true end
+    for _, t in ipairs(present) do if serves[t] then mine[#mine + 1] = t end end
+    if #mine < #present then types, serves = mine, nil else types = nil end
   end
   local picked, popped = {}, nil
   if types == nil then
