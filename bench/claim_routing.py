@@ -14,9 +14,9 @@ by the same code, one claim each in turn (who goes first alternates), so both se
 same load on this machine, however it changes. The earlier claim takes no types: it
 claims every job in ``2 of 4`` too, which is what it costs on the same queue. Jobs claimed
 per second, min / median / max of ``--runs`` runs; the CPU time each server's main thread
-spent per claim call (INFO cpu, before and after its claims), median of the runs: unlike
-the rates, it hardly moves when other processes load the machine; the ratio of the medians,
-and the ratio within each run (this / base, paired), min / median / max.
+spent per claim call (INFO cpu, before and after its claims: the server's part, without
+the client's), median of the runs; the ratio of the medians, and the ratio within each run
+(this / base, paired: the steadier one on a machine others load), min / median / max.
 
 Run: .venv/bin/python bench/claim_routing.py [--jobs N] [--runs R] [--baseline DIR]
 """
