@@ -14,6 +14,8 @@ key (after ``jv:{q}:``)          type    contents and lifetime
                                         band + enqueue ms; a claim reads only the types
                                         its daemon has handlers for; gone when empty
 ``queued_types``                set     job types whose ``queued:<type>`` is not empty
+``queued_all``                  zset    every id of every ``queued:<type>``, same score: a
+                                        daemon serving every queued type claims its head
 ``queued``                      zset    the earlier versions' queued index (every type in
                                         one zset, same score): never written; the
                                         scheduler's ``wake`` moves its entries into
@@ -142,6 +144,11 @@ class Keys:
     @property
     def queued_types(self) -> str:
         return f"{self.prefix}queued_types"
+
+    @property
+    def queued_all(self) -> str:
+        """Every queued job of every type (the union of ``queued:<type>``), same scores."""
+        return f"{self.prefix}queued_all"
 
     @property
     def due(self) -> str:

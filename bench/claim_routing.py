@@ -5,16 +5,18 @@ back, ``n`` jobs per claim, each one ``FCALL`` of the Lua library exactly as the
 sends it (op ``claim`` naming the daemon's types). Scenarios:
 
 * ``4 of 4``: the daemon serves every type (it claims all N);
-* ``2 of 4``: it serves 2 of the 4 types (it claims N/2; the others stay queued);
+* ``2 of 4``: it serves 2 of the 4 types (the queue holds 2N: it claims N, N stay queued);
 * ``1 type``: every job of one type (the simplest queue).
 
 With ``--baseline DIR`` (a checkout of an earlier version, outside this tree) that
-version's library runs on a twin redis-server, and the two are measured in the same run,
-alternating blocks of claims, so both see the same load on this machine. The earlier
-claim takes no types: it claims every job in ``2 of 4`` too, which is what it costs on
-the same queue. Jobs claimed per second, min / median / max of ``--runs`` runs; and the
-server's microseconds per claim call (INFO commandstats of each server, over the same
-alternated window), median of the runs.
+version's library runs on a twin redis-server, and the two are measured in the same run
+by the same code, one claim each in turn (who goes first alternates), so both see the
+same load on this machine, however it changes. The earlier claim takes no types: it
+claims every job in ``2 of 4`` too, which is what it costs on the same queue. Jobs claimed
+per second, min / median / max of ``--runs`` runs; the CPU time each server's main thread
+spent per claim call (INFO cpu, before and after its claims: the server's part, without
+the client's), median of the runs; the ratio of the medians, and the ratio within each run
+(this / base, paired: the steadier one on a machine others load), min / median / max.
 
 Run: .venv/bin/python bench/claim_routing.py [--jobs N] [--runs R] [--baseline DIR]
 """
@@ -38,12 +40,13 @@ sys.path.insert(0, str(HERE))
 from jobvisor.adapters.keys import Keys  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
 from jobvisor.adapters.store import DirectExecutor, Store  # noqa: E402
+
 from tests.redis_server import RedisServer  # noqa: E402
 
 TYPES = ("resize", "thumb", "ocr", "mail")
 SCENARIOS = (("4 of 4", TYPES, TYPES), ("2 of 4", TYPES, TYPES[:2]), ("1 type", TYPES[:1], TYPES[:1]))
 BATCHES = (1, 16)
-BLOCK = 25  # claims per version before the other version's turn
+BLOCK = 1  # claims per version before the other version's turn
 CAP = 100_000
 
 
@@ -90,21 +93,31 @@ class Version:
         return int(reply.get("n", 0))  # type: ignore[call-overload]
 
 
+def server_cpu(client: redis.Redis) -> float:
+    """Seconds of CPU the server's main thread (where functions run) has used."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+
+
 def one_run(versions: list[Version], jobs: int, scenario: int, n: int) -> dict[str, float]:
     """Jobs claimed/s per version, claims alternating in blocks until every version is done;
-    each version's server time per claim call is appended to its ``usec``."""
+    each version's server CPU time per claim call is appended to its ``usec``."""
     _, present, served = SCENARIOS[scenario]
+    # each version claims `jobs`: this one's queue holds as many again of the types it does not
+    # serve, so the two alternate to the end (neither runs alone, caches warm, at the end)
+    want = {v.name: jobs for v in versions}
     for v in versions:
         v.client.flushdb()
-        v.fill(jobs, present)
-        v.client.config_resetstat()
+        v.fill(jobs * len(present) // len(served) if v.name == "this" else jobs, present)
+    cpu = {v.name: server_cpu(v.client) for v in versions}
     elapsed = {v.name: 0.0 for v in versions}
     claimed = {v.name: 0 for v in versions}
     calls = {v.name: 0 for v in versions}
-    want = {v.name: jobs * len(served) // len(present) if v.name == "this" else jobs for v in versions}
     live = list(versions)
+    turn = 0
     while live:
-        for v in list(live):
+        turn += 1
+        for v in list(live if turn % 2 else reversed(live)):
             t0 = time.perf_counter()
             got = 0
             for _ in range(BLOCK):
@@ -116,10 +129,10 @@ def one_run(versions: list[Version], jobs: int, scenario: int, n: int) -> dict[s
             elapsed[v.name] += time.perf_counter() - t0
             if claimed[v.name] >= want[v.name] or got == 0:
                 live.remove(v)
+                cpu[v.name] = server_cpu(v.client) - cpu[v.name]
     for v in versions:
         assert claimed[v.name] == want[v.name], (v.name, claimed[v.name], want[v.name])
-        stats = v.client.info("commandstats").get("cmdstat_fcall", {})
-        v.usec.append(float(stats.get("usec", 0)) / calls[v.name])
+        v.usec.append(cpu[v.name] * 1e6 / calls[v.name])
     return {v.name: claimed[v.name] / elapsed[v.name] for v in versions}
 
 
@@ -127,7 +140,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier version, to measure alongside")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of an earlier version, to measure alongside")
     args = parser.parse_args()
     roots = {"this": HERE} | ({"base": args.baseline.resolve()} if args.baseline else {})
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,11 +153,11 @@ def main() -> None:
                 servers[name].start()
                 versions.append(Version(redis.Redis.from_url(servers[name].url), name, root))
             print(f"redis-server {versions[0].client.info('server')['redis_version']}, one per version; "
-                  f"{args.jobs} jobs per scenario; {args.runs} runs; blocks of {BLOCK} claims alternate\n")
+                  f"{args.jobs} jobs per scenario; {args.runs} runs; claims alternate {BLOCK} by {BLOCK}\n")
             head = f"{'jobs claimed/s':<15}{'n':>3}"
             for v in versions:
-                head += f"{v.name + ' min / median / max':>34}{'µs/call':>9}"
-            print(head + ("   ratio of medians" if args.baseline else ""))
+                head += f"{v.name + ' min / median / max':>34}{'cpu µs':>9}"
+            print(head + ("  ratio of medians  paired min / median / max" if args.baseline else ""))
             for scenario, (label, _, _) in enumerate(SCENARIOS):
                 for n in BATCHES:
                     rates: dict[str, list[float]] = {v.name: [] for v in versions}
@@ -159,7 +173,9 @@ def main() -> None:
                                  f"{statistics.median(v.usec):>9.1f}")
                     if args.baseline:
                         ratio = statistics.median(rates["this"]) / statistics.median(rates["base"])
-                        line += f"{ratio:>18.2f}x"
+                        paired = [a / b for a, b in zip(rates["this"], rates["base"], strict=True)]
+                        line += (f"{ratio:>17.2f}x{min(paired):>11.2f} /{statistics.median(paired):>7.2f} /"
+                                 f"{max(paired):>5.2f}")
                     print(line, flush=True)
         finally:
             for v in versions:

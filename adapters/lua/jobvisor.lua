@@ -16,18 +16,19 @@
 -- built from the prefix ARGV[1] = "jv:{<queue>}:" and so lies in the same slot.
 --
 -- Queued jobs wait in one zset per job type, `queued:<type>` (score: priority band + time),
--- and `queued_types` lists the types whose zset is not empty. A daemon's claim names the
--- types it has handlers for and merges the heads of those zsets only (about n + 2 x types
--- entries read), never a scan of the queue, and never a job it cannot run. `queued` itself
--- is the index of earlier versions (every type in one zset): never written, and emptied by
--- the scheduler's `wake`, which moves its entries into their types' zsets (at most
--- LEGACY_MOVE per call).
+-- and all of them in `queued_all` (same scores); `queued_types` lists the types whose zset is
+-- not empty. A daemon's claim names the types it has handlers for: the head of `queued_all`
+-- when they cover every queued type, else the best heads of its own types' zsets (about
+-- n + 2 x types entries read), never a scan of the queue, never a job it cannot run.
+-- `queued` itself is the index of earlier versions (every type in one zset): never written,
+-- and emptied by the scheduler's `wake`, which moves its entries into their types' zsets (at
+-- most LEGACY_MOVE per call).
 -- ARGV: 1 prefix, 2 now (ms since the epoch), 3 JSON list of ops, 4 stream cap.
 
 -- Per-call values: set by `run` at the start of every call (Redis runs one call at a time).
 local P, NOW, NOW_S, OPS, CAP, QUEUE
 local K_QUEUED, K_DUE, K_ACTIVE, K_VALIDATING, K_FINISHED, K_EVENTS, K_OUTBOX, K_BATCHES
-local K_UNFILED, K_FILING, K_QUEUED_TYPES
+local K_UNFILED, K_FILING, K_QUEUED_TYPES, K_QUEUED_ALL
 local EPOCH_2024 = 1704067200000
 local VALIDATION_SCAN = 2000 -- due checks one `validations` op looks at, at most
 local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
@@ -45,7 +46,7 @@ local function begin(args)
   K_VALIDATING, K_FINISHED, K_EVENTS = P .. 'validating', P .. 'finished', P .. 'events'
   K_OUTBOX, K_BATCHES = P .. 'outbox', P .. 'batches'
   K_UNFILED, K_FILING = P .. 'unfiled', P .. 'filing'
-  K_QUEUED_TYPES = P .. 'queued_types'
+  K_QUEUED_TYPES, K_QUEUED_ALL = P .. 'queued_types', P .. 'queued_all'
   QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
   woke = false
   legacy_left = nil
@@ -149,19 +150,21 @@ end
 -- The zset of queued jobs of one type.
 local function qkey(job_type) return P .. 'queued:' .. job_type end
 
--- Put a job in its type's queued zset (and the type in `queued_types`).
+-- Put a job in its type's queued zset (and the type in `queued_types`), and in `queued_all`.
 local function enqueue(job_type, score, id)
   redis.call('ZADD', qkey(job_type), score, id)
   redis.call('SADD', K_QUEUED_TYPES, job_type)
+  redis.call('ZADD', K_QUEUED_ALL, score, id)
 end
 
 -- Take a job out of the queued index: its type's zset (the type leaves `queued_types` when
--- that was its last job) and the earlier versions' index, where it may still sit.
+-- that was its last job), `queued_all`, and the earlier versions' index, where it may still sit.
 local function dequeue(job_type, id)
   local key = qkey(job_type)
   if redis.call('ZREM', key, id) == 1 and redis.call('EXISTS', key) == 0 then
     redis.call('SREM', K_QUEUED_TYPES, job_type)
   end
+  redis.call('ZREM', K_QUEUED_ALL, id)
   if legacy_left == nil then legacy_left = redis.call('EXISTS', K_QUEUED) == 1 end
   if legacy_left then redis.call('ZREM', K_QUEUED, id) end
 end
@@ -401,9 +404,31 @@ local function claimed_view(j, token, deadline)
     traceparent = j.traceparent ~= '' and j.traceparent or nil}
 end
 
-local CLAIM_FIELDS = {} -- a job's fields (its state first, as load_hash wants) and its input
-for i = 1, #JOB_FIELDS do CLAIM_FIELDS[i] = JOB_FIELDS[i] end
-CLAIM_FIELDS[#CLAIM_FIELDS + 1] = 'input'
+-- What a claim reads of a job: what `job_move` reads for a claim row that goes to `active`,
+-- starts an attempt and notifies nobody (the job table's claim row), and what `claimed_view`
+-- returns; its state first, as load_hash wants. Half the record: the full one makes the
+-- HMGET about twice as slow. Should a claim row ever do more (another destination or effect,
+-- a notification), every field is read: checked on the first claim after the library loads.
+local CLAIM_LEAN = {'state', 'attempts', 'retry_count', 'max_retries', 'has_validator', 'phases',
+  'finished_at', 'reason', 'batch', 'type', 'timeout_ms', 'service_job_id', 'input'}
+local claim_fields -- CLAIM_LEAN or every field; nil until the first claim
+
+local function fields_of_claim()
+  if claim_fields then return claim_fields end
+  local lean = {new_attempt = true, resume_phases = true}
+  claim_fields = CLAIM_LEAN
+  for _, o in ipairs(M.job.index.queued.claim) do
+    local plain = o.to == 'active' and o.notify == ''
+    for f in pairs(o.fx) do plain = plain and lean[f] == true end
+    if not plain then
+      claim_fields = {}
+      for i, f in ipairs(JOB_FIELDS) do claim_fields[i] = f end
+      claim_fields[#claim_fields + 1] = 'input'
+      break
+    end
+  end
+  return claim_fields
+end
 
 -- Move the head of the earlier versions' `queued` index (one zset for every type) into the
 -- types' zsets, scores kept; entries of jobs no longer queued are dropped. The scheduler's
@@ -420,27 +445,36 @@ local function move_legacy(n)
   end
 end
 
--- Claim up to x.n queued jobs of the types x.types (every queued type when absent), best
--- score first across the types (ties: the smaller id, as ZPOPMIN orders them). A k-way merge
--- of the types' zsets, read in pages of a fair share plus one (more of a type is read only
--- when the merge reaches the end of its page): about n + 2 x types entries read, one ZRANGE
--- per type (and one per page more), one ZREM per type taken from. Never a scan of the queue.
-function OP.claim(x)
-  local n = num(x.n)
-  local types = x.types
-  if types == nil then types = redis.call('SMEMBERS', K_QUEUED_TYPES) end
+-- Take a prefix of a type's zset (the type leaves `queued_types` with its last job).
+local function take_head(job_type, count)
+  local key = qkey(job_type)
+  redis.call('ZREMRANGEBYRANK', key, 0, count - 1)
+  if redis.call('EXISTS', key) == 0 then redis.call('SREM', K_QUEUED_TYPES, job_type) end
+end
+
+-- The best n queued jobs of `types` (two or more), best score first across the types (ties:
+-- the smaller id, as ZPOPMIN orders them), taken out of their types' zsets. For one job (the
+-- usual claim: one slot came free), the best of the types' heads, one entry read per type.
+-- For more, a k-way merge of the types' zsets, read in pages of a fair share plus one (more
+-- of a type is read only when the merge reaches the end of its page): about n + 2 x types
+-- entries read, one ZRANGE per type (and one per page more), one ZREM per type taken from.
+local function merge_types(types, n)
   local T = #types
-  local picked = {}
-  if T == 1 then -- one type: its zset alone, as the single queued index was
-    local key = qkey(types[1])
-    local r = redis.call('ZPOPMIN', key, n)
-    for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
-    if #picked > 0 and (#picked < n or redis.call('EXISTS', key) == 0) then
-      redis.call('SREM', K_QUEUED_TYPES, types[1])
+  if n == 1 then
+    local best, bs, bid
+    for k = 1, T do
+      local r = redis.call('ZRANGE', qkey(types[k]), 0, 0, 'WITHSCORES')
+      if r[1] then
+        local s = tonumber(r[2])
+        if best == nil or s < bs or (s == bs and r[1] < bid) then best, bs, bid = k, s, r[1] end
+      end
     end
-    T = 0
+    if best == nil then return {} end
+    take_head(types[best], 1)
+    return {bid}
   end
-  local page = math.floor((n + T - 1) / math.max(T, 1)) + 1
+  local picked = {}
+  local page = math.floor((n + T - 1) / T) + 1
   local ids, scores, pos, more = {}, {}, {}, {}
   local function fetch(k)
     local got = ids[k]
@@ -450,7 +484,7 @@ function OP.claim(x)
     more[k] = #r == 2 * page
   end
   for k = 1, T do ids[k], scores[k], pos[k] = {}, {}, 1; fetch(k) end
-  while T > 0 and #picked < n do
+  while #picked < n do
     local best, bs, bid = nil, nil, nil
     for k = 1, T do
       local p = pos[k]
@@ -466,22 +500,83 @@ function OP.claim(x)
   end
   for k = 1, T do
     local taken = pos[k] - 1
-    if taken > 0 then -- the merge took a prefix of the type's zset
-      local key = qkey(types[k])
-      redis.call('ZREMRANGEBYRANK', key, 0, taken - 1)
-      if taken == #ids[k] and (not more[k] or redis.call('EXISTS', key) == 0) then
-        redis.call('SREM', K_QUEUED_TYPES, types[k])
+    if taken > 0 and taken == #ids[k] and not more[k] then -- the merge took all the type's jobs
+      redis.call('DEL', qkey(types[k]))
+      redis.call('SREM', K_QUEUED_TYPES, types[k])
+    elseif taken > 0 then
+      take_head(types[k], taken)
+    end
+  end
+  return picked
+end
+
+-- Claim up to x.n queued jobs of the types x.types (every queued type when absent), best
+-- score first across the types (ties: the smaller id). A daemon that serves every type with
+-- queued jobs (`queued_types`, a handful of names) takes the head of `queued_all`, which
+-- holds them all in that order: one ZPOPMIN, and the jobs leave their types' zsets (one ZREM
+-- per type). Otherwise only those of its types that have jobs are read: one type's zset
+-- alone, or the merge of several (`merge_types`); the jobs then leave `queued_all` (one
+-- ZREM). Never a scan of the queue, and never a job of a type the daemon did not name. Each
+-- call from the script, and each entry it reads, costs more than the command's own work: so
+-- every route makes as few calls, and reads as few entries, as it can.
+function OP.claim(x)
+  local n = num(x.n)
+  local types = x.types -- then: the served types to read, nil when they are every queued type
+  local serves -- x.types as a set, when the claim takes the head of `queued_all`
+  if types ~= nil then -- distinct names (the store sends a sorted set)
+    local present = redis.call('SMEMBERS', K_QUEUED_TYPES)
+    if #present == 0 then return {kind = 'claimed', n = 0} end
+    local mine = {}
+    serves = {}
+    for _, t in ipairs(types) do serves[t] = true end
+    for _, t in ipairs(present) do if serves[t] then mine[#mine + 1] = t end end
+    if #mine < #present then types, serves = mine, nil else types = nil end
+  end
+  local picked, popped = {}, nil
+  if types == nil then
+    popped = redis.call('ZPOPMIN', K_QUEUED_ALL, n)
+    for i = 1, #popped, 2 do picked[#picked + 1] = popped[i] end
+  elseif #types == 1 then -- one type: its zset alone
+    local key = qkey(types[1])
+    local r = redis.call('ZPOPMIN', key, n)
+    for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
+    if #picked > 0 and (#picked < n or redis.call('EXISTS', key) == 0) then
+      redis.call('SREM', K_QUEUED_TYPES, types[1])
+    end
+  elseif #types > 1 then
+    picked = merge_types(types, n)
+  end
+  if #picked == 0 then return {kind = 'claimed', n = 0} end
+  local fields = fields_of_claim()
+  local loaded, of_type, type_order = {}, {}, {}
+  for i, id in ipairs(picked) do
+    local j = load_hash(jkey(id), fields, id)
+    if j ~= nil and serves and not serves[j.type] then -- never: `queued_types` lacked its type
+      redis.call('ZADD', K_QUEUED_ALL, popped[2 * i], id)
+      redis.call('SADD', K_QUEUED_TYPES, j.type)
+    elseif j ~= nil then
+      loaded[#loaded + 1] = j
+      if types == nil then
+        local same = of_type[j.type]
+        if same == nil then same = {}; of_type[j.type] = same; type_order[#type_order + 1] = j.type end
+        same[#same + 1] = id
       end
     end
   end
+  if types == nil then -- out of their types' zsets (the type leaves `queued_types` with its last)
+    for _, t in ipairs(type_order) do
+      local key = qkey(t)
+      redis.call('ZREM', key, unpack(of_type[t]))
+      if redis.call('EXISTS', key) == 0 then redis.call('SREM', K_QUEUED_TYPES, t) end
+    end
+  else
+    redis.call('ZREM', K_QUEUED_ALL, unpack(picked))
+  end
   local jobs = {}
   x.popped = true
-  for _, id in ipairs(picked) do
-    local j = load_hash(jkey(id), CLAIM_FIELDS, id)
-    if j ~= nil then
-      local r = job_move(j, 'claim', x)
-      if r.kind == 'moved' then jobs[#jobs + 1] = claimed_view(j, r.token, r.lease_deadline) end
-    end
+  for _, j in ipairs(loaded) do
+    local r = job_move(j, 'claim', x)
+    if r.kind == 'moved' then jobs[#jobs + 1] = claimed_view(j, r.token, r.lease_deadline) end
   end
   return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
 end

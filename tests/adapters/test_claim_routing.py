@@ -1,16 +1,19 @@
 """The claim routes by job type, on redis-server and on the embedded store alike.
 
 A daemon claims only the types it has handlers for (``Store.claim(types=...)``):
-the best heads across those types' ``queued:<type>`` zsets, by priority then age,
-never a job of another type, never more than ``n``. Jobs of the earlier versions'
+the best queued jobs of those types, by priority then age, never a job of another
+type, never more than ``n``: the head of ``queued_all`` when it serves every type with
+queued jobs, else the best heads across its types' ``queued:<type>`` zsets. Jobs of the earlier versions'
 single ``queued`` index are still claimed (the scheduler's ``wake`` moves them into their
 types' zsets). Unserved types are reported, not failed.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+import pytest
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import SyncStore
 from tests.store_fixtures import K, ManualClock, Target, index_membership
@@ -31,7 +34,12 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def test_priority_then_age_is_kept_across_types(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+@pytest.mark.parametrize("unserved", [False, True], ids=["serves-every-type", "another-type-waits"])
+def test_priority_then_age_is_kept_across_types(
+    target: Target, sync_store: SyncStore, clock: ManualClock, unserved: bool
+) -> None:
+    if unserved:  # a type nobody here serves waits too: the claims merge A, B and C
+        submit(sync_store, clock, "D", 9)
     plan = [("A", 0), ("B", 5), ("C", 0), ("A", 9), ("B", 0), ("C", 5), ("A", 5), ("B", 9), ("C", 9),
             ("A", 0), ("C", 0), ("B", 5)]
     ids = [submit(sync_store, clock, t, p) for t, p in plan]
@@ -46,7 +54,9 @@ def test_priority_then_age_is_kept_across_types(target: Target, sync_store: Sync
     assert claim_ids(sync_store, ["A", "B", "C"], 10) == []
 
 
-def test_n_is_respected_whatever_each_type_holds(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_n_is_respected_whatever_each_type_holds(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     for t in ("A", "B", "C", "D"):
         for _ in range(5):
             submit(sync_store, clock, t)
@@ -57,7 +67,9 @@ def test_n_is_respected_whatever_each_type_holds(target: Target, sync_store: Syn
     assert sync_store.queue_counts(Q)["active"] == 20
 
 
-def test_types_not_served_are_never_claimed(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_types_not_served_are_never_claimed(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     a = [submit(sync_store, clock, "A") for _ in range(3)]
     b = [submit(sync_store, clock, "B", 9, max_retries=0) for _ in range(4)]  # better priority
     assert sorted(claim_ids(sync_store, ["A", "Z"], 10)) == sorted(a)
@@ -72,14 +84,18 @@ def test_types_not_served_are_never_claimed(target: Target, sync_store: SyncStor
     assert sync_store.queued_by_type(Q) == ({}, 0)
 
 
-def test_a_new_version_type_is_its_own_route(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_a_new_version_type_is_its_own_route(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     old = submit(sync_store, clock, "resize")
     new = submit(sync_store, clock, "resize.v2", 5)
     assert claim_ids(sync_store, ["resize"], 10) == [old]  # the old daemon never sees resize.v2
     assert claim_ids(sync_store, ["resize", "resize.v2"], 10) == [new]
 
 
-def test_an_emptied_type_leaves_no_key_behind(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_an_emptied_type_leaves_no_key_behind(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     raw = target.raw()
     job = submit(sync_store, clock, "A")
     kept = submit(sync_store, clock, "B")
@@ -88,7 +104,8 @@ def test_an_emptied_type_leaves_no_key_behind(target: Target, sync_store: SyncSt
     assert raw.exists(K.queued_of("A")) == 0
     assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B"}
     sync_store.cancel(kept)
-    assert raw.exists(K.queued_of("B")) == 0 and raw.exists(K.queued_types) == 0
+    assert raw.exists(K.queued_of("B")) == 0
+    assert raw.exists(K.queued_types) == 0
     assert index_membership(raw, job) == ["active"]
 
 
@@ -121,6 +138,7 @@ def _make_legacy(target: Target, job: str, job_type: str) -> None:
     raw = target.raw()
     score = raw.zscore(K.queued_of(job_type), job)
     raw.zrem(K.queued_of(job_type), job)
+    raw.zrem(K.queued_all, job)
     if raw.zcard(K.queued_of(job_type)) == 0:
         raw.srem(K.queued_types, job_type)
     raw.zadd(K.queued, {job: score})
@@ -153,19 +171,25 @@ def test_jobs_of_the_earlier_untyped_index_are_still_claimed(
     assert claim_ids(sync_store, ["B"], 10) == [legacy_b]
 
 
-def test_legacy_entries_are_moved_in_bounded_steps_by_wake(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_legacy_entries_are_moved_in_bounded_steps_by_wake(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     raw = target.raw()
     jobs = [submit(sync_store, clock, "B") for _ in range(300)]
     for job in jobs:
         _make_legacy(target, job, "B")
     assert claim_ids(sync_store, ["B"], 1) == []  # not moved yet
-    assert sync_store.wake(Q).next_due == int(clock() * 1000)  # more to move: the scheduler comes again at once
-    assert raw.zcard(K.queued) == 300 - 256 and raw.zcard(K.queued_of("B")) == 256
+    # more to move: the scheduler comes again at once
+    assert sync_store.wake(Q).next_due == int(clock() * 1000)
+    assert raw.zcard(K.queued) == 300 - 256
+    assert raw.zcard(K.queued_of("B")) == 256
     assert sync_store.wake(Q).next_due is None
     assert claim_ids(sync_store, ["B"], 300) == jobs  # order kept through the move
 
 
-def test_unserved_types_are_reported_per_queue(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+def test_unserved_types_are_reported_per_queue(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
     for t, n in (("A", 2), ("B", 3), ("C", 1)):
         for _ in range(n):
             submit(sync_store, clock, t)
@@ -187,12 +211,99 @@ def test_the_merge_reads_further_pages_of_a_type_when_it_must(
 ) -> None:
     raw = target.raw()
     urgent, later = [], []
+    unserved = submit(sync_store, clock, "C", 9)  # so A and B are not every queued type: the merge
     for _ in range(20):  # interleaved in time; every A outranks every B
         urgent.append(submit(sync_store, clock, "A", 5))
         later.append(submit(sync_store, clock, "B", 0))
     # two types, n=25: pages of 14; A's first page runs out, so the merge reads A's next one
     assert claim_ids(sync_store, ["A", "B"], 25) == urgent + later[:5]
     assert raw.exists(K.queued_of("A")) == 0
-    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B"}
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"B", "C"}
     assert claim_ids(sync_store, ["B", "A"], 15) == later[5:]  # exactly what was left
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {"C"}
+    assert [_s(m) for m in raw.zrange(K.queued_all, 0, -1)] == [unserved]
+    assert claim_ids(sync_store, ["C"], 5) == [unserved]
     assert raw.exists(K.queued_types) == 0
+    assert raw.exists(K.queued_all) == 0
+
+
+TYPES = ("A", "B", "C", "D")
+
+
+def _check_indexes(raw: Any, model: dict[str, tuple[int, int, str]], where: str) -> None:
+    """The queued indexes hold exactly the model's queued jobs: each in its type's zset and in
+    ``queued_all`` with the same score; ``queued_types`` names exactly the types that have any."""
+    every = {_s(m): sc for m, sc in raw.zrange(K.queued_all, 0, -1, withscores=True)}
+    union: dict[str, float] = {}
+    for t in TYPES:
+        mine = {_s(m): sc for m, sc in raw.zrange(K.queued_of(t), 0, -1, withscores=True)}
+        assert set(mine) == {j for j, (_, _, jt) in model.items() if jt == t}, (where, t)
+        union |= mine
+    assert every == union, where
+    assert {_s(t) for t in raw.smembers(K.queued_types)} == {jt for _, _, jt in model.values()}, where
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_claim_takes_the_best_jobs_of_its_types_and_the_indexes_agree(
+    target: Target, sync_store: SyncStore, clock: ManualClock, seed: int
+) -> None:
+    """A seeded mix of submits (some in the same millisecond, so ties fall to the id), claims
+    naming every type, some types, one, none or any (``None``), releases back to the queue and
+    cancels. Each claim must return exactly the first ``n`` of the model's queued jobs of its
+    types by (priority desc, enqueue time, id); after every step the indexes agree with the
+    model. Both claim routes are taken, each many times."""
+    rng = random.Random(seed)
+    raw = target.raw()
+    model: dict[str, tuple[int, int, str]] = {}  # queued job -> (-priority, enqueue ms, type)
+    held: dict[str, str] = {}  # claimed job -> lease token
+    routes = {"queued_all": 0, "types": 0}
+    for step in range(260):
+        where = f"seed {seed}, step {step}"
+        roll = rng.random()
+        if roll < 0.45:
+            if rng.random() < 0.7:
+                clock.advance(0.001)
+            t, p = rng.choice(TYPES), rng.choice((0, 5, 9))
+            job = sync_store.submit(JobSpec(type=t, priority=p, max_retries=3)).id
+            model[job] = (-p, int(clock() * 1000), t)
+        elif roll < 0.85:
+            types = rng.choice([None, list(TYPES), [], *(sorted(rng.sample(TYPES, k)) for k in (1, 2, 3))])
+            n = rng.randint(1, 6)
+            present = {jt for _, _, jt in model.values()}
+            routes["queued_all" if types is None or present <= set(types) else "types"] += 1
+            served = set(TYPES if types is None else types)
+            mine = sorted((pri, ms, job) for job, (pri, ms, jt) in model.items() if jt in served)
+            got = sync_store.claim(Q, "w", n=n, lease=60, types=types)
+            assert [c.id for c in got] == [job for _, _, job in mine[:n]], where
+            for c in got:
+                held[c.id] = c.token
+                del model[c.id]
+        elif roll < 0.93 and held:
+            job = rng.choice(sorted(held))
+            clock.advance(0.001)
+            sync_store.report(job, held.pop(job), "release")
+            view = sync_store.get_job(job)
+            model[job] = (-view.priority, int(clock() * 1000), view.type)
+        elif model:
+            job = rng.choice(sorted(model))
+            sync_store.cancel(job)
+            del model[job]
+        _check_indexes(raw, model, where)
+    assert min(routes.values()) >= 20, routes
+
+
+def test_a_type_missing_from_queued_types_is_still_never_claimed(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    """Were ``queued_types`` ever to lack a type that has jobs, a daemon serving the others
+    would take the head of ``queued_all``: a job of that type goes back where it was, unclaimed,
+    and its type is listed again. (A raw write breaks the index on purpose.)"""
+    raw = target.raw()
+    mine = submit(sync_store, clock, "A", 0)
+    other = submit(sync_store, clock, "B", 9)  # the head of queued_all
+    raw.srem(K.queued_types, "B")
+    assert claim_ids(sync_store, ["A"], 2) == [mine]
+    view = sync_store.get_job(other)
+    assert (view.state, view.attempts) == ("queued", 0)
+    _check_indexes(raw, {other: (-9, 0, "B")}, "after the claim")
+    assert claim_ids(sync_store, ["B"], 2) == [other]

@@ -64,7 +64,7 @@ INDEX_OF = {"queued": "queued", "scheduled": "due", "active": "active", "validat
             "timed_out": "finished", "validation_failed": "finished"}
 NOTIFY = {"completed": "job.completed", "failed": "job.failed", "cancelled": "job.cancelled",
           "timed_out": "job.timed_out", "validation_failed": "job.validation_failed"}
-INDEX_KEYS = {K.queued_of("report"), K.queued_types, K.due, K.active, K.validating, K.finished}
+INDEX_KEYS = {K.queued_of("report"), K.queued_types, K.queued_all, K.due, K.active, K.validating, K.finished}
 
 # ---------------------------------------------------------------------------------------------
 # The job table, by hand. 9 states x 12 triggers (SPEC.md's eleven plus `release`, the
