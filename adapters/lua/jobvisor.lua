@@ -157,6 +157,26 @@ local function enqueue(job_type, score, id)
   redis.call('ZADD', K_QUEUED_ALL, score, id)
 end
 
+-- Jobs queued by the version before `queued_all` sit in their types' zsets alone. When the
+-- types' zsets hold more than `queued_all` (it holds nothing else), they are added with their
+-- scores, so a daemon that serves every type sees them, in order. The scheduler's `wake`
+-- looks (a count per queued type: a handful of calls, once per wake, writing nothing when the
+-- two agree), and so does a claim that finds `queued_all` empty while types have jobs.
+local function rebuild_queued_all()
+  local present = redis.call('SMEMBERS', K_QUEUED_TYPES)
+  if #present == 0 then return false end
+  local keys, typed = {K_QUEUED_ALL}, 0
+  for _, t in ipairs(present) do
+    keys[#keys + 1] = qkey(t)
+    typed = typed + redis.call('ZCARD', qkey(t))
+  end
+  if typed <= redis.call('ZCARD', K_QUEUED_ALL) then return false end
+  local n = #keys
+  keys[n + 1], keys[n + 2] = 'AGGREGATE', 'MIN' -- unpack() expands only as the last argument
+  redis.call('ZUNIONSTORE', K_QUEUED_ALL, n, unpack(keys))
+  return true
+end
+
 -- Take a job out of the queued index: its type's zset (the type leaves `queued_types` when
 -- that was its last job), `queued_all`, and the earlier versions' index, where it may still sit.
 local function dequeue(job_type, id)
@@ -535,6 +555,7 @@ function OP.claim(x)
   local picked, popped = {}, nil
   if types == nil then
     popped = redis.call('ZPOPMIN', K_QUEUED_ALL, n)
+    if #popped == 0 and rebuild_queued_all() then popped = redis.call('ZPOPMIN', K_QUEUED_ALL, n) end
     for i = 1, #popped, 2 do picked[#picked + 1] = popped[i] end
   elseif #types == 1 then -- one type: its zset alone
     local key = qkey(types[1])
@@ -783,6 +804,7 @@ end
 -- The scheduler: scheduled jobs whose time has come become queued; and queued jobs of the
 -- earlier versions' untyped index move to their types' zsets (LEGACY_MOVE per call).
 function OP.wake(x)
+  rebuild_queued_all()
   move_legacy(LEGACY_MOVE)
   local ids = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, x.n)
   local moved = 0

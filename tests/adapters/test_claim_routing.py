@@ -171,6 +171,31 @@ def test_jobs_of_the_earlier_untyped_index_are_still_claimed(
     assert claim_ids(sync_store, ["B"], 10) == [legacy_b]
 
 
+@pytest.mark.parametrize("first", ["wake", "claim"])
+def test_jobs_queued_before_queued_all_are_claimed_in_order(
+    target: Target, sync_store: SyncStore, clock: ManualClock, first: str
+) -> None:
+    """The version before ``queued_all`` left queued jobs in their types' zsets alone. The
+    scheduler's wake (or a claim that finds ``queued_all`` empty) adds them, with their
+    scores, so a daemon serving every type claims them in priority order, not after new ones."""
+    raw = target.raw()
+    old = [submit(sync_store, clock, t, p) for t, p in (("A", 0), ("B", 9), ("A", 5))]
+    raw.zrem(K.queued_all, *old)  # what that version wrote: no queued_all entry
+    assert raw.zcard(K.queued_all) == 0
+    if first == "wake":
+        sync_store.wake(Q)
+        assert raw.zcard(K.queued_all) == 3
+        new = submit(sync_store, clock, "A", 5)
+        assert claim_ids(sync_store, ["A", "B"], 4) == [old[1], old[2], new, old[0]]
+    else:
+        assert claim_ids(sync_store, ["A", "B"], 2) == [old[1], old[2]]
+        assert claim_ids(sync_store, ["A", "B"], 2) == [old[0]]
+    assert raw.zcard(K.queued_all) == 0
+    before = {k: raw.dump(k) for k in (K.queued_all, K.queued_types)}
+    sync_store.wake(Q)  # the indexes agree: the wake's look writes nothing
+    assert {k: raw.dump(k) for k in (K.queued_all, K.queued_types)} == before
+
+
 def test_legacy_entries_are_moved_in_bounded_steps_by_wake(
     target: Target, sync_store: SyncStore, clock: ManualClock
 ) -> None:
