@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id")
         _common(p)
 
+    webhooks = sub.add_parser("webhooks", help="webhook deliveries")
+    redeliver = webhooks.add_subparsers(dest="webhooks_command", required=True).add_parser(
+        "redeliver", help="re-send a dead delivery (same webhook-id, a fresh attempt budget)")
+    redeliver.add_argument("id", help="a delivery id, as `status --json` shows it (<job id>~<event>~<epoch>)")
+    _common(redeliver)
+
     diagram = sub.add_parser("diagram", help="print a machine as a Mermaid state diagram")
     diagram.add_argument("machine", choices=sorted(MACHINES))
     diagram.add_argument("--redis", default=None, help="accepted like every command; not used")
@@ -647,6 +653,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return _trigger_result(args, reply, args.batch_command)
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        return _trigger_result(args, store.redeliver(args.id), "re-send")
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from .web.command import run_web
 
@@ -656,7 +667,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 COMMANDS = {
     "diagram": cmd_diagram, "demo": cmd_demo, "run": cmd_run, "submit": cmd_submit, "status": cmd_status,
     "cancel": cmd_cancel, "retry": cmd_retry, "events": cmd_events, "queues": cmd_queues,
-    "workers": cmd_workers, "batch": cmd_batch, "report": cmd_report, "web": cmd_web,
+    "workers": cmd_workers, "batch": cmd_batch, "report": cmd_report, "web": cmd_web, "webhooks": cmd_webhooks,
 }
 
 

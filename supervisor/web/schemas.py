@@ -208,6 +208,10 @@ def openapi_document() -> dict[str, Any]:
                                                          params=[batch_id])},
         "/api/v1/batches/{batch_id}/cancel": {"post": _op("cancel a batch", trigger_ok, errors=(403, 404, 409),
                                                           params=[batch_id])},
+        "/api/v1/deliveries/{delivery_id}/redeliver": {
+            "post": _op("re-send a dead webhook delivery (same webhook-id, a fresh attempt budget)", trigger_ok,
+                        errors=(403, 404, 409),
+                        params=[_path("delivery_id", "a delivery id (<job or batch id>~<event>~<epoch>)")])},
         "/api/v1/queues": {"get": _op("queues with their jobs per state",
                                       {"200": _json({"type": "array", "items": _ref("QueueInfo")})}, errors=())},
         "/api/v1/daemons": {"get": _op("daemons and their worker slots",

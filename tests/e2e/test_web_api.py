@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.store import SyncStore
 from tests.redis_server import RedisServer, free_port
 from tests.web_support import ADMIN, READER, ROOT, SseReader, WebProcess, auth, dump, env, web_server
 
@@ -208,6 +210,35 @@ def test_queues_daemons_report_and_diagrams(api: httpx.Client) -> None:
     assert api.get("/api/v1/health").json() == {"status": "ok"}
     document = api.get("/api/v1/openapi.json").json()
     assert {"/api/v1/jobs", "/api/v1/events", "/api/v1/batches/{batch_id}/jobs"} <= set(document["paths"])
+
+
+# -- webhook deliveries ----------------------------------------------------------------------------------
+
+
+def test_a_dead_delivery_is_re_sent_by_an_admin_once(web: WebProcess, api: httpx.Client, redis_url: str) -> None:
+    job = submit(api, webhook_url="https://example.org/hook")
+    assert api.post(f"/api/v1/jobs/{job}/cancel").status_code == 200
+    delivery = f"{job}~job.cancelled~0"
+    with SyncStore(open_backend(redis_url)) as store:  # stands in for a daemon's deliverer: 410, dead
+        [taken] = store.take_deliveries("default", max_attempts=1)
+        assert store.delivery_outcome("default", delivery, taken.token, "reject", max_attempts=1,
+                                      status=410).to == "dead"
+    path = f"/api/v1/deliveries/{delivery}/redeliver"
+    before = dump(redis_url)
+    problem(httpx.post(web.url + path, headers=auth(READER)), 403)
+    problem(httpx.post(web.url + path), 401)
+    assert dump(redis_url) == before
+    moved = api.post(path)
+    assert moved.status_code == 200, moved.text
+    assert moved.json() == {"id": delivery, "outcome": "moved", "from": "dead", "to": "pending", "state": "pending"}
+    shown = api.get(f"/api/v1/jobs/{job}").json()
+    assert [(d["id"], d["state"], d["attempts"]) for d in shown["deliveries"]] == [(delivery, "pending", 0)]
+    assert shown["notification"] == "pending"
+    before = dump(redis_url)
+    assert "pending: cannot re-send it" in problem(api.post(path), 409)["detail"]
+    problem(api.post(f"/api/v1/deliveries/{job}~job.failed~0/redeliver"), 404)
+    problem(api.post("/api/v1/deliveries/nope/redeliver"), 404)
+    assert dump(redis_url) == before
 
 
 # -- not found, auth ------------------------------------------------------------------------------------
