@@ -111,17 +111,17 @@ async def fan_out(base: str, url: str, m: int) -> float:
     done = trio.Event()
 
     async def follow(k: int) -> None:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=120)) as client:
-            async with client.stream("GET", f"{base}/api/v1/events", params={"queue": "fanout"}) as response:
-                async for line in response.aiter_lines():
-                    if line.startswith("id: ") and not ready[k].is_set():
-                        ready[k].set()  # the connect position: following from here
-                    elif line.startswith("data: "):
-                        counts[k] += 1
-                        if all(c >= m for c in counts):
-                            done.set()
-                        if counts[k] >= m:
-                            return
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=120)) as client, \
+                client.stream("GET", f"{base}/api/v1/events", params={"queue": "fanout"}) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("id: ") and not ready[k].is_set():
+                    ready[k].set()  # the connect position: following from here
+                elif line.startswith("data: "):
+                    counts[k] += 1
+                    if all(c >= m for c in counts):
+                        done.set()
+                    if counts[k] >= m:
+                        return
 
     async with trio.open_nursery() as nursery:
         for k in range(CLIENTS):

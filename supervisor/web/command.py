@@ -10,8 +10,8 @@ import argparse
 import logging
 import signal
 import sys
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 __all__ = ["add_parser", "run_web"]
@@ -60,7 +60,7 @@ def run_web(args: argparse.Namespace, *, redis: str, load_app: Callable[[str], A
             bound = await nursery.start(partial(serve, settings, app, shutdown=shutdown))
             print(f"jobvisor web: serving on {', '.join(bound)}", flush=True)
             await shutdown.wait()
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         print("jobvisor web: stopped", flush=True)
 
     try:

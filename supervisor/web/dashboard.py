@@ -181,7 +181,8 @@ def _next(value: str | None) -> str:
 async def login(request: Request) -> Response:
     settings = state_of(request).settings
     if request.method == "GET":
-        return HTMLResponse(_env.get_template("login.html").render(error=None, next=_next(request.query_params.get("next"))))
+        login = _env.get_template("login.html")
+        return HTMLResponse(login.render(error=None, next=_next(request.query_params.get("next"))))
     raw = (await request.body())[:8192].decode("utf-8", "replace")
     form = parse_qs(raw)
     token = (form.get("token") or [""])[0].strip()

@@ -102,8 +102,8 @@ def _ecma(node: Any) -> Any:
 
 
 def _components() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(_RECORDS, ref_template=_REF)
-    components = _ecma(components)
+    _, found = msgspec.json.schema_components(_RECORDS, ref_template=_REF)
+    components: dict[str, Any] = _ecma(found)
     job = components["JobView"]
     job["properties"].pop("raw", None)
     job["properties"]["deliveries"] = {"type": "array", "items": {"$ref": _REF.format(name="DeliveryView")}}
@@ -220,7 +220,8 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/report": {"get": _op("the evaluator's filing", {"200": _json(_ref("Report"))}, errors=(400,),
                                       params=[queue])},
         "/api/v1/machines/{machine}": {"get": _op("a machine's Mermaid diagram", {"200": _json(_ref("Diagram"))},
-                                                  errors=(404,), params=[_path("machine", "job, phase, batch, webhook")])},
+                                                  errors=(404,),
+                                                  params=[_path("machine", "job, phase, batch, webhook")])},
         "/api/v1/events": {"get": {
             "summary": "live events as Server-Sent Events (id: resume position; data: an Event)",
             "security": [{"bearer": []}],

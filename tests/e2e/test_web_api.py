@@ -56,14 +56,16 @@ def problem(answer: httpx.Response, status: int) -> dict[str, Any]:
 def test_submit_is_idempotent_by_key_and_status_shows_the_job(api: httpx.Client) -> None:
     first = api.post("/api/v1/jobs", json={"type": "echo", "input": {"n": 1}, "idempotency_key": "k-1",
                                            "priority": 5, "delay": 30, "webhook_url": "https://example.org/hook"})
-    assert first.status_code == 201 and first.json()["created"] is True
+    assert first.status_code == 201
+    assert first.json()["created"] is True
     assert first.json()["state"] == "scheduled"
     again = api.post("/api/v1/jobs", json={"type": "echo", "input": {"n": 2}, "idempotency_key": "k-1"})
     assert again.status_code == 200
     assert again.json() == {"id": first.json()["id"], "created": False, "state": "scheduled"}
     job = api.get(f"/api/v1/jobs/{first.json()['id']}").json()
     assert (job["type"], job["input"], job["priority"], job["state"]) == ("echo", {"n": 1}, 5, "scheduled")
-    assert job["attempt_records"] == [] and job["deliveries"] == []
+    assert job["attempt_records"] == []
+    assert job["deliveries"] == []
     assert "raw" not in job  # the raw hash holds lease tokens
 
 
@@ -74,7 +76,8 @@ def test_cancel_then_retry_then_absorbed_transitions_are_409(api: httpx.Client) 
     assert moved.json() == {"id": job, "outcome": "moved", "from": "queued", "to": "cancelled", "state": "cancelled"}
     assert "nothing to cancel" in problem(api.post(f"/api/v1/jobs/{job}/cancel"), 409)["detail"]
     retried = api.post(f"/api/v1/jobs/{job}/retry", json={"from_start": True})
-    assert retried.status_code == 200 and retried.json()["to"] == "queued"
+    assert retried.status_code == 200
+    assert retried.json()["to"] == "queued"
     assert "cannot retry" in problem(api.post(f"/api/v1/jobs/{job}/retry"), 409)["detail"]
     history = api.get(f"/api/v1/jobs/{job}/events").json()
     assert [e["type"] for e in history["events"]] == ["job.submitted", "job.cancelled", "job.retry_from_start"]
@@ -164,7 +167,8 @@ def test_listing_pages_through_every_job_once_with_filters(api: httpx.Client) ->
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert sorted(seen) == sorted(jobs) and len(seen) == 7
+    assert sorted(seen) == sorted(jobs)
+    assert len(seen) == 7
     assert pages in (3, 4)
     by_state = api.get("/api/v1/jobs", params={"state": "cancelled"}).json()
     assert sorted(j["id"] for j in by_state["jobs"]) == sorted(cancelled)
@@ -179,7 +183,8 @@ def test_listing_pages_through_every_job_once_with_filters(api: httpx.Client) ->
 
 def test_batches_create_add_close_cancel_and_status(api: httpx.Client) -> None:
     created = api.post("/api/v1/batches", json={"expected": 3, "threshold": 50})
-    assert created.status_code == 201 and created.json()["state"] == "open"
+    assert created.status_code == 201
+    assert created.json()["state"] == "open"
     batch = created.json()["id"]
     member = submit(api, batch=batch)
     loose = submit(api)
@@ -273,7 +278,8 @@ def test_tokens_roles_and_the_cookie_guard(web: WebProcess, redis_url: str) -> N
     assert dump(redis_url) == before
     assert httpx.post(url, cookies=cookie, headers={"HX-Request": "true"}, json={"type": "echo"}).status_code == 201
     for body in (bare, wrong, refused):
-        assert ADMIN not in str(body) and READER not in str(body)
+        assert ADMIN not in str(body)
+        assert READER not in str(body)
 
 
 def test_web_refuses_a_public_address_without_tokens(redis_url: str) -> None:
@@ -281,7 +287,8 @@ def test_web_refuses_a_public_address_without_tokens(redis_url: str) -> None:
     port = free_port()
     public = subprocess.run([sys.executable, "-m", "jobvisor", "web", "--redis", redis_url, "--host", "0.0.0.0",
                              "--port", str(port)], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
-    assert public.returncode == 2 and "no tokens are configured" in public.stderr
+    assert public.returncode == 2
+    assert "no tokens are configured" in public.stderr
     assert len(public.stderr.strip().splitlines()) == 1
 
 
