@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-private-destinations", dest="allow_private_destinations", action="store_true",
                      default=None, help="let outbound requests reach any internal address (development only)")
     run.add_argument("--log-level", default="INFO")
+    from .web.command import add_run_flags  # light: the web stack is imported when run
+
+    add_run_flags(run)
 
     submit = sub.add_parser("submit", help="submit a job")
     submit.add_argument("type")
@@ -263,6 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .daemon import run_daemon
     from .supervise import SupervisorGaveUp
+    from .web.command import run_daemon_with_web, run_settings
 
     level = args.log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -285,9 +289,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         flags["allow_destinations"] = [h.strip() for h in args.allow_destinations.split(",") if h.strip()]
     flags["allow_private_destinations"] = args.allow_private_destinations
     config = load_config(flags)
+    web = run_settings(args, config.redis)
     app = load_app(config.app) if config.app else App()
     try:
-        trio.run(partial(run_daemon, config, app, on_stuck=_exit_stuck))
+        if web is None:
+            trio.run(partial(run_daemon, config, app, on_stuck=_exit_stuck))
+        else:
+            trio.run(partial(run_daemon_with_web, web, config, app, on_stuck=_exit_stuck))
     except BaseException as exc:  # noqa: BLE001 - nurseries wrap errors in groups: find ours
         found = _innermost(exc, (SupervisorGaveUp, JobvisorError))
         if found is None:
