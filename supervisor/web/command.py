@@ -71,11 +71,14 @@ async def run_daemon_with_web(settings: Any, config: Any, app: Any, **daemon_opt
     from .server import serve_state
     from .state import WebState
 
+    shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         try:
-            daemon = await nursery.start(partial(run_daemon, config, app, **daemon_options))
-        except RuntimeError:  # it ended before it started (a signal while it waited for Redis)
-            return
+            daemon = await nursery.start(partial(run_daemon, config, app, shutdown=shutdown, **daemon_options))
+        except RuntimeError:
+            if shutdown.is_set():  # it ended before it started: a signal while it waited for Redis
+                return
+            raise
         state = WebState(store=daemon.store, backend=daemon.backend, settings=settings,
                          destinations=submitter_policy(), app=app)
         try:
