@@ -11,7 +11,8 @@ The cursor is opaque to callers: where the last page stopped (index, score, id).
 examines at most ``scan_budget`` index entries, so a filter that matches little returns a
 short (even empty) page with a cursor to go on from, like ``SCAN``: its cost is bounded.
 A listing is not a snapshot: a job that changes state while it is paged through may be
-seen twice, or not at all, which the job's own record settles.
+seen on two pages, or on none, which the job's own record settles; one page lists a job once
+(it may have moved from an index the page read to one it reads later).
 
 Every refusal (a bad cursor, state, queue, time) is :class:`~adapters.errors.BadInput`
 naming the parameter, raised before Redis is asked anything.
@@ -169,6 +170,7 @@ async def list_jobs(
     start = decode_cursor(cursor) if cursor else None
     budget = scan_budget if scan_budget is not None else max(200, limit * 10)
     found: list[JobSummary] = []
+    seen: set[str] = set()
     last: _Cursor | None = None
     for rank, index in await _indexes(store, keys, state, job_type):
         if start is not None and (rank, index) < (start.rank, start.index):
@@ -191,8 +193,11 @@ async def list_jobs(
                 entries, skip_from = kept, None
             budget -= len(entries)
             if entries:
-                found.extend(await _summaries(store, keys, queue, [m for m, _ in entries], state, job_type,
-                                              created_after, created_before))
+                for summary in await _summaries(store, keys, queue, [m for m, _ in entries], state, job_type,
+                                                created_after, created_before):
+                    if summary.id not in seen:
+                        seen.add(summary.id)
+                        found.append(summary)
                 member, score = entries[-1]
                 last = _Cursor(rank, index, score, member)
             if len(found) >= limit or budget <= 0:

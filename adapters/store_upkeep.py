@@ -142,6 +142,22 @@ class UpkeepOps(StoreCore):
             op["retry_at"] = int(retry_at * 1000)
         return await self._op(queue, op)
 
+    async def redeliver(self, delivery_id: str) -> Reply:
+        """An operator's re-send of a ``dead`` delivery: back to ``pending`` with a fresh attempt
+        budget, due now, with the same ``webhook-id``. ``absorbed`` when it was delivered,
+        ``invalid`` while it is still on its way; :class:`NotFound` when there is none."""
+        queue = self._delivery_queue(delivery_id)
+        return self._rejected(await self._op(queue, {"op": "redeliver", "id": delivery_id}))
+
+    @classmethod
+    def _delivery_queue(cls, delivery_id: str) -> str:
+        """The queue of ``<job or batch id>~<event>~<epoch>``; :class:`BadInput` for anything else."""
+        parts = delivery_id.split("~")
+        if len(parts) != 3 or not parts[1] or not parts[2].isdigit():
+            raise BadInput(f"delivery: {delivery_id[:100]!r} is not a delivery id "
+                           "(<job or batch id>~<event>~<epoch>)")
+        return cls._queue_of(parts[0])
+
     # -- filing and retention ------------------------------------------------------------
 
     async def unfiled(

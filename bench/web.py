@@ -1,9 +1,12 @@
 """``jobvisor web`` figures, against a redis-server and one ``jobvisor web`` process started here.
 
 * API submit throughput: N submits of a no-op job (``POST /api/v1/jobs``) over HTTP/1.1
-  keep-alive, one connection in sequence and 16 connections at once (trio + httpx in this
-  process), next to the Python client's ``Client.submit`` in sequence (its own connection,
-  no HTTP). Each figure is jobs per second over the whole run; every job is in Redis after.
+  keep-alive, one connection in sequence and 16 connections at once, next to the Python
+  client's ``Client.submit`` in sequence (its own connection, no HTTP). Each figure is jobs
+  per second over the whole run; every answer is checked (201). The load comes from
+  a lean keep-alive client (requests written as bytes, answers framed by Content-Length, as a
+  service's HTTP client would), so the figure is the server's; the same runs with httpx (about
+  as much CPU per request as the server itself) are shown too.
 * SSE fan-out: 20 clients follow ``/api/v1/events?queue=fanout``; M jobs are submitted
   (``submit_many``, 500 at a time); the figure is events delivered per second to all the
   clients together, from the first submit to the last event received by the slowest one.
@@ -14,6 +17,7 @@ Run: .venv/bin/python bench/web.py [N] [M]
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import tempfile
@@ -54,6 +58,44 @@ async def http_submits(base: str, n: int, connections: int) -> float:
         return n / (time.perf_counter() - started)
 
 
+async def lean_submits(base: str, n: int, connections: int) -> float:
+    """Like :func:`http_submits`, over raw keep-alive connections (reopened when the server
+    answers ``connection: close``)."""
+    host, _, port = base.removeprefix("http://").rpartition(":")
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        stream: trio.SocketStream | None = None
+        buffer = bytearray()
+        try:
+            for i in counter:
+                if stream is None:
+                    stream, buffer = await trio.open_tcp_stream(host, int(port)), bytearray()
+                body = json.dumps({"type": "echo", "input": {"i": i}}).encode()
+                await stream.send_all(b"POST /api/v1/jobs HTTP/1.1\r\nHost: bench\r\nContent-Type: "
+                                      b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                while (end := buffer.find(b"\r\n\r\n")) < 0:
+                    buffer += await stream.receive_some(65536)
+                head = bytes(buffer[:end]).lower()
+                assert head.startswith(b"http/1.1 201"), head
+                length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                while len(buffer) < end + 4 + length:
+                    buffer += await stream.receive_some(65536)
+                del buffer[:end + 4 + length]
+                if b"connection: close" in head:
+                    await stream.aclose()
+                    stream = None
+        finally:
+            if stream is not None:
+                await stream.aclose()
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(worker)
+    return n / (time.perf_counter() - started)
+
+
 def client_submits(url: str, n: int) -> float:
     with Client(url, app=app) as client:
         client.submit("echo", {"i": -1})
@@ -69,17 +111,17 @@ async def fan_out(base: str, url: str, m: int) -> float:
     done = trio.Event()
 
     async def follow(k: int) -> None:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=120)) as client:
-            async with client.stream("GET", f"{base}/api/v1/events", params={"queue": "fanout"}) as response:
-                async for line in response.aiter_lines():
-                    if line.startswith("id: ") and not ready[k].is_set():
-                        ready[k].set()  # the connect position: following from here
-                    elif line.startswith("data: "):
-                        counts[k] += 1
-                        if all(c >= m for c in counts):
-                            done.set()
-                        if counts[k] >= m:
-                            return
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=120)) as client, \
+                client.stream("GET", f"{base}/api/v1/events", params={"queue": "fanout"}) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("id: ") and not ready[k].is_set():
+                    ready[k].set()  # the connect position: following from here
+                elif line.startswith("data: "):
+                    counts[k] += 1
+                    if all(c >= m for c in counts):
+                        done.set()
+                    if counts[k] >= m:
+                        return
 
     async with trio.open_nursery() as nursery:
         for k in range(CLIENTS):
@@ -104,15 +146,18 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     m = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-    figures: dict[str, list[float]] = {"http 1 conn": [], "http 16 conns": [], "python client": [], "sse": []}
+    figures: dict[str, list[float]] = {"http 1 conn": [], "http 16 conns": [], "httpx 1 conn": [],
+                                       "httpx 16 conns": [], "python client": [], "sse": []}
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp), appendonly=False)
         server.start()
         web = WebProcess(server.url, tokens=None)
         try:
             for _ in range(RUNS):
-                figures["http 1 conn"].append(trio.run(http_submits, web.url, n, 1))
-                figures["http 16 conns"].append(trio.run(http_submits, web.url, n, 16))
+                figures["http 1 conn"].append(trio.run(lean_submits, web.url, n, 1))
+                figures["http 16 conns"].append(trio.run(lean_submits, web.url, n, 16))
+                figures["httpx 1 conn"].append(trio.run(http_submits, web.url, n, 1))
+                figures["httpx 16 conns"].append(trio.run(http_submits, web.url, n, 16))
                 figures["python client"].append(client_submits(server.url, n))
                 figures["sse"].append(trio.run(fan_out, web.url, server.url, m))
         finally:
@@ -121,6 +166,8 @@ def main() -> None:
     print(f"jobvisor web, one process; {RUNS} runs; {n} submits per run; {m} events to {CLIENTS} SSE clients")
     print(f"  API submit, 1 keep-alive connection   jobs/s    {spread(figures['http 1 conn'])}")
     print(f"  API submit, 16 keep-alive connections jobs/s    {spread(figures['http 16 conns'])}")
+    print(f"  the same with httpx as the client, 1  jobs/s    {spread(figures['httpx 1 conn'])}")
+    print(f"  the same with httpx as the client, 16 jobs/s    {spread(figures['httpx 16 conns'])}")
     print(f"  Python client submit (no HTTP)        jobs/s    {spread(figures['python client'])}")
     print(f"  SSE fan-out to {CLIENTS} clients            events/s  {spread(figures['sse'])}")
 

@@ -8,7 +8,9 @@ One instance per outbox event. ``send`` takes it from ``pending`` or
 ``pending`` (shutdown, or a daemon that died mid-send); the attempt it used
 stays counted, so a ``send`` with no attempts left goes ``dead`` instead:
 attempts never exceed ``max_attempts``. Every attempt of one event carries
-the same ``webhook-id``.
+the same ``webhook-id``. ``redeliver`` is the operator's: a ``dead`` delivery goes
+back to ``pending`` with a fresh attempt budget (the only way out of a terminal
+state); from ``delivered`` it is absorbed, from a state still on its way refused.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DeliveryTrigger(enum.StrEnum):
     FAIL = "fail"
     REJECT = "reject"
     RELEASE = "release"
+    REDELIVER = "redeliver"
 
 
 P, S, W = DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.RETRY_WAIT
@@ -50,6 +53,7 @@ WEBHOOK: MachineDef[DeliveryState, DeliveryTrigger] = MachineDef(
     effects_doc={
         "count_attempt": "attempts += 1",
         "arm_backoff": "next try = now + backoff(attempts) with jitter, or Retry-After",
+        "reset_attempts": "an operator's re-send starts a fresh attempt budget: attempts = 0, due now",
     },
     rows=(
         Row(_t.SEND, (P, W), S, guard="attempts_left", effects=("count_attempt",)),
@@ -59,5 +63,6 @@ WEBHOOK: MachineDef[DeliveryState, DeliveryTrigger] = MachineDef(
         Row(_t.FAIL, (S,), DEAD),
         Row(_t.REJECT, (S,), DEAD),
         Row(_t.RELEASE, (S,), P),
+        Row(_t.REDELIVER, (DEAD,), P, effects=("reset_attempts",)),
     ),
 )

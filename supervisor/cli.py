@@ -37,7 +37,7 @@ __all__ = ["COMMANDS", "build_parser", "main", "run"]
 COMMANDS: dict[str, str] = {
     "run": "cli_daemon", "demo": "cli_daemon", "events": "cli_events", "web": "cli_web",
     **dict.fromkeys(("submit", "status", "cancel", "retry", "queues", "report", "workers", "batch",
-                     "diagram"), "cli_commands"),
+                     "diagram", "webhooks"), "cli_commands"),
 }
 """Each command's module (``cmd_<command>`` in it), imported when the command runs."""
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "cmd_batch", "cmd_cancel", "cmd_diagram", "cmd_queues", "cmd_report", "cmd_retry", "cmd_status",
-    "cmd_submit", "cmd_workers", "load_app", "open_store",
+    "cmd_submit", "cmd_webhooks", "cmd_workers", "load_app", "open_store",
 ]
 
 
@@ -217,3 +217,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             return EXIT_OK
         reply = store.close_batch(args.id) if args.batch_command == "close" else store.cancel_batch(args.id)
         return trigger_result(args, reply, args.batch_command)
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        return trigger_result(args, store.redeliver(args.id), "re-send")

@@ -32,11 +32,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import run_daemon
     from .supervise import SupervisorGaveUp
 
+    from .web.command import run_daemon_with_web, run_settings
+
     config = load_config({s.name: getattr(args, s.name) for s in SETTINGS if s.flag is not None})
+    web = run_settings(args, config.redis)
     configure_logging(config.log_level, config.log_format)
     app = load_app(config.app) if config.app else App()
     try:
-        trio.run(partial(run_daemon, config, app, on_stuck=_exit_stuck))
+        if web is None:
+            trio.run(partial(run_daemon, config, app, on_stuck=_exit_stuck))
+        else:
+            trio.run(partial(run_daemon_with_web, web, config, app, on_stuck=_exit_stuck))
     except BaseException as exc:  # noqa: BLE001 - nurseries wrap errors in groups: find ours
         found = innermost(exc, (SupervisorGaveUp, JobvisorError))
         if found is None:

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "variable, else its default; durations are seconds. JOBVISOR_WEBHOOK_SECRET is read "
                     "from the environment only.")
     _add_settings(run)
+    from .web.command import add_run_flags  # light: the web stack is imported when run
+
+    add_run_flags(run)
 
     submit = sub.add_parser("submit", help="submit a job; prints its id")
     submit.add_argument("type", help="the job type (the app's, or one a daemon published)")
@@ -156,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(workers)
 
     _batch_parsers(sub.add_parser("batch", help="batches"))
+
+    webhooks = sub.add_parser("webhooks", help="webhook deliveries")
+    redeliver = webhooks.add_subparsers(dest="webhooks_command", required=True, parser_class=_Parser).add_parser(
+        "redeliver", help="re-send a dead delivery (same webhook-id, a fresh attempt budget)")
+    redeliver.add_argument("id", help="a delivery id, as `status --json` shows it (<job id>~<event>~<epoch>)")
+    _common(redeliver)
 
     diagram = sub.add_parser("diagram", help="print a machine as a Mermaid state diagram")
     diagram.add_argument("machine", choices=MACHINE_NAMES)

@@ -92,7 +92,8 @@ def dump(url: str) -> dict[bytes, Any]:
     try:
         out: dict[bytes, Any] = {}
         for key in sorted(client.scan_iter(count=1000)):
-            kind = client.type(key).decode()
+            named = client.type(key)
+            kind = named.decode() if isinstance(named, bytes) else str(named)
             if kind == "string":
                 value: Any = client.get(key)
             elif kind == "hash":
@@ -104,7 +105,7 @@ def dump(url: str) -> dict[bytes, Any]:
             elif kind == "list":
                 value = client.lrange(key, 0, -1)
             elif kind == "stream":
-                value = [(i, sorted(f.items())) for i, f in client.xrange(key)]
+                value = [(i, sorted((f or {}).items())) for i, f in client.xrange(key) or []]
             else:
                 value = f"<{kind}>"
             out[key] = (kind, value, client.pttl(key) >= 0)

@@ -46,7 +46,13 @@ class WebProcess:
         )
         lines: queue.Queue[str] = queue.Queue()
         assert self.process.stdout is not None
-        threading.Thread(target=lambda: [lines.put(x) for x in self.process.stdout or ()], daemon=True).start()
+        stdout = self.process.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
         try:
             first = lines.get(timeout=30)
         except queue.Empty:
@@ -180,7 +186,8 @@ def dump(url: str) -> dict[bytes, Any]:
     try:
         out: dict[bytes, Any] = {}
         for key in sorted(client.scan_iter(count=1000)):
-            kind = client.type(key).decode()
+            named = client.type(key)
+            kind = named.decode() if isinstance(named, bytes) else str(named)
             if kind == "string":
                 value: Any = client.get(key)
             elif kind == "hash":
@@ -190,7 +197,7 @@ def dump(url: str) -> dict[bytes, Any]:
             elif kind == "zset":
                 value = client.zrange(key, 0, -1, withscores=True)
             elif kind == "stream":
-                value = [(i, sorted(f.items())) for i, f in client.xrange(key)]
+                value = [(i, sorted((f or {}).items())) for i, f in client.xrange(key) or []]
             else:
                 value = f"<{kind}>"
             out[key] = (kind, value, client.pttl(key) >= 0)

@@ -1180,12 +1180,14 @@ local function delivery_move(d, trigger, facts, set, score)
   set[#set + 1] = 'state'; set[#set + 1] = o.to
   set[#set + 1] = 'updated_at'; set[#set + 1] = NOW_S
   redis.call('HSET', dkey(d.id), unpack(set))
-  if M.webhook.terminal[o.to] then
-    redis.call('ZREM', K_OUTBOX, d.id)
+  if M.webhook.terminal[o.to] or M.webhook.terminal[from] then -- settled, or re-sent by an operator
     local object_key = (string.sub(d.event, 1, 4) == 'job.') and jkey(d.object) or bkey(d.object)
     if redis.call('EXISTS', object_key) == 1 then
       redis.call('HSET', object_key, 'notification', o.to, 'notification_event', d.event)
     end
+  end
+  if M.webhook.terminal[o.to] then
+    redis.call('ZREM', K_OUTBOX, d.id)
   else
     redis.call('ZADD', K_OUTBOX, score or NOW, d.id)
   end
@@ -1231,6 +1233,15 @@ function OP.delivered(x)
   local facts = {attempts_left = num(d.attempts) < num(x.max_attempts)}
   local set = {'last_status', x.status or '', 'last_error', x.error or ''}
   return delivery_move(d, x.trigger, facts, set, x.retry_at)
+end
+
+-- An operator's re-send: a dead delivery goes back to pending with a fresh attempt budget, due
+-- now, under no token (a late report of its last attempt is stale); the same webhook-id. Any
+-- other state: absorbed (delivered) or invalid (on its way), nothing written.
+function OP.redeliver(x)
+  local d = load_delivery(x.id)
+  if d == nil then return {kind = 'not_found', error = 'delivery', id = x.id} end
+  return delivery_move(d, 'redeliver', {}, {'attempts', 0, 'token', ''}, NOW)
 end
 
 ------------------------------------------------------------------------ filing, retention --

@@ -308,6 +308,20 @@ async def cancel_batch(request: Request) -> Response:
     return _trigger(await store.cancel_batch(batch_id), "cancel")
 
 
+# -- webhook deliveries -------------------------------------------------------------------------
+
+
+async def redeliver(request: Request) -> Response:
+    authorise(request, Role.ADMIN)
+    delivery_id: str = request.path_params["delivery_id"]
+    try:
+        reply = await state_of(request).store.redeliver(delivery_id)
+    except BadInput:  # an id that cannot be a delivery's names nothing
+        raise NotFound(f"{delivery_id[:100]!r} not found (delivery ids read <job or batch id>~<event>~<epoch>)"
+                       ) from None
+    return _trigger(reply, "re-send")
+
+
 # -- queues, daemons, filing, diagrams ----------------------------------------------------------
 
 
@@ -397,6 +411,7 @@ def routes() -> list[Route]:
         Route("/api/v1/batches/{batch_id}/jobs", add_to_batch, methods=["POST"]),
         Route("/api/v1/batches/{batch_id}/close", close_batch, methods=["POST"]),
         Route("/api/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"]),
+        Route("/api/v1/deliveries/{delivery_id}/redeliver", redeliver, methods=["POST"]),
         Route("/api/v1/queues", queues, methods=["GET"]),
         Route("/api/v1/daemons", daemons, methods=["GET"]),
         Route("/api/v1/report", report, methods=["GET"]),

@@ -3,8 +3,9 @@
 Pages read the store through the same functions as the API (``api.job_detail``,
 ``api.queue_infos``, ``adapters.listing``). Each page subscribes to ``/api/v1/events`` (its
 queue, or its job) with the browser's ``EventSource``; an event makes htmx fetch the page
-again and swap its ``#live`` part (throttled to one fetch a second). Cancel and retry are
-htmx posts to the API, shown to admin tokens only, each behind a confirmation.
+again and swap its ``#live`` part (throttled to one fetch a second). Cancel, retry and the
+re-send of a dead webhook delivery are posts to the API, shown to admin tokens only, each
+behind a confirmation.
 
 The job page draws the job machine (``machines.to_mermaid``) with the states this job went
 through highlighted, read from its event history (each ``job.*`` event's ``from``/``to``).
@@ -180,7 +181,8 @@ def _next(value: str | None) -> str:
 async def login(request: Request) -> Response:
     settings = state_of(request).settings
     if request.method == "GET":
-        return HTMLResponse(_env.get_template("login.html").render(error=None, next=_next(request.query_params.get("next"))))
+        login = _env.get_template("login.html")
+        return HTMLResponse(login.render(error=None, next=_next(request.query_params.get("next"))))
     raw = (await request.body())[:8192].decode("utf-8", "replace")
     form = parse_qs(raw)
     token = (form.get("token") or [""])[0].strip()

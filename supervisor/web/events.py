@@ -13,6 +13,8 @@ every queue, including queues that appear later (followed from their first event
 
 Each connection reads with its own blocking ``XREAD`` (:class:`~adapters.streams.StreamFollower`)
 and ends when the client goes; while Redis is away it waits, sending comments, and goes on.
+The events one read finds go out in one write (one chunk of the response, one ``send``), not
+one write per event: per-write cost in the server, not Redis, bounded the fan-out.
 """
 
 from __future__ import annotations
@@ -120,17 +122,21 @@ async def _stream(store: Store, follower: StreamFollower, fixed: list[str] | Non
             if not positions:
                 await trio.sleep(BLOCK)  # no queue exists yet: nothing to block on
             skipped = False
+            chunk: list[str] = []  # everything one read found goes out in one write
             for event in found:
                 positions[event.queue] = event.stream_id
                 if await wanted.wants(event):
                     data = redact_text(_encoder.encode(event).decode())
-                    yield f"id: {positions.text()}\ndata: {data}\n\n"
-                    quiet_since = trio.current_time()
+                    chunk.append(f"id: {positions.text()}\ndata: {data}\n\n")
+                    skipped = False
                 else:
                     skipped = True
             if skipped:  # the place moved past events this client does not want
-                yield f"id: {positions.text()}\n\n"
-            if trio.current_time() - quiet_since >= KEEPALIVE:
+                chunk.append(f"id: {positions.text()}\n\n")
+            if chunk:
+                yield "".join(chunk)
+                quiet_since = trio.current_time()
+            elif trio.current_time() - quiet_since >= KEEPALIVE:
                 yield ": keep-alive\n\n"
                 quiet_since = trio.current_time()
     finally:

@@ -102,8 +102,8 @@ def _ecma(node: Any) -> Any:
 
 
 def _components() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(_RECORDS, ref_template=_REF)
-    components = _ecma(components)
+    _, found = msgspec.json.schema_components(_RECORDS, ref_template=_REF)
+    components: dict[str, Any] = _ecma(found)
     job = components["JobView"]
     job["properties"].pop("raw", None)
     job["properties"]["deliveries"] = {"type": "array", "items": {"$ref": _REF.format(name="DeliveryView")}}
@@ -208,6 +208,10 @@ def openapi_document() -> dict[str, Any]:
                                                          params=[batch_id])},
         "/api/v1/batches/{batch_id}/cancel": {"post": _op("cancel a batch", trigger_ok, errors=(403, 404, 409),
                                                           params=[batch_id])},
+        "/api/v1/deliveries/{delivery_id}/redeliver": {
+            "post": _op("re-send a dead webhook delivery (same webhook-id, a fresh attempt budget)", trigger_ok,
+                        errors=(403, 404, 409),
+                        params=[_path("delivery_id", "a delivery id (<job or batch id>~<event>~<epoch>)")])},
         "/api/v1/queues": {"get": _op("queues with their jobs per state",
                                       {"200": _json({"type": "array", "items": _ref("QueueInfo")})}, errors=())},
         "/api/v1/daemons": {"get": _op("daemons and their worker slots",
@@ -216,7 +220,8 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/report": {"get": _op("the evaluator's filing", {"200": _json(_ref("Report"))}, errors=(400,),
                                       params=[queue])},
         "/api/v1/machines/{machine}": {"get": _op("a machine's Mermaid diagram", {"200": _json(_ref("Diagram"))},
-                                                  errors=(404,), params=[_path("machine", "job, phase, batch, webhook")])},
+                                                  errors=(404,),
+                                                  params=[_path("machine", "job, phase, batch, webhook")])},
         "/api/v1/events": {"get": {
             "summary": "live events as Server-Sent Events (id: resume position; data: an Event)",
             "security": [{"bearer": []}],

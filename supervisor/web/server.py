@@ -36,7 +36,7 @@ from .problems import Problem, problem_of, problem_response
 from .settings import WebSettings
 from .state import WebState
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "serve", "serve_state"]
 
 log = logging.getLogger("jobvisor.web")
 
@@ -85,8 +85,22 @@ async def serve(settings: WebSettings, app: App | None = None, *, shutdown: trio
     bound addresses (``http://127.0.0.1:8080``)."""
     backend = open_backend(settings.redis)
     actor = StoreActor(backend, time.time)
-    store = Store(actor)
-    state = WebState(store=store, backend=backend, settings=settings, destinations=submitter_policy(), app=app)
+    state = WebState(store=Store(actor), backend=backend, settings=settings, destinations=submitter_policy(),
+                     app=app)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            await serve_state(state, shutdown=shutdown, task_status=task_status)
+            actor.close()
+    finally:
+        backend.close()
+
+
+async def serve_state(state: WebState, *, shutdown: trio.Event | None = None,
+                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``state`` (its store served by a running actor, the web process's or a daemon's)
+    on ``state.settings``' address until ``shutdown`` is set."""
+    settings = state.settings
     config = HypercornConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
@@ -94,13 +108,7 @@ async def serve(settings: WebSettings, app: App | None = None, *, shutdown: trio
     config.errorlog = logging.getLogger("jobvisor.web.server")
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 75.0
-    stop = shutdown if shutdown is not None else trio.Event()
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(actor.run)
-            trigger: Any = stop.wait
-            await hypercorn_serve(create_app(state), config, shutdown_trigger=trigger,  # type: ignore[arg-type]
-                                  task_status=task_status)
-            actor.close()
-    finally:
-        backend.close()
+    config.include_server_header = False  # the server's name and version are nobody's business
+    trigger: Any = (shutdown if shutdown is not None else trio.Event()).wait
+    await hypercorn_serve(create_app(state), config, shutdown_trigger=trigger,  # type: ignore[arg-type]
+                          task_status=task_status)

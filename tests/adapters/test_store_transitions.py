@@ -1156,12 +1156,15 @@ def test_stuck_sweep_with_the_threshold_met_is_completed_partial(
 # except for the lease_live variant. Outcomes use the token of the last send ("none" when never
 # sent). max_attempts is 3 (attempts_left), or 1 for no_attempts_left: one attempt is spent,
 # so a send goes dead instead (attempts never exceed max_attempts, even after a release).
+# redeliver is the operator's (no token): only a dead delivery moves, back to pending with a
+# fresh attempt budget, and its job's notification with it.
 DELIVERY_TABLE = """
 pending     send     -                 -> sending
 pending     succeed  -                 stale
 pending     fail     -                 stale
 pending     reject   -                 stale
 pending     release  -                 stale
+pending     redeliver -                invalid
 pending     send     released          -> sending
 pending     send     released+no_attempts_left  -> dead
 pending     succeed  released          invalid
@@ -1175,22 +1178,26 @@ sending     fail     attempts_left     -> retry_wait
 sending     fail     no_attempts_left  -> dead
 sending     reject   -                 -> dead
 sending     release  -                 -> pending
+sending     redeliver -                invalid
 retry_wait  send     -                 -> sending
 retry_wait  send     no_attempts_left  -> dead
 retry_wait  succeed  -                 invalid
 retry_wait  fail     -                 invalid
 retry_wait  reject   -                 invalid
 retry_wait  release  -                 invalid
+retry_wait  redeliver -                invalid
 delivered   send     -                 unseen
 delivered   succeed  -                 absorbed
 delivered   fail     -                 absorbed
 delivered   reject   -                 absorbed
 delivered   release  -                 absorbed
+delivered   redeliver -                absorbed
 dead        send     -                 unseen
 dead        succeed  -                 absorbed
 dead        fail     -                 absorbed
 dead        reject   -                 absorbed
 dead        release  -                 absorbed
+dead        redeliver -                -> pending
 """
 
 # Events a moved delivery op appends: (trigger, from, to, attempt) in order.
@@ -1207,6 +1214,7 @@ DELIVERY_EVENTS = {
     ("retry_wait", "send", "-"): [("send", "retry_wait", "sending", "2")],
     ("retry_wait", "send", "no_attempts_left"): [("send", "retry_wait", "dead", "1")],
     ("pending", "send", "released+no_attempts_left"): [("send", "pending", "dead", "1")],
+    ("dead", "redeliver", "-"): [("redeliver", "dead", "pending", "0")],
 }
 
 
@@ -1237,6 +1245,8 @@ def test_delivery_pair(target: Target, sync_store: SyncStore, clock: ManualClock
     before = snapshot(raw)
     if op == "send":
         r = s.take_deliveries(Q, lease=30, max_attempts=max_attempts)
+    elif op == "redeliver":
+        r = s.redeliver(did)
     else:
         r = s.delivery_outcome(Q, did, token, op, max_attempts=max_attempts,
                                retry_at=clock() + 7 if op == "fail" else None, status=503, error="e")
@@ -1270,11 +1280,13 @@ def test_delivery_pair(target: Target, sync_store: SyncStore, clock: ManualClock
         for t, fr, to, a in DELIVERY_EVENTS[(state, op, variant)]]
     outbox = dict(after.get(K.outbox, ("", []))[1])
     now = int(clock() * 1000)
-    if dest in ("delivered", "dead"):
-        assert did not in outbox
+    if dest in ("delivered", "dead") or op == "redeliver":
+        assert outbox.get(did) == (now if op == "redeliver" else None)
         assert (after[K.job(job)][1]["notification"], after[K.job(job)][1]["notification_event"]) == (
             dest, "job.cancelled")
         allowed = {dkey, K.outbox, K.events, K.job(job)}
+        if op == "redeliver":
+            assert (h["attempts"], h["token"]) == ("0", "")
     else:
         assert outbox[did] == {"sending": now + 30_000, "retry_wait": now + 7_000, "pending": now}[dest]
         allowed = {dkey, K.outbox, K.events}
@@ -1298,6 +1310,48 @@ def test_a_delivery_outcome_with_a_wrong_token_writes_nothing(
     assert snapshot(raw) == before
     assert sync_store.delivery_outcome(Q, second.id, second.token, "succeed", max_attempts=3).to == "delivered"
     assert sync_store.get_job(job).notification == "delivered"
+
+
+def test_a_redelivered_delivery_is_sent_again_with_its_id_and_a_fresh_budget(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    """A dead delivery re-sent by the operator goes out again under the same id with attempts
+    counted from 1; a late report of its last attempt is stale and writes nothing."""
+    d = Driver(sync_store, clock)
+    raw = target.raw()
+    job = d.submit(job_spec(True))
+    d.trigger(job, "cancel", "cancelled")
+    [first] = sync_store.take_deliveries(Q, max_attempts=1)
+    assert sync_store.delivery_outcome(Q, first.id, first.token, "fail", max_attempts=1).to == "dead"
+    assert sync_store.get_job(job).notification == "dead"
+    assert sync_store.redeliver(first.id).to == "pending"
+    assert sync_store.get_job(job).notification == "pending"
+    before = snapshot(raw)
+    late = sync_store.delivery_outcome(Q, first.id, first.token, "succeed", max_attempts=1)
+    assert (late.kind, late.state) == ("stale", "pending")
+    assert snapshot(raw) == before
+    [again] = sync_store.take_deliveries(Q, max_attempts=1)
+    assert (again.id, again.attempt, again.token != first.token) == (first.id, 1, True)
+    assert sync_store.delivery_outcome(Q, again.id, again.token, "succeed", max_attempts=1).to == "delivered"
+    assert sync_store.get_job(job).notification == "delivered"
+    second = sync_store.redeliver(first.id)  # delivered: absorbed, nothing written
+    assert (second.kind, second.state) == ("absorbed", "delivered")
+    assert [e["type"] for e in stream(raw) if e["type"].startswith("webhook.")] == [
+        "webhook.send", "webhook.fail", "webhook.redeliver", "webhook.send", "webhook.succeed"]
+
+
+def test_redeliver_of_an_unknown_or_malformed_delivery_writes_nothing(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    raw = target.raw()
+    job = Driver(sync_store, clock).submit(job_spec(True))
+    before = snapshot(raw)
+    with pytest.raises(NotFound, match="delivery"):
+        sync_store.redeliver(f"{job}~job.failed~0")
+    for bad in ("nope", f"{job}~job.failed", f"{job}~~0", f"{job}~job.failed~x", "no id~job.failed~0"):
+        with pytest.raises(BadInput):
+            sync_store.redeliver(bad)
+    assert snapshot(raw) == before
 
 
 def test_a_send_event_names_the_attempt_it_starts(target: Target, sync_store: SyncStore, clock: ManualClock) -> None:

@@ -97,3 +97,25 @@ def test_status_shows_validation_checks_and_webhook_deliveries(redis_url: str) -
     [delivery] = data["deliveries"]
     assert (delivery["id"], delivery["state"], delivery["attempts"], delivery["last_status"]) == (
         f"{job}~job.completed~0", "retry_wait", 1, 503)
+
+
+def test_webhooks_redeliver_re_sends_a_dead_delivery_once(redis_url: str) -> None:
+    with SyncStore(open_backend(redis_url)) as s:  # a deliverer's work by hand: rejected, dead
+        job = s.submit(JobSpec(type="echo", webhook_url="http://hooks.example/in")).id
+        s.cancel(job)
+        [taken] = s.take_deliveries("default", max_attempts=1)
+        assert s.delivery_outcome("default", taken.id, taken.token, "reject", max_attempts=1, status=404).to == "dead"
+    moved = jv("webhooks", "redeliver", taken.id, "--json", "--redis", redis_url)
+    assert moved.returncode == 0, moved.stderr
+    shown = json.loads(moved.stdout)
+    assert (shown["id"], shown["outcome"], shown["from"], shown["to"]) == (taken.id, "moved", "dead", "pending")
+    before = dump(redis_url)
+    assert_one_line_error(jv("webhooks", "redeliver", taken.id, "--redis", redis_url), 2,
+                          "is pending: cannot re-send it")
+    assert_one_line_error(jv("webhooks", "redeliver", f"{job}~job.failed~0", "--redis", redis_url), 3,
+                          "not found")
+    assert_one_line_error(jv("webhooks", "redeliver", "nope", "--redis", redis_url), 2, "not a delivery id")
+    assert_nothing_written(before, dump(redis_url))
+    with SyncStore(open_backend(redis_url)) as s:
+        [again] = s.take_deliveries("default", max_attempts=1)
+    assert (again.id, again.attempt) == (taken.id, 1)

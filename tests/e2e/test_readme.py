@@ -68,7 +68,9 @@ def test_every_setting_is_a_config_field_and_every_run_flag_a_setting() -> None:
     options = run_options()
     assert "--webhook-url" in options  # the parser was read
     assert "--log-level" in options
-    assert options == {s.flag: s.name for s in SETTINGS if s.flag is not None}
+    # and the web server's, which `jobvisor web` shares (its own settings, not the daemon's)
+    web = {"--web-port": "web_port", "--web-host": "web_host"}
+    assert options == {s.flag: s.name for s in SETTINGS if s.flag is not None} | web
 
 
 def test_the_webhook_secret_has_no_flag() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.store import SyncStore
 from tests.redis_server import RedisServer, free_port
 from tests.web_support import ADMIN, READER, ROOT, SseReader, WebProcess, auth, dump, env, web_server
 
@@ -54,14 +56,16 @@ def problem(answer: httpx.Response, status: int) -> dict[str, Any]:
 def test_submit_is_idempotent_by_key_and_status_shows_the_job(api: httpx.Client) -> None:
     first = api.post("/api/v1/jobs", json={"type": "echo", "input": {"n": 1}, "idempotency_key": "k-1",
                                            "priority": 5, "delay": 30, "webhook_url": "https://example.org/hook"})
-    assert first.status_code == 201 and first.json()["created"] is True
+    assert first.status_code == 201
+    assert first.json()["created"] is True
     assert first.json()["state"] == "scheduled"
     again = api.post("/api/v1/jobs", json={"type": "echo", "input": {"n": 2}, "idempotency_key": "k-1"})
     assert again.status_code == 200
     assert again.json() == {"id": first.json()["id"], "created": False, "state": "scheduled"}
     job = api.get(f"/api/v1/jobs/{first.json()['id']}").json()
     assert (job["type"], job["input"], job["priority"], job["state"]) == ("echo", {"n": 1}, 5, "scheduled")
-    assert job["attempt_records"] == [] and job["deliveries"] == []
+    assert job["attempt_records"] == []
+    assert job["deliveries"] == []
     assert "raw" not in job  # the raw hash holds lease tokens
 
 
@@ -72,7 +76,8 @@ def test_cancel_then_retry_then_absorbed_transitions_are_409(api: httpx.Client) 
     assert moved.json() == {"id": job, "outcome": "moved", "from": "queued", "to": "cancelled", "state": "cancelled"}
     assert "nothing to cancel" in problem(api.post(f"/api/v1/jobs/{job}/cancel"), 409)["detail"]
     retried = api.post(f"/api/v1/jobs/{job}/retry", json={"from_start": True})
-    assert retried.status_code == 200 and retried.json()["to"] == "queued"
+    assert retried.status_code == 200
+    assert retried.json()["to"] == "queued"
     assert "cannot retry" in problem(api.post(f"/api/v1/jobs/{job}/retry"), 409)["detail"]
     history = api.get(f"/api/v1/jobs/{job}/events").json()
     assert [e["type"] for e in history["events"]] == ["job.submitted", "job.cancelled", "job.retry_from_start"]
@@ -162,7 +167,8 @@ def test_listing_pages_through_every_job_once_with_filters(api: httpx.Client) ->
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert sorted(seen) == sorted(jobs) and len(seen) == 7
+    assert sorted(seen) == sorted(jobs)
+    assert len(seen) == 7
     assert pages in (3, 4)
     by_state = api.get("/api/v1/jobs", params={"state": "cancelled"}).json()
     assert sorted(j["id"] for j in by_state["jobs"]) == sorted(cancelled)
@@ -177,7 +183,8 @@ def test_listing_pages_through_every_job_once_with_filters(api: httpx.Client) ->
 
 def test_batches_create_add_close_cancel_and_status(api: httpx.Client) -> None:
     created = api.post("/api/v1/batches", json={"expected": 3, "threshold": 50})
-    assert created.status_code == 201 and created.json()["state"] == "open"
+    assert created.status_code == 201
+    assert created.json()["state"] == "open"
     batch = created.json()["id"]
     member = submit(api, batch=batch)
     loose = submit(api)
@@ -208,6 +215,35 @@ def test_queues_daemons_report_and_diagrams(api: httpx.Client) -> None:
     assert api.get("/api/v1/health").json() == {"status": "ok"}
     document = api.get("/api/v1/openapi.json").json()
     assert {"/api/v1/jobs", "/api/v1/events", "/api/v1/batches/{batch_id}/jobs"} <= set(document["paths"])
+
+
+# -- webhook deliveries ----------------------------------------------------------------------------------
+
+
+def test_a_dead_delivery_is_re_sent_by_an_admin_once(web: WebProcess, api: httpx.Client, redis_url: str) -> None:
+    job = submit(api, webhook_url="https://example.org/hook")
+    assert api.post(f"/api/v1/jobs/{job}/cancel").status_code == 200
+    delivery = f"{job}~job.cancelled~0"
+    with SyncStore(open_backend(redis_url)) as store:  # stands in for a daemon's deliverer: 410, dead
+        [taken] = store.take_deliveries("default", max_attempts=1)
+        assert store.delivery_outcome("default", delivery, taken.token, "reject", max_attempts=1,
+                                      status=410).to == "dead"
+    path = f"/api/v1/deliveries/{delivery}/redeliver"
+    before = dump(redis_url)
+    problem(httpx.post(web.url + path, headers=auth(READER)), 403)
+    problem(httpx.post(web.url + path), 401)
+    assert dump(redis_url) == before
+    moved = api.post(path)
+    assert moved.status_code == 200, moved.text
+    assert moved.json() == {"id": delivery, "outcome": "moved", "from": "dead", "to": "pending", "state": "pending"}
+    shown = api.get(f"/api/v1/jobs/{job}").json()
+    assert [(d["id"], d["state"], d["attempts"]) for d in shown["deliveries"]] == [(delivery, "pending", 0)]
+    assert shown["notification"] == "pending"
+    before = dump(redis_url)
+    assert "pending: cannot re-send it" in problem(api.post(path), 409)["detail"]
+    problem(api.post(f"/api/v1/deliveries/{job}~job.failed~0/redeliver"), 404)
+    problem(api.post("/api/v1/deliveries/nope/redeliver"), 404)
+    assert dump(redis_url) == before
 
 
 # -- not found, auth ------------------------------------------------------------------------------------
@@ -242,7 +278,8 @@ def test_tokens_roles_and_the_cookie_guard(web: WebProcess, redis_url: str) -> N
     assert dump(redis_url) == before
     assert httpx.post(url, cookies=cookie, headers={"HX-Request": "true"}, json={"type": "echo"}).status_code == 201
     for body in (bare, wrong, refused):
-        assert ADMIN not in str(body) and READER not in str(body)
+        assert ADMIN not in str(body)
+        assert READER not in str(body)
 
 
 def test_web_refuses_a_public_address_without_tokens(redis_url: str) -> None:
@@ -250,7 +287,8 @@ def test_web_refuses_a_public_address_without_tokens(redis_url: str) -> None:
     port = free_port()
     public = subprocess.run([sys.executable, "-m", "jobvisor", "web", "--redis", redis_url, "--host", "0.0.0.0",
                              "--port", str(port)], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
-    assert public.returncode == 2 and "no tokens are configured" in public.stderr
+    assert public.returncode == 2
+    assert "no tokens are configured" in public.stderr
     assert len(public.stderr.strip().splitlines()) == 1
 
 

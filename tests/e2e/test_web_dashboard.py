@@ -16,6 +16,8 @@ import httpx
 import pytest
 import redis
 
+from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.store import SyncStore
 from tests.redis_server import RedisServer
 from tests.web_support import ADMIN, READER, WebProcess, auth, daemon, wait_for_state, web_server
 
@@ -127,3 +129,29 @@ def test_a_read_token_sees_no_mutation_buttons_and_the_api_refuses_it(world: Web
 def test_screenshot_path_is_under_docs() -> None:
     """The README's picture lives in docs/ (taken by the first test when asked to)."""
     assert (Path(__file__).resolve().parents[2] / "docs").is_dir()
+
+
+def test_admin_re_sends_a_dead_delivery_from_the_job_page(
+        world: WebProcess, browser: Browser, redis_server: RedisServer) -> None:
+    base = world.url
+    # a queue no daemon serves, so the delivery waits for the deliverer played here: 410, dead
+    answer = httpx.post(f"{base}/api/v1/jobs", headers=auth(),
+                        json={"type": "echo", "queue": "hooks", "webhook_url": "https://example.org/hook"})
+    job = str(answer.json()["id"])
+    assert httpx.post(f"{base}/api/v1/jobs/{job}/cancel", headers=auth()).status_code == 200
+    with SyncStore(open_backend(redis_server.url)) as store:
+        [taken] = store.take_deliveries("hooks", max_attempts=1)
+        assert store.delivery_outcome("hooks", taken.id, taken.token, "reject", max_attempts=1,
+                                      status=410).to == "dead"
+    page = signed_in(browser, base, ADMIN)
+    page.goto(f"{base}/jobs/{job}")
+    row = page.locator(f"#deliveries tr[data-delivery='{taken.id}']")
+    expect(row).to_contain_text("dead")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button.redeliver").click()
+    expect(page.locator("#flash")).to_contain_text("dead → pending", timeout=WAIT_MS)
+    expect(row).to_contain_text("pending", timeout=WAIT_MS)
+    expect(row.locator("button.redeliver")).to_have_count(0)
+    shown = httpx.get(f"{base}/api/v1/jobs/{job}", headers=auth()).json()
+    assert [(d["state"], d["attempts"]) for d in shown["deliveries"]] == [("pending", 0)]
+    page.context.close()

@@ -285,7 +285,8 @@ BATCH_TABLE: list[Row] = [
 # machines/webhook.py. 2xx succeed; 5xx/429/timeouts fail (retry while
 # attempts_left, else dead); other 4xx reject; release returns an in-flight
 # delivery to pending; a send with no attempts left goes dead (attempts never
-# exceed max_attempts, even after a release).
+# exceed max_attempts, even after a release); an operator's redeliver takes a
+# dead delivery back to pending (absorbed once delivered, refused on its way).
 WEBHOOK_TABLE: list[Row] = [
     # state        trigger    when              outcome     dest
     ("pending",    "send",    "attempts_left",  "moved",    "sending"),
@@ -294,6 +295,7 @@ WEBHOOK_TABLE: list[Row] = [
     ("pending",    "fail",    "-",              "invalid",  "-"),
     ("pending",    "reject",  "-",              "invalid",  "-"),
     ("pending",    "release", "-",              "invalid",  "-"),
+    ("pending",    "redeliver", "-",            "invalid",  "-"),
 
     ("sending",    "send",    "-",              "invalid",  "-"),
     ("sending",    "succeed", "-",              "moved",    "delivered"),
@@ -301,6 +303,7 @@ WEBHOOK_TABLE: list[Row] = [
     ("sending",    "fail",    "!attempts_left", "moved",    "dead"),
     ("sending",    "reject",  "-",              "moved",    "dead"),
     ("sending",    "release", "-",              "moved",    "pending"),
+    ("sending",    "redeliver", "-",            "invalid",  "-"),
 
     ("retry_wait", "send",    "attempts_left",  "moved",    "sending"),
     ("retry_wait", "send",    "!attempts_left", "moved",    "dead"),
@@ -308,18 +311,21 @@ WEBHOOK_TABLE: list[Row] = [
     ("retry_wait", "fail",    "-",              "invalid",  "-"),
     ("retry_wait", "reject",  "-",              "invalid",  "-"),
     ("retry_wait", "release", "-",              "invalid",  "-"),
+    ("retry_wait", "redeliver", "-",            "invalid",  "-"),
 
     ("delivered",  "send",    "-",              "absorbed", "-"),
     ("delivered",  "succeed", "-",              "absorbed", "-"),
     ("delivered",  "fail",    "-",              "absorbed", "-"),
     ("delivered",  "reject",  "-",              "absorbed", "-"),
     ("delivered",  "release", "-",              "absorbed", "-"),
+    ("delivered",  "redeliver", "-",            "absorbed", "-"),
 
     ("dead",       "send",    "-",              "absorbed", "-"),
     ("dead",       "succeed", "-",              "absorbed", "-"),
     ("dead",       "fail",    "-",              "absorbed", "-"),
     ("dead",       "reject",  "-",              "absorbed", "-"),
     ("dead",       "release", "-",              "absorbed", "-"),
+    ("dead",       "redeliver", "-",            "moved",    "pending"),
 ]
 
 HAND: dict[str, list[Row]] = {
@@ -338,7 +344,7 @@ GUARDS: dict[str, tuple[str, ...]] = {
 }
 
 # states x triggers. The job machine has 12 triggers (SPEC's 11 plus `release`).
-PAIR_COUNTS = {"job": 9 * 12, "phase": 5 * 6, "batch": 7 * 5, "webhook": 5 * 5}
+PAIR_COUNTS = {"job": 9 * 12, "phase": 5 * 6, "batch": 7 * 5, "webhook": 5 * 6}
 
 DEFS: dict[str, Any] = {"job": JOB, "phase": PHASE, "batch": BATCH, "webhook": WEBHOOK}
 EMBEDDED: dict[str, Callable[[], EmbeddedMachine]] = {
@@ -477,7 +483,7 @@ def test_hand_table_covers_every_pair(machine: str) -> None:
 def test_pair_counts() -> None:
     counts = {m: len(_pairs(m)) for m in HAND}
     print("pairs per machine:", counts)
-    assert counts == {"job": 108, "phase": 30, "batch": 35, "webhook": 25}
+    assert counts == {"job": 108, "phase": 30, "batch": 35, "webhook": 30}
 
 
 @pytest.mark.parametrize("machine", list(HAND))
@@ -659,6 +665,7 @@ EFFECT_CHECKS = [
     ("webhook", "retry_wait", "send", {"attempts_left": True}, {"count_attempt"}, set()),
     ("webhook", "sending", "fail", {"attempts_left": True}, {"arm_backoff"}, set()),
     ("webhook", "sending", "fail", {"attempts_left": False}, set(), {"arm_backoff"}),
+    ("webhook", "dead", "redeliver", {"attempts_left": False}, {"reset_attempts"}, {"count_attempt"}),
 ]
 
 
@@ -759,6 +766,7 @@ ILLEGAL = [
     ("batch", "finalizing", "cancel", "settle", "completed"),
     ("webhook", "pending", "succeed", "send", "sending"),
     ("webhook", "retry_wait", "release", "send", "sending"),
+    ("webhook", "pending", "redeliver", "send", "sending"),
 ]
 ILLEGAL_FACTS = {
     "job": JOB_FACTS,

@@ -33,7 +33,8 @@ def test_tokens_give_the_strongest_matching_role_and_never_show_themselves() -> 
     tokens = Tokens([(Role.READ, SECRET), (Role.ADMIN, SECRET), (Role.READ, "other-token-abcdefgh")])
     assert tokens.role_of(SECRET) is Role.ADMIN
     assert tokens.role_of("other-token-abcdefgh") is Role.READ
-    assert tokens.role_of(SECRET[:-1]) is None and tokens.role_of("") is None
+    assert tokens.role_of(SECRET[:-1]) is None
+    assert tokens.role_of("") is None
     assert SECRET not in repr(tokens)
 
 
@@ -53,7 +54,8 @@ def test_bad_settings_are_one_line_naming_the_setting_without_the_token(
     with pytest.raises(BadInput) as caught:
         load(environ, **kwargs)
     assert str(caught.value).startswith(named + ":")
-    assert SECRET not in str(caught.value) and "short" not in str(caught.value).split(":", 1)[1]
+    assert SECRET not in str(caught.value)
+    assert "short" not in str(caught.value).split(":", 1)[1]
 
 
 def test_tokens_from_the_environment_and_a_file_allow_a_public_address(tmp_path: Path) -> None:
@@ -98,7 +100,7 @@ def test_the_path_through_the_machine_is_read_from_the_events_and_highlighted() 
               ev("phase.start", **{"from": "pending", "to": "running"}),
               ev("job.failed", **{"from": "active", "to": "failed"}), ev("job.filed", state="failed"),
               ev("job.retry", **{"from": "failed", "to": "queued"})]
-    path = visited_states(events)  # type: ignore[arg-type]
+    path = visited_states(events)
     assert path == ["queued", "active", "failed", "queued"]
     diagram = highlighted_diagram(path, "queued")
     assert diagram.splitlines()[-2:] == ["    class active,failed visited", "    class queued current"]
