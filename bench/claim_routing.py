@@ -40,7 +40,6 @@ sys.path.insert(0, str(HERE))
 from jobvisor.adapters.keys import Keys  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
 from jobvisor.adapters.store import DirectExecutor, Store  # noqa: E402
-
 from tests.redis_server import RedisServer  # noqa: E402
 
 TYPES = ("resize", "thumb", "ocr", "mail")

@@ -31,7 +31,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .app import App
     from .daemon import run_daemon
     from .supervise import SupervisorGaveUp
-
     from .web.command import run_daemon_with_web, run_settings
 
     config = load_config({s.name: getattr(args, s.name) for s in SETTINGS if s.flag is not None})

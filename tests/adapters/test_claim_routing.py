@@ -14,6 +14,7 @@ import random
 from typing import Any
 
 import pytest
+
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import SyncStore
 from tests.store_fixtures import K, ManualClock, Target, index_membership
