@@ -358,7 +358,7 @@ def _parsed(s: Setting, value: Any) -> Any:
     if s.kind == "list" and isinstance(value, str):
         # spaces around an item are trimmed; a newline is refused, not trimmed
         return [item.strip(" ") for item in value.split(",") if item.strip(" ")]
-    if s.name == "log_level" and isinstance(value, str):
+    if s.name in ("log_level", "log_format", "log_outcomes") and isinstance(value, str):
         return value.lower()
     return value
 

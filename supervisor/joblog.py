@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
+from jobvisor.adapters.redaction import redact_text
+
 __all__ = ["JobLogger", "handler_logger", "log_outcome", "log_stale", "outcome_level"]
 
 log = logging.getLogger("jobvisor.jobs")
@@ -60,7 +62,8 @@ def log_outcome(*, job_id: str, job_type: str, queue: str, attempt: int | None, 
         where.append(f"check {check}")
     if duration is not None:
         where.append(f"{duration:.3f}s")
-    cause = summary(error) if outcome in FAILURES or outcome == "scheduled" else ""
+    # redacted here, not only by the log filter: the JSON format prints `error` as a field of its own
+    cause = redact_text(summary(error)) if outcome in FAILURES or outcome == "scheduled" else ""
     log.log(level, "job %s %s (%s)%s", job_id, label, ", ".join(where), f": {cause}" if cause else "",
             extra={"job_id": job_id, "job_type": job_type, "queue": queue, "attempt": attempt,
                    "outcome": outcome, "duration": duration, "error": cause or None})

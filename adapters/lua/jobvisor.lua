@@ -157,20 +157,25 @@ local function enqueue(job_type, score, id)
   redis.call('ZADD', K_QUEUED_ALL, score, id)
 end
 
--- Jobs queued by the version before `queued_all` sit in their types' zsets alone. When the
--- types' zsets hold more than `queued_all` (it holds nothing else), they are added with their
--- scores, so a daemon that serves every type sees them, in order. The scheduler's `wake`
--- looks (a count per queued type: a handful of calls, once per wake, writing nothing when the
--- two agree), and so does a claim that finds `queued_all` empty while types have jobs.
-local function rebuild_queued_all()
+-- `queued_all` is the union of the types' zsets. A version before it (or a process of such a
+-- version, during a rolling deploy) leaves jobs in their types' zsets alone, and takes jobs
+-- out of them without touching `queued_all`. When the counts disagree (or `force`: a claim
+-- popped an entry whose job was not queued), `queued_all` is made again from the types' zsets
+-- with their scores, so a daemon that serves every type sees every job, in order. The
+-- scheduler's `wake` looks (a count per queued type: a handful of calls, writing nothing when
+-- the counts agree), and so does a claim that finds `queued_all` empty or stale.
+local function rebuild_queued_all(force)
   local present = redis.call('SMEMBERS', K_QUEUED_TYPES)
-  if #present == 0 then return false end
-  local keys, typed = {K_QUEUED_ALL}, 0
+  local keys, typed = {}, 0
   for _, t in ipairs(present) do
     keys[#keys + 1] = qkey(t)
     typed = typed + redis.call('ZCARD', qkey(t))
   end
-  if typed <= redis.call('ZCARD', K_QUEUED_ALL) then return false end
+  if not force and typed == redis.call('ZCARD', K_QUEUED_ALL) then return false end
+  if #keys == 0 then
+    redis.call('DEL', K_QUEUED_ALL)
+    return false
+  end
   local n = #keys
   keys[n + 1], keys[n + 2] = 'AGGREGATE', 'MIN' -- unpack() expands only as the last argument
   redis.call('ZUNIONSTORE', K_QUEUED_ALL, n, unpack(keys))
@@ -430,7 +435,7 @@ end
 -- HMGET about twice as slow. Should a claim row ever do more (another destination or effect,
 -- a notification), every field is read: checked on the first claim after the library loads.
 local CLAIM_LEAN = {'state', 'attempts', 'retry_count', 'max_retries', 'has_validator', 'phases',
-  'finished_at', 'reason', 'batch', 'type', 'timeout_ms', 'service_job_id', 'input'}
+  'finished_at', 'reason', 'batch', 'type', 'timeout_ms', 'service_job_id', 'input', 'traceparent'}
 local claim_fields -- CLAIM_LEAN or every field; nil until the first claim
 
 local function fields_of_claim()
@@ -570,8 +575,15 @@ function OP.claim(x)
   if #picked == 0 then return {kind = 'claimed', n = 0} end
   local fields = fields_of_claim()
   local loaded, of_type, type_order = {}, {}, {}
+  local stale = false -- an entry of `queued_all` whose job is gone or not queued
   for i, id in ipairs(picked) do
     local j = load_hash(jkey(id), fields, id)
+    if j == nil and types == nil then -- its record is gone: out of its type's zset too
+      stale = true
+      for _, t in ipairs(redis.call('SMEMBERS', K_QUEUED_TYPES)) do redis.call('ZREM', qkey(t), id) end
+    elseif j ~= nil and types == nil and j.state ~= 'queued' then
+      stale = true
+    end
     if j ~= nil and serves and not serves[j.type] then -- never: `queued_types` lacked its type
       redis.call('ZADD', K_QUEUED_ALL, popped[2 * i], id)
       redis.call('SADD', K_QUEUED_TYPES, j.type)
@@ -593,6 +605,7 @@ function OP.claim(x)
   else
     redis.call('ZREM', K_QUEUED_ALL, unpack(picked))
   end
+  if stale then rebuild_queued_all(true) end
   local jobs = {}
   x.popped = true
   for _, j in ipairs(loaded) do

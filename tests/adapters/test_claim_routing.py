@@ -197,6 +197,45 @@ def test_jobs_queued_before_queued_all_are_claimed_in_order(
     assert {k: raw.dump(k) for k in (K.queued_all, K.queued_types)} == before
 
 
+def test_a_stale_entry_of_queued_all_does_not_hide_a_job_of_the_types_zsets(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    """During a rolling deploy from the version before ``queued_all``, an old process claims a job
+    out of its type's zset alone (its ``queued_all`` entry stays) and submits one into its type's
+    zset alone: the counts agree, but the sets do not. A claim that pops the stale entry makes
+    ``queued_all`` again, so the hidden job is claimed next, not starved."""
+    raw = target.raw()
+    taken = submit(sync_store, clock, "A", 100)  # an old daemon claims it: gone from its zset only
+    hidden = submit(sync_store, clock, "B", 50)  # an old client submits it: in its zset only
+    raw.zrem(K.queued_of("A"), taken)
+    raw.srem(K.queued_types, "A")
+    raw.hset(K.job(taken), "state", "active")
+    raw.zrem(K.queued_all, hidden)
+    assert raw.zcard(K.queued_all) == raw.zcard(K.queued_of("B")) == 1
+    sync_store.wake(Q)  # the counts agree: the wake cannot tell
+    fresh = submit(sync_store, clock, "A", 0)  # a busy queue: `queued_all` is never empty
+    got = claim_ids(sync_store, ["A", "B"]) or claim_ids(sync_store, ["A", "B"])
+    assert got == [hidden]  # priority 50 first, not the fresh job that came later at 0
+    assert claim_ids(sync_store, ["A", "B"]) == [fresh]
+    assert raw.zcard(K.queued_all) == 0
+
+
+def test_a_claim_returns_the_trace_context_the_job_was_submitted_with(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = sync_store.submit(JobSpec(type="A", traceparent=parent)).id
+    clock.advance(0.001)
+    again = sync_store.submit(JobSpec(type="A", traceparent=parent)).id
+    plain = submit(sync_store, clock, "A")
+    submit(sync_store, clock, "C")
+    # ["A"] while C waits: the route of some types; ["A", "C"]: the head of queued_all
+    assert [(j.id, j.traceparent) for j in sync_store.claim(Q, "w", n=1, lease=60, types=["A"])] == [
+        (traced, parent)]
+    assert [(j.id, j.traceparent) for j in sync_store.claim(Q, "w", n=2, lease=60, types=["A", "C"])] == [
+        (again, parent), (plain, "")]
+
+
 def test_legacy_entries_are_moved_in_bounded_steps_by_wake(
     target: Target, sync_store: SyncStore, clock: ManualClock
 ) -> None:

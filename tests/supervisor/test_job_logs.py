@@ -245,3 +245,19 @@ async def test_queue_wait_is_observed_once_per_job_from_submit_to_its_first_clai
     total = registry.get_sample_value(f"{wait}_sum", {"type": "slow"})
     assert total is not None
     assert 5.0 - 0.01 <= total <= 5.0 + 0.5, total
+
+
+def test_a_url_in_an_error_is_redacted_in_the_json_error_field() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("info", "json", stream=stream)
+        log_outcome(job_id="default.01J", job_type="report", queue="default", attempt=1, outcome="failed",
+                    duration=0.1, error={"type": "HTTPError", "message": "https://bob:hunter2@api.example/x?token=abc"})
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    [line] = stream.getvalue().splitlines()
+    assert "hunter2" not in line
+    assert "abc" not in json.loads(line)["error"]
