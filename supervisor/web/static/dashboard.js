@@ -8,15 +8,30 @@
     box.className = ok ? "ok" : "problem";
   };
 
-  // Every event of this page's stream asks htmx to fetch #live again (throttled in the markup).
+  // Every event of this page's stream asks for #live to be fetched again, at most once a second
+  // and never dropped: an event that comes while a fetch is waiting joins it, and one that comes
+  // after the last fetch started makes another (htmx's own throttle drops the trailing event,
+  // which left a finished job shown as active).
+  const REFRESH_MS = 1000;
+  let pending = null;
+  let last = 0;
+  const refresh = () => {
+    pending = null;
+    last = Date.now();
+    document.body.dispatchEvent(new CustomEvent("jv-refresh"));
+  };
+  const changed = () => {
+    if (pending !== null) return;
+    pending = setTimeout(refresh, Math.max(0, last + REFRESH_MS - Date.now()));
+  };
   const url = document.body.dataset.events;
   if (url) {
     const source = new EventSource(url);
     source.onopen = () => { status().textContent = "live"; status().className = "live-status on"; };
     source.onerror = () => { status().textContent = "reconnecting…"; status().className = "live-status"; };
     source.onmessage = (message) => {
-      const event = JSON.parse(message.data);
-      document.body.dispatchEvent(new CustomEvent("jv-event", { detail: event }));
+      JSON.parse(message.data); // a well-formed event; what changed is read back with #live
+      changed();
     };
   }
 
@@ -34,7 +49,7 @@
     const answer = await response.json().catch(() => ({}));
     if (response.ok) {
       flash(`${answer.id}: ${answer.from} → ${answer.to}`, true);
-      document.body.dispatchEvent(new CustomEvent("jv-event"));
+      changed();
     } else {
       flash(answer.detail || `HTTP ${response.status}`, false);
     }
