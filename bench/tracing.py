@@ -31,8 +31,7 @@ from tests.redis_server import RedisServer  # noqa: E402
 SUBMITTER = """
 import sys, time
 if sys.argv[3] == "on":
-    from bench.traced_app import install
-    install()
+    import bench.traced_app  # noqa: F401  (installs the tracer provider)
     from opentelemetry import trace
     tracer = trace.get_tracer("bench")
 from jobvisor import Client
