@@ -89,7 +89,7 @@ def job_text(job: JobView, deliveries: list[DeliveryView]) -> str:
         lines.append(f"webhook    {d.event} {d.state}, {d.attempts} attempt(s)"
                      + (f", last HTTP {d.last_status}" if d.last_status else "")
                      + (f", last error {d.last_error}" if d.last_error else "")
-                     + f"  -> {d.url or '(default URL)'}")
+                     + f"  -> {d.url or '(default URL)'}  [{d.id}]")
     if job.category:
         lines.append(f"filed      {job.category} / {job.problem}    at {when(job.filed_at)}")
     lines.append(f"input      {json.dumps(job.input)[:200]}")

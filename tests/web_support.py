@@ -176,31 +176,3 @@ def wait_for_state(base: str, job_id: str, states: set[str], timeout: float = 30
                 continue  # read the job again: now in the wanted state
     finally:
         reader.close()
-
-
-def dump(url: str) -> dict[bytes, Any]:
-    """Every key with its type and full contents (as ``tests/test_cli.py`` compares them)."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        out: dict[bytes, Any] = {}
-        for key in sorted(client.scan_iter(count=1000)):
-            named = client.type(key)
-            kind = named.decode() if isinstance(named, bytes) else str(named)
-            if kind == "string":
-                value: Any = client.get(key)
-            elif kind == "hash":
-                value = sorted(client.hgetall(key).items())
-            elif kind == "set":
-                value = sorted(client.smembers(key))
-            elif kind == "zset":
-                value = client.zrange(key, 0, -1, withscores=True)
-            elif kind == "stream":
-                value = [(i, sorted((f or {}).items())) for i, f in client.xrange(key) or []]
-            else:
-                value = f"<{kind}>"
-            out[key] = (kind, value, client.pttl(key) >= 0)
-        return out
-    finally:
-        client.close()

@@ -90,7 +90,7 @@ def test_status_shows_validation_checks_and_webhook_deliveries(redis_url: str) -
     assert re.match(r"check 2  passed  \S+  status completed$", checks[1]), checks[1]
     [hook] = [line for line in lines if line.startswith("webhook ")]
     assert hook == ("webhook    job.completed retry_wait, 1 attempt(s), last HTTP 503, last error HTTP 503"
-                    "  -> http://hooks.example/in")
+                    f"  -> http://hooks.example/in  [{job}~job.completed~0]")  # the id redeliver takes
     data: Any = json.loads(jv("status", job, "--json", "--redis", redis_url).stdout)
     assert [(c["n"], c["ok"], c["status"]) for c in data["validation_checks"]] == [
         (1, False, "processing"), (2, True, "completed")]

@@ -17,8 +17,9 @@ import pytest
 
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.store import SyncStore
+from tests.cli_support import dump
 from tests.redis_server import RedisServer, free_port
-from tests.web_support import ADMIN, READER, ROOT, SseReader, WebProcess, auth, dump, env, web_server
+from tests.web_support import ADMIN, READER, ROOT, SseReader, WebProcess, auth, env, web_server
 
 MIB = 1 << 20
 
