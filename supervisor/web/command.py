@@ -84,7 +84,7 @@ async def run_daemon_with_web(settings: Any, config: Any, app: Any, **daemon_opt
         try:
             bound = await nursery.start(partial(serve_state, state, shutdown=daemon.shutdown))
         except BaseException as exc:  # noqa: BLE001 - hypercorn's nursery wraps the bind error in a group
-            found = _innermost(exc, OSError)
+            found = _innermost_os_error(exc)
             if found is None:
                 raise
             daemon.shutdown.set()
@@ -126,7 +126,7 @@ def run_web(args: argparse.Namespace, *, redis: str, load_app: Callable[[str], A
     try:
         trio.run(main)
     except BaseException as exc:  # noqa: BLE001 - a nursery wraps the bind error in a group
-        found = _innermost(exc, OSError)
+        found = _innermost_os_error(exc)
         if found is None:
             raise
         raise JobvisorError(f"web: cannot listen on {settings.host}:{settings.port}: {found}") from None
@@ -143,12 +143,7 @@ async def _signals(shutdown: Any) -> None:
             return
 
 
-def _innermost(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _innermost(inner, kind)
-            if found is not None:
-                return found
-    return None
+def _innermost_os_error(exc: BaseException) -> BaseException | None:
+    from ..cli_daemon import innermost  # imported when an error is read: the parser stays light
+
+    return innermost(exc, (OSError,))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -197,19 +198,25 @@ async def test_a_thread_handler_logs_through_the_same_logger(caplog: pytest.LogC
                     (job, 1, "work", f"job {job} (threaded attempt 1, phase work): inside")]
 
 
-def test_the_json_format_is_one_object_per_line_with_the_job_fields() -> None:
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The daemon's logging, in the JSON format, into a string; the root logger restored after."""
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    configure_logging("debug", "json", stream=stream)
     try:
-        configure_logging("debug", "json", stream=stream)
-        log_outcome(job_id="default.01J", job_type="report", queue="default", attempt=2, outcome="failed",
-                    duration=0.25, error={"type": "ValueError", "message": "bad\nthing"})
-        logging.getLogger("jobvisor.daemon").info("see https://user:pw@hooks.example/x?token=abc")
+        yield stream
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-    lines = stream.getvalue().splitlines()
+
+
+def test_the_json_format_is_one_object_per_line_with_the_job_fields(json_log: io.StringIO) -> None:
+    log_outcome(job_id="default.01J", job_type="report", queue="default", attempt=2, outcome="failed",
+                duration=0.25, error={"type": "ValueError", "message": "bad\nthing"})
+    logging.getLogger("jobvisor.daemon").info("see https://user:pw@hooks.example/x?token=abc")
+    lines = json_log.getvalue().splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
     assert {k: first[k] for k in ("level", "logger", "job_id", "job_type", "queue", "attempt", "outcome",
@@ -247,17 +254,9 @@ async def test_queue_wait_is_observed_once_per_job_from_submit_to_its_first_clai
     assert 5.0 - 0.01 <= total <= 5.0 + 0.5, total
 
 
-def test_a_url_in_an_error_is_redacted_in_the_json_error_field() -> None:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    try:
-        configure_logging("info", "json", stream=stream)
-        log_outcome(job_id="default.01J", job_type="report", queue="default", attempt=1, outcome="failed",
-                    duration=0.1, error={"type": "HTTPError", "message": "https://bob:hunter2@api.example/x?token=abc"})
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-    [line] = stream.getvalue().splitlines()
+def test_a_url_in_an_error_is_redacted_in_the_json_error_field(json_log: io.StringIO) -> None:
+    log_outcome(job_id="default.01J", job_type="report", queue="default", attempt=1, outcome="failed",
+                duration=0.1, error={"type": "HTTPError", "message": "https://bob:hunter2@api.example/x?token=abc"})
+    [line] = json_log.getvalue().splitlines()
     assert "hunter2" not in line
     assert "abc" not in json.loads(line)["error"]
