@@ -91,7 +91,7 @@ async def test_every_category_and_problem_from_a_real_scenario(redis_url: str) -
         member = setup.submit(build_spec(types, "later", None, delay=3600, batch=batch)).id
         with SyncStore(open_backend(redis_url), clock=lambda: time.time() + 60) as monitor:
             [swept] = monitor.sweep_batches("default").batches
-            assert (swept["to"], setup.get_batch(batch).reason) == ("failed", "stuck")
+            assert (swept.to, setup.get_batch(batch).reason) == ("failed", "stuck")
         setup.cancel(member)
         expected[member] = ("filed", "stuck")
         plain = setup.submit(build_spec(types, "later", None, delay=3600)).id
