@@ -34,7 +34,7 @@ from redis.retry import Retry
 from .calls import Call, CommandCall, OpsCall
 from .errors import BadInput, StoreError, StoreUnavailable, redact, transient_reply
 from .keys import script_keys
-from .records import Reply
+from .replies import Reply
 from .scripts import LuaLibrary
 
 if TYPE_CHECKING:  # trio only in the daemon: the synchronous store never loads it
@@ -191,7 +191,10 @@ class Backend:
         if isinstance(result, Exception):
             return StoreError(f"{type(result).__name__}: {result}")
         if isinstance(call, OpsCall):
-            return _REPLIES.decode(result)
+            try:
+                return _REPLIES.decode(result)
+            except msgspec.DecodeError as exc:  # a reply of no known kind, or malformed
+                return StoreError(f"store protocol: a reply not understood ({exc})")
         return result
 
     def ping(self) -> None:

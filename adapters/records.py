@@ -24,7 +24,6 @@ from .urls import check_url
 __all__ = [
     "JobSpec",
     "BatchSpec",
-    "Reply",
     "ClaimedJob",
     "Attempt",
     "JobView",
@@ -192,48 +191,6 @@ class ValidationTask(Struct, kw_only=True, frozen=True):
     validator_url: str = ""
     service_job_id: str = ""
     traceparent: str = ""
-
-
-class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
-    """The answer to one op. ``kind`` says what happened:
-
-    ``moved``, ``absorbed``, ``blocked``, ``invalid``, ``stale`` (a fenced
-    report with an old lease token), ``skipped`` (a watchdog that lost the
-    race), ``not_found``, ``rejected`` (with ``error``), ``created``,
-    ``exists``, and the list answers ``claimed``, ``expired``, ``woken``,
-    ``swept``, ``deliveries``, ``validations``, ``queued`` (``jobs``: [type, count] pairs;
-    ``n``: entries of the earlier versions' untyped index), ``renewed``, ``extended``, ``recorded``,
-    ``added``, ``inspecting`` (a watchdog holds an expired lease to ask the external
-    service); for a validation check ``checked`` (failed, another check is due at
-    ``next_due``) or ``released``; for the evaluator and retention ``unfiled``, ``filed``,
-    ``deferred`` and ``purged``; for the registry ``registered``, ``alive``, ``returned``,
-    ``stopped`` and ``lost`` (whose ``jobs`` are the daemons declared lost).
-    """
-
-    kind: str
-    id: str = ""
-    state: str = ""
-    from_: str = ""
-    to: str = ""
-    trigger: str = ""
-    machine: str = "job"  # which machine ``trigger`` belongs to: job, phase, batch or webhook
-    token: str = ""
-    error: str = ""
-    lease_deadline: int = 0
-    interrupted_phase: str = ""
-    phase: str = ""
-    n: int = 0
-    added: int = 0
-    members_cancelled: int = 0
-    next_due: float | None = None
-    cursor: int | None = None
-    jobs: list[Any] = []
-    batches: list[Any] = []
-    deliveries: list[Any] = []
-
-    @property
-    def moved(self) -> bool:
-        return self.kind == "moved"
 
 
 class Attempt(Struct, kw_only=True, frozen=True):

@@ -14,15 +14,18 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import msgspec
 
+from . import replies
 from .calls import Call, CommandCall, OpsCall
 from .errors import BadInput, NotFound, Rejected, StoreError
 from .ids import IdGenerator
 from .keys import queue_of
-from .records import MAX_INPUT_BYTES, Reply
+from .ops import Op, answers
+from .records import MAX_INPUT_BYTES
+from .replies import Reply, ScriptError
 from .sanitize import Sanitizer
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ MAX_BATCH_ADD = 1000
 json_encode = msgspec.json.Encoder().encode
 json_decode = msgspec.json.Decoder().decode
 T = TypeVar("T")
+R = TypeVar("R")
 DEFAULT_SANITIZER = Sanitizer()
 
 
@@ -50,9 +54,9 @@ class Due(Generic[T]):
     next_due: float | None
 
 
-def next_due(reply: Reply) -> float | None:
+def next_due(ms: float | None) -> float | None:
     """A reply's ``next_due`` (ms) in epoch seconds."""
-    return reply.next_due / 1000 if reply.next_due is not None else None
+    return ms / 1000 if ms is not None else None
 
 
 class Executor(Protocol):
@@ -105,18 +109,31 @@ class StoreCore:
 
     # -- plumbing -----------------------------------------------------------
 
-    async def _ops(self, queue: str, ops: Sequence[dict[str, Any]]) -> list[Reply]:
-        call = OpsCall(queue, json_encode(ops), len(ops))
-        replies: list[Reply] = one((await self.executor.execute([call]))[0])
-        for reply in replies:
-            if reply.kind == "error":
+    async def _ops(self, queue: str, ops: Sequence[Op[R]]) -> list[R]:
+        """Run ``ops`` on ``queue`` in one call; each reply is of a kind its op answers."""
+        return self._answers(ops, one((await self.executor.execute([OpsCall.of(queue, ops)]))[0]))
+
+    async def _op(self, queue: str, op: Op[R]) -> R:
+        return (await self._ops(queue, [op]))[0]
+
+    def _answers(self, ops: Sequence[Op[R]], got: list[Reply]) -> list[R]:
+        """Check the replies of ``ops`` and show them to the observers. A script error is
+        raised, and so is a refusal the op does not answer (``rejected``, ``not_found``:
+        :class:`Rejected`, :class:`NotFound`); any other kind it cannot answer is a protocol
+        error."""
+        for reply in got:
+            if isinstance(reply, ScriptError):
                 raise StoreError(f"store script failed: {reply.error}")
         for observe in self.observers:
-            observe(replies)
-        return replies
-
-    async def _op(self, queue: str, op: dict[str, Any]) -> Reply:
-        return (await self._ops(queue, [op]))[0]
+            observe(got)
+        for op, reply in zip(ops, got, strict=True):
+            if not isinstance(reply, answers(type(op))):
+                if isinstance(reply, replies.Rejected):
+                    raise Rejected(reply.error)
+                if isinstance(reply, replies.NotFound):
+                    raise NotFound(f"{reply.what} {reply.id} not found")
+                raise StoreError(f"store protocol: {type(op).__name__} answered {reply.kind!r}")
+        return cast(list[R], got)
 
     async def _command(self, *args: Any) -> Any:
         return one((await self.executor.execute([CommandCall(args)]))[0])
@@ -143,11 +160,4 @@ class StoreCore:
     def _clean_raw(self, raw: bytes) -> str:
         return (raw if self.sanitizer is None else self.sanitizer.sanitize_json(raw)).decode()
 
-    @staticmethod
-    def _rejected(reply: Reply) -> Reply:
-        if reply.kind == "rejected":
-            raise Rejected(reply.error)
-        if reply.kind == "not_found":
-            raise NotFound(f"{reply.error or 'object'} {reply.id} not found")
-        return reply
 

@@ -6,13 +6,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgspec
-
+from . import ops
 from .calls import Call, OpsCall
 from .errors import BadInput
 from .ids import new_token
 from .keys import QUEUES, queue_of
-from .records import ClaimedJob, Expired, JobSpec, Reply, ValidationTask
+from .records import ClaimedJob, Expired, JobSpec, ValidationTask
+from .replies import (
+    Absorbed,
+    Checked,
+    Created,
+    Exists,
+    Extended,
+    Fenced,
+    Inspecting,
+    NotFound,
+    Recorded,
+    Released,
+    Renewed,
+    Skipped,
+    Stale,
+    Transition,
+    Woken,
+)
 from .store_core import IDEMPOTENCY_TTL, Due, StoreCore, json_encode, next_due, one
 from .store_views import new_phases
 
@@ -24,7 +40,7 @@ class JobOps(StoreCore):
 
     # -- submit ---------------------------------------------------------------
 
-    def _submit_op(self, spec: JobSpec) -> dict[str, Any]:
+    def _submit_op(self, spec: JobSpec) -> ops.Submit:
         encoded = json_encode(spec.input)
         if len(encoded) > self.max_input_bytes:
             raise BadInput(
@@ -37,50 +53,47 @@ class JobOps(StoreCore):
                 raise BadInput(f"batch: {spec.batch!r} is not a jobvisor id (<queue>.<id>)") from None
             if batch_queue != spec.queue:
                 raise BadInput(f"batch: {spec.batch} is not in queue {spec.queue!r}")
-        return {
-            "op": "submit",
-            "id": self.ids.new_id(spec.queue, self._now_ms()),
-            "type": spec.type,
-            "input": encoded.decode(),
-            "priority": spec.priority,
-            "max_retries": spec.max_retries,
-            "timeout_ms": int(spec.timeout * 1000),
-            "backoff_ms": int(spec.backoff * 1000),
-            "backoff_max_ms": int(spec.backoff_max * 1000),
-            "delay_ms": int(spec.delay * 1000),
-            "phases": new_phases(spec.phases),
-            "has_validator": spec.has_validator or spec.validator_url is not None,
-            "validator_url": spec.validator_url or "",
-            "notify": spec.notify or spec.webhook_url is not None,
-            "webhook_url": spec.webhook_url or "",
-            "idem": spec.idempotency_key or "",
-            "idem_ttl_ms": int(IDEMPOTENCY_TTL * 1000),
-            "batch": spec.batch or "",
-            "traceparent": spec.traceparent or "",
-        }
+        return ops.Submit(
+            id=self.ids.new_id(spec.queue, self._now_ms()),
+            type=spec.type,
+            input=encoded.decode(),
+            priority=spec.priority,
+            max_retries=spec.max_retries,
+            timeout_ms=int(spec.timeout * 1000),
+            backoff_ms=int(spec.backoff * 1000),
+            backoff_max_ms=int(spec.backoff_max * 1000),
+            delay_ms=int(spec.delay * 1000),
+            phases=new_phases(spec.phases),
+            has_validator=spec.has_validator or spec.validator_url is not None,
+            validator_url=spec.validator_url or "",
+            notify=spec.notify or spec.webhook_url is not None,
+            webhook_url=spec.webhook_url or "",
+            idem=spec.idempotency_key or "",
+            idem_ttl_ms=int(IDEMPOTENCY_TTL * 1000),
+            batch=spec.batch or "",
+            traceparent=spec.traceparent or "",
+        )
 
-    async def submit(self, spec: JobSpec) -> Reply:
+    async def submit(self, spec: JobSpec) -> Created | Exists:
         """Create a job (``created``), or return the one its idempotency key made (``exists``)."""
         return (await self.submit_many([spec]))[0]
 
-    async def submit_many(self, specs: Sequence[JobSpec]) -> list[Reply]:
+    async def submit_many(self, specs: Sequence[JobSpec]) -> list[Created | Exists]:
         """Submit several jobs; one script call per queue, in order."""
-        by_queue: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        by_queue: dict[str, list[tuple[int, ops.Submit]]] = {}
         for i, spec in enumerate(specs):
             by_queue.setdefault(spec.queue, []).append((i, self._submit_op(spec)))
-        replies: list[Reply | None] = [None] * len(specs)
-        calls: list[Call] = [OpsCall(q, json_encode([op for _, op in items]), len(items))
-                             for q, items in by_queue.items()]
+        replies: list[Created | Exists | None] = [None] * len(specs)
+        calls: list[Call] = [OpsCall.of(q, [op for _, op in items]) for q, items in by_queue.items()]
         results = await self.executor.execute(calls)
         for (queue, items), result in zip(by_queue.items(), results, strict=True):
-            answers = one(result)
-            for observe in self.observers:
-                observe(answers)
-            if queue not in self._known_queues and any(a.kind == "created" for a in answers):
+            got = one(result)
+            if queue not in self._known_queues and any(isinstance(a, Created) for a in got):
                 await self._command("SADD", QUEUES, queue)
                 self._known_queues.add(queue)
+            answers = self._answers([op for _, op in items], got)
             for (i, _), reply in zip(items, answers, strict=True):
-                replies[i] = self._rejected(reply)
+                replies[i] = reply
         return [r for r in replies if r is not None]
 
     # -- workers ----------------------------------------------------------------
@@ -101,20 +114,17 @@ class JobOps(StoreCore):
         other types stay queued for a daemon that serves them. ``None`` claims any
         type (tools and tests); a daemon always names its types.
         """
-        op: dict[str, Any] = {"op": "claim", "n": n, "worker": worker, "lease_ms": int(lease * 1000),
-                              "nonce": nonce or self.claim_nonce()}
-        if types is not None:
-            op["types"] = sorted(set(types))
-            if not op["types"]:
-                return []
-        reply = await self._op(queue, op)
-        return [msgspec.convert(j, ClaimedJob) for j in reply.jobs]
+        served = None if types is None else tuple(sorted(set(types)))
+        if served == ():
+            return []
+        reply = await self._op(queue, ops.Claim(n=n, worker=worker, lease_ms=int(lease * 1000),
+                                                nonce=nonce or self.claim_nonce(), types=served))
+        return list(reply.jobs)
 
     async def reclaim(self, queue: str, worker: str, nonce: str) -> list[ClaimedJob]:
         """The jobs a claim with ``nonce`` leased to ``worker`` and that it still holds:
         for a claim whose answer never arrived (its outcome unknown). Writes nothing."""
-        reply = await self._op(queue, {"op": "reclaim", "worker": worker, "nonce": nonce})
-        return [msgspec.convert(j, ClaimedJob) for j in reply.jobs]
+        return list((await self._op(queue, ops.Reclaim(worker=worker, nonce=nonce))).jobs)
 
     async def report(
         self,
@@ -125,62 +135,58 @@ class JobOps(StoreCore):
         result: Any = None,
         error: Any = None,
         raw_result: bytes | None = None,
-    ) -> Reply:
+    ) -> Fenced:
         """The worker's outcome (``complete``, ``fail``, ``timeout``), fenced by ``token``."""
-        op: dict[str, Any] = {"op": "report", "id": job_id, "token": token, "trigger": trigger,
-                              "jitter": self.rng.random()}
+        stored = None
         if raw_result is not None:
-            op["result"] = self._clean_raw(raw_result)
+            stored = self._clean_raw(raw_result)
         elif result is not None or trigger == "complete":
-            op["result"] = self._clean(result)
-        if error is not None:
-            op["error"] = self._clean(error)
+            stored = self._clean(result)
+        op = ops.Report(id=job_id, token=token, trigger=trigger, jitter=self.rng.random(), result=stored,
+                        error=None if error is None else self._clean(error))
         return await self._op(self._queue_of(job_id), op)
 
-    async def complete(self, job_id: str, token: str, result: Any = None) -> Reply:
+    async def complete(self, job_id: str, token: str, result: Any = None) -> Fenced:
         return await self.report(job_id, token, "complete", result=result)
 
-    async def fail(self, job_id: str, token: str, error: Any) -> Reply:
+    async def fail(self, job_id: str, token: str, error: Any) -> Fenced:
         return await self.report(job_id, token, "fail", error=error)
 
-    async def renew(self, job_id: str, token: str, lease: float) -> Reply:
+    async def renew(self, job_id: str, token: str, lease: float) -> Renewed | Stale | Transition | NotFound:
         """Extend the lease; ``stale``/``absorbed`` tells the worker it lost the job."""
-        return await self._op(
-            self._queue_of(job_id),
-            {"op": "renew", "id": job_id, "token": token, "lease_ms": int(lease * 1000)},
-        )
+        return await self._op(self._queue_of(job_id),
+                              ops.Renew(id=job_id, token=token, lease_ms=int(lease * 1000)))
 
-    async def phase(self, job_id: str, token: str, name: str, trigger: str, result: Any = None) -> Reply:
+    async def phase(self, job_id: str, token: str, name: str, trigger: str, result: Any = None) -> Transition | Stale:
         """A phase ``start``s or ``complete``s (with its result), fenced by ``token``."""
-        op: dict[str, Any] = {"op": "phase", "id": job_id, "token": token, "name": name, "trigger": trigger}
-        if trigger == "complete":
-            op["result"] = self._clean(result)
-        return self._rejected(await self._op(self._queue_of(job_id), op))
+        op = ops.PhaseTrigger(id=job_id, token=token, name=name, trigger=trigger,
+                              result=self._clean(result) if trigger == "complete" else None)
+        return await self._op(self._queue_of(job_id), op)
 
-    async def record_service_job_id(self, job_id: str, token: str, service_job_id: str) -> Reply:
-        return await self._op(
-            self._queue_of(job_id),
-            {"op": "service_id", "id": job_id, "token": token,
-             "service_job_id": (self.sanitizer.sanitize_text(service_job_id) if self.sanitizer
-                                else service_job_id)},
-        )
+    async def record_service_job_id(
+        self, job_id: str, token: str, service_job_id: str
+    ) -> Recorded | Stale | Transition | NotFound:
+        clean = self.sanitizer.sanitize_text(service_job_id) if self.sanitizer else service_job_id
+        return await self._op(self._queue_of(job_id), ops.ServiceId(id=job_id, token=token, service_job_id=clean))
 
     # -- operator and system triggers ---------------------------------------------
 
-    async def trigger(self, job_id: str, trigger: str, **extra: Any) -> Reply:
-        """An unfenced job trigger: cancel, retry, retry_from_start, validation results."""
-        op = {"op": "trigger", "id": job_id, "trigger": trigger, "jitter": self.rng.random(), **extra}
-        return self._rejected(await self._op(self._queue_of(job_id), op))
+    async def trigger(self, job_id: str, trigger: str, *, status: str | None = None) -> Transition:
+        """An unfenced job trigger: cancel, retry, retry_from_start, validation results
+        (``status``: what the source of truth said). A trigger that needs a lease is
+        :class:`~adapters.errors.Rejected`."""
+        op = ops.Trigger(id=job_id, trigger=trigger, jitter=self.rng.random(), status=status)
+        return await self._op(self._queue_of(job_id), op)
 
-    async def cancel(self, job_id: str) -> Reply:
+    async def cancel(self, job_id: str) -> Transition:
         return await self.trigger(job_id, "cancel")
 
-    async def retry(self, job_id: str, *, from_start: bool = False) -> Reply:
+    async def retry(self, job_id: str, *, from_start: bool = False) -> Transition:
         return await self.trigger(job_id, "retry_from_start" if from_start else "retry")
 
-    async def wake(self, queue: str, n: int = 1000) -> Reply:
+    async def wake(self, queue: str, n: int = 1000) -> Woken:
         """Move scheduled jobs whose time has come to queued; ``next_due`` is the next time."""
-        return await self._op(queue, {"op": "wake", "n": n})
+        return await self._op(queue, ops.Wake(n=n))
 
     async def expired(self, queue: str, n: int = 100, offset: int = 0, *,
                       gap: float = 0.0, lease: float = 0.0) -> list[Expired]:
@@ -191,28 +197,25 @@ class JobOps(StoreCore):
         store was away), every lease first gets ``lease`` seconds from now (README, "Redis
         outages"); this is the watchdog's call.
         """
-        reply = await self._op(queue, {"op": "expired", "n": n, "offset": offset,
-                                       "gap_ms": int(gap * 1000), "lease_ms": int(lease * 1000)})
-        return [msgspec.convert(j, Expired) for j in reply.jobs]
+        reply = await self._op(queue, ops.ListExpired(n=n, offset=offset, gap_ms=int(gap * 1000),
+                                                      lease_ms=int(lease * 1000)))
+        return list(reply.jobs)
 
-    async def inspect(self, job_id: str, token: str, *, hold: float, inspector: str) -> Reply:
+    async def inspect(self, job_id: str, token: str, *, hold: float, inspector: str) -> Inspecting | Skipped | NotFound:
         """Take an expired lease in hand for ``hold`` seconds to ask the external service.
 
         ``inspecting`` when this caller holds it now: no other watchdog sees the job
         until the hold ends, and the decision must present ``inspector``. ``skipped``
         when the lease was renewed, taken, or is held by another inspection.
         """
-        return await self._op(
-            self._queue_of(job_id),
-            {"op": "inspect", "id": job_id, "token": token, "hold_ms": int(hold * 1000),
-             "inspector": inspector},
-        )
+        return await self._op(self._queue_of(job_id), ops.Inspect(id=job_id, token=token,
+                                                                  hold_ms=int(hold * 1000), inspector=inspector))
 
     async def expire(
         self, job_id: str, token: str, trigger: str = "lease_expired", *,
         result: Any = None, lease: float | None = None, reason: str | None = None,
         inspector: str | None = None, cause: str | None = None, error: Any = None,
-    ) -> Reply:
+    ) -> Transition | Skipped | Extended | NotFound:
         """The watchdog's decision on an expired lease it saw with ``token``.
 
         ``trigger`` is ``lease_expired`` (retry or ``failed``), ``complete`` (the
@@ -223,20 +226,12 @@ class JobOps(StoreCore):
         :meth:`inspect`, pass its ``inspector``. ``skipped`` when another watchdog
         or the worker got there first.
         """
-        op: dict[str, Any] = {"op": "expire", "id": job_id, "token": token, "trigger": trigger,
-                              "jitter": self.rng.random()}
-        if result is not None or trigger == "complete":
-            op["result"] = self._clean(result)
-        if lease is not None:
-            op["lease_ms"] = int(lease * 1000)
-        if reason is not None:
-            op["reason"] = reason
-        if inspector is not None:
-            op["inspector"] = inspector
-        if cause is not None:
-            op["cause"] = cause
-        if error is not None:
-            op["error"] = json_encode(error).decode()
+        op = ops.Expire(
+            id=job_id, token=token, trigger=trigger, jitter=self.rng.random(),
+            result=self._clean(result) if result is not None or trigger == "complete" else None,
+            lease_ms=None if lease is None else int(lease * 1000), reason=reason, inspector=inspector,
+            cause=cause, error=None if error is None else json_encode(error).decode(),
+        )
         return await self._op(self._queue_of(job_id), op)
 
     # -- validation --------------------------------------------------------------------
@@ -249,28 +244,23 @@ class JobOps(StoreCore):
         Only jobs of ``types`` (this daemon has their validators) or carrying their own
         validator URL are taken; each is held for ``lease`` seconds.
         """
-        reply = await self._op(
-            queue, {"op": "validations", "n": n, "lease_ms": int(lease * 1000), "types": list(types),
-                    "nonce": new_token(self.randbytes)}
-        )
-        return Due([msgspec.convert(j, ValidationTask) for j in reply.jobs], next_due(reply))
+        reply = await self._op(queue, ops.TakeValidations(n=n, lease_ms=int(lease * 1000), types=tuple(types),
+                                                          nonce=new_token(self.randbytes)))
+        return Due(list(reply.jobs), next_due(reply.next_due))
 
     async def validation_outcome(
         self, job_id: str, token: str, *, ok: bool, status: str = "", reason: str = "",
         max_attempts: int = 5, retry_at: float | None = None, error: Any = None,
-    ) -> Reply:
+    ) -> Transition | Checked | Stale | NotFound:
         """Record one check: passed (``validation_passed``), failed (another check due at
         ``retry_at``: ``checked``), or failed on the last of ``max_attempts`` checks
         (``validation_exhausted``, ``error`` stored). Fenced by the check token."""
-        op: dict[str, Any] = {"op": "validated", "id": job_id, "token": token, "ok": ok, "status": status,
-                              "reason": reason, "max_attempts": max_attempts,
-                              "retry_at": int((self.executor.now() if retry_at is None else retry_at) * 1000)}
-        if error is not None:
-            op["error"] = json_encode(error).decode()
+        op = ops.Validated(id=job_id, token=token, ok=ok, status=status, reason=reason, max_attempts=max_attempts,
+                           retry_at=int((self.executor.now() if retry_at is None else retry_at) * 1000),
+                           error=None if error is None else json_encode(error).decode())
         return await self._op(self._queue_of(job_id), op)
 
-    async def release_validation(self, job_id: str, token: str) -> Reply:
+    async def release_validation(self, job_id: str, token: str) -> Released | Absorbed | Stale | NotFound:
         """Give a check back unrecorded (shutdown mid-check): due again at once."""
-        return await self._op(self._queue_of(job_id), {"op": "validated", "id": job_id, "token": token,
-                                                        "release": True})
+        return await self._op(self._queue_of(job_id), ops.ReleaseCheck(id=job_id, token=token, release=True))
 

@@ -18,10 +18,11 @@ store's :class:`~adapters.sanitize.Sanitizer` before they are sent (so attempt
 records, built from them in Lua, are sanitized too); job input never does, and input
 over ``max_input_bytes`` is refused.
 
-Every method that changes state returns :class:`~adapters.records.Reply` (or a list
-of claimed items) whose ``kind`` tells moved, absorbed, blocked, invalid, stale or
-not_found; only refusals the caller must fix raise (:class:`~adapters.errors.Rejected`,
-:class:`~adapters.errors.NotFound`).
+The protocol is typed: each method sends ops of :mod:`adapters.ops` and returns the
+replies of :mod:`adapters.replies` its op can answer (for example ``report`` answers
+:data:`~adapters.replies.Fenced`: moved, absorbed, blocked, invalid, stale or not_found),
+or the items a list answer carries. Only refusals the caller must fix raise
+(:class:`~adapters.errors.Rejected`, :class:`~adapters.errors.NotFound`).
 """
 
 from __future__ import annotations

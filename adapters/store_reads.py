@@ -19,6 +19,7 @@ from .keys import (
     check_queue_name,
     events_key,
 )
+from .ops import CountQueued
 from .records import BatchView, DeliveryView, Event, JobView, WorkerView
 from .store_core import StoreCore, json_decode, json_encode
 from .store_views import b2s, batch_view, delivery_view, event_of, job_view, worker_view
@@ -119,8 +120,8 @@ class ReadOps(StoreCore):
     async def queued_by_type(self, queue: str) -> tuple[dict[str, int], int]:
         """Queued jobs of ``queue`` per job type, and how many still sit in the earlier
         versions' untyped index (a claim moves them to their types' indexes)."""
-        reply = await self._op(check_queue_name(queue), {"op": "queued"})
-        return {str(t): int(c) for t, c in reply.jobs}, reply.n
+        reply = await self._op(check_queue_name(queue), CountQueued())
+        return dict(reply.counts), reply.untyped
 
     async def unserved(self, queues: Iterable[str]) -> dict[str, dict[str, int]]:
         """Per queue, the queued jobs of each type that no live daemon serves (they wait,

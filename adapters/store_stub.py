@@ -14,7 +14,7 @@ import inspect
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from .store_sync import store_operations
 
@@ -73,6 +73,8 @@ def _imports(texts: list[str], operations: dict[str, Callable[..., Any]]) -> lis
             if value is None:
                 continue
             module = getattr(value, "__module__", None)
+            if module == "types":  # a union alias: where it is defined, else where it is used
+                module = _alias_home(name, value, fn)
             if module is None or module == "builtins":
                 break
             found.setdefault(module if module != "_collections_abc" else "collections.abc", set()).add(name)
@@ -80,6 +82,15 @@ def _imports(texts: list[str], operations: dict[str, Callable[..., Any]]) -> lis
         else:
             raise TypeError(f"the store stub cannot find where {name!r} comes from")
     return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(found.items())]
+
+
+def _alias_home(name: str, value: Any, fn: Callable[..., Any]) -> str:
+    """The module that defines union alias ``name``: one of its members' modules, or ``fn``'s."""
+    for member in get_args(value):
+        module = sys.modules.get(getattr(member, "__module__", ""))
+        if module is not None and getattr(module, name, None) is value:
+            return module.__name__
+    return fn.__module__
 
 
 def render() -> str:

@@ -36,6 +36,7 @@ import math
 import trio
 
 from jobvisor.adapters.errors import StoreUnavailable
+from jobvisor.adapters.replies import Moved
 
 from .deps import Deps
 from .hub import wait_any
@@ -63,8 +64,9 @@ async def run_batch_monitor(
                 )
                 cursors[queue] = reply.cursor or 0
                 for moved in reply.batches:
-                    level = logging.WARNING if moved.get("to") == "failed" else logging.INFO
-                    log.log(level, "batch %s finalized by the monitor: %s", moved.get("id"), moved.get("to"))
+                    if isinstance(moved, Moved):
+                        level = logging.WARNING if moved.to == "failed" else logging.INFO
+                        log.log(level, "batch %s finalized by the monitor: %s", moved.id, moved.to)
                 if reply.next_due is not None:
                     next_due = min(next_due, reply.next_due / 1000)
             outage.reached()

@@ -20,7 +20,7 @@ import msgspec
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.errors import BadInput, NotFound
 from jobvisor.adapters.keys import check_queue_name
-from jobvisor.adapters.records import Reply
+from jobvisor.adapters.replies import Absorbed, Created, Invalid, Moved, Transition
 from jobvisor.adapters.store import SyncStore
 
 from .cli_input import read_input, redis_url
@@ -84,8 +84,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         # the destination policy of $JOBVISOR_ALLOW_DESTINATIONS, _ALLOW_PRIVATE_DESTINATIONS, _ALLOWED_HOSTS
         spec = build_spec(types, args.type, value, destinations=submitter_policy(), **options)
         reply = store.submit(spec)
-        existing = reply.kind != "created"
-        state: str | None = reply.state or None
+        existing = not isinstance(reply, Created)
+        state: str | None = reply.state if isinstance(reply, Created) else None
         if existing:
             try:
                 state = store.get_job(reply.id).state
@@ -106,18 +106,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def trigger_result(args: argparse.Namespace, reply: Reply, verb: str) -> int:
+def trigger_result(args: argparse.Namespace, reply: Transition, verb: str) -> int:
     """Show an operator trigger's outcome: moved and absorbed are success, invalid is bad input."""
-    data = {"id": reply.id, "outcome": reply.kind, "from": reply.from_, "to": reply.to, "state": reply.state}
-    if reply.kind == "moved":
-        emit(args, data, f"{reply.id}: {reply.from_} -> {reply.to}")
-        return EXIT_OK
-    if reply.kind == "absorbed":
-        emit(args, data, f"{reply.id} is {reply.state}: nothing to {verb} (no change)")
-        return EXIT_OK
-    if reply.kind == "invalid":
-        bad(f"{reply.id} is {reply.state}: cannot {verb} it")
-    raise CliExit(EXIT_FAILURE, f"{reply.id}: {reply.kind} {reply.error}".strip())
+    match reply:
+        case Moved(id=id_, from_=from_, to=to):
+            emit(args, {"id": id_, "outcome": reply.kind, "from": from_, "to": to, "state": to},
+                 f"{id_}: {from_} -> {to}")
+            return EXIT_OK
+        case Absorbed(id=id_, state=state):
+            emit(args, {"id": id_, "outcome": reply.kind, "from": "", "to": "", "state": state},
+                 f"{id_} is {state}: nothing to {verb} (no change)")
+            return EXIT_OK
+        case Invalid(id=id_, state=state):
+            bad(f"{id_} is {state}: cannot {verb} it")
+    raise CliExit(EXIT_FAILURE, f"{reply.id}: {reply.kind} in {reply.state}")
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -203,8 +205,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 progress_every=args.progress_every, stuck_after=args.stuck_after,
                 webhook_url=args.webhook_url,
                 destinations=submitter_policy())
-            reply = store.create_batch(spec)
-            emit(args, {"id": reply.id, "state": reply.state}, reply.id)
+            created = store.create_batch(spec)
+            state = created.state if isinstance(created, Created) else store.get_batch(created.id).state
+            emit(args, {"id": created.id, "state": state}, created.id)
             return EXIT_OK
         if args.batch_command == "status":
             view = store.get_batch(args.id)
@@ -212,8 +215,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             return EXIT_OK
         store.get_batch(args.id)
         if args.batch_command == "add":
-            reply = store.add_to_batch(args.id, args.jobs)
-            emit(args, {"id": args.id, "added": reply.added}, f"{args.id}: {reply.added} added")
+            added = store.add_to_batch(args.id, args.jobs).added
+            emit(args, {"id": args.id, "added": added}, f"{args.id}: {added} added")
             return EXIT_OK
         reply = store.close_batch(args.id) if args.batch_command == "close" else store.cancel_batch(args.id)
         return trigger_result(args, reply, args.batch_command)

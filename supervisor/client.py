@@ -31,7 +31,8 @@ import msgspec
 from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.destinations import DestinationPolicy
 from jobvisor.adapters.errors import BadInput
-from jobvisor.adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, Reply, decode_spec
+from jobvisor.adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, decode_spec
+from jobvisor.adapters.replies import Created, Exists, Transition
 from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.adapters.urls import check_url
 
@@ -164,10 +165,9 @@ class Client:
                           destinations=self.destinations, **options)
         return self.submit_spec(spec).id
 
-    def submit_spec(self, spec: JobSpec) -> Reply:
+    def submit_spec(self, spec: JobSpec) -> Created | Exists:
         with submit_span(spec) as traced:
-            reply: Reply = self.store.submit(traced)
-            return reply
+            return self.store.submit(traced)
 
     def status(self, job_id: str) -> JobView:
         return self.store.get_job(job_id)
@@ -176,10 +176,10 @@ class Client:
         """The job's webhook deliveries (every notification of every epoch), oldest first."""
         return self.store.job_deliveries(job_id, self.store.get_job(job_id).epoch)
 
-    def cancel(self, job_id: str) -> Reply:
+    def cancel(self, job_id: str) -> Transition:
         return self.store.cancel(job_id)
 
-    def retry(self, job_id: str, *, from_start: bool = False) -> Reply:
+    def retry(self, job_id: str, *, from_start: bool = False) -> Transition:
         return self.store.retry(job_id, from_start=from_start)
 
     def events(self, queue: str = "default", after: str = "-", count: int = 1000) -> list[Any]:
@@ -199,13 +199,13 @@ class Client:
         """Add existing jobs; returns how many were new members."""
         return self.store.add_to_batch(batch_id, job_ids).added
 
-    def close_batch(self, batch_id: str) -> Reply:
+    def close_batch(self, batch_id: str) -> Transition:
         return self.store.close_batch(batch_id)
 
     def batch_status(self, batch_id: str) -> BatchView:
         return self.store.get_batch(batch_id)
 
-    def cancel_batch(self, batch_id: str) -> Reply:
+    def cancel_batch(self, batch_id: str) -> Transition:
         return self.store.cancel_batch(batch_id)
 
     def close(self) -> None:
@@ -244,10 +244,10 @@ class AsyncClient:
     async def deliveries(self, job_id: str) -> list[DeliveryView]:
         return await self.store.job_deliveries(job_id, (await self.store.get_job(job_id)).epoch)
 
-    async def cancel(self, job_id: str) -> Reply:
+    async def cancel(self, job_id: str) -> Transition:
         return await self.store.cancel(job_id)
 
-    async def retry(self, job_id: str, *, from_start: bool = False) -> Reply:
+    async def retry(self, job_id: str, *, from_start: bool = False) -> Transition:
         return await self.store.retry(job_id, from_start=from_start)
 
     async def events(self, queue: str = "default", after: str = "-", count: int = 1000) -> list[Any]:
@@ -262,11 +262,11 @@ class AsyncClient:
     async def add_to_batch(self, batch_id: str, job_ids: list[str]) -> int:
         return (await self.store.add_to_batch(batch_id, job_ids)).added
 
-    async def close_batch(self, batch_id: str) -> Reply:
+    async def close_batch(self, batch_id: str) -> Transition:
         return await self.store.close_batch(batch_id)
 
     async def batch_status(self, batch_id: str) -> BatchView:
         return await self.store.get_batch(batch_id)
 
-    async def cancel_batch(self, batch_id: str) -> Reply:
+    async def cancel_batch(self, batch_id: str) -> Transition:
         return await self.store.cancel_batch(batch_id)

@@ -229,13 +229,10 @@ class DaemonConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     @property
     def retention(self) -> dict[str, float]:
         """Seconds a finished job is kept, by terminal state."""
-        return {
-            "completed": self.retention_completed,
-            "failed": self.retention_failed,
-            "cancelled": self.retention_cancelled,
-            "timed_out": self.retention_timed_out,
-            "validation_failed": self.retention_validation_failed,
-        }
+        from jobvisor.machines import JOB, JobState
+
+        # one setting per terminal state of the job machine (a test checks there is one for each)
+        return {s.value: float(getattr(self, f"retention_{s.value}")) for s in JobState if s in JOB.terminal}
 
     @property
     def sanitizer(self) -> Sanitizer:

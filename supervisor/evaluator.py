@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from jobvisor.adapters.filing import classify
+from jobvisor.adapters.replies import Filed
 
 from .deps import Deps
 from .hub import every
@@ -66,7 +67,7 @@ async def file_finished(deps: Deps, stop: trio.Event | None = None) -> int:
             now_ms = int(deps.clock() * 1000)
             decisions = [(job, classify(job, now_ms=now_ms)) for job in jobs]
             replies = await deps.store.file_jobs(decisions, wait=deps.config.evaluator_interval)
-            filed += sum(r.kind == "filed" for r in replies)
+            filed += sum(isinstance(r, Filed) for r in replies)
             if len(jobs) < BATCH:
                 break
         await refresh_filing_gauges(deps, queue)

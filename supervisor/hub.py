@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from jobvisor.adapters.errors import StoreUnavailable
-from jobvisor.adapters.records import Reply
+from jobvisor.adapters.replies import Created, Moved, Reply, Woken
 
 from .outage import StoreOutage
 
@@ -94,17 +94,16 @@ class Hub:
     def observe(self, replies: Sequence[Reply]) -> None:
         """Look at the store's replies for changes this daemon's actors care about."""
         for r in replies:
-            if r.to == "queued" or (r.kind == "created" and r.state == "queued") or (
-                r.kind == "woken" and r.n
-            ):
+            to = r.to if isinstance(r, Moved) else r.state if isinstance(r, Created) else ""
+            if to == "queued" or (isinstance(r, Woken) and r.n):
                 self.work_available()
-            if r.to == "scheduled" or (r.kind == "created" and r.state == "scheduled"):
+            if to == "scheduled":
                 self.scheduled_changed()
-            if r.to == "cancelled" and r.from_ == "active":
+            if isinstance(r, Moved) and r.to == "cancelled" and r.from_ == "active":
                 self.cancel_requested(r.id)
-            if r.to == "validating":
+            if to == "validating":
                 self.validating_changed()
-            if r.to in _NOTIFYING:
+            if to in _NOTIFYING:
                 self.outbox_changed()
 
     def on_message(self, channel: str, data: str) -> None:

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 
 from jobvisor.adapters.errors import JobvisorError
 from jobvisor.adapters.filing import CATEGORY_OF
-from jobvisor.adapters.records import Reply
+from jobvisor.adapters.replies import Claimed, Moved, Reply, Woken
 from jobvisor.adapters.store import Store
 
 __all__ = ["Metrics", "MetricsServer", "PROBE_TIMEOUT"]
@@ -171,11 +171,11 @@ class Metrics:
         triggers (worker, operator, watchdog), phase, batch and webhook moves, and the list
         answers' claims (queued → active) and wakes (scheduled → queued)."""
         for r in replies:
-            if r.trigger:
+            if isinstance(r, Moved):
                 self.transitions.labels(r.machine, r.trigger, r.kind).inc()
-            elif r.kind == "claimed" and r.n:
+            elif isinstance(r, Claimed) and r.n:
                 self.transitions.labels("job", "claim", "moved").inc(r.n)
-            elif r.kind == "woken" and r.n:
+            elif isinstance(r, Woken) and r.n:
                 self.transitions.labels("job", "wake", "moved").inc(r.n)
 
 

@@ -24,6 +24,7 @@ import trio
 
 from jobvisor.adapters.errors import StoreError, StoreUnavailable
 from jobvisor.adapters.records import SlotView
+from jobvisor.adapters.replies import Returned
 
 from .deps import Deps
 from .hub import wait_any
@@ -61,7 +62,7 @@ class Registration:
             self.deps.config.worker_id, fields, ttl=self.deps.config.lease, start=not self.registered
         )
         self.registered = True
-        if reply.kind == "returned":
+        if isinstance(reply, Returned):
             log.warning("this daemon had been declared %s (its heartbeat was late); it is live again",
                         reply.state or "gone")
 

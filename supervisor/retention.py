@@ -50,7 +50,7 @@ async def purge_expired(deps: Deps, stop: trio.Event | None = None) -> int:
             cutoffs = {state: now - seconds for state, seconds in deps.config.retention.items()}
             reply = await deps.store.purge(queue, cutoffs, batch)
             for job in reply.jobs:
-                deps.metrics.deleted.labels(queue, job["state"]).inc()
+                deps.metrics.deleted.labels(queue, job.state).inc()
             deleted += reply.n
             touched = touched or reply.n > 0
             if reply.n < batch:

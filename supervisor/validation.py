@@ -47,6 +47,7 @@ from jobvisor.adapters.destinations import DestinationRefused
 from jobvisor.adapters.errors import BadInput, HttpFailure, HttpTimeout, NotFound, StoreUnavailable
 from jobvisor.adapters.http import HttpClient
 from jobvisor.adapters.records import ValidationTask
+from jobvisor.adapters.replies import Checked, Moved
 from jobvisor.adapters.urls import check_url
 
 from . import tracing
@@ -243,18 +244,18 @@ class Validator:
         reply = await self.deps.store.validation_outcome(
             task.id, task.token, ok=verdict.ok, status=verdict.status[:REASON_LIMIT], reason=reason,
             max_attempts=attempts, retry_at=retry_at, error=error)
-        if reply.moved:
+        if isinstance(reply, Moved):
             outcome = "passed" if reply.to == "completed" else "exhausted"
             log_outcome(job_id=task.id, job_type=task.type, queue=queue, attempt=None, check=task.check,
-                        outcome=reply.to or "", duration=None, error=error,
+                        outcome=reply.to, duration=None, error=error,
                         success_level=logging.INFO if self.config.log_outcomes == "info" else logging.DEBUG)
-        elif reply.kind == "checked":
+            # the job's validation is over: how many checks it took
+            self.deps.metrics.validation_checks_per_job.labels(reply.to).observe(task.check)
+        elif isinstance(reply, Checked):
             outcome = "failed"
         else:
             outcome = reply.kind  # stale, absorbed (cancelled meanwhile), not_found
         self.deps.metrics.validation_checks.labels(outcome).inc()
-        if reply.moved:  # the job's validation is over: how many checks it took
-            self.deps.metrics.validation_checks_per_job.labels(reply.to or "").observe(task.check)
 
 
 def check_validator_urls(app: App, config: DaemonConfig) -> None:

@@ -73,6 +73,7 @@ import trio
 from jobvisor.adapters.errors import StoreError, StoreUnavailable
 from jobvisor.adapters.ids import new_token
 from jobvisor.adapters.records import Expired
+from jobvisor.adapters.replies import Extended, Inspecting, Moved
 
 from .app import ServiceStatus, StatusAnswer, StatusQuery
 from .deps import Deps
@@ -248,7 +249,7 @@ class Watchdog:
                 self.outage.failed(exc)
                 return
             raise
-        if reply.kind != "inspecting":
+        if not isinstance(reply, Inspecting):
             self.queries.release()
             return
         queries.start_soon(self._ask, job, query, inspector)
@@ -300,10 +301,10 @@ class Watchdog:
                 raise
             log.error("watchdog: the store refused the decision on %s: %s", job.id, exc)
             return
-        if reply.kind in ("moved", "extended"):
+        if isinstance(reply, Moved | Extended):
             self.deps.metrics.watchdog_decisions.labels(decision.trigger, decision.cause).inc()
             log.warning("job %s lost its worker %s: %s (%s)%s", job.id, job.worker or "?", decision.trigger,
-                        decision.cause, f"; now {reply.to}" if reply.to else "")
+                        decision.cause, f"; now {reply.to}" if isinstance(reply, Moved) else "")
 
 
 async def run_watchdog(deps: Deps, stop: trio.Event,

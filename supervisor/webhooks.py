@@ -42,6 +42,7 @@ from jobvisor.adapters.destinations import DestinationRefused
 from jobvisor.adapters.errors import HttpFailure, StoreUnavailable
 from jobvisor.adapters.http import HttpClient
 from jobvisor.adapters.records import Delivery
+from jobvisor.adapters.replies import Moved
 from jobvisor.adapters.webhooks import WebhookSigner, event_body
 
 from . import tracing
@@ -150,10 +151,10 @@ class Deliverer:
             log.error("webhooks: the outcome of %s was not recorded; it will be sent again", delivery.id)
             return
         self.deps.metrics.webhook_attempts.labels(outcome.trigger).inc()
-        if reply.moved and reply.to == "delivered":
+        if isinstance(reply, Moved) and reply.to == "delivered":
             # from the transition that made the event (its outbox row) to the receiver's 2xx
             self.deps.metrics.webhook_latency.observe(max(0.0, self.deps.clock() - delivery.created_at / 1000))
-        if reply.to == "dead":
+        if isinstance(reply, Moved) and reply.to == "dead":
             log.warning("webhook %s is dead after %d attempt(s): %s", delivery.id, delivery.attempt,
                         outcome.error or f"HTTP {outcome.status}")
 

@@ -50,11 +50,12 @@ import heapq
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -63,7 +64,8 @@ from jobvisor.adapters.errors import StoreError, StoreUnavailable
 from jobvisor.adapters.ids import created_ms
 from jobvisor.adapters.outcomes import error_record
 from jobvisor.adapters.processes import open_process_runner
-from jobvisor.adapters.records import ClaimedJob, Reply, SlotView
+from jobvisor.adapters.records import ClaimedJob, SlotView
+from jobvisor.adapters.replies import Absorbed, Fenced, Moved, Reply, Stale
 from jobvisor.adapters.store_views import claimed_phases
 
 from . import tracing
@@ -74,6 +76,8 @@ from .hub import wait_any
 from .joblog import log_outcome, log_stale
 from .loop_monitor import LoopMonitor
 from .outage import StoreOutage
+
+R = TypeVar("R")
 
 __all__ = ["InvariantViolation", "WorkerPool", "error_record"]
 
@@ -512,7 +516,7 @@ class WorkerPool:
 
     # -- talking to the store ------------------------------------------------------------
 
-    async def persist(self, call: Any, *, keep: trio.CancelScope | None = None) -> Reply:
+    async def persist(self, call: Callable[[], Awaitable[R]], *, keep: trio.CancelScope | None = None) -> R:
         """Run a fenced store call, retrying with backoff while the store is away.
 
         Its lease token can still win for as long as the store is away (time during which
@@ -528,7 +532,7 @@ class WorkerPool:
                 # the token can still win: each attempt gets its own answer time plus a lease.
                 keep.deadline = max(keep.deadline, trio.current_time() + STORE_ANSWER + self.config.lease)
             try:
-                result: Reply = await call()
+                result = await call()
                 outage.reached()
                 return result
             except StoreUnavailable as exc:
@@ -538,9 +542,9 @@ class WorkerPool:
                 await trio.sleep(delay)
 
     def check_still_ours(self, running: _Running, reply: Reply) -> None:
-        if reply.kind == "stale":
+        if isinstance(reply, Stale):
             running.stop("lost")
-        elif reply.kind == "absorbed":
+        elif isinstance(reply, Absorbed):
             running.stop("cancelled")
 
     async def _report(self, running: _Running, trigger: str, *, error: Any = None,
@@ -549,7 +553,7 @@ class WorkerPool:
         # Shielded so a shutdown cannot drop an outcome half-way. Bounded by a lease while the
         # store answers (past it the watchdog owns the job); while the store is away the lease
         # is not running out, so the report is kept and retried (``persist`` extends the bound).
-        reply: Reply | None = None
+        reply: Fenced | None = None
         refused: StoreError | None = None
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.config.lease
@@ -563,14 +567,14 @@ class WorkerPool:
         if reply is None:
             log.error("could not report %s for %s (%s); the watchdog will recover it", trigger, job.id,
                       refused or "no answer in time")
-        elif reply.moved and reply.to != "queued":  # a release hands the job back: not an outcome
+        elif isinstance(reply, Moved) and reply.to != "queued":  # a release hands the job back: not an outcome
             log_outcome(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
-                        outcome=reply.to or "", duration=max(0.0, self.deps.clock() - running.since),
+                        outcome=reply.to, duration=max(0.0, self.deps.clock() - running.since),
                         error=error, success_level=self._success_level)
-        elif reply.kind == "stale":
+        elif isinstance(reply, Stale):
             log_stale(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
                       trigger=trigger)
-        elif reply.kind == "absorbed":
+        elif isinstance(reply, Absorbed):
             log.info("late %s for %s absorbed: the job is already %s", trigger, job.id, reply.state)
 
     def renew_soon(self) -> None:

@@ -17,10 +17,11 @@ from jobvisor import Client
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.records import JobView
 from jobvisor.adapters.store import SyncStore
+from jobvisor.machines import JOB
 from tests.cli_support import ROOT, cli_env
 from tests.daemon_app import app, executions_key
 
-TERMINAL_EVENTS = {"job.completed", "job.failed", "job.cancelled", "job.timed_out", "job.validation_failed"}
+TERMINAL_EVENTS = frozenset(JOB.notifications.values())
 T = TypeVar("T")
 
 

@@ -17,11 +17,13 @@ import trio
 
 from jobvisor import App, Daemon, run_daemon
 from jobvisor.adapters.backend import MemoryServers
-from jobvisor.adapters.records import JobSpec, Reply
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.replies import Moved, Reply
+from jobvisor.machines import JOB
 from jobvisor.supervisor.config import load_config
 from jobvisor.supervisor.supervise import ChildSpec
 
-TERMINAL = {"completed", "failed", "cancelled", "timed_out", "validation_failed"}
+TERMINAL = frozenset(s.value for s in JOB.terminal)
 
 
 class Watcher:
@@ -35,6 +37,11 @@ class Watcher:
         self.replies.extend(replies)
         self._changed.set()
         self._changed = trio.Event()
+
+    @property
+    def moves(self) -> list[Moved]:
+        """The transitions among the replies so far (the replies that have ``to``)."""
+        return [r for r in self.replies if isinstance(r, Moved)]
 
     async def until(self, condition: Callable[[], Any], timeout: float = 60.0) -> Any:  # noqa: ASYNC109  (a test's bound)
         """Wait until ``condition()`` (sync) is truthy, re-checking after each store reply."""
@@ -80,10 +87,10 @@ def spec(app: App, type_: str, **extra: Any) -> JobSpec:
     return JobSpec(type=type_, **{**defaults, **extra})
 
 
-def ended(watcher: Watcher, job_id: str, after: int = 0) -> Callable[[], Reply | None]:
+def ended(watcher: Watcher, job_id: str, after: int = 0) -> Callable[[], Moved | None]:
     """A condition for ``watcher.until``: the reply (from ``after`` on) that moved ``job_id`` to a terminal state."""
-    def terminal_reply() -> Reply | None:
-        return next((r for r in watcher.replies[after:]
-                     if r.id == job_id and r.machine == "job" and r.trigger and r.to in TERMINAL), None)
+    def terminal_reply() -> Moved | None:
+        return next((r for r in watcher.replies[after:] if isinstance(r, Moved)
+                     and r.id == job_id and r.machine == "job" and r.to in TERMINAL), None)
     return terminal_reply
 

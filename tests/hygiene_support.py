@@ -12,7 +12,8 @@ import trio.testing
 
 from jobvisor import App
 from jobvisor.adapters.backend import MemoryServers, open_backend
-from jobvisor.adapters.records import JobSpec, Reply
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.replies import Reply
 from jobvisor.adapters.store import DirectExecutor, Store
 from jobvisor.supervisor.config import load_config
 from jobvisor.supervisor.deps import Deps, TrioWallClock
@@ -41,8 +42,8 @@ class Timeline:
         out: dict[str, float] = {}
         for at, r in self.seen:
             if kind == "purged" and r.kind == "purged":
-                out.update({j["id"]: at for j in r.jobs})
-            elif r.kind == kind and r.id:
+                out.update({j.id: at for j in r.jobs})
+            elif r.kind == kind and getattr(r, "id", ""):
                 out.setdefault(r.id, at)
         return out
 

@@ -37,7 +37,7 @@ def main(path: str) -> None:
             r = store.finalize_batch(op[1], stuck=True)
         else:
             raise SystemExit(f"unknown op {op[0]}")
-        out.append([op[1], r.kind, r.to])
+        out.append([op[1], r.kind, getattr(r, "to", "")])  # "to" only when it moved
     store.close()
     client.close()
     json.dump(out, sys.stdout)

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobvisor.adapters.store import Store
+from jobvisor.machines import JOB
 
-TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out", "validation_failed"})
+TERMINAL = frozenset(s.value for s in JOB.terminal)
 
 EXPECTED_GUARANTEES = {
     "completion_webhooks_with_stale_data": 0,
@@ -83,7 +84,7 @@ async def collect(store: Store, rows: dict[str, JobRow], batch: str, queues: tup
     """Every row filled in from the store, and the guarantee counts checked against their promise."""
     events = [e for q in queues for e in await _all_events(store, q)]
     completed_events = Counter(e.id for e in events if e.type == "job.completed")
-    terminal_events = Counter(e.id for e in events if e.type in {f"job.{s}" for s in TERMINAL})
+    terminal_events = Counter(e.id for e in events if e.type in JOB.notifications.values())
     problems: list[str] = []
     for job_id, row in rows.items():
         job = await store.get_job(job_id)

@@ -22,8 +22,9 @@ from jobvisor.adapters.filing import Category, Problem
 from jobvisor.adapters.keys import check_queue_name, queue_of
 from jobvisor.adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH, input_depth_exceeded
 from jobvisor.adapters.listing import finished_per_minute, list_jobs, live_batches
-from jobvisor.adapters.records import Event, JobView, Reply
+from jobvisor.adapters.records import Event, JobView
 from jobvisor.adapters.redaction import redact_text
+from jobvisor.adapters.replies import Absorbed, Created, Invalid, Moved, Transition
 from jobvisor.adapters.routing import serving
 from jobvisor.machines import MACHINES, to_mermaid
 
@@ -112,15 +113,15 @@ def _job_id(request: Request, name: str = "job_id") -> str:
     return value
 
 
-def _trigger(reply: Reply, verb: str) -> Response:
-    if reply.kind == "moved":
-        return json_response(TriggerResult(id=reply.id, outcome=reply.kind, from_=reply.from_, to=reply.to,
-                                           state=reply.state or reply.to))
-    if reply.kind == "absorbed":
-        raise HttpProblem(409, f"{reply.id} is {reply.state}: nothing to {verb} (no change)")
-    if reply.kind == "invalid":
-        raise HttpProblem(409, f"{reply.id} is {reply.state}: cannot {verb} it")
-    raise HttpProblem(409, f"{reply.id}: {reply.kind} {reply.error}".strip())
+def _trigger(reply: Transition, verb: str) -> Response:
+    match reply:
+        case Moved(id=id_, from_=from_, to=to):
+            return json_response(TriggerResult(id=id_, outcome=reply.kind, from_=from_, to=to, state=to))
+        case Absorbed(id=id_, state=state):
+            raise HttpProblem(409, f"{id_} is {state}: nothing to {verb} (no change)")
+        case Invalid(id=id_, state=state):
+            raise HttpProblem(409, f"{id_} is {state}: cannot {verb} it")
+    raise HttpProblem(409, f"{reply.id}: {reply.kind} in {reply.state}")
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -138,8 +139,9 @@ async def submit(request: Request) -> Response:
         raise BadInput(f"input: nested more than {MAX_INPUT_DEPTH} levels deep")
     spec = build_spec(await state.types(), job_type, value, destinations=state.destinations, **body)
     reply = await state.store.submit(spec)
-    created = reply.kind == "created"
-    current = reply.state or (await state.store.get_job(reply.id)).state  # an existing job's, as it is now
+    created = isinstance(reply, Created)
+    # an existing job's state as it is now
+    current = reply.state if isinstance(reply, Created) else (await state.store.get_job(reply.id)).state
     return json_response(SubmitResult(id=reply.id, created=created, state=current), 201 if created else 200)
 
 
@@ -251,7 +253,8 @@ async def create_batch(request: Request) -> Response:
     state = state_of(request)
     body = _options(await read_json(request))
     reply = await state.store.create_batch(build_batch_spec(destinations=state.destinations, **body))
-    return json_response(BatchCreated(id=reply.id, state=reply.state), 201)
+    current = reply.state if isinstance(reply, Created) else (await state.store.get_batch(reply.id)).state
+    return json_response(BatchCreated(id=reply.id, state=current), 201)
 
 
 async def list_batches(request: Request) -> Response:

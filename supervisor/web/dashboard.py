@@ -153,8 +153,7 @@ async def job(request: Request) -> Response:
     history = await job_history(request, view)
     path = visited_states(history.events)
     return _page("job.html", request, role, job=detail, history=history, path=path,
-                 diagram=highlighted_diagram(path, view.state), terminal=view.state in
-                 {"completed", "failed", "cancelled", "timed_out", "validation_failed"},
+                 diagram=highlighted_diagram(path, view.state), terminal=JOB.is_terminal(view.state),
                  events_url="/api/v1/events?" + urlencode({"job": job_id}))
 
 

@@ -145,7 +145,7 @@ def test_stuck_over_the_threshold_is_completed_partial(
     assert (sync_store.sweep_batches(Q).n, sync_store.get_batch(b).state) == (0, "open")
     clock.advance(0.001)
     r = sync_store.sweep_batches(Q)
-    assert (r.n, r.batches[0]["id"], r.batches[0]["to"]) == (1, b, "completed_partial")
+    assert (r.n, r.batches[0].id, r.batches[0].to) == (1, b, "completed_partial")
     assert [e["type"] for e in batch_events(raw, b)][-2:] == ["batch.finalize", "batch.completed"]
     assert batch_rows(raw, b) == {f"{b}~batch.completed~0"}
     assert body(raw, f"{b}~batch.completed~0")["reason"] is None
@@ -166,7 +166,7 @@ def test_stuck_under_the_threshold_is_failed_stuck_and_late_members_count_only(
     sync_store.complete(claimed[0].id, claimed[0].token)  # 1 of 4: under 50 %
     clock.advance(30)
     r = sync_store.sweep_batches(Q)
-    assert (r.n, r.batches[0]["to"]) == (1, "failed")
+    assert (r.n, r.batches[0].to) == (1, "failed")
     view = sync_store.get_batch(b)
     assert (view.state, view.reason, view.completed) == ("failed", "stuck", 1)
     failed = body(raw, f"{b}~batch.failed~0")
@@ -262,7 +262,7 @@ def test_a_member_submitted_is_activity_for_the_stuck_timer(
     clock.advance(29)
     assert (sync_store.sweep_batches(Q).n, sync_store.get_batch(b).state) == (0, "open")
     clock.advance(1)
-    assert sync_store.sweep_batches(Q).batches[0]["to"] == "failed"
+    assert sync_store.sweep_batches(Q).batches[0].to == "failed"
 
 
 # -- bad input: a clear error, nothing written ---------------------------------------------------------
@@ -462,7 +462,7 @@ async def test_three_daemons_monitors_and_fifty_completions_finalize_once(redis_
             self.waiting: tuple[set[str], trio.Event] | None = None
 
         def __call__(self, replies: Any) -> None:
-            self.ids.update(r.id for r in replies if r.to == "completed")
+            self.ids.update(r.id for r in replies if r.kind == "moved" and r.to == "completed")
             if self.waiting is not None and self.waiting[0] <= self.ids:
                 self.waiting[1].set()
 

@@ -138,7 +138,7 @@ async def cancelled_job(store: Store, url: str) -> str:
 
 
 async def settled(store: Store, watcher: Watcher, delivery: str) -> Any:
-    await watcher.until(lambda: any(r.id == delivery and r.to in ("delivered", "dead") for r in watcher.replies),
+    await watcher.until(lambda: any(r.id == delivery and r.to in ("delivered", "dead") for r in watcher.moves),
                         timeout=20)
     job = delivery.split("~", 1)[0]
     [view] = await store.job_deliveries(job, 0)
@@ -299,7 +299,7 @@ async def test_a_validator_url_to_loopback_is_refused_uncontacted_and_reported_a
                               idle_poll=0.2) as (daemon, watcher):
         spec = JobSpec(type="plain", max_retries=0, validator_url=f"http://127.0.0.1:{listener.port}/{{job_id}}")
         job = (await daemon.store.submit(spec)).id  # straight into the store: the daemon checks again
-        await watcher.until(lambda: any(r.id == job and r.to == "validation_failed" for r in watcher.replies),
+        await watcher.until(lambda: any(r.id == job and r.to == "validation_failed" for r in watcher.moves),
                             timeout=20)
         view = await daemon.store.get_job(job)
         metrics = daemon.deps.metrics
@@ -316,7 +316,7 @@ async def test_the_validator_keeps_only_the_compared_fields_value_truncated(redi
             jobs = []
             for url in (truth.url_for("/{job_id}"), missing.url_for("/{job_id}"), refused_url() + "{job_id}"):
                 jobs.append((await daemon.store.submit(JobSpec(type="plain", max_retries=0, validator_url=url))).id)
-            await watcher.until(lambda: all(any(r.id == j and r.to == "validation_failed" for r in watcher.replies)
+            await watcher.until(lambda: all(any(r.id == j and r.to == "validation_failed" for r in watcher.moves)
                                             for j in jobs), timeout=20)
             views = [await daemon.store.get_job(j) for j in jobs]
     [check] = views[0].validation_checks
@@ -349,7 +349,7 @@ async def test_credentials_in_urls_never_appear_in_status_events_logs_or_errors(
                 {"webhook_url": hook}, {"webhook_url": closed}, {"validator_url": check, "webhook_url": hook})]
             ids = [f"{jobs[0]}~job.completed~0", f"{jobs[1]}~job.completed~0",
                    f"{jobs[2]}~job.validation_failed~0"]
-            await watcher.until(lambda: all(any(r.id == d and r.to in ("delivered", "dead") for r in watcher.replies)
+            await watcher.until(lambda: all(any(r.id == d and r.to in ("delivered", "dead") for r in watcher.moves)
                                             for d in ids), timeout=30)
         delivered = receiver.requests
     assert len(delivered) == 2

@@ -24,10 +24,11 @@ import trio
 from jobvisor.adapters.keys import REGISTRY, RegistryKeys
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import Store, SyncStore
+from jobvisor.machines import JOB
 from tests.store_fixtures import K, ManualClock, Target, diff_keys, snapshot, stream
 
 Q = "default"
-TERMINAL = {"job.completed", "job.failed", "job.cancelled", "job.timed_out", "job.validation_failed"}
+TERMINAL = frozenset(JOB.notifications.values())
 
 
 def expired_job(store: SyncStore, clock: ManualClock, **spec: Any) -> tuple[str, str]:

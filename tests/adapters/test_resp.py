@@ -251,6 +251,6 @@ async def test_a_daemon_runs_jobs_over_tls(tls_redis: tuple[RedisServer, int, Pa
             # submitted by another client (the synchronous one, over TLS too): only the listener's
             # wake message, over TLS, brings it to the daemon before the 5 s idle poll
             job = SyncStore(open_backend(url)).submit(JobSpec(type="echo", input={"x": 1}, max_retries=0))
-            await watcher.until(lambda: any(r.id == job.id and r.to == "completed" for r in watcher.replies),
+            await watcher.until(lambda: any(r.id == job.id and r.to == "completed" for r in watcher.moves),
                                 timeout=4.0)
             assert (await daemon.store.get_job(job.id)).result == {"x": 1}

@@ -18,6 +18,7 @@ import pytest
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.filing import Problem
 from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.replies import PurgedJob
 from jobvisor.adapters.sanitize import OMITTED, Sanitizer
 from jobvisor.adapters.store import SyncStore
 from tests.store_fixtures import K, ManualClock, Target, diff_keys, snapshot, stream
@@ -291,7 +292,7 @@ def test_purge_deletes_what_is_due_and_nothing_else(target: Target, sync_store: 
     assert snapshot(raw) == before
     clock.advance(1)
     reply = sync_store.purge("default", cutoffs(clock))
-    assert (reply.n, reply.jobs) == (1, [{"id": old_done, "state": "completed"}])
+    assert (reply.n, reply.jobs) == (1, (PurgedJob(id=old_done, state="completed"),))
     after = snapshot(raw)
     assert K.job(old_done) not in after
     assert K.idem("order-1") not in after
@@ -303,10 +304,10 @@ def test_purge_deletes_what_is_due_and_nothing_else(target: Target, sync_store: 
     assert sync_store.filing_counts("default")[0] == {("complete", "none"): 1, ("filed", "retries_exhausted"): 1,
                                                      ("filed", "cancelled"): 1}
     clock.advance(23 * DAY - 1)
-    assert sync_store.purge("default", cutoffs(clock)).jobs == [{"id": new_done, "state": "completed"}]
+    assert sync_store.purge("default", cutoffs(clock)).jobs == (PurgedJob(id=new_done, state="completed"),)
     assert sync_store.get_job(old_failed).state == "failed"
     clock.advance(1)
-    assert {j["id"] for j in sync_store.purge("default", cutoffs(clock)).jobs} == {old_failed, old_cancelled}
+    assert {j.id for j in sync_store.purge("default", cutoffs(clock)).jobs} == {old_failed, old_cancelled}
     [kept] = never_filed
     assert sync_store.get_job(kept).state == "cancelled"  # 30 days old, but never filed: kept
     assert events_of(raw, "job.deleted") == {old_done: 1, new_done: 1, old_failed: 1, old_cancelled: 1}
@@ -358,7 +359,7 @@ def test_a_job_retried_after_filing_is_kept_by_its_new_finish_time(
     assert sync_store.purge("default", cutoffs(clock)).n == 0
     assert sync_store.get_job(job).state == "completed"
     clock.advance(5 * DAY)
-    assert sync_store.purge("default", cutoffs(clock)).jobs == [{"id": job, "state": "completed"}]
+    assert sync_store.purge("default", cutoffs(clock)).jobs == (PurgedJob(id=job, state="completed"),)
 
 
 @pytest.mark.parametrize("retention", [0.0, -1.0])
@@ -371,4 +372,5 @@ def test_nothing_unfiled_or_just_finished_is_deleted_even_with_zero_retention(
     assert sync_store.purge("default", {"completed": clock() - retention}).n == 0
     assert snapshot(raw) == before
     file_all(sync_store)
-    assert sync_store.purge("default", {"completed": clock() - retention}).jobs == [{"id": job, "state": "completed"}]
+    purged = sync_store.purge("default", {"completed": clock() - retention})
+    assert purged.jobs == (PurgedJob(id=job, state="completed"),)

@@ -31,8 +31,10 @@ import redis
 import trio
 
 from jobvisor.adapters.backend import open_backend
-from jobvisor.adapters.records import BatchSpec, JobSpec, Reply
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.replies import Moved, Reply
 from jobvisor.adapters.store import Store, SyncStore
+from jobvisor.machines import BATCH, JOB
 from tests.store_fixtures import Target, delivery_ids, event_counts, job_ids, stream
 
 ROUNDS = 30
@@ -48,10 +50,9 @@ def spec(queue: str, **kw: Any) -> JobSpec:
 def outcome(reply: Reply) -> str:
     """One word per reply: ``won`` for the one transition into a terminal state."""
     if reply.kind == "swept":
-        moved = [b for b in reply.batches if b["kind"] == "moved"]
+        moved = [b for b in reply.batches if b.kind == "moved"]
         return "won" if moved else f"swept{reply.n}"
-    if reply.kind == "moved" and reply.to in (
-            "completed", "completed_partial", "failed", "cancelled", "timed_out", "validation_failed"):
+    if isinstance(reply, Moved) and reply.machine in ("job", "batch") and reply.to in JOB.terminal | BATCH.terminal:
         return "won"
     return reply.kind
 

@@ -43,7 +43,8 @@ from typing import Any
 import pytest
 
 from jobvisor.adapters.errors import BadInput, NotFound, Rejected
-from jobvisor.adapters.records import BatchSpec, JobSpec, Reply
+from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.replies import Reply
 from jobvisor.adapters.store import SyncStore
 from tests.store_fixtures import (
     K,
@@ -997,7 +998,7 @@ def test_batch_pair(target: Target, sync_store: SyncStore, clock: ManualClock, r
     if op == "sweep":
         assert (r.kind, r.n) == ("swept", 1)
         [inner] = r.batches
-        assert (inner["kind"], inner["id"], inner["to"]) == ("moved", b, dest)
+        assert (inner.kind, inner.id, inner.to) == ("moved", b, dest)
     else:
         assert (r.kind, r.id, r.from_, r.to) == ("moved", b, state, dest)
     h = after[bkey][1]
@@ -1140,7 +1141,7 @@ def test_stuck_sweep_with_the_threshold_met_is_completed_partial(
     assert sync_store.get_batch(b).state == "open"
     clock.advance(11)
     r = sync_store.sweep_batches(Q)
-    assert (r.n, r.batches[0]["to"]) == (1, "completed_partial")
+    assert (r.n, r.batches[0].to) == (1, "completed_partial")
     assert sync_store.get_batch(b).reason is None
     assert [e["type"] for e in stream(raw) if e["id"] == b][-2:] == ["batch.finalize", "batch.completed"]
 

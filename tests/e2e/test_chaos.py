@@ -30,6 +30,7 @@ import redis
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.keys import Keys, RegistryKeys
 from jobvisor.adapters.store import SyncStore
+from jobvisor.machines import JOB
 from jobvisor.supervisor.client import build_spec
 from tests.daemon_process import TERMINAL_EVENTS, DaemonProcess, wait_until
 from tests.recovery_app import app, executions_key
@@ -39,7 +40,7 @@ DAEMONS = 3
 KILL_EVERY = 1.5
 KILL_WINDOW = 30.0
 DEADLINE = 75.0
-TERMINAL = {"completed", "failed", "cancelled", "timed_out", "validation_failed"}
+TERMINAL = frozenset(s.value for s in JOB.terminal)
 K = Keys("default")
 
 

@@ -182,7 +182,7 @@ async def test_it_verifies_a_daemons_real_deliveries(receiver: RunningReceiver) 
         failed = (await daemon.store.submit(JobSpec(type="boom", max_retries=0, webhook_url=hooks))).id
         ids = {f"{done}~job.completed~0", f"{failed}~job.failed~0"}
         with trio.fail_after(30):
-            await watcher.until(lambda: ids <= {r.id for r in watcher.replies if r.to == "delivered"})
+            await watcher.until(lambda: ids <= {r.id for r in watcher.moves if r.to == "delivered"})
     printed = receiver.stop()
     assert sorted(line.split()[:2] for line in printed) == sorted([["job.completed", done], ["job.failed", failed]])
     assert all("state=completed" in line or "state=failed" in line for line in printed)

@@ -76,7 +76,7 @@ async def test_one_job_is_one_trace_from_the_client_process_to_the_webhook(
             sent = json.loads(client.stdout)
             job = sent["job"]
             await watcher.until(lambda: any(r.id == f"{job}~job.completed~0" and r.to == "delivered"
-                                            for r in watcher.replies), timeout=30)
+                                            for r in watcher.moves), timeout=30)
         [hook] = receiver.requests
     mine: list[ReadableSpan] = [s for s in spans.get_finished_spans()
                                 if _hex(s.context.trace_id, 32) == sent["trace_id"]]

@@ -37,7 +37,7 @@ def _finalized_by_monitor(watcher: Watcher, batch_id: str) -> Any:
         for r in watcher.replies:
             if r.kind == "swept":
                 for moved in r.batches:
-                    if moved["id"] == batch_id:
+                    if moved.id == batch_id:
                         return moved
         return None
 
@@ -69,7 +69,7 @@ async def test_a_stuck_batch_fails_stuck_after_its_last_member_activity(
         at = trio.current_time() - t0
         view = await store.get_batch(b)
     assert at == pytest.approx(50.25, abs=0.01)
-    assert (moved["from"], moved["to"]) == ("open", "failed")
+    assert (moved.from_, moved.to) == ("open", "failed")
     assert (view.state, view.reason, view.cancelled, view.completed) == ("failed", "stuck", 1, 0)
     raw = _raw(memory)
     assert _batch_events(raw, b) == ["batch.created", "batch.finalize", "batch.failed"]
@@ -92,13 +92,13 @@ async def test_a_stuck_batch_over_its_threshold_completes_partially(
         b = (await store.create_batch(BatchSpec(threshold=50, stuck_after=10.5, webhook_url=HOOK))).id
         done = (await store.submit(JobSpec(type="quick", batch=b))).id
         await store.submit(JobSpec(type="quick", batch=b, delay=FAR))
-        await watcher.until(lambda: any(r.id == done and r.to == "completed" for r in watcher.replies))
+        await watcher.until(lambda: any(r.id == done and r.to == "completed" for r in watcher.moves))
         t_done = trio.current_time()
         moved = await watcher.until(_finalized_by_monitor(watcher, b))
         at = trio.current_time() - t_done
         view = await store.get_batch(b)
     assert at == pytest.approx(10.5, abs=0.01)
-    assert moved["to"] == "completed_partial"
+    assert moved.to == "completed_partial"
     assert (view.state, view.reason, view.completed, view.members) == ("completed_partial", None, 1, 2)
     raw = _raw(memory)
     assert _batch_events(raw, b) == ["batch.created", "batch.finalize", "batch.completed"]
@@ -124,7 +124,7 @@ async def test_three_daemons_monitors_sweep_one_stuck_batch_once(
         views = [await c.store.get_batch(b) for b in batches]
         sweeps = [r for w in (wa, wb, wc) for r in w.replies if r.kind == "swept"]
     assert {(v.state, v.reason) for v in views} == {("failed", "stuck")}
-    movers = [m["id"] for r in sweeps for m in r.batches]
+    movers = [m.id for r in sweeps for m in r.batches]
     assert sorted(movers) == sorted(batches)  # each batch moved by exactly one sweep
     raw = _raw(memory)
     for b in batches:

@@ -91,7 +91,7 @@ async def test_every_category_and_problem_from_a_real_scenario(redis_url: str) -
         member = setup.submit(build_spec(types, "later", None, delay=3600, batch=batch)).id
         with SyncStore(open_backend(redis_url), clock=lambda: time.time() + 60) as monitor:
             [swept] = monitor.sweep_batches("default").batches
-            assert (swept["to"], setup.get_batch(batch).reason) == ("failed", "stuck")
+            assert (swept.to, setup.get_batch(batch).reason) == ("failed", "stuck")
         setup.cancel(member)
         expected[member] = ("filed", "stuck")
         plain = setup.submit(build_spec(types, "later", None, delay=3600)).id
@@ -105,7 +105,7 @@ async def test_every_category_and_problem_from_a_real_scenario(redis_url: str) -
             return (await store.submit(build_spec(types, type_, input, **options))).id
 
         def state_is(job: str, *states: str) -> Any:
-            return lambda: any(r.id == job and (r.to in states) for r in watcher.replies)
+            return lambda: any(r.id == job and (r.to in states) for r in watcher.moves)
 
         expected[await submit("echo", {"n": 1})] = ("complete", "none")
         expected[await submit("thumb")] = ("incomplete", "missing_output")
@@ -196,7 +196,7 @@ def test_status_shows_every_attempt_and_the_filing(redis_url: str) -> None:
     async def run() -> str:
         async with running_daemon(app, redis=redis_url, **FAST) as (daemon, watcher):
             job = (await daemon.store.submit(build_spec(_types(app), "boom", {"keep": "me"}))).id
-            await watcher.until(lambda: any(r.id == job and r.kind == "filed" for r in watcher.replies),
+            await watcher.until(lambda: any(r.kind == "filed" and r.id == job for r in watcher.replies),
                                 timeout=30)
         return job
 

@@ -66,7 +66,7 @@ def synced_app(validator_url: str | None = None, **options: Any) -> App:
 
 
 def settled(watcher: Watcher, delivery_id: str) -> Callable[[], Any]:
-    return lambda: next((r for r in watcher.replies if r.id == delivery_id and r.to in ("delivered", "dead")), None)
+    return lambda: next((r for r in watcher.moves if r.id == delivery_id and r.to in ("delivered", "dead")), None)
 
 
 def verified(request: Request) -> Any:
@@ -134,7 +134,7 @@ async def test_every_bad_answer_from_the_source_of_truth_is_a_failed_check_with_
             nowhere = await submit(daemon, "plain", validator_url=refused_url() + "{job_id}")
             for j in (job, nowhere):
                 await watcher.until(lambda j=j: any(r.id == j and r.to in ("completed", "validation_failed")
-                                                    for r in watcher.replies), timeout=60)
+                                                    for r in watcher.moves), timeout=60)
             view = await daemon.store.get_job(job)
             lost = await daemon.store.get_job(nowhere)
     reasons = [c.reason for c in view.validation_checks]
@@ -186,7 +186,7 @@ async def test_a_hanging_receiver_costs_one_attempt_and_no_worker(store_url: str
             job = await submit(daemon, "plain", webhook_url=receiver.url)
             await receiver.wait_for_async(1, timeout=30)
             other = await submit(daemon, "plain")
-            await watcher.until(lambda: any(r.id == other and r.to == "completed" for r in watcher.replies))
+            await watcher.until(lambda: any(r.id == other and r.to == "completed" for r in watcher.moves))
             [hanging] = await daemon.store.job_deliveries(job, 0)
             assert hanging.state == "sending"  # the one worker slot was free all along
             await watcher.until(settled(watcher, f"{job}~job.completed~0"), timeout=30)

@@ -251,7 +251,7 @@ async def test_shutdown_releases_interrupted_jobs_naming_the_phase(autojump_cloc
         t0 = trio.current_time()
     # leaving the block shut the daemon down: grace, then release
     assert trio.current_time() - t0 == pytest.approx(2.0, abs=0.5)
-    released = [r for r in watcher.replies if r.id == job.id and r.trigger == "release"]
+    released = [r for r in watcher.moves if r.id == job.id and r.trigger == "release"]
     assert len(released) == 1
     assert released[0].to == "queued"
     assert released[0].interrupted_phase == "second"

@@ -151,7 +151,7 @@ async def test_validation_never_holds_a_worker_slot(autojump_clock: trio.testing
 
     async with running_daemon(app, concurrency=1, validation_timeout=30.0) as (daemon, watcher):
         slow = (await daemon.store.submit(_spec(app, "sync"))).id
-        await watcher.until(lambda: any(r.id == slow and r.to == "validating" for r in watcher.replies))
+        await watcher.until(lambda: any(r.id == slow and r.to == "validating" for r in watcher.moves))
         quick = (await daemon.store.submit(_spec(app, "plain"))).id
         await watcher.until(ended(watcher, quick))
         assert (await daemon.store.get_job(slow)).state == "validating"
@@ -192,7 +192,7 @@ async def test_a_job_cancelled_mid_check_stays_cancelled(autojump_clock: trio.te
         await inside.wait()
         assert (await daemon.store.cancel(job)).to == "cancelled"
         release.set()
-        await watcher.until(lambda: any(r.id == job and r.kind == "absorbed" for r in watcher.replies))
+        await watcher.until(lambda: any(r.kind == "absorbed" and r.id == job for r in watcher.replies))
         view = await daemon.store.get_job(job)
         events = [e.type for e in await daemon.store.events("default") if e.id == job]
     assert view.state == "cancelled"
@@ -219,6 +219,6 @@ async def test_shutdown_gives_a_check_back_and_the_next_daemon_makes_it(autojump
     assert any(r.kind == "released" and r.id == job for r in watcher.replies)
     truth = SourceOfTruth(busy=0)
     async with running_daemon(_app(truth), memory=memory) as (daemon, watcher):
-        await watcher.until(lambda: any(r.id == job and r.to == "completed" for r in watcher.replies))
+        await watcher.until(lambda: any(r.id == job and r.to == "completed" for r in watcher.moves))
         view = await daemon.store.get_job(job)
     assert [(c.n, c.ok) for c in view.validation_checks] == [(1, True)]

@@ -20,13 +20,15 @@ import trio
 from jobvisor import App, ServiceStatus, StatusAnswer
 from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.keys import REGISTRY
-from jobvisor.adapters.records import JobSpec, Reply
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.replies import Reply
 from jobvisor.adapters.store import SyncStore
+from jobvisor.machines import JOB
 from jobvisor.supervisor.watchdog import Cause, Decision, decide
 from tests.harness import TERMINAL, running_daemon
 
 URL = "memory://test"
-TERMINAL_EVENTS = {"job.completed", "job.failed", "job.cancelled", "job.timed_out", "job.validation_failed"}
+TERMINAL_EVENTS = frozenset(JOB.notifications.values())
 
 
 def spec_of(app: App, type_: str, **extra: Any) -> JobSpec:
@@ -60,7 +62,7 @@ class Timeline:
         """The watchdog's steps on the ghost's attempt: extensions, then the one that ended it."""
         out = []
         for t, r in self.seen:
-            if r.id != job:
+            if getattr(r, "id", None) != job:
                 continue
             if r.kind == "extended":
                 out.append((t, r))
@@ -75,7 +77,7 @@ async def job_events(daemon: Any, job: str, queue: str = "default") -> list[Any]
 
 
 async def ended(daemon: Any, watcher: Any, job: str) -> Any:
-    await watcher.until(lambda: any(r.id == job and r.to in TERMINAL for r in watcher.replies))
+    await watcher.until(lambda: any(r.id == job and r.to in TERMINAL for r in watcher.moves))
     return await daemon.store.get_job(job)
 
 
@@ -158,7 +160,7 @@ async def test_completed_there_goes_through_validation_when_the_type_has_a_valid
 
     [job] = ghost(memory, app, "external", service=lambda _: "svc-1")
     async with running_daemon(app, memory=memory, **SETTINGS) as (daemon, watcher):
-        await watcher.until(lambda: any(r.id == job and r.to == "validating" for r in watcher.replies))
+        await watcher.until(lambda: any(r.id == job and r.to == "validating" for r in watcher.moves))
         view = await daemon.store.get_job(job)
     assert (view.state, view.result, runs[job]) == ("validating", {"by": "service"}, 0)
 
@@ -229,7 +231,7 @@ async def test_anything_but_completed_or_running_is_a_retry_decided_within_the_b
     # lease 5 s, then at most one sweep interval, then at most the query's 2 s bound
     assert 5.0 <= at - t0 <= 5.0 + 1.1 + 2.0 + 0.1
     if cause == "status_query_timeout":
-        inspected = next(t for t, r in timeline.seen if r.id == job and r.kind == "inspecting")
+        inspected = next(t for t, r in timeline.seen if r.kind == "inspecting" and r.id == job)
         assert at - inspected == pytest.approx(2.0, abs=0.01)
     [expired] = [e for e in history if e.type == "job.lease_expired"]
     assert (expired.fields["cause"], expired.fields["reason"]) == (cause, "worker_lost")
@@ -310,7 +312,7 @@ async def test_two_daemons_watchdogs_race_on_the_same_expired_leases(autojump_cl
         running_daemon(app, memory=memory, worker_id="two", **settings) as (two, w2),
     ):
         for j in queried + plain:
-            await w1.until(lambda j=j: any(r.id == j and r.to in TERMINAL for r in w1.replies + w2.replies))
+            await w1.until(lambda j=j: any(r.id == j and r.to in TERMINAL for r in w1.moves + w2.moves))
         history = await one.store.events("default")
     decisions = Counter((e.id, e.type) for e in history if e.type in ("job.lease_expired", "job.completed"))
     for j in queried:
@@ -350,7 +352,7 @@ async def test_a_handler_that_ignores_cancellation_is_abandoned_and_its_slot_reu
         daemon.store.observers.append(timeline)
         t0 = trio.current_time()
         job = (await daemon.store.submit(spec_of(app, "deaf"))).id
-        await watcher.until(lambda: any(r.id == job and r.trigger == "timeout" for r in watcher.replies))
+        await watcher.until(lambda: any(r.id == job and r.trigger == "timeout" for r in watcher.moves))
         assert daemon.pool.handlers_live == 1
         assert len(daemon.pool.abandoned) == 1
         other = (await daemon.store.submit(spec_of(app, "quick"))).id
@@ -362,7 +364,7 @@ async def test_a_handler_that_ignores_cancellation_is_abandoned_and_its_slot_reu
         assert daemon.pool.handlers_live == 0
         assert not daemon.pool.abandoned
         stale = [r for r in watcher.replies if r.kind == "stale"]
-    [(at, _)] = [(t, r) for t, r in timeline.seen if r.id == job and r.trigger == "timeout"]
+    [(at, _)] = [(t, r) for t, r in timeline.seen if r.kind == "moved" and r.id == job and r.trigger == "timeout"]
     assert at - t0 == pytest.approx(5.0 + 2.0, abs=0.01)
     first, second = view.attempt_records
     assert first.outcome == "timed_out"

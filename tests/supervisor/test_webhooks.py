@@ -110,7 +110,7 @@ async def cancelled_job(store: Store, **spec: Any) -> str:
 
 
 def settled(watcher: Watcher, delivery_id: str) -> Callable[[], Any]:
-    return lambda: next((r for r in watcher.replies if r.id == delivery_id and r.to in ("delivered", "dead")), None)
+    return lambda: next((r for r in watcher.moves if r.id == delivery_id and r.to in ("delivered", "dead")), None)
 
 
 # -- pure parts -----------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ async def test_a_receiver_that_hangs_costs_one_attempt_of_exactly_the_timeout(
         job = await cancelled_job(store)
         did = f"{job}~job.cancelled~0"
         await watcher.until(settled(watcher, did))
-        fails = [r for r in watcher.replies if r.id == did and r.to == "retry_wait"]
+        fails = [r for r in watcher.moves if r.id == did and r.to == "retry_wait"]
         [delivery] = await store.job_deliveries(job, 0)
     assert len(fails) == 1
     assert len(receiver.seen) == 2
