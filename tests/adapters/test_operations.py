@@ -152,7 +152,8 @@ def test_pause_stops_claims_but_not_submits_and_resume_wakes(target: Target, syn
     assert pubsub.get_message(timeout=1)["type"] == "subscribe"
     assert drive(resume_queue(sync_store.store, "default")).to == "running"
     message = pubsub.get_message(timeout=1)
-    assert message is not None and message["type"] == "message"  # idle workers are woken
+    assert message is not None
+    assert message["type"] == "message"  # idle workers are woken
     pubsub.close()
     assert drive(resume_queue(sync_store.store, "default")).kind == "absorbed"
     assert sorted(j.id for j in sync_store.claim("default", "w1", n=10)) == sorted([first, second])
