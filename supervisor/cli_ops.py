@@ -123,8 +123,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
-    if args.id is not None and (_has_filters(args) or args.dry_run and "~" in args.id):
+    if args.id is not None and _has_filters(args):
         bad("redeliver: give a job or delivery id, or filters, not both")
+    if args.dry_run and args.id is not None and "~" in args.id:
+        bad("dry-run: for a job id or filters, not one delivery id")
     if args.id is not None and "~" in args.id:  # one delivery
         with open_store(args) as store:
             return trigger_result(args, store.redeliver(args.id), "re-send")

@@ -153,6 +153,7 @@ def test_submit_with_an_idempotency_lifetime(redis_url: str) -> None:
     (["redeliver", "default.01ARZ3NDEKTSV4RRFFQ69G5FAV"], 3, ["not found"]),
     (["redeliver", "default.01ARZ3NDEKTSV4RRFFQ69G5FAV", "--type", "echo"], 2, ["not both"]),
     (["redeliver", "--since", "soon"], 2, ["since: "]),
+    (["redeliver", "default.01ARZ3NDEKTSV4RRFFQ69G5FAV~job.failed~0", "--dry-run"], 2, ["^jobvisor: dry-run: "]),
     (["submit", "echo", "--idempotency-ttl", "60"], 2, ["idempotency_ttl: needs an idempotency_key"]),
     (["submit", "echo", "--idempotency-key", "k", "--idempotency-ttl", "0"], 2, ["idempotency_ttl"]),
     (["submit", "echo", "--idempotency-key", "k", "--idempotency-ttl", "9e9"], 2, ["idempotency_ttl"]),
