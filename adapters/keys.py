@@ -38,6 +38,8 @@ key (after ``jv:{q}:``)          type    contents and lifetime
                                         a batch leaves it when it ends
 ``swept``                       string  when a watchdog last swept the queue (ms); a gap
                                         re-arms the leases (outage accounting)
+``paused``                      string  present while an operator has paused the queue
+                                        (when, ms): every claim of the queue takes nothing
 ``wake`` (channel)              pubsub  a job became queued: idle workers claim
 ``cancel`` (channel)            pubsub  a running job was cancelled: its holder stops it
 ==============================  ======  ==============================================
@@ -188,6 +190,11 @@ class Keys:
     @property
     def batches(self) -> str:
         return f"{self.prefix}batches"
+
+    @property
+    def paused(self) -> str:
+        """Present while the queue is paused: claims take nothing (``jobvisor queue pause``)."""
+        return f"{self.prefix}paused"
 
     @property
     def wake_channel(self) -> str:

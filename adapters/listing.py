@@ -34,12 +34,13 @@ from .errors import BadInput, NotFound
 from .keys import Keys, check_queue_name, queue_of
 from .store import Store
 
-__all__ = ["JobSummary", "JobPage", "list_jobs", "live_batches", "is_batch_member", "finished_per_minute", "MAX_PAGE"]
+__all__ = ["JobSummary", "JobPage", "list_jobs", "search_jobs", "live_batches", "is_batch_member",
+           "finished_per_minute", "MAX_PAGE"]
 
 MAX_PAGE = 500
 """The most jobs one page may hold."""
 _FIELDS = ("id", "type", "state", "priority", "attempts", "retry_count", "max_retries",
-           "created_at", "updated_at", "finished_at", "batch", "category", "problem")
+           "created_at", "updated_at", "finished_at", "batch", "category", "problem", "notification")
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out", "validation_failed"})
 # The walk order without a state filter; `queued` expands to one index per job type.
 _ORDER = ("active", "validating", "queued", "due", "finished")
@@ -62,6 +63,8 @@ class JobSummary(msgspec.Struct, kw_only=True, frozen=True):
     batch: str | None = None
     category: str | None = None
     problem: str | None = None
+    notification: str | None = None
+    """The state of its latest webhook delivery (``pending``, ``delivered``, ``dead``), if it notifies."""
 
 
 class JobPage(msgspec.Struct, kw_only=True, frozen=True):
@@ -208,6 +211,65 @@ async def list_jobs(
     return JobPage(jobs=found, next_cursor=None)
 
 
+class _Across(msgspec.Struct, array_like=True, frozen=True):
+    queue: str
+    inner: str | None
+
+
+_across_decoder = msgspec.json.Decoder(_Across)
+
+
+async def search_jobs(
+    store: Store, queues: Sequence[str] | None = None, *, state: str | None = None, job_type: str | None = None,
+    created_after: float | None = None, created_before: float | None = None,
+    cursor: str | None = None, limit: int = 50, scan_budget: int | None = None,
+) -> JobPage:
+    """:func:`list_jobs` over several queues (``None``: every queue), walked in name order.
+
+    The cursor names the queue the page stopped in and that queue's own cursor, so the next
+    page goes on from there. Within a queue the walk is :func:`list_jobs`'s (newest first per
+    index, by score then id): jobs submitted while a listing is paged through sort before
+    where it stopped, so no job of a page is listed again and none it had still to reach is
+    skipped. A queue first used after the walk passed its name is not listed.
+    """
+    names: list[str] = []
+    for q in sorted(set(queues)) if queues is not None else await store.queues():
+        try:
+            names.append(check_queue_name(q))
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    _check_state(state)
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadInput(f"limit: must be between 1 and {MAX_PAGE}, got {limit}")
+    start, inner = 0, None
+    if cursor:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            at = _across_decoder.decode(raw)
+        except (binascii.Error, ValueError, msgspec.DecodeError):
+            raise BadInput("cursor: not a cursor this listing gave") from None
+        if at.inner is not None:
+            decode_cursor(at.inner)
+        start = next((i for i, q in enumerate(names) if q >= at.queue), len(names))
+        inner = at.inner if start < len(names) and names[start] == at.queue else None
+    found: list[JobSummary] = []
+    for i in range(start, len(names)):
+        page = await list_jobs(store, names[i], state=state, job_type=job_type, created_after=created_after,
+                               created_before=created_before, cursor=inner, limit=limit - len(found),
+                               scan_budget=scan_budget)
+        found.extend(page.jobs)
+        inner = None
+        if page.next_cursor is not None:
+            return JobPage(jobs=found, next_cursor=_across(names[i], page.next_cursor))
+        if len(found) >= limit and i + 1 < len(names):
+            return JobPage(jobs=found, next_cursor=_across(names[i + 1], None))
+    return JobPage(jobs=found, next_cursor=None)
+
+
+def _across(queue: str, inner: str | None) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(_Across(queue, inner))).decode().rstrip("=")
+
+
 def _after(found: list[JobSummary], limit: int, last: _Cursor | None, entries: list[tuple[str, float]],
            rank: int, index: str) -> _Cursor:
     """Where the next page starts: after the last job this page returns."""
@@ -241,7 +303,7 @@ async def _summaries(store: Store, keys: Keys, queue: str, ids: Sequence[str], s
             created_at=created, updated_at=int(values["updated_at"] or 0) / 1000,
             finished_at=int(values["finished_at"]) / 1000 if values["finished_at"] else None,
             batch=values["batch"] or None, category=values["category"] or None,
-            problem=values["problem"] or None,
+            problem=values["problem"] or None, notification=values["notification"] or None,
         ))
     return out
 

@@ -53,7 +53,8 @@ from .replies import (
 __all__ = [
     "BatchAdd", "BatchCancel", "BatchClose", "BatchCreate", "BatchFinalize", "BatchSweep", "Claim",
     "CountQueued", "Delivered", "Expire", "File", "Heartbeat", "Inspect", "ListExpired", "ListUnfiled",
-    "Op", "PhaseTrigger", "Purge", "Reclaim", "Redeliver", "ReleaseCheck", "Renew", "Report", "ServiceId", "Submit",
+    "Op", "Pause", "PhaseTrigger", "Purge", "Reclaim", "Redeliver", "ReleaseCheck", "Renew", "Report",
+    "Resume", "ServiceId", "Submit",
     "TakeDeliveries", "TakeValidations", "Trigger", "Validated", "Wake", "WorkerStop", "WorkersLost",
     "answers",
 ]
@@ -273,6 +274,14 @@ class Delivered(Op[Transition | Stale | NotFound], tag="delivered", frozen=True)
 
 class Redeliver(Op[Transition], tag="redeliver", frozen=True):
     id: str
+
+
+class Pause(Op[Transition], tag="pause", frozen=True):
+    """An operator's pause of the queue's claims (``absorbed`` when paused already)."""
+
+
+class Resume(Op[Transition], tag="resume", frozen=True):
+    """The queue's claims go on; its idle workers are woken (``absorbed`` when not paused)."""
 
 
 # -- filing and retention --------------------------------------------------------------

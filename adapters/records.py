@@ -69,6 +69,8 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     webhook_url: str | None = None
     notify: bool = False
     idempotency_key: IdemKey | None = None
+    idempotency_ttl: Annotated[float, Meta(ge=1, le=30 * 86400)] | None = None
+    """How long the idempotency key returns this job, in seconds (default: a day)."""
     batch: str | None = None
     traceparent: Annotated[str, Meta(pattern=TRACEPARENT)] | None = None
     """The W3C trace context the job's spans continue (the client's submit span sets it)."""
@@ -81,6 +83,8 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
                 raise ValueError("phases: names must be unique")
             for name in ("backoff", "backoff_max", "delay"):
                 check_resolution(name, getattr(self, name))
+            if self.idempotency_ttl is not None and self.idempotency_key is None:
+                raise ValueError("idempotency_ttl: needs an idempotency_key")
             check_input(self.input)
             if self.batch is not None:
                 check_object_id("batch", self.batch)

@@ -152,6 +152,16 @@ class UpkeepOps(StoreCore):
         queue = self._delivery_queue(delivery_id)
         return await self._op(queue, ops.Redeliver(id=delivery_id))
 
+    async def pause(self, queue: str) -> Transition:
+        """Stop every claim of ``queue`` (``moved`` running -> paused; ``absorbed`` when it was
+        paused already). Jobs may still be submitted; they wait until :meth:`resume`."""
+        return await self._op(queue, ops.Pause())
+
+    async def resume(self, queue: str) -> Transition:
+        """Let ``queue`` be claimed again and wake its idle workers (``absorbed`` when it was
+        not paused)."""
+        return await self._op(queue, ops.Resume())
+
     @classmethod
     def _delivery_queue(cls, delivery_id: str) -> str:
         """The queue of ``<job or batch id>~<event>~<epoch>``; :class:`BadInput` for anything else."""

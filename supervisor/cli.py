@@ -6,6 +6,8 @@ The rooms of the command line, each with one job:
   from :data:`supervisor.config.SETTINGS`);
 * :mod:`supervisor.cli_input`: what is read before anything is done (argv, URL, job input);
 * :mod:`supervisor.cli_commands`: the data commands, over the synchronous store;
+* :mod:`supervisor.cli_ops`: the operator's commands over many jobs (``jobs``, ``retry``,
+  ``queue pause|resume``, ``redeliver``), through :mod:`adapters.operations`;
 * :mod:`supervisor.cli_events`: ``events`` and ``events --follow`` (through
   :class:`adapters.events.EventFeed`);
 * :mod:`supervisor.cli_render`: text and ``--json`` output;
@@ -36,8 +38,9 @@ __all__ = ["COMMANDS", "build_parser", "main", "run"]
 
 COMMANDS: dict[str, str] = {
     "run": "cli_daemon", "demo": "cli_daemon", "events": "cli_events", "web": "cli_web",
-    **dict.fromkeys(("submit", "status", "cancel", "retry", "queues", "report", "workers", "batch",
+    **dict.fromkeys(("submit", "status", "cancel", "queues", "report", "workers", "batch",
                      "diagram", "webhooks"), "cli_commands"),
+    **dict.fromkeys(("jobs", "retry", "queue", "redeliver"), "cli_ops"),
 }
 """Each command's module (``cmd_<command>`` in it), imported when the command runs."""
 

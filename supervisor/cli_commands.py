@@ -1,5 +1,6 @@
-"""The data commands of ``jobvisor``: submit, status, cancel, retry, queues, report, workers,
-batch, diagram. Each reads its arguments, calls the synchronous store once or a few times,
+"""The data commands of ``jobvisor``: submit, status, cancel, queues, report, workers,
+batch, diagram, webhooks (``retry`` and the other operator's commands are in
+:mod:`supervisor.cli_ops`). Each reads its arguments, calls the synchronous store once or a few times,
 and prints through :mod:`supervisor.cli_render`.
 
 None of them imports the daemon, trio or the HTTP client: a command starts in the time it
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .app import App
 
 __all__ = [
-    "cmd_batch", "cmd_cancel", "cmd_diagram", "cmd_queues", "cmd_report", "cmd_retry", "cmd_status",
+    "cmd_batch", "cmd_cancel", "cmd_diagram", "cmd_queues", "cmd_report", "cmd_status",
     "cmd_submit", "cmd_webhooks", "cmd_workers", "load_app", "open_store",
 ]
 
@@ -79,8 +80,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if app is not None:
             types.update({t: h.describe() for t, h in app.handlers.items()})
         options = {k: getattr(args, k) for k in ("queue", "priority", "max_retries", "timeout", "delay",
-                                                 "idempotency_key", "webhook_url", "validator_url",
-                                                 "notify", "batch")}
+                                                 "idempotency_key", "idempotency_ttl", "webhook_url",
+                                                 "validator_url", "notify", "batch")}
         # the destination policy of $JOBVISOR_ALLOW_DESTINATIONS, _ALLOW_PRIVATE_DESTINATIONS, _ALLOWED_HOSTS
         spec = build_spec(types, args.type, value, destinations=submitter_policy(), **options)
         reply = store.submit(spec)
@@ -128,13 +129,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return trigger_result(args, store.cancel(args.id), "cancel")
 
 
-def cmd_retry(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
-        store.get_job(args.id)
-        return trigger_result(args, store.retry(args.id, from_start=args.from_start), "retry")
-
-
 def cmd_queues(args: argparse.Namespace) -> int:
+    from jobvisor.adapters.operations import drive, queue_paused
     from jobvisor.adapters.routing import serving
 
     with open_store(args) as store:
@@ -148,6 +144,9 @@ def cmd_queues(args: argparse.Namespace) -> int:
                                for t, n in sorted(by_type.items())}
             counts["unserved"] = sum(n for t, n in by_type.items() if t not in served)
             counts["untyped"] = untyped
+            pause = drive(queue_paused(store.store, q))
+            counts["paused"] = pause.paused
+            counts["paused_since"] = pause.since
             data[q] = counts
     emit(args, data, queues_text(data))
     return EXIT_OK

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--delay", type=float, default=None, metavar="SECONDS",
                         help="run no earlier than this")
     submit.add_argument("--idempotency-key", dest="idempotency_key", default=None, metavar="KEY",
-                        help="the same key returns the job it made (for a day)")
+                        help="the same key returns the job it made (for a day, or --idempotency-ttl)")
+    submit.add_argument("--idempotency-ttl", dest="idempotency_ttl", type=float, default=None, metavar="SECONDS",
+                        help="how long the key returns this job (1 s to 30 days; default: a day)")
     submit.add_argument("--webhook-url", dest="webhook_url", default=None, metavar="URL",
                         help="send this job's terminal event here")
     submit.add_argument("--notify", action="store_true", default=None,
@@ -131,10 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("id")
         _common(p)
-    retry = sub.add_parser("retry", help="retry a failed, cancelled, timed-out or validation-failed job")
-    retry.add_argument("id")
-    retry.add_argument("--from-start", action="store_true", help="rerun every phase")
-    _common(retry)
+    _ops_parsers(sub)
 
     events = sub.add_parser("events", help="print the event stream")
     events.add_argument("--queue", action="append", default=None,
@@ -160,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _batch_parsers(sub.add_parser("batch", help="batches"))
 
-    webhooks = sub.add_parser("webhooks", help="webhook deliveries")
+    webhooks = sub.add_parser("webhooks", help="webhook deliveries (see also: redeliver)")
     redeliver = webhooks.add_subparsers(dest="webhooks_command", required=True, parser_class=_Parser).add_parser(
         "redeliver", help="re-send a dead delivery (same webhook-id, a fresh attempt budget)")
     redeliver.add_argument("id", help="a delivery id, as `status --json` shows it (<job id>~<event>~<epoch>)")
@@ -205,3 +204,56 @@ def _batch_parsers(batch: argparse.ArgumentParser) -> None:
         p = bsub.add_parser(name, help=helptext)
         p.add_argument("id")
         _common(p)
+
+
+def _filters(p: argparse.ArgumentParser, *, state: bool = True) -> None:
+    """The filters of ``jobs``, bulk ``retry`` and bulk ``redeliver``."""
+    p.add_argument("--queue", action="append", default=None, help="queue(s) (default: every queue)")
+    if state:
+        p.add_argument("--state", default=None, help="a job state (queued, failed, ...)")
+    p.add_argument("--type", dest="job_type", default=None, metavar="TYPE", help="a job type")
+    p.add_argument("--since", default=None, metavar="WHEN",
+                   help="created since: 30m, 2h, 7d, an ISO 8601 time (UTC unless it says) or epoch seconds")
+
+
+def _ops_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    jobs = sub.add_parser("jobs", help="list and search jobs, a page at a time",
+                          description="List jobs by queue, state, type and creation time, newest first per "
+                                      "state, through the state indexes. Each page ends with the cursor of the "
+                                      "next one: jobs submitted meanwhile never make a job appear twice or go "
+                                      "missing across pages.")
+    _filters(jobs)
+    jobs.add_argument("--limit", type=int, default=50, metavar="N", help="jobs per page, 1-500 (default: 50)")
+    jobs.add_argument("--cursor", default=None, help="the cursor the previous page ended with")
+    _common(jobs)
+
+    retry = sub.add_parser("retry", help="retry a failed, cancelled, timed-out or validation-failed job, "
+                                         "or every job the filters match",
+                           description="Retry one job by id, or every job in --state matching the filters "
+                                       "(each through the same guarded retry: a job that finished meanwhile "
+                                       "is left as it is). --dry-run prints what would be retried.")
+    retry.add_argument("id", nargs="?", default=None, help="a job id (or give --state and filters)")
+    retry.add_argument("--from-start", action="store_true", help="rerun every phase")
+    _filters(retry)
+    retry.add_argument("--dry-run", dest="dry_run", action="store_true",
+                       help="print the count and ids that would be retried; write nothing")
+    _common(retry)
+
+    queue = sub.add_parser("queue", help="pause or resume a queue")
+    qsub = queue.add_subparsers(dest="queue_command", required=True, parser_class=_Parser)
+    for name, helptext in (("pause", "stop claims of the queue (submits still queue jobs)"),
+                           ("resume", "let the queue be claimed again, and wake its idle daemons")):
+        p = qsub.add_parser(name, help=helptext)
+        p.add_argument("name", help="the queue")
+        _common(p)
+
+    redeliver = sub.add_parser("redeliver", help="re-send dead webhook deliveries (same webhook-id)",
+                               description="Re-send the dead webhook deliveries of one job (or one delivery "
+                                           "id), or of every job the filters match: each a new delivery of "
+                                           "the same event, with the same webhook-id and a fresh attempt "
+                                           "budget. --dry-run prints what would be re-sent.")
+    redeliver.add_argument("id", nargs="?", default=None, help="a job id or a delivery id (or give filters)")
+    _filters(redeliver, state=False)
+    redeliver.add_argument("--dry-run", dest="dry_run", action="store_true",
+                           help="print the count and ids that would be re-sent; write nothing")
+    _common(redeliver)

@@ -13,6 +13,13 @@ anything is written.
         job = client.submit("thumbnail", {"url": "https://example.org/a.png"})
         print(client.status(job).state)
 
+Operations: :meth:`Client.jobs` lists and searches jobs a page at a time (a stable cursor);
+:meth:`Client.retry_matching` retries every job in a state matching filters (``dry_run=True``
+lists them); :meth:`Client.pause_queue` / :meth:`Client.resume_queue`;
+:meth:`Client.redeliver_dead` re-sends dead webhook deliveries (same ``webhook-id``). The
+filters are ``queue`` (a name, a list, or ``None`` for every queue), ``type`` and ``since``
+(epoch seconds, a datetime, or ``"30m"``, ``"2h"``, ``"7d"``, an ISO 8601 time).
+
 Batches: :meth:`Client.create_batch` takes the options of SPEC.md (expected
 total, threshold percent, progress every K completions, stuck-after seconds,
 webhook URL), validated before anything is written; members join at submit
@@ -24,6 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,6 +39,18 @@ import msgspec
 from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.destinations import DestinationPolicy
 from jobvisor.adapters.errors import BadInput
+from jobvisor.adapters.listing import JobPage, search_jobs
+from jobvisor.adapters.operations import (
+    BulkResult,
+    QueuePause,
+    drive,
+    parse_since,
+    pause_queue,
+    queue_paused,
+    redeliver_dead,
+    resume_queue,
+    retry_matching,
+)
 from jobvisor.adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, decode_spec
 from jobvisor.adapters.replies import Created, Exists, Transition
 from jobvisor.adapters.store import Store, SyncStore
@@ -45,7 +65,7 @@ __all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec", "submitter
 
 _OVERRIDES = {
     "queue", "priority", "max_retries", "timeout", "backoff", "backoff_max", "delay",
-    "webhook_url", "validator_url", "notify", "idempotency_key", "batch",
+    "webhook_url", "validator_url", "notify", "idempotency_key", "idempotency_ttl", "batch",
 }
 
 
@@ -132,6 +152,14 @@ def build_batch_spec(*, destinations: DestinationPolicy | None = None, **options
     return spec
 
 
+Since = float | datetime | str | None
+"""When a filter's jobs were created from: see :func:`adapters.operations.parse_since`."""
+
+
+def _queues(queue: str | Iterable[str] | None) -> list[str] | None:
+    return None if queue is None else [queue] if isinstance(queue, str) else list(queue)
+
+
 def _types_of(app: App) -> dict[str, dict[str, Any]]:
     return {t: h.describe() for t, h in app.handlers.items()}
 
@@ -187,6 +215,41 @@ class Client:
 
     def queue_counts(self, queue: str = "default") -> dict[str, int]:
         return self.store.queue_counts(queue)
+
+    # -- operations ------------------------------------------------------------------
+
+    def jobs(self, queue: str | Iterable[str] | None = None, *, state: str | None = None, type: str | None = None,
+             since: Since = None, limit: int = 50, cursor: str | None = None) -> JobPage:
+        """One page of the jobs matching every filter given; pass ``next_cursor`` for the next."""
+        return drive(search_jobs(self.store.store, _queues(queue), state=state, job_type=type,
+                                 created_after=parse_since(since), cursor=cursor, limit=limit))
+
+    def retry_matching(self, state: str, *, queue: str | Iterable[str] | None = None, type: str | None = None,
+                       since: Since = None, from_start: bool = False, dry_run: bool = False) -> BulkResult:
+        """Retry every job in ``state`` matching the filters, each through the guarded retry."""
+        return drive(retry_matching(self.store.store, state=state, queues=_queues(queue), job_type=type,
+                                    since=parse_since(since), from_start=from_start, dry_run=dry_run))
+
+    def pause_queue(self, queue: str) -> Transition:
+        """Stop claims of ``queue`` (``moved``, or ``absorbed`` when paused already)."""
+        return drive(pause_queue(self.store.store, queue))
+
+    def resume_queue(self, queue: str) -> Transition:
+        """Let ``queue`` be claimed again; its idle workers are woken."""
+        return drive(resume_queue(self.store.store, queue))
+
+    def queue_paused(self, queue: str) -> QueuePause:
+        return drive(queue_paused(self.store.store, queue))
+
+    def redeliver(self, delivery_id: str) -> Transition:
+        """Re-send one dead delivery (same ``webhook-id``, a fresh attempt budget)."""
+        return self.store.redeliver(delivery_id)
+
+    def redeliver_dead(self, job_id: str | None = None, *, queue: str | Iterable[str] | None = None,
+                       type: str | None = None, since: Since = None, dry_run: bool = False) -> BulkResult:
+        """Re-send the dead deliveries of one job, or of every job matching the filters."""
+        return drive(redeliver_dead(self.store.store, job_id=job_id, queues=_queues(queue), job_type=type,
+                                    since=parse_since(since), dry_run=dry_run))
 
     # -- batches ----------------------------------------------------------------
 
@@ -270,3 +333,32 @@ class AsyncClient:
 
     async def cancel_batch(self, batch_id: str) -> Transition:
         return await self.store.cancel_batch(batch_id)
+
+    async def jobs(self, queue: str | Iterable[str] | None = None, *, state: str | None = None,
+                   type: str | None = None, since: Since = None, limit: int = 50,
+                   cursor: str | None = None) -> JobPage:
+        return await search_jobs(self.store, _queues(queue), state=state, job_type=type,
+                                 created_after=parse_since(since), cursor=cursor, limit=limit)
+
+    async def retry_matching(self, state: str, *, queue: str | Iterable[str] | None = None,
+                             type: str | None = None, since: Since = None, from_start: bool = False,
+                             dry_run: bool = False) -> BulkResult:
+        return await retry_matching(self.store, state=state, queues=_queues(queue), job_type=type,
+                                    since=parse_since(since), from_start=from_start, dry_run=dry_run)
+
+    async def pause_queue(self, queue: str) -> Transition:
+        return await pause_queue(self.store, queue)
+
+    async def resume_queue(self, queue: str) -> Transition:
+        return await resume_queue(self.store, queue)
+
+    async def queue_paused(self, queue: str) -> QueuePause:
+        return await queue_paused(self.store, queue)
+
+    async def redeliver(self, delivery_id: str) -> Transition:
+        return await self.store.redeliver(delivery_id)
+
+    async def redeliver_dead(self, job_id: str | None = None, *, queue: str | Iterable[str] | None = None,
+                             type: str | None = None, since: Since = None, dry_run: bool = False) -> BulkResult:
+        return await redeliver_dead(self.store, job_id=job_id, queues=_queues(queue), job_type=type,
+                                    since=parse_since(since), dry_run=dry_run)

@@ -535,6 +535,30 @@ local function merge_types(types, n)
   return picked
 end
 
+------------------------------------------------------------------------------ pause --
+
+-- An operator's pause of a queue: one flag key, `paused`, in the queue's hash tag. While it
+-- exists every claim of the queue answers nothing (checked first, before any index is read);
+-- submits, the scheduler's wake, the watchdog, validation and deliveries go on. `pause` and
+-- `resume` are idempotent: the second of two is `absorbed` and writes nothing; a resume that
+-- moves wakes the queue's idle workers.
+local function queue_paused() return redis.call('EXISTS', P .. 'paused') == 1 end
+
+function OP.pause(x)
+  if queue_paused() then return {kind = 'absorbed', id = QUEUE, state = 'paused'} end
+  redis.call('SET', P .. 'paused', NOW_S)
+  event('queue.paused', QUEUE, {})
+  return {kind = 'moved', machine = 'queue', trigger = 'pause', id = QUEUE, from = 'running', to = 'paused'}
+end
+
+function OP.resume(x)
+  if not queue_paused() then return {kind = 'absorbed', id = QUEUE, state = 'running'} end
+  redis.call('DEL', P .. 'paused')
+  event('queue.resumed', QUEUE, {})
+  woke = true
+  return {kind = 'moved', machine = 'queue', trigger = 'resume', id = QUEUE, from = 'paused', to = 'running'}
+end
+
 -- Claim up to x.n queued jobs of the types x.types (every queued type when absent), best
 -- score first across the types (ties: the smaller id). A daemon that serves every type with
 -- queued jobs (`queued_types`, a handful of names) takes the head of `queued_all`, which
@@ -545,6 +569,7 @@ end
 -- call from the script, and each entry it reads, costs more than the command's own work: so
 -- every route makes as few calls, and reads as few entries, as it can.
 function OP.claim(x)
+  if queue_paused() then return {kind = 'claimed', n = 0, state = 'paused'} end
   local n = num(x.n)
   local types = x.types -- then: the served types to read, nil when they are every queued type
   local serves -- x.types as a set, when the claim takes the head of `queued_all`

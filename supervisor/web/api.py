@@ -22,6 +22,7 @@ from jobvisor.adapters.filing import Category, Problem
 from jobvisor.adapters.keys import check_queue_name, queue_of
 from jobvisor.adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH, input_depth_exceeded
 from jobvisor.adapters.listing import finished_per_minute, list_jobs, live_batches
+from jobvisor.adapters.operations import queue_paused
 from jobvisor.adapters.records import Event, JobView
 from jobvisor.adapters.redaction import redact_text
 from jobvisor.adapters.replies import Absorbed, Created, Invalid, Moved, Transition
@@ -337,8 +338,9 @@ async def queue_infos(request: Request, minutes: int = 10) -> list[QueueInfo]:
         counts = await store.queue_counts(q)
         by_type, untyped = await store.queued_by_type(q)
         served = serving(q, workers)
+        pause = await queue_paused(store, q)
         out.append(QueueInfo(
-            queue=q, **counts, untyped=untyped,
+            queue=q, **counts, untyped=untyped, paused=pause.paused, paused_since=pause.since,
             types={t: TypeWaiting(queued=n, daemons=served.get(t, 0)) for t, n in sorted(by_type.items())},
             unserved=sum(n for t, n in by_type.items() if t not in served),
             finished_per_minute=await finished_per_minute(store, q, now, minutes),
@@ -398,6 +400,7 @@ async def openapi(request: Request) -> Response:
 
 def routes() -> list[Route]:
     from .events import events
+    from .ops import ops_routes
 
     return [
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
@@ -420,4 +423,5 @@ def routes() -> list[Route]:
         Route("/api/v1/report", report, methods=["GET"]),
         Route("/api/v1/machines/{machine}", diagram, methods=["GET"]),
         Route("/api/v1/events", events, methods=["GET"]),
+        *ops_routes(),
     ]

@@ -61,6 +61,8 @@ class QueueInfo(msgspec.Struct, kw_only=True, frozen=True):
     untyped: int
     types: dict[str, TypeWaiting]
     finished_per_minute: list[int]  # the last minutes, oldest first, the current one last
+    paused: bool = False  # claims stop while an operator has paused the queue
+    paused_since: float | None = None
 
 
 class Report(msgspec.Struct, kw_only=True, frozen=True):
@@ -102,7 +104,9 @@ def _ecma(node: Any) -> Any:
 
 
 def _components() -> dict[str, Any]:
-    _, found = msgspec.json.schema_components(_RECORDS, ref_template=_REF)
+    from .ops import RECORDS  # the operator's routes import the API, which imports this module
+
+    _, found = msgspec.json.schema_components((*_RECORDS, *RECORDS), ref_template=_REF)
     components: dict[str, Any] = _ecma(found)
     job = components["JobView"]
     job["properties"].pop("raw", None)
@@ -239,6 +243,9 @@ def openapi_document() -> dict[str, Any]:
                                                          "content": {"application/problem+json": {
                                                              "schema": _ref("Problem")}}}}}},
     }
+    from .ops import ops_paths
+
+    paths.update(ops_paths(_ref, _op, _json, _path))
     return {
         "openapi": "3.1.0",
         "info": {"title": "jobvisor", "version": "1", "description": "Jobs, batches and their events."},

@@ -349,7 +349,7 @@ def test_submit_with_app_then_status_queues_and_events(redis_url: str) -> None:
     queues = ok_json(jv("queues", "--json", "--redis", redis_url))
     assert queues == {"default": {"queued": 1, "scheduled": 0, "active": 0, "validating": 0,
                                   "finished": 0, "outbox": 0, "types": {"echo": {"queued": 1, "daemons": 0}},
-                                  "unserved": 1, "untyped": 0}}
+                                  "unserved": 1, "untyped": 0, "paused": False, "paused_since": None}}
 
     events = json_lines(jv("events", "--json", "--redis", redis_url))
     assert [(e["type"], e["id"], e["fields"]) for e in events] == [
