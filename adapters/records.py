@@ -230,6 +230,8 @@ class Reply(Struct, kw_only=True, frozen=True, rename={"from_": "from"}):
     jobs: list[Any] = []
     batches: list[Any] = []
     deliveries: list[Any] = []
+    effects: tuple[str, ...] = ()
+    """The effects the op performed, in order, as the machine rows name them (``wake_workers``...)."""
 
     @property
     def moved(self) -> bool:

@@ -2,7 +2,9 @@
 jobs to validate, webhooks to deliver, cancel requests for running handlers.
 
 The hub learns of changes two ways: the store reports every reply it gets
-(``observe``), so this daemon's own transitions wake its actors at once;
+(``observe``), whose ``effects`` (the machine rows' effect names, in
+``machines/``) say what each op did, so this daemon's own transitions wake its
+actors at once;
 and the pub/sub listener forwards what other processes published
 (``wake`` and ``cancel`` channels). Waiters always have a timeout as a
 safety net, so a missed message costs latency, never a stuck job.
@@ -22,11 +24,6 @@ from jobvisor.adapters.records import Reply
 from .outage import StoreOutage
 
 __all__ = ["Hub"]
-
-# Destinations whose transition writes an outbox row (when the object asked for notifications).
-_NOTIFYING = frozenset({"completed", "failed", "cancelled", "timed_out", "validation_failed",
-                        "completed_partial"})
-
 
 class Hub:
     def __init__(self) -> None:
@@ -92,20 +89,20 @@ class Hub:
     # -- sources -------------------------------------------------------------------
 
     def observe(self, replies: Sequence[Reply]) -> None:
-        """Look at the store's replies for changes this daemon's actors care about."""
+        """React to the effects the store's replies performed (never to state names)."""
         for r in replies:
-            if r.to == "queued" or (r.kind == "created" and r.state == "queued") or (
-                r.kind == "woken" and r.n
-            ):
-                self.work_available()
-            if r.to == "scheduled" or (r.kind == "created" and r.state == "scheduled"):
-                self.scheduled_changed()
-            if r.to == "cancelled" and r.from_ == "active":
-                self.cancel_requested(r.id)
-            if r.to == "validating":
-                self.validating_changed()
-            if r.to in _NOTIFYING:
-                self.outbox_changed()
+            for effect in r.effects:
+                match effect:
+                    case "wake_workers":
+                        self.work_available()
+                    case "arm_backoff" | "arm_delay":
+                        self.scheduled_changed()
+                    case "cancel_handler":
+                        self.cancel_requested(r.id)
+                    case "start_validation":
+                        self.validating_changed()
+                    case "notify":
+                        self.outbox_changed()
 
     def on_message(self, channel: str, data: str) -> None:
         """A pub/sub message from any process (``...:wake`` or ``...:cancel``)."""

@@ -47,7 +47,7 @@ function J.new_attempt(c)
   c.reply.token = token
   c.reply.lease_deadline = deadline
   local resume = '' -- the first phase without a result (resume_phases leaves that set as it is)
-  for _, p in ipairs(c.phases) do if resume == '' and p[2] ~= 'completed' then resume = p[1] end end
+  for _, p in ipairs(c.phases) do if resume == '' and not M.phase.kept[p[2]] then resume = p[1] end end
   put(c, 'att:' .. attempt, cjson.encode({n = attempt, worker = x.worker or '', started_at = NOW,
     resumed_at_phase = resume}))
 end
