@@ -86,7 +86,7 @@ def lua_machine(definition: MachineDef[Any, Any]) -> str:
         f"unfenced = {_set(t.value for t in definition.triggers if t in definition.unfenced)}",
         f"outcome = {_map((t.value, v) for t, v in definition.outcomes.items())}",
         f"reason = {_map((t.value, v) for t, v in definition.reasons.items())}",
-        f"notifications = {_map((s.value, definition.notifications[s]) for s in definition.states if s in definition.notifications)}",
+        f"notifications = {_map((s.value, n) for s in definition.states if (n := definition.notifications.get(s)))}",
         f"kept = {_set(dict.fromkeys(kept))}",
         f"initial = {{{starts}}}",
     ]

@@ -41,7 +41,6 @@ from hypothesis.stateful import (
     rule,
 )
 
-from jobvisor.machines.embed import _takes_trigger
 from jobvisor.machines import (
     JOB,
     PHASE,
@@ -51,7 +50,7 @@ from jobvisor.machines import (
     JobModel,
     Kind,
 )
-from jobvisor.machines.embed import BatchMachine, JobMachine, WebhookMachine
+from jobvisor.machines.embed import BatchMachine, JobMachine, WebhookMachine, _takes_trigger
 from jobvisor.machines.job import JOB_EFFECTS
 
 # ---------------------------------------------------------------------------
