@@ -62,7 +62,8 @@ WEBHOOK: MachineDef[DeliveryState, DeliveryTrigger] = MachineDef(
     effects_doc={
         "count_attempt": "attempts += 1, under a new send token; due again when the send lease ends",
         "drop_token": "no send token: a late report of the last attempt is stale",
-        "record_response": "the receiver's status and error are kept with the delivery",
+        "record_response": "the status and error the op reports (the receiver's, or why a send was given back) "
+        "are kept with the delivery",
         "arm_backoff": "next try = now + backoff(attempts) with jitter, or Retry-After",
         "reset_attempts": "an operator's re-send starts a fresh attempt budget: attempts = 0, no token, due now",
         "settle_notification": "the job or batch records where its notification stands (delivered, dead, pending)",
@@ -76,7 +77,7 @@ WEBHOOK: MachineDef[DeliveryState, DeliveryTrigger] = MachineDef(
         Row(_t.FAIL, (S,), W, guard="attempts_left", effects=("record_response", "arm_backoff")),
         Row(_t.FAIL, (S,), DEAD, effects=_SETTLE),
         Row(_t.REJECT, (S,), DEAD, effects=_SETTLE),
-        Row(_t.RELEASE, (S,), P),
+        Row(_t.RELEASE, (S,), P, effects=("record_response",)),
         Row(_t.REDELIVER, (DEAD,), P, effects=("reset_attempts", "settle_notification")),
     ),
 )

@@ -21,8 +21,10 @@ end
 function W.drop_token(c) put(c, 'token', '') end
 
 function W.record_response(c)
-  put(c, 'last_status', c.x.status or '')
-  put(c, 'last_error', c.x.error or '')
+  local x = c.x
+  if x.status == nil and x.error == nil then return end -- a send lease that ran out: no report
+  put(c, 'last_status', x.status or '')
+  put(c, 'last_error', x.error or '')
 end
 
 function W.arm_backoff(c) c.score = c.x.retry_at end

@@ -729,7 +729,7 @@ EXACT_EFFECTS: dict[tuple[str, str, str, str], tuple[str, ...]] = {
     ("webhook", "sending", "fail", "attempts_left"): ("record_response", "arm_backoff"),
     ("webhook", "sending", "fail", "!attempts_left"): ("record_response", "settle_notification"),
     ("webhook", "sending", "reject", "-"): ("record_response", "settle_notification"),
-    ("webhook", "sending", "release", "-"): (),
+    ("webhook", "sending", "release", "-"): ("record_response",),
     ("webhook", "retry_wait", "send", "attempts_left"): ("count_attempt",),
     ("webhook", "retry_wait", "send", "!attempts_left"): ("drop_token", "settle_notification"),
     ("webhook", "dead", "redeliver", "-"): ("reset_attempts", "settle_notification"),
