@@ -61,7 +61,7 @@ function B.notify(c) batch_notify(c.r, c.o.notify, 0) end
 function B.cancel_members(c)
   local id = c.r.id
   c.reply.members_cancelled = 0
-  c.after[#c.after + 1] = function()
+  later(c, function()
     local cancelled = 0
     for _, member in ipairs(redis.call('SMEMBERS', bkey(id) .. ':members')) do
       local j = load_job(member)
@@ -70,7 +70,7 @@ function B.cancel_members(c)
       end
     end
     c.reply.members_cancelled = cancelled
-  end
+  end)
 end
 
 MACHINE.batch = {

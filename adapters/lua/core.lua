@@ -46,6 +46,7 @@ local VALIDATION_SCAN = 2000 -- due checks one `validations` op looks at, at mos
 local BAND = 2199023255552 -- 2^41 ms (about 69 years) per priority band
 local LEGACY_MOVE = 256 -- entries of the earlier versions' `queued` index one claim moves
 local woke = false
+local event_at -- per call: the server's clock in ms, as a string (`event`); nil until read
 local legacy_left -- per call: whether the earlier versions' `queued` index has entries (nil: not looked)
 
 local function begin(args)
@@ -62,6 +63,7 @@ local function begin(args)
   QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
   woke = false
   legacy_left = nil
+  event_at = nil
 end
 
 local function jkey(id) return P .. 'job:' .. id end
@@ -89,10 +91,15 @@ end
 
 -- Every event is stamped with the server's clock (TIME), never the caller's NOW: clients and
 -- daemons each have their own clock, and a stream read in order must read in time order too.
--- The stream id (also the server's clock) orders entries even if that clock steps back.
+-- The stream id (also the server's clock) orders entries even if that clock steps back. The
+-- clock is read once per call: the events of one call are one atomic step, stamped alike.
 local function event(kind, id, fields)
-  local t = redis.call('TIME')
-  local at = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local at = event_at
+  if at == nil then
+    local t = redis.call('TIME')
+    at = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+    event_at = at
+  end
   local args = {'XADD', K_EVENTS, 'MAXLEN', '~', CAP, '*', 'type', kind, 'id', id, 'at', at}
   local n = 12
   for i = 1, #fields, 2 do
@@ -214,18 +221,37 @@ local function queued_score(priority)
   return (100 - num(priority)) * BAND + (NOW - EPOCH_2024)
 end
 
--- Per op: the names of the effects performed, in order (the reply's `effects`).
+-- Per op: the effect lists performed, in order (a row's or a start's `fx`, never changed),
+-- one entry per move; `run` makes them the reply's `effects`.
 local FX = {}
+
+-- The names in the effect lists `lists`, in order (the generated list itself when it is one).
+local function effects_of(lists)
+  if #lists == 1 then return lists[1] end
+  local names = {}
+  for _, list in ipairs(lists) do
+    for _, e in ipairs(list) do names[#names + 1] = e end
+  end
+  return names
+end
 
 -- The indexes a record sits in by state (the table's `at`): `queued` is per job type
 -- (enqueue/dequeue); every other one is the zset P .. name, scored with the move's `score`.
+local index_keys = {} -- per call: index name -> key
+
+local function index_key(name)
+  local key = index_keys[name]
+  if key == nil then key = P .. name; index_keys[name] = key end
+  return key
+end
+
 local function index_add(name, c)
   if name == 'queued' then enqueue(c.r.type, queued_score(c.r.priority), c.r.id)
-  else redis.call('ZADD', P .. name, c.score or NOW, c.r.id) end
+  else redis.call('ZADD', index_key(name), c.score or NOW, c.r.id) end
 end
 
 local function index_remove(name, c)
-  if name == 'queued' then dequeue(c.r.type, c.r.id) else redis.call('ZREM', P .. name, c.r.id) end
+  if name == 'queued' then dequeue(c.r.type, c.r.id) else redis.call('ZREM', index_key(name), c.r.id) end
 end
 
 -- Out of the index of the state it left (unless the op already took it out: `x.popped`),
@@ -236,6 +262,13 @@ local function reindex(c)
   local fi, ti = at[c.from], at[c.to]
   if fi ~= ti and fi ~= '' and not c.x.popped then index_remove(fi, c) end
   if ti ~= '' and (fi ~= ti or c.score) then index_add(ti, c) end
+end
+
+-- Leave `f` to run once the move's record is written (a move of another record).
+local function later(c, f)
+  local after = c.after
+  if not after then after = {}; c.after = after end
+  after[#after + 1] = f
 end
 
 -- Stage one field of the move's record (written by the machine's `write`, in one HSET).
@@ -259,21 +292,25 @@ local function move(name, r, trigger, facts, x)
   local m = M[name]
   local kind, o = apply(m, r.state, trigger, facts)
   if kind ~= 'moved' then return {kind = kind, id = r.id, state = r.state} end
-  local c = {m = m, r = r, x = x, trigger = trigger, from = r.state, to = o.to, o = o, set = {},
-    after = {}, reply = {kind = 'moved', machine = name, trigger = trigger, id = r.id, from = r.state,
-      to = o.to}}
+  -- every field a move may set is in the constructor: the table is sized once
+  local c = {m = m, r = r, x = x, trigger = trigger, from = r.state, to = o.to, o = o,
+    set = {'state', o.to, 'updated_at', NOW_S}, score = false, phases = false, interrupted = '',
+    after = false, reply = {kind = 'moved', machine = name, trigger = trigger, id = r.id, from = r.state,
+    to = o.to}}
+  r.state, r.updated_at = o.to, NOW_S
   local fx = EFFECT[name]
+  local names = o.fx
+  if #names > 0 then FX[#FX + 1] = names end
   if o.internal then
-    for _, e in ipairs(o.fx) do fx[e](c); FX[#FX + 1] = e end
+    for _, e in ipairs(names) do fx[e](c) end
     return c.reply
   end
-  put(c, 'state', o.to)
-  put(c, 'updated_at', NOW_S)
   local hooks = MACHINE[name]
   hooks.prepare(c)
-  for _, e in ipairs(o.fx) do fx[e](c); FX[#FX + 1] = e end
+  for _, e in ipairs(names) do fx[e](c) end
   hooks.write(c)
-  for _, f in ipairs(c.after) do f() end
+  local after = c.after
+  if after then for _, f in ipairs(after) do f() end end
   return c.reply
 end
 
@@ -311,6 +348,7 @@ local OP = {}
 -- effects it performed (`effects`, absent when none).
 local function run(keys, args)
   begin(args)
+  index_keys = {}
   local results = {}
   for i, x in ipairs(OPS) do
     local handler = OP[x.op]
@@ -320,7 +358,7 @@ local function run(keys, args)
     else
       local ok, r = pcall(handler, x)
       if ok then
-        if #FX > 0 then r.effects = FX end
+        if #FX > 0 then r.effects = effects_of(FX) end
         results[i] = r
       else
         results[i] = {kind = 'error', error = tostring(r)}

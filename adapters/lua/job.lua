@@ -2,8 +2,8 @@
 -- The job machine's record and effects: EFFECT.job[name](c) for every effect a row of
 -- machines/job.py names. `c` is the move: c.r the job (fields as strings, updated by `put`),
 -- c.x the op's data, c.trigger, c.from, c.to, c.o the row, c.phases the parsed phases,
--- c.score the job's score in its new index, c.reply the op's reply; c.after runs after the
--- job is written.
+-- c.score the job's score in its new index, c.reply the op's reply; `later(c, f)` runs f after
+-- the job is written.
 
 local function backoff_ms(j, retry_count, jitter)
   local base = num(j.backoff_ms)
@@ -124,7 +124,7 @@ function J.reopen(c)
   if j.reason ~= '' then put(c, 'reason', '') end
   if j.batch ~= '' then
     local from = c.from
-    c.after[#c.after + 1] = function() batch_member_reopened(j.batch, from) end
+    later(c, function() batch_member_reopened(j.batch, from) end)
   end
 end
 
@@ -141,7 +141,7 @@ function J.count_member(c)
   local j = c.r
   if j.batch ~= '' then
     local to = c.to
-    c.after[#c.after + 1] = function() batch_member_done(j.batch, to) end
+    later(c, function() batch_member_done(j.batch, to) end)
   end
 end
 
@@ -159,7 +159,6 @@ end
 MACHINE.job = {
   prepare = function(c)
     c.phases = parse_phases(c.r.phases)
-    c.interrupted = ''
     c.score = NOW
   end,
   write = function(c)

@@ -19,7 +19,7 @@ function OP.submit(x)
   end
   local start = initial_state(M.job, {delayed = num(x.delay_ms) > 0})
   local c = {m = M.job, r = {id = x.id, type = x.type, priority = x.priority, state = start.state},
-    x = x, after = {}, set = {'id', x.id, 'queue', QUEUE, 'type', x.type, 'state', start.state,
+    x = x, set = {'id', x.id, 'queue', QUEUE, 'type', x.type, 'state', start.state,
     'input', x.input, 'priority', x.priority, 'max_retries', x.max_retries, 'retry_count', 0,
     'attempts', 0, 'epoch', 0, 'timeout_ms', x.timeout_ms, 'backoff_ms', x.backoff_ms,
     'backoff_max_ms', x.backoff_max_ms, 'has_validator', x.has_validator and '1' or '0',
@@ -27,7 +27,8 @@ function OP.submit(x)
     'batch', x.batch or '', 'idempotency_key', x.idem or '', 'created_at', NOW_S,
     'updated_at', NOW_S, 'due_at', '', 'validator_url', x.validator_url or ''}}
   if x.traceparent and x.traceparent ~= '' then put(c, 'traceparent', x.traceparent) end
-  for _, e in ipairs(start.fx) do EFFECT.job[e](c); FX[#FX + 1] = e end
+  for _, e in ipairs(start.fx) do EFFECT.job[e](c) end
+  if #start.fx > 0 then FX[#FX + 1] = start.fx end
   redis.call('HSET', jkey(x.id), unpack(c.set))
   index_add(M.job.at[start.state], c)
   event('job.submitted', x.id, {'to', start.state, 'job_type', x.type})
@@ -302,7 +303,8 @@ function OP.phase(x)
       local from = p[2]
       p[2] = o.to
       local c = {r = j, x = x, set = {'phases', join_phases(phases), 'updated_at', NOW_S}}
-      for _, e in ipairs(o.fx) do EFFECT.phase[e](c, x.name); FX[#FX + 1] = e end
+      for _, e in ipairs(o.fx) do EFFECT.phase[e](c, x.name) end
+      if #o.fx > 0 then FX[#FX + 1] = o.fx end
       redis.call('HSET', jkey(x.id), unpack(c.set))
       event('phase.' .. x.trigger, x.id, {'phase', x.name, 'from', from, 'to', o.to,
         'attempt', j.attempts})
@@ -542,8 +544,9 @@ function OP.batch_create(x)
     'webhook_url', x.webhook_url or '', 'epoch', 0, 'created_at', NOW_S,
     'updated_at', NOW_S)
   local b = load_batch(x.id)
-  local c = {m = M.batch, r = b, x = x, set = {}, after = {}}
-  for _, e in ipairs(start.fx) do EFFECT.batch[e](c); FX[#FX + 1] = e end
+  local c = {m = M.batch, r = b, x = x, set = {}}
+  for _, e in ipairs(start.fx) do EFFECT.batch[e](c) end
+  if #start.fx > 0 then FX[#FX + 1] = start.fx end
   event('batch.created', x.id, {'to', start.state, 'expected', x.expected})
   batch_filled(b) -- it expects no members: closed at once
   batch_finalize(b, false) -- ready at once only when it expects no members
