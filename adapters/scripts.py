@@ -1,10 +1,14 @@
 """The Lua library, with the machine tables generated from ``machines/``.
 
-``lua/jobvisor.lua`` never spells out a transition: it reads a table ``M``
-that this module writes from each :class:`machines.MachineDef` (states,
-rows, guards, effects, notifications, terminal set). So the store, the pure
-``apply``, the embeddable machine and the diagrams cannot drift apart: they
-are all read from the same rows.
+The library is the files of ``lua/`` (:data:`LUA_FILES`, in load order)
+concatenated after a preamble this module writes from each
+:class:`machines.MachineDef`: its rows (guard, destination, notification, the
+effects in order), terminal set, the index each state belongs to, the
+unfenced triggers, the attempt outcome and reason per trigger and the initial
+states. The Lua never spells out a transition: a generic ``move`` applies the
+table and runs ``EFFECT[machine][name]`` for each effect of the row. So the
+store, the pure ``apply``, the embeddable machine and the diagrams cannot
+drift apart: they are all read from the same rows.
 """
 
 from __future__ import annotations
@@ -17,24 +21,41 @@ from typing import Any
 
 from jobvisor.machines import BATCH, JOB, PHASE, WEBHOOK, MachineDef
 
-__all__ = ["LEGACY_NAME", "LuaLibrary", "lua_tables"]
+__all__ = ["LEGACY_NAME", "LUA_FILES", "LuaLibrary", "lua_tables", "lua_source"]
+
+LUA_FILES = ("core.lua", "job.lua", "batch.lua", "webhook.lua", "ops.lua", "hygiene.lua", "registry.lua")
+"""The library's files, in load order (see ARCHITECTURE.md, "The Lua library")."""
 
 
 def _lua_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def lua_machine(definition: MachineDef[Any, Any]) -> str:
-    """One machine as a Lua table: ``{terminal = {...}, index = {state = {trigger = {...}}}}``.
+def _set(values: Iterable[str]) -> str:
+    return "{" + ", ".join(f"[{_lua_str(v)}] = true" for v in values) + "}"
 
-    ``index[state][trigger]`` lists the rows to try in order, each with its
-    guard (``''`` for none), destination, effect set and notification.
-    Absorbing pairs are absent from ``index``; Lua tells absorbed from
-    invalid by the ``terminal`` set, as ``MachineDef.apply`` does.
+
+def _map(pairs: Iterable[tuple[str, str]]) -> str:
+    return "{" + ", ".join(f"[{_lua_str(k)}] = {_lua_str(v)}" for k, v in pairs) + "}"
+
+
+def _list(values: Iterable[str]) -> str:
+    return "{" + ", ".join(_lua_str(v) for v in values) + "}"
+
+
+def lua_machine(definition: MachineDef[Any, Any]) -> str:
+    """One machine as a Lua table.
+
+    ``index[state][trigger]`` lists the rows to try in order, each with its guard (``''``
+    for none), destination, notification, effects (in order) and whether it is internal.
+    Absorbing pairs are absent from ``index``; Lua tells absorbed from invalid by the
+    ``terminal`` set, as ``MachineDef.apply`` does. ``at`` maps each state to its index
+    (``''``: none), ``initial`` lists the starts in order (``when``: the fact that picks it,
+    ``''`` for none), ``kept`` the states a row storing a result enters.
     """
     # States in declaration order, never the frozenset's own order: that changes with the
     # per-process hash seed, and the library's text must be the same in every process.
-    terminal = ", ".join(f"[{_lua_str(s.value)}] = true" for s in definition.states if s in definition.terminal)
+    terminal = [s.value for s in definition.states if s in definition.terminal]
     states = []
     for state in definition.states:
         triggers = []
@@ -46,14 +67,30 @@ def lua_machine(definition: MachineDef[Any, Any]) -> str:
             for row in rows:
                 dest = state if row.dest is None else row.dest
                 notify = "" if row.dest is None else definition.notifications.get(row.dest, "")
-                effects = ", ".join(f"{e} = true" for e in row.effects)
                 options.append(
                     f"{{guard = {_lua_str(row.guard or '')}, to = {_lua_str(dest.value)}, "
-                    f"notify = {_lua_str(notify)}, fx = {{{effects}}}}}"
+                    f"notify = {_lua_str(notify)}, fx = {_list(row.effects)}, "
+                    f"internal = {'true' if row.dest is None else 'false'}}}"
                 )
             triggers.append(f"[{_lua_str(trigger.value)}] = {{{', '.join(options)}}}")
         states.append(f"    [{_lua_str(state.value)}] = {{{', '.join(triggers)}}}")
-    return "{terminal = {" + terminal + "}, index = {\n" + ",\n".join(states) + "\n  }}"
+    starts = ", ".join(
+        f"{{state = {_lua_str(s.state.value)}, when = {_lua_str(s.when or '')}, fx = {_list(s.effects)}}}"
+        for s in definition.initial
+    )
+    kept = [r.dest.value for r in definition.rows if r.dest is not None and "store_result" in r.effects]
+    fields = [
+        f"terminal = {_set(terminal)}",
+        f"terminal_list = {_list(terminal)}",
+        f"at = {_map((s.value, definition.index.get(s, '')) for s in definition.states)}",
+        f"unfenced = {_set(t.value for t in definition.triggers if t in definition.unfenced)}",
+        f"outcome = {_map((t.value, v) for t, v in definition.outcomes.items())}",
+        f"reason = {_map((t.value, v) for t, v in definition.reasons.items())}",
+        f"notifications = {_map((s.value, n) for s in definition.states if (n := definition.notifications.get(s)))}",
+        f"kept = {_set(dict.fromkeys(kept))}",
+        f"initial = {{{starts}}}",
+    ]
+    return "{" + ",\n    ".join(fields) + ", index = {\n" + ",\n".join(states) + "\n  }}"
 
 
 def lua_tables() -> str:
@@ -66,6 +103,14 @@ def lua_tables() -> str:
         "-- Generated from machines/ by adapters/scripts.py: do not edit.\n"
         "local M = {\n" + ",\n".join(parts) + "\n}\n"
     )
+
+
+def lua_source() -> str:
+    """The library's text: the generated tables, then :data:`LUA_FILES` in order, then the
+    registration of the one entry point (``run``, in ``core.lua``)."""
+    folder = resources.files("jobvisor.adapters").joinpath("lua")
+    body = "".join(f"-- {name}\n" + folder.joinpath(name).read_text("utf-8") for name in LUA_FILES)
+    return lua_tables() + body + "redis.register_function(FUNCTION_NAME, run)\n"
 
 
 class LuaLibrary:
@@ -86,8 +131,7 @@ class LuaLibrary:
     """
 
     def __init__(self, version: str | None = None) -> None:
-        body = resources.files("jobvisor.adapters").joinpath("lua/jobvisor.lua").read_text("utf-8")
-        text = lua_tables() + body
+        text = lua_source()
         self.version = _package_version() if version is None else version
         slug = "v" + re.sub(r"[^A-Za-z0-9]", "_", self.version)
         self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()

@@ -23,9 +23,19 @@ Every (state, trigger) pair has one of four outcomes, and only these:
   :class:`InvalidTransition` is raised, naming machine, state and trigger,
   and the caller's state is untouched.
 
+A move always writes the new state, moves the record to the index its new
+state belongs to (:attr:`MachineDef.index`) and appends one event; everything
+else it writes, and every reaction an actor has to it (waking workers,
+cancelling a running handler, delivering a notification), is one of the row's
+named effects, performed in the row's order. The store's Lua library runs
+``EFFECT[name]`` for each; the embeddable form calls ``model.do_<name>()``,
+except for the effects a machine marks ``store_only`` (they concern the
+store's indexes, its outbox or the daemons, or write data the op carries).
+
 From this one table are derived: the fast :meth:`MachineDef.apply` used by
 the runtime, the embeddable ``transitions`` machine (``machines.embed``), the
-allowed-source sets compiled into the store's Lua scripts, and the Mermaid
+tables compiled into the store's Lua library (rows and effects, indexes,
+fencing, attempt outcomes and reasons, initial states), and the Mermaid
 diagrams (``machines.mermaid``). Nothing else spells out a transition.
 """
 
@@ -39,6 +49,7 @@ from typing import Generic, TypeVar
 __all__ = [
     "Kind",
     "Row",
+    "Start",
     "Outcome",
     "MachineDef",
     "InvalidTransition",
@@ -83,6 +94,18 @@ class Row(Generic[S, T]):
 
 
 @dataclass(frozen=True, slots=True)
+class Start(Generic[S]):
+    """One way a new instance starts: in ``state`` (labelled ``how`` on diagrams) when the
+    fact ``when`` holds (``None``: otherwise), performing ``effects``. A machine's starts are
+    tried in order; the last one has no condition."""
+
+    state: S
+    how: str
+    when: str | None = None
+    effects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome(Generic[S, T]):
     """The result of applying ``trigger`` in ``source``.
 
@@ -110,10 +133,20 @@ class MachineDef(Generic[S, T]):
     """A machine: its states, triggers, rows, terminal set and guards.
 
     ``guards`` documents each guard name (the same names are model attributes
-    in the embeddable form and facts computed by the Lua scripts).
-    ``notifications`` maps a destination state to the event type published
-    when a transition enters it. ``initial`` lists the states a new instance
-    may start in, with the label of how it gets there.
+    in the embeddable form and facts computed by the Lua scripts, both from
+    the machine's one facts function). ``notifications`` maps a destination
+    state to the event type published when a transition enters it; a row
+    into such a state performs ``notify``. ``initial`` lists how a new
+    instance starts (:class:`Start`). ``effects_doc`` documents every effect;
+    ``store_only`` names those the embeddable models do not perform.
+
+    Machine-level data the store reads: ``index`` names the index (a sorted
+    set of the store) each state's records sit in (``""``: none);
+    ``unfenced`` the triggers anyone may fire through the store's plain
+    ``trigger`` op (every other trigger is fenced: only the op that holds the
+    lease, or owns the step, fires it); ``outcomes`` the attempt outcome a
+    trigger records with ``end_attempt``; ``reasons`` the reason a trigger
+    records with ``record_reason``.
     """
 
     name: str
@@ -121,10 +154,15 @@ class MachineDef(Generic[S, T]):
     triggers: type[T]
     rows: tuple[Row[S, T], ...]
     terminal: frozenset[S]
-    initial: tuple[tuple[S, str], ...]
+    initial: tuple[Start[S], ...]
     guards: Mapping[str, str] = field(default_factory=dict)
     notifications: Mapping[S, str] = field(default_factory=dict)
     effects_doc: Mapping[str, str] = field(default_factory=dict)
+    store_only: frozenset[str] = frozenset()
+    index: Mapping[S, str] = field(default_factory=dict)
+    unfenced: frozenset[T] = frozenset()
+    outcomes: Mapping[T, str] = field(default_factory=dict)
+    reasons: Mapping[T, str] = field(default_factory=dict)
     # state -> trigger -> Outcome (unguarded) | tuple[(guard, Outcome), ...]
     _index: dict[str, dict[str, object]] = field(init=False, repr=False, compare=False)
 
@@ -154,14 +192,13 @@ class MachineDef(Generic[S, T]):
         )
 
     def _check(self) -> None:
-        """Reject tables that contradict themselves (a guard after an unguarded row...)."""
+        """Reject tables that contradict themselves (a guard after an unguarded row, an
+        effect nobody documented, a notifying row without ``notify``...): one
+        ``ValueError`` naming the machine and what is wrong."""
+        self._check_machine()
         seen_unguarded: set[tuple[S, T]] = set()
         for row in self.rows:
-            if row.guard is not None and row.guard not in self.guards:
-                raise ValueError(f"{self.name}: guard '{row.guard}' is not documented")
-            for effect in row.effects:
-                if effect not in self.effects_doc:
-                    raise ValueError(f"{self.name}: effect '{effect}' is not documented")
+            self._check_row(row)
             for src in row.sources:
                 if (src, row.trigger) in seen_unguarded:
                     raise ValueError(
@@ -173,6 +210,53 @@ class MachineDef(Generic[S, T]):
             for row in self.rows:
                 if state in row.sources and row.guard is not None:
                     raise ValueError(f"{self.name}: terminal rows may not be guarded")
+
+    def _check_machine(self) -> None:
+        states, triggers = set(self.states), set(self.triggers)
+        if not self.terminal <= states:
+            raise ValueError(f"{self.name}: terminal states must be states of the machine")
+        if not self.initial or self.initial[-1].when is not None:
+            raise ValueError(f"{self.name}: the last initial state must have no condition")
+        for start in self.initial:
+            if start.state not in states or start.state in self.terminal:
+                raise ValueError(f"{self.name}: initial state '{start.state}' is not a live state")
+            self._check_effects(start.effects)
+        if self.index and set(self.index) != states:
+            raise ValueError(f"{self.name}: the index map must name every state")
+        for keys, what in ((self.unfenced, "unfenced"), (self.outcomes, "outcomes"), (self.reasons, "reasons")):
+            if not set(keys) <= triggers:
+                raise ValueError(f"{self.name}: {what} names a trigger the machine lacks")
+        if not self.store_only <= set(self.effects_doc):
+            raise ValueError(f"{self.name}: a store-only effect is not documented")
+        if not set(self.notifications) <= states:
+            raise ValueError(f"{self.name}: notifications name a state the machine lacks")
+
+    def _check_row(self, row: Row[S, T]) -> None:
+        states = set(self.states)
+        if row.trigger not in set(self.triggers):
+            raise ValueError(f"{self.name}: trigger '{row.trigger}' is not a trigger of the machine")
+        if not row.sources or not set(row.sources) <= states or (row.dest is not None and row.dest not in states):
+            raise ValueError(f"{self.name}: row {row.trigger} names a state the machine lacks")
+        if row.guard is not None and row.guard not in self.guards:
+            raise ValueError(f"{self.name}: guard '{row.guard}' is not documented")
+        self._check_effects(row.effects)
+        notifies = row.dest is not None and row.dest in self.notifications
+        if notifies != ("notify" in row.effects):
+            raise ValueError(
+                f"{self.name}: row {row.trigger} -> {row.dest} must perform 'notify' exactly when it enters a "
+                "notifying state"
+            )
+        if "end_attempt" in row.effects and row.trigger not in self.outcomes:
+            raise ValueError(f"{self.name}: row {row.trigger} ends an attempt with no outcome for its trigger")
+        if "record_reason" in row.effects and row.trigger not in self.reasons:
+            raise ValueError(f"{self.name}: row {row.trigger} records a reason its trigger lacks")
+
+    def _check_effects(self, effects: tuple[str, ...]) -> None:
+        for effect in effects:
+            if effect not in self.effects_doc:
+                raise ValueError(f"{self.name}: effect '{effect}' is not documented")
+        if len(set(effects)) != len(effects):
+            raise ValueError(f"{self.name}: an effect is listed twice in one row")
 
     # -- the fast pure form -------------------------------------------------
 
@@ -210,6 +294,19 @@ class MachineDef(Generic[S, T]):
 
     def is_terminal(self, state: str) -> bool:
         return state in self.terminal
+
+    def initial_state(self, facts: Mapping[str, bool] | None = None) -> Start[S]:
+        """How a new instance starts: the first :class:`Start` whose condition holds."""
+        for start in self.initial:
+            if start.when is None or (facts is not None and facts.get(start.when, False)):
+                return start
+        raise AssertionError("unreachable: the last start has no condition")  # pragma: no cover
+
+    def effect_names(self) -> frozenset[str]:
+        """Every effect a row or a start of this machine performs."""
+        return frozenset(e for r in self.rows for e in r.effects) | frozenset(
+            e for s in self.initial for e in s.effects
+        )
 
     def sources_of(self, trigger: str) -> frozenset[S]:
         """Every state from which ``trigger`` has a row (absorbing states excluded)."""

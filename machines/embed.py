@@ -10,8 +10,10 @@ Attach it to your own model object and call triggers on it::
 
 Rules, the same as the pure form's (``MachineDef.apply``):
 
-* a trigger that moves returns ``True``; its row's effects are performed by
-  calling ``model.do_<effect>()`` for each effect the model defines;
+* a trigger that moves returns ``True``; its row's effects are performed, in
+  order, by calling ``model.do_<effect>()`` for each effect the model defines
+  (``model.do_<effect>(trigger)`` when the method takes an argument: the
+  attempt outcome and the reason depend on the trigger);
 * a trigger in a terminal state that no row leaves is *absorbed*: it returns
   ``False``, fires no callback, changes nothing, and says so in the log
   (logger ``machines.embed``, level INFO);
@@ -26,6 +28,7 @@ Guards are read from the model by name (``retries_left``, ``has_validator``,
 
 from __future__ import annotations
 
+import inspect
 import logging
 from functools import partial
 from typing import Any
@@ -77,7 +80,7 @@ class EmbeddedMachine:
         self._machine = _Machine(
             model=None,
             states=[s.value for s in definition.states],
-            initial=definition.initial[0][0].value,
+            initial=definition.initial_state().state.value,
             auto_transitions=False,
             send_event=True,
             model_attribute=model_attribute,
@@ -142,8 +145,20 @@ def _perform(effects: tuple[str, ...], event_data: Any) -> None:
     model = event_data.model
     for effect in effects:
         method = getattr(model, f"do_{effect}", None)
-        if method is not None:
+        if method is None:
+            continue
+        if _takes_trigger(method):
+            method(event_data.event.name)
+        else:
             method()
+
+
+def _takes_trigger(method: Any) -> bool:
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # a builtin or a C callable: called with no argument
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
 def JobMachine() -> EmbeddedMachine:  # noqa: N802 - reads as a class at call sites

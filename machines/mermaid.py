@@ -1,8 +1,10 @@
 """Mermaid ``stateDiagram-v2`` drawn from a machine's table.
 
-Edges are labelled ``trigger [guard]``; internal rows are self-loops; each
-initial state hangs off ``[*]`` with how it is entered, and each terminal
-state leads to ``[*]``. Nothing here knows a transition the table doesn't.
+Edges are labelled ``trigger [guard]`` (with ``effects=True``, followed by
+`` / effect, effect`` for each row's effects, in order); internal rows are
+self-loops; each initial state hangs off ``[*]`` with how it is entered, and
+each terminal state leads to ``[*]``. Nothing here knows a transition the
+table doesn't.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ from ._table import MachineDef
 __all__ = ["to_mermaid"]
 
 
-def to_mermaid(definition: MachineDef[Any, Any], *, direction: str = "LR") -> str:
+def to_mermaid(definition: MachineDef[Any, Any], *, direction: str = "LR", effects: bool = False) -> str:
     """Return the Mermaid source for ``definition`` (no trailing newline)."""
     lines = ["stateDiagram-v2", f"    direction {direction}"]
-    for state, how in definition.initial:
-        lines.append(f"    [*] --> {state.value}: {how}")
+    for start in sorted(definition.initial, key=lambda s: s.when is not None):  # the plain start first
+        how = start.how + (f" / {', '.join(start.effects)}" if effects and start.effects else "")
+        lines.append(f"    [*] --> {start.state.value}: {how}")
     labels: dict[tuple[str, str], list[str]] = {}
     for row in definition.rows:
         label = row.trigger.value + (f" [{row.guard}]" if row.guard else "")
+        if effects and row.effects:
+            label += " / " + ", ".join(row.effects)
         for src in row.sources:
             dest = src if row.dest is None else row.dest
             labels.setdefault((src.value, dest.value), []).append(label)
     for (src, dest), names in labels.items():
-        lines.append(f"    {src} --> {dest}: {' / '.join(names)}")
+        lines.append(f"    {src} --> {dest}: {(' | ' if effects else ' / ').join(names)}")
     for state in definition.states:
         if state in definition.terminal:
             lines.append(f"    {state.value} --> [*]")

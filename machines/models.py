@@ -1,9 +1,12 @@
 """Ready-made models for the embeddable machines.
 
-Each holds the facts its machine's guards read (``retries_left``...) and
-performs the row effects that concern it (``do_count_retry``...). Phase
-changes go through the phase table's pure ``apply``, so a job model's
-phases obey the same rules as the store's.
+Each holds the facts its machine's guards read (``retries_left``...), computed
+by the machine's one facts function (:func:`~machines.job.job_facts`,
+:func:`~machines.batch.batch_facts`, :func:`~machines.webhook.webhook_facts`)
+that the store's Lua follows too, and performs every row effect that is not
+store-only (``do_count_retry``...; one that takes an argument is given the
+trigger). Phase changes go through the phase table's pure ``apply``, so a job
+model's phases obey the same rules as the store's.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .batch import BATCH, batch_facts, batch_total
+from .job import JOB, job_facts
 from .phase import PHASE, PhaseState, PhaseTrigger
+from .webhook import webhook_facts
 
 __all__ = ["JobModel", "BatchModel", "DeliveryModel"]
 
@@ -43,10 +49,18 @@ class JobModel:
         self.phases: dict[str, PhaseState] = {name: PhaseState.PENDING for name in phases}
         self.phase_results: dict[str, Any] = {}
         self.interrupted: list[str | None] = []
+        self.outcomes: list[str] = []  # each ended attempt's outcome, in order
+        self.leased = False
+        self.finished = False
+        self.reason = ""
+
+    def _facts(self) -> dict[str, bool]:
+        return job_facts(retry_count=self.retry_count, max_retries=self.max_retries,
+                         has_validator=self.has_validator)
 
     @property
     def retries_left(self) -> bool:
-        return self.retry_count < self.max_retries
+        return self._facts()["retries_left"]
 
     # -- phases, driven by the handler while the job is active -------------
 
@@ -82,6 +96,24 @@ class JobModel:
 
     def do_new_attempt(self) -> None:
         self.attempts += 1
+        self.leased = True
+
+    def do_end_attempt(self, trigger: str) -> None:
+        self.outcomes.append(JOB.outcomes[trigger])  # type: ignore[index]
+        self.leased = False
+
+    def do_record_reason(self, trigger: str) -> None:
+        self.reason = JOB.reasons[trigger]  # type: ignore[index]
+
+    def do_clear_reason(self) -> None:
+        self.reason = ""
+
+    def do_finish(self) -> None:
+        self.finished = True
+
+    def do_reopen(self) -> None:
+        self.finished = False
+        self.reason = ""
 
     def do_count_retry(self) -> None:
         self.retry_count += 1
@@ -114,23 +146,32 @@ class JobModel:
 class BatchModel:
     """A batch as seen by the embeddable batch machine.
 
-    Counters are moved by :meth:`member_finished`, which also lists in
-    ``progress_events`` the completion counts at which ``batch.progress`` was
-    due (every ``progress_every`` member completions); then fire
-    ``member_done`` so the machine can try ``finalize``.
+    ``total`` members are in it already (``closed``: membership is complete);
+    ``expected`` is the total it was created with, if any. Add members with
+    :meth:`add_members`: when it answers ``True`` the expected total is
+    reached, and ``close`` is due (the store fires it itself). Counters are
+    moved by :meth:`member_finished`, which also lists in ``progress_events``
+    the completion counts at which ``batch.progress`` was due (every
+    ``progress_every`` member completions); then fire ``member_done`` so the
+    machine can try ``finalize``. The guards come from
+    :func:`~machines.batch.batch_facts`, as the store's do.
     """
 
     def __init__(
         self,
         *,
-        total: int,
+        total: int = 0,
+        expected: int | None = None,
         threshold: int = 100,
         progress_every: int = 0,
         closed: bool = True,
     ) -> None:
         if not 1 <= threshold <= 100:
             raise ValueError("threshold must be within 1..100")
-        self.total = total
+        if expected is not None and not 0 <= total <= expected:
+            raise ValueError("a batch never holds more members than its expected total")
+        self.members = total
+        self.expected = expected
         self.threshold = threshold
         self.progress_every = progress_every
         self.closed = closed
@@ -139,7 +180,16 @@ class BatchModel:
         self.cancelled = 0
         self.stuck = False
         self.touches = 0
+        self.ended = False  # finish performed: the batch reached its end
+        self.reason = ""
         self.progress_events: list[int] = []
+
+    def add_members(self, n: int = 1) -> bool:
+        """Count ``n`` new members; ``True`` when that reaches the expected total (fire ``close``)."""
+        if self.closed or (self.expected is not None and self.members + n > self.expected):
+            raise ValueError("no more members can be added")
+        self.members += n
+        return self.expected is not None and self.members == self.expected
 
     def member_finished(self, outcome: str) -> None:
         """Count one member's terminal outcome (``completed``, ``failed``...).
@@ -157,26 +207,41 @@ class BatchModel:
             self.failed += 1
 
     @property
+    def total(self) -> int:
+        return batch_total(members=self.members, expected=self.expected, closed=self.closed)
+
+    @property
     def finished(self) -> int:
         return self.completed + self.failed + self.cancelled
 
+    def facts(self) -> dict[str, bool]:
+        return batch_facts(members=self.members, expected=self.expected, closed=self.closed,
+                           completed=self.completed, failed=self.failed, cancelled=self.cancelled,
+                           threshold=self.threshold, stuck=self.stuck)
+
     @property
     def threshold_met(self) -> bool:
-        return self.total > 0 and self.completed * 100 >= self.threshold * self.total
+        return self.facts()["threshold_met"]
 
     @property
     def all_done(self) -> bool:
-        return self.closed and self.finished >= self.total
+        return self.facts()["all_done"]
 
     @property
     def ready(self) -> bool:
-        return self.threshold_met or self.all_done or self.stuck
+        return self.facts()["ready"]
 
     def do_touch(self) -> None:
         self.touches += 1
 
     def do_mark_closed(self) -> None:
         self.closed = True
+
+    def do_record_reason(self, trigger: str) -> None:
+        self.reason = BATCH.reasons[trigger]  # type: ignore[index]
+
+    def do_finish(self) -> None:
+        self.ended = True
 
 
 class DeliveryModel:
@@ -190,7 +255,10 @@ class DeliveryModel:
 
     @property
     def attempts_left(self) -> bool:
-        return self.attempts < self.max_attempts
+        return webhook_facts(attempts=self.attempts, max_attempts=self.max_attempts)["attempts_left"]
 
     def do_count_attempt(self) -> None:
         self.attempts += 1
+
+    def do_reset_attempts(self) -> None:
+        self.attempts = 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 
-from ._table import MachineDef, Row
+from ._table import MachineDef, Row, Start
 
 __all__ = ["PhaseState", "PhaseTrigger", "PHASE"]
 
@@ -51,7 +51,7 @@ PHASE: MachineDef[PhaseState, PhaseTrigger] = MachineDef(
     name="phase",
     states=PhaseState,
     triggers=PhaseTrigger,
-    initial=((P, "job submitted"),),
+    initial=(Start(P, "job submitted"),),
     terminal=frozenset({C, X}),
     effects_doc={
         "store_result": "the phase's result is stored with the job",

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import enum
 
-from ._table import MachineDef, Row
+from ._table import MachineDef, Row, Start
 
-__all__ = ["DeliveryState", "DeliveryTrigger", "WEBHOOK"]
+__all__ = ["DeliveryState", "DeliveryTrigger", "WEBHOOK", "webhook_facts"]
 
 
 class DeliveryState(enum.StrEnum):
@@ -43,26 +43,41 @@ P, S, W = DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.RETRY_WAIT
 OK, DEAD = DeliveryState.DELIVERED, DeliveryState.DEAD
 _t = DeliveryTrigger
 
+
+
+def webhook_facts(*, attempts: int, max_attempts: int) -> dict[str, bool]:
+    """The delivery machine's guard facts (the store's Lua computes the same)."""
+    return {"attempts_left": attempts < max_attempts}
+
+
+_SETTLE = ("record_response", "settle_notification")
+
 WEBHOOK: MachineDef[DeliveryState, DeliveryTrigger] = MachineDef(
     name="webhook",
     states=DeliveryState,
     triggers=DeliveryTrigger,
-    initial=((P, "outbox row written"),),
+    initial=(Start(P, "outbox row written"),),
     terminal=frozenset({OK, DEAD}),
     guards={"attempts_left": "attempts < max_attempts"},
     effects_doc={
-        "count_attempt": "attempts += 1",
+        "count_attempt": "attempts += 1, under a new send token; due again when the send lease ends",
+        "drop_token": "no send token: a late report of the last attempt is stale",
+        "record_response": "the status and error the op reports (the receiver's, or why a send was given back) "
+        "are kept with the delivery",
         "arm_backoff": "next try = now + backoff(attempts) with jitter, or Retry-After",
-        "reset_attempts": "an operator's re-send starts a fresh attempt budget: attempts = 0, due now",
+        "reset_attempts": "an operator's re-send starts a fresh attempt budget: attempts = 0, no token, due now",
+        "settle_notification": "the job or batch records where its notification stands (delivered, dead, pending)",
     },
+    store_only=frozenset({"drop_token", "record_response", "arm_backoff", "settle_notification"}),
+    index={P: "outbox", S: "outbox", W: "outbox", OK: "", DEAD: ""},
     rows=(
         Row(_t.SEND, (P, W), S, guard="attempts_left", effects=("count_attempt",)),
-        Row(_t.SEND, (P, W), DEAD),
-        Row(_t.SUCCEED, (S,), OK),
-        Row(_t.FAIL, (S,), W, guard="attempts_left", effects=("arm_backoff",)),
-        Row(_t.FAIL, (S,), DEAD),
-        Row(_t.REJECT, (S,), DEAD),
-        Row(_t.RELEASE, (S,), P),
-        Row(_t.REDELIVER, (DEAD,), P, effects=("reset_attempts",)),
+        Row(_t.SEND, (P, W), DEAD, effects=("drop_token", "settle_notification")),
+        Row(_t.SUCCEED, (S,), OK, effects=_SETTLE),
+        Row(_t.FAIL, (S,), W, guard="attempts_left", effects=("record_response", "arm_backoff")),
+        Row(_t.FAIL, (S,), DEAD, effects=_SETTLE),
+        Row(_t.REJECT, (S,), DEAD, effects=_SETTLE),
+        Row(_t.RELEASE, (S,), P, effects=("record_response",)),
+        Row(_t.REDELIVER, (DEAD,), P, effects=("reset_attempts", "settle_notification")),
     ),
 )

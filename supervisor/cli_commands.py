@@ -63,7 +63,7 @@ def load_app(spec: str) -> App:
 def cmd_diagram(args: argparse.Namespace) -> int:
     from jobvisor.machines import MACHINES, to_mermaid
 
-    print(to_mermaid(MACHINES[args.machine]))
+    print(to_mermaid(MACHINES[args.machine], effects=args.effects))
     return EXIT_OK
 
 

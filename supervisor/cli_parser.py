@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     diagram = sub.add_parser("diagram", help="print a machine as a Mermaid state diagram")
     diagram.add_argument("machine", choices=MACHINE_NAMES)
+    diagram.add_argument("--effects", action="store_true", help="label each edge with its row's effects, in order")
     diagram.add_argument("--redis", default=None, help="accepted like every command; not used")
 
     demo = sub.add_parser("demo", help="the whole story in one process: jobs, validation, webhooks, a lost "

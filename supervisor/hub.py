@@ -2,7 +2,9 @@
 jobs to validate, webhooks to deliver, cancel requests for running handlers.
 
 The hub learns of changes two ways: the store reports every reply it gets
-(``observe``), so this daemon's own transitions wake its actors at once;
+(``observe``), whose ``effects`` (the machine rows' effect names, in
+``machines/``) say what each op did, so this daemon's own transitions wake its
+actors at once;
 and the pub/sub listener forwards what other processes published
 (``wake`` and ``cancel`` channels). Waiters always have a timeout as a
 safety net, so a missed message costs latency, never a stuck job.
@@ -17,16 +19,11 @@ from typing import Any
 import trio
 
 from jobvisor.adapters.errors import StoreUnavailable
-from jobvisor.adapters.replies import Created, Moved, Reply, Woken
+from jobvisor.adapters.replies import Moved, Reply
 
 from .outage import StoreOutage
 
 __all__ = ["Hub"]
-
-# Destinations whose transition writes an outbox row (when the object asked for notifications).
-_NOTIFYING = frozenset({"completed", "failed", "cancelled", "timed_out", "validation_failed",
-                        "completed_partial"})
-
 
 class Hub:
     def __init__(self) -> None:
@@ -92,19 +89,20 @@ class Hub:
     # -- sources -------------------------------------------------------------------
 
     def observe(self, replies: Sequence[Reply]) -> None:
-        """Look at the store's replies for changes this daemon's actors care about."""
+        """React to the effects the store's replies performed (never to state names)."""
         for r in replies:
-            to = r.to if isinstance(r, Moved) else r.state if isinstance(r, Created) else ""
-            if to == "queued" or (isinstance(r, Woken) and r.n):
-                self.work_available()
-            if to == "scheduled":
-                self.scheduled_changed()
-            if isinstance(r, Moved) and r.to == "cancelled" and r.from_ == "active":
-                self.cancel_requested(r.id)
-            if to == "validating":
-                self.validating_changed()
-            if to in _NOTIFYING:
-                self.outbox_changed()
+            for effect in r.effects:
+                match effect:
+                    case "wake_workers":
+                        self.work_available()
+                    case "arm_backoff" | "arm_delay":
+                        self.scheduled_changed()
+                    case "cancel_handler" if isinstance(r, Moved):
+                        self.cancel_requested(r.id)
+                    case "start_validation":
+                        self.validating_changed()
+                    case "notify":
+                        self.outbox_changed()
 
     def on_message(self, channel: str, data: str) -> None:
         """A pub/sub message from any process (``...:wake`` or ``...:cancel``)."""

@@ -73,7 +73,7 @@ def test_the_incident_one_batch_completed_at_the_eighth_of_ten(
         bkey_before = snapshot(raw)[K.batch(b)][1]
         assert sync_store.complete(c.id, c.token, {"i": i}).to == "completed"
         view = sync_store.get_batch(b)
-        assert (view.completed, view.state) == (i, "open" if i < 8 else "completed_partial")
+        assert (view.completed, view.state) == (i, "running" if i < 8 else "completed_partial")  # all 10 in
         if i > 8:  # late: the counter, nothing else of the batch
             changed = {f for f, v in snapshot(raw)[K.batch(b)][1].items() if bkey_before.get(f) != v}
             assert changed == {"completed"}
@@ -84,7 +84,7 @@ def test_the_incident_one_batch_completed_at_the_eighth_of_ten(
         assert [r.kind for r in others] == ["blocked" if i < 8 else "absorbed"] * 2 + ["swept"] * 2
         assert [r.n for r in others[2:]] == [0, 0]
     events = [(e["type"], e.get("completed")) for e in batch_events(raw, b)]
-    assert events == [("batch.created", None), ("batch.progress", "5"), ("batch.finalize", "8"),
+    assert events == [("batch.created", None), ("batch.close", "0"), ("batch.progress", "5"), ("batch.finalize", "8"),
                       ("batch.completed", "8"), ("batch.progress", "10")]
     assert batch_rows(raw, b) == {f"{b}~batch.progress~5", f"{b}~batch.completed~0", f"{b}~batch.progress~10"}
     done = body(raw, f"{b}~batch.completed~0")
@@ -103,11 +103,13 @@ def test_progress_counts_completions_not_failures(
     claimed = {c.id: c for c in sync_store.claim(Q, "w", n=5)}
     sync_store.fail(ids[0], claimed[ids[0]].token, "no")
     sync_store.cancel(ids[1])
-    assert [e["type"] for e in batch_events(raw, b)] == ["batch.created"]  # 2 finished, 0 completed
+    # its 5 expected members are in: closed; then 2 finished, 0 completed
+    assert [e["type"] for e in batch_events(raw, b)] == ["batch.created", "batch.close"]
     sync_store.complete(ids[2], claimed[ids[2]].token)
     sync_store.complete(ids[3], claimed[ids[3]].token)  # 2 completions of 5 = 40 %
     assert [(e["type"], e.get("completed")) for e in batch_events(raw, b)] == [
-        ("batch.created", None), ("batch.progress", "2"), ("batch.finalize", "2"), ("batch.completed", "2")]
+        ("batch.created", None), ("batch.close", "0"), ("batch.progress", "2"), ("batch.finalize", "2"),
+        ("batch.completed", "2")]
     view = sync_store.get_batch(b)
     assert (view.state, view.completed, view.failed, view.cancelled) == ("completed_partial", 2, 1, 1)
 
@@ -122,7 +124,7 @@ def test_every_member_terminal_under_the_threshold_completes(
     claimed = {c.id: c for c in sync_store.claim(Q, "w", n=3)}
     sync_store.complete(ids[0], claimed[ids[0]].token)
     sync_store.fail(ids[1], claimed[ids[1]].token, "no")
-    assert sync_store.get_batch(b).state == "open"
+    assert sync_store.get_batch(b).state == "running"  # its 3 expected members are in
     sync_store.cancel(ids[2])
     view = sync_store.get_batch(b)
     assert (view.state, view.reason, view.completed, view.failed, view.cancelled) == ("completed", None, 1, 1, 1)
@@ -175,7 +177,8 @@ def test_stuck_under_the_threshold_is_failed_stuck_and_late_members_count_only(
         sync_store.complete(c.id, c.token)
     view = sync_store.get_batch(b)
     assert (view.state, view.reason, view.completed) == ("failed", "stuck", 4)
-    assert [e["type"] for e in batch_events(raw, b)] == ["batch.created", "batch.finalize", "batch.failed"]
+    assert [e["type"] for e in batch_events(raw, b)] == ["batch.created", "batch.close", "batch.finalize",
+                                                         "batch.failed"]
     assert batch_rows(raw, b) == {f"{b}~batch.failed~0"}
 
 
@@ -207,7 +210,8 @@ def test_a_batch_expecting_no_members_is_completed_when_created(
     raw = target.raw()
     r = sync_store.create_batch(BatchSpec(expected=0, notify=True))
     assert (r.kind, r.state) == ("created", "completed")
-    assert [e["type"] for e in batch_events(raw, r.id)] == ["batch.created", "batch.finalize", "batch.completed"]
+    assert [e["type"] for e in batch_events(raw, r.id)] == [
+        "batch.created", "batch.close", "batch.finalize", "batch.completed"]
     assert batch_rows(raw, r.id) == {f"{r.id}~batch.completed~0"}
 
 
@@ -232,7 +236,7 @@ def test_adding_finished_jobs_finalizes_once_after_all_are_members(
     assert {sync_store.get_job(j).batch for j in (*done, waiting)} == {b}
     assert [(e["type"], e.get("completed")) for e in batch_events(raw, b)] == [
         ("batch.created", None), ("batch.members_added", None), ("batch.progress", "1"),
-        ("batch.progress", "2"), ("batch.finalize", "2"), ("batch.completed", "2")]
+        ("batch.progress", "2"), ("batch.close", "2"), ("batch.finalize", "2"), ("batch.completed", "2")]
 
 
 def test_closing_fixes_the_size_below_the_expected_total(

@@ -120,7 +120,8 @@ def test_a_worker_that_was_only_late_wins_over_an_inspection(
     assert sync_store.inspect(other, other_token, hold=10, inspector="w").kind == "inspecting"
     assert sync_store.complete(other, other_token, {"by": "worker"}).to == "completed"
     before = snapshot(raw)
-    assert sync_store.expire(other, other_token, "complete", result={"by": "service"}, inspector="w").kind == "skipped"
+    # terminal: the table's outcome for a late decision is absorbed
+    assert sync_store.expire(other, other_token, "complete", result={"by": "service"}, inspector="w").kind == "absorbed"
     assert snapshot(raw) == before
     assert sync_store.get_job(other).result == {"by": "worker"}
 

@@ -18,7 +18,8 @@ What a trigger looks like through the store depends on the op that carries it:
   validating: the lease was dropped when the attempt ended) they are
   ``stale``: exactly one ``job.stale_report`` event and nothing else.
 * ``lease_expired`` is the watchdog's ``expire`` with the token it saw run
-  out; anything but an active job holding that token is ``skipped``, nothing
+  out: ``absorbed`` on a terminal job (the table's outcome); any other job
+  not holding that token is ``skipped`` (the watchdog lost the race), nothing
   written.
 * ``cancel``, ``retry``, ``retry_from_start``, ``validation_passed`` and
   ``validation_exhausted`` are unfenced triggers: ``moved``, ``absorbed``
@@ -139,7 +140,7 @@ completed          wake                  -                unseen
 completed          complete              -                absorbed
 completed          fail                  -                absorbed
 completed          timeout               -                absorbed
-completed          lease_expired         -                skipped
+completed          lease_expired         -                absorbed
 completed          release               -                absorbed
 completed          cancel                -                absorbed
 completed          validation_passed     -                absorbed
@@ -152,7 +153,7 @@ failed             wake                  -                unseen
 failed             complete              -                absorbed
 failed             fail                  -                absorbed
 failed             timeout               -                absorbed
-failed             lease_expired         -                skipped
+failed             lease_expired         -                absorbed
 failed             release               -                absorbed
 failed             cancel                -                absorbed
 failed             validation_passed     -                absorbed
@@ -165,7 +166,7 @@ cancelled          wake                  -                unseen
 cancelled          complete              -                absorbed
 cancelled          fail                  -                absorbed
 cancelled          timeout               -                absorbed
-cancelled          lease_expired         -                skipped
+cancelled          lease_expired         -                absorbed
 cancelled          release               -                absorbed
 cancelled          cancel                -                absorbed
 cancelled          validation_passed     -                absorbed
@@ -178,7 +179,7 @@ timed_out          wake                  -                unseen
 timed_out          complete              -                absorbed
 timed_out          fail                  -                absorbed
 timed_out          timeout               -                absorbed
-timed_out          lease_expired         -                skipped
+timed_out          lease_expired         -                absorbed
 timed_out          release               -                absorbed
 timed_out          cancel                -                absorbed
 timed_out          validation_passed     -                absorbed
@@ -191,7 +192,7 @@ validation_failed  wake                  -                unseen
 validation_failed  complete              -                absorbed
 validation_failed  fail                  -                absorbed
 validation_failed  timeout               -                absorbed
-validation_failed  lease_expired         -                skipped
+validation_failed  lease_expired         -                absorbed
 validation_failed  release               -                absorbed
 validation_failed  cancel                -                absorbed
 validation_failed  validation_passed     -                absorbed
@@ -1056,7 +1057,7 @@ def test_threshold_finalizes_once_and_late_members_move_counters_only(
         members.append(d.submit(job_spec(batch=b)))
     tokens = [d.claim(m) for m in members]
     d.report(members[0], tokens[0], "complete", "completed")  # 1/3: under 60 %
-    assert sync_store.get_batch(b).state == "open"
+    assert sync_store.get_batch(b).state == "running"  # its 3 expected members are in
     d.report(members[1], tokens[1], "complete", "completed")  # 2/3 >= 60 %: finalize
     view = sync_store.get_batch(b)
     assert (view.state, view.completed, view.reason) == ("completed_partial", 2, None)
@@ -1068,7 +1069,8 @@ def test_threshold_finalizes_once_and_late_members_move_counters_only(
     assert (view.state, view.completed, view.failed) == ("completed_partial", 3, 0)
     batch_events = [(e["type"], e["completed"] if e["type"] == "batch.progress" else None)
                     for e in stream(raw) if e["id"] == b]
-    assert batch_events == [("batch.created", None), ("batch.progress", "1"), ("batch.progress", "2"),
+    assert batch_events == [("batch.created", None), ("batch.close", None), ("batch.progress", "1"),
+                            ("batch.progress", "2"),
                             ("batch.finalize", None), ("batch.completed", None), ("batch.progress", "3")]
     assert {i for i in delivery_ids(raw) if i.startswith(b)} == {
         f"{b}~batch.progress~1", f"{b}~batch.progress~2", f"{b}~batch.completed~0", f"{b}~batch.progress~3"}
@@ -1385,7 +1387,7 @@ def test_a_member_retried_by_the_operator_is_counted_once(
     d.report(m2, d.claim(m2), "complete", "completed")
     t3 = d.claim(m3)
     assert sync_store.get_job(m3).state == "active"
-    assert sync_store.get_batch(b).state == "open"  # m3 still runs
+    assert sync_store.get_batch(b).state == "running"  # m3 still runs (its 3 expected members are in)
     d.report(m3, t3, "complete", "completed")
     view = sync_store.get_batch(b)
     assert (view.state, view.completed) == ("completed", 3)

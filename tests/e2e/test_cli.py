@@ -558,10 +558,13 @@ def test_batch_create_add_close_status_cancel(redis_url: str) -> None:
     loose = ok_json(jv("submit", "echo", "--app", "examples.app:app", "--json", "--redis", redis_url))["id"]
     added = ok_json(jv("batch", "add", batch, loose, "--json", "--redis", redis_url))
     assert added == {"id": batch, "added": 1}
-    closed = ok_json(jv("batch", "close", batch, "--json", "--redis", redis_url))
-    assert (closed["outcome"], closed["from"], closed["to"]) == ("moved", "open", "running")
+    # its 2 expected members are in: membership closed itself, and a close is refused
     status = ok_json(jv("batch", "status", batch, "--json", "--redis", redis_url))
     assert (status["state"], status["members"], status["closed"]) == ("running", 2, True)
+    before = dump(redis_url)
+    refused = jv("batch", "close", batch, "--json", "--redis", redis_url)
+    assert (refused.returncode, refused.stderr) == (2, f"jobvisor: {batch} is running: cannot close it\n")
+    assert_nothing_written(before, dump(redis_url))
 
     cancelled = ok_json(jv("batch", "cancel", batch, "--json", "--redis", redis_url))
     assert (cancelled["outcome"], cancelled["to"]) == ("moved", "cancelled")

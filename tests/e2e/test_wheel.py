@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from jobvisor.adapters.scripts import LUA_FILES
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "jobvisor", "machines", "adapters", "supervisor")
 NOT_INSTALLED = {"machines", "adapters", "supervisor", "examples", "tests", "bench"}
@@ -80,7 +82,7 @@ def test_the_wheel_ships_py_typed_the_rooms_and_the_lua_library(installed: Path)
         assert (package / room / "__init__.py").is_file(), room
     lua = sorted(p.name for p in (package / "adapters" / "lua").glob("*.lua"))
     assert lua == sorted(p.name for p in (ROOT / "adapters" / "lua").glob("*.lua"))
-    assert "jobvisor.lua" in lua
+    assert lua == sorted(LUA_FILES)  # every file the library is concatenated from
     assert not (package / "supervisor" / "demo.py").exists()  # the demo ships with the source only
     assert not list(package.rglob("examples"))
 

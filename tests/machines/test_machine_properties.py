@@ -50,7 +50,7 @@ from jobvisor.machines import (
     JobModel,
     Kind,
 )
-from jobvisor.machines.embed import BatchMachine, JobMachine, WebhookMachine
+from jobvisor.machines.embed import BatchMachine, JobMachine, WebhookMachine, _takes_trigger
 from jobvisor.machines.job import JOB_EFFECTS
 
 # ---------------------------------------------------------------------------
@@ -358,8 +358,10 @@ _PHASE_EFFECTS = {
     "cancel_phases": "cancel",
     "rewind_phases": "rewind",
 }
-# Effects with nothing to keep in this record (leases, timers, handlers).
-_BOOKKEEPING = frozenset({"end_attempt", "arm_backoff", "cancel_handler"})
+# Effects with nothing to keep in this record (leases, timers, handlers, the store's data and
+# indexes, reasons and finish times).
+_BOOKKEEPING = frozenset(JOB_EFFECTS) - {"new_attempt", "count_retry", "reset_retries", "new_epoch",
+                                         *_PHASE_EFFECTS}
 
 
 class PureJob:
@@ -479,11 +481,11 @@ class RecordingJobModel(JobModel):
 
 
 def _recording(effect: str) -> Any:
-    def do(self: RecordingJobModel) -> None:
+    def do(self: RecordingJobModel, trigger: str) -> None:
         self.performed.append(effect)
         base = getattr(super(RecordingJobModel, self), f"do_{effect}", None)
         if base is not None:
-            base()
+            base(trigger) if _takes_trigger(base) else base()
 
     return do
 
@@ -762,7 +764,10 @@ class BatchLifecycle(RuleBasedStateMachine):
             assert not self.machine.fire(m, "finalize")
             assert m.state == before
             return
-        ready = self._threshold_met() or self._all_finished() or m.stuck
+        # SPEC: an open batch is still being added to; until its size is known (closed, or an
+        # expected total) only the stuck sweep makes it ready.
+        known = m.closed or m.expected is not None
+        ready = (known and self._threshold_met()) or self._all_finished() or m.stuck
         fired = self.machine.fire(m, "finalize")
         assert fired is ready, (before, ready, vars(m))
         if not fired:

@@ -63,16 +63,16 @@ async def test_a_stuck_batch_fails_stuck_after_its_last_member_activity(
         b = (await store.create_batch(BatchSpec(expected=3, threshold=50, stuck_after=30.25, webhook_url=HOOK))).id
         members = [(await store.submit(JobSpec(type="far", batch=b, delay=FAR))).id for _ in range(3)]
         await trio.sleep(20)
-        assert (await store.get_batch(b)).state == "open"
+        assert (await store.get_batch(b)).state == "running"  # its 3 expected members are in
         await store.cancel(members[0])  # member activity at t0+20: stuck from t0+50.25, not t0+30.25
         moved = await watcher.until(_finalized_by_monitor(watcher, b))
         at = trio.current_time() - t0
         view = await store.get_batch(b)
     assert at == pytest.approx(50.25, abs=0.01)
-    assert (moved.from_, moved.to) == ("open", "failed")
+    assert (moved.from_, moved.to) == ("running", "failed")
     assert (view.state, view.reason, view.cancelled, view.completed) == ("failed", "stuck", 1, 0)
     raw = _raw(memory)
-    assert _batch_events(raw, b) == ["batch.created", "batch.finalize", "batch.failed"]
+    assert _batch_events(raw, b) == ["batch.created", "batch.close", "batch.finalize", "batch.failed"]
     assert _outbox_rows(raw, b) == [f"{b}~batch.failed~0"]
 
 
@@ -128,7 +128,7 @@ async def test_three_daemons_monitors_sweep_one_stuck_batch_once(
     assert sorted(movers) == sorted(batches)  # each batch moved by exactly one sweep
     raw = _raw(memory)
     for b in batches:
-        assert _batch_events(raw, b) == ["batch.created", "batch.finalize", "batch.failed"]
+        assert _batch_events(raw, b) == ["batch.created", "batch.close", "batch.finalize", "batch.failed"]
         assert _outbox_rows(raw, b) == [f"{b}~batch.failed~0"]
 
 
@@ -149,7 +149,7 @@ async def test_the_ready_pass_finalizes_a_batch_left_ready_one_page_per_sweep(
             await store.submit(JobSpec(type="far", batch=b, delay=FAR))
             batches.append(b)
         await trio.sleep(0.5)
-        assert {(await store.get_batch(b)).state for b in batches} == {"open"}
+        assert {(await store.get_batch(b)).state for b in batches} == {"running"}  # its one member is in
         t0 = trio.current_time()
         for b in batches:
             raw.hset(Keys("default").batch(b), "completed", 1)  # the raw write described above
@@ -160,7 +160,7 @@ async def test_the_ready_pass_finalizes_a_batch_left_ready_one_page_per_sweep(
     assert {(v.state, v.completed) for v in views} == {("completed", 1)}
     assert took <= 3 * 2.0 + 0.01
     for b in batches:
-        assert _batch_events(raw, b) == ["batch.created", "batch.finalize", "batch.completed"]
+        assert _batch_events(raw, b) == ["batch.created", "batch.close", "batch.finalize", "batch.completed"]
         assert _outbox_rows(raw, b) == [f"{b}~batch.completed~0"]
 
 

@@ -1,0 +1,731 @@
+-------------------------------------------------------------------------------------- ops --
+
+function OP.submit(x)
+  if x.idem and x.idem ~= '' then
+    local known = redis.call('GET', P .. 'idem:' .. x.idem)
+    if known and redis.call('EXISTS', jkey(known)) == 1 then
+      return {kind = 'exists', id = known}
+    end
+  end
+  if x.batch and x.batch ~= '' then
+    local refusal = batch_refusal(x.batch, 1)
+    if refusal then return refusal end
+  end
+  if redis.call('EXISTS', jkey(x.id)) == 1 then
+    return {kind = 'rejected', error = 'job id ' .. x.id .. ' already exists'}
+  end
+  if x.idem and x.idem ~= '' then
+    redis.call('SET', P .. 'idem:' .. x.idem, x.id, 'PX', x.idem_ttl_ms)
+  end
+  local start = initial_state(M.job, {delayed = num(x.delay_ms) > 0})
+  local c = {m = M.job, r = {id = x.id, type = x.type, priority = x.priority, state = start.state},
+    x = x, set = {'id', x.id, 'queue', QUEUE, 'type', x.type, 'state', start.state,
+    'input', x.input, 'priority', x.priority, 'max_retries', x.max_retries, 'retry_count', 0,
+    'attempts', 0, 'epoch', 0, 'timeout_ms', x.timeout_ms, 'backoff_ms', x.backoff_ms,
+    'backoff_max_ms', x.backoff_max_ms, 'has_validator', x.has_validator and '1' or '0',
+    'phases', x.phases or '', 'notify', x.notify and '1' or '0', 'webhook_url', x.webhook_url or '',
+    'batch', x.batch or '', 'idempotency_key', x.idem or '', 'created_at', NOW_S,
+    'updated_at', NOW_S, 'due_at', '', 'validator_url', x.validator_url or ''}}
+  if x.traceparent and x.traceparent ~= '' then put(c, 'traceparent', x.traceparent) end
+  for _, e in ipairs(start.fx) do EFFECT.job[e](c) end
+  if #start.fx > 0 then FX[#FX + 1] = start.fx end
+  redis.call('HSET', jkey(x.id), unpack(c.set))
+  index_add(M.job.at[start.state], c)
+  event('job.submitted', x.id, {'to', start.state, 'job_type', x.type})
+  if x.batch and x.batch ~= '' then batch_member_added(x.batch, x.id) end
+  return {kind = 'created', id = x.id, state = start.state}
+end
+
+-- What a worker needs to run a claimed job: its input, attempt, lease and earlier phases.
+local function claimed_view(j, token, deadline)
+  local pr = {}
+  for _, p in ipairs(parse_phases(j.phases)) do
+    if M.phase.kept[p[2]] then
+      local v = redis.call('HGET', jkey(j.id), 'pr:' .. p[1])
+      if v then pr[#pr + 1] = p[1]; pr[#pr + 1] = v end
+    end
+  end
+  return {id = j.id, type = j.type, input = j.input, attempt = num(j.attempts),
+    token = token, lease_deadline = deadline, timeout_ms = num(j.timeout_ms),
+    retry_count = num(j.retry_count), max_retries = num(j.max_retries), phases = j.phases,
+    phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch,
+    traceparent = j.traceparent ~= '' and j.traceparent or nil}
+end
+
+-- What a claim reads of a job: what `job_move` reads for a claim row that goes to `active`,
+-- starts an attempt and notifies nobody (the job table's claim row), and what `claimed_view`
+-- returns; its state first, as load_hash wants. Half the record: the full one makes the
+-- HMGET about twice as slow. Should a claim row ever do more (another destination or effect,
+-- a notification), every field is read: checked on the first claim after the library loads.
+local CLAIM_LEAN = {'state', 'attempts', 'retry_count', 'max_retries', 'has_validator', 'phases',
+  'finished_at', 'reason', 'batch', 'type', 'timeout_ms', 'service_job_id', 'input', 'traceparent'}
+local claim_fields -- CLAIM_LEAN or every field; nil until the first claim
+
+local function fields_of_claim()
+  if claim_fields then return claim_fields end
+  local lean = {new_attempt = true, resume_phases = true}
+  claim_fields = CLAIM_LEAN
+  for state, name in pairs(M.job.at) do
+    for _, o in ipairs(name == 'queued' and M.job.index[state].claim or {}) do
+      local plain = M.job.at[o.to] == 'active' and o.notify == ''
+      for _, f in ipairs(o.fx) do plain = plain and lean[f] == true end
+      if not plain then
+        claim_fields = {}
+        for i, f in ipairs(JOB_FIELDS) do claim_fields[i] = f end
+        claim_fields[#claim_fields + 1] = 'input'
+        return claim_fields
+      end
+    end
+  end
+  return claim_fields
+end
+
+-- Move the head of the earlier versions' `queued` index (one zset for every type) into the
+-- types' zsets, scores kept; entries of jobs no longer queued are dropped. The scheduler's
+-- `wake`, which every daemon runs on each queue at least every idle poll, calls it, so the
+-- claim itself never looks at that index.
+local function move_legacy(n)
+  if legacy_left == false then return end
+  local popped = redis.call('ZPOPMIN', K_QUEUED, n)
+  legacy_left = #popped == 2 * n and redis.call('EXISTS', K_QUEUED) == 1
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local v = redis.call('HMGET', jkey(id), 'state', 'type')
+    if M.job.at[v[1]] == 'queued' then enqueue(v[2], popped[i + 1], id); woke = true end
+  end
+end
+
+-- Take a prefix of a type's zset (the type leaves `queued_types` with its last job).
+local function take_head(job_type, count)
+  local key = qkey(job_type)
+  redis.call('ZREMRANGEBYRANK', key, 0, count - 1)
+  if redis.call('EXISTS', key) == 0 then redis.call('SREM', K_QUEUED_TYPES, job_type) end
+end
+
+-- The best n queued jobs of `types` (two or more), best score first across the types (ties:
+-- the smaller id, as ZPOPMIN orders them), taken out of their types' zsets. For one job (the
+-- usual claim: one slot came free), the best of the types' heads, one entry read per type.
+-- For more, a k-way merge of the types' zsets, read in pages of a fair share plus one (more
+-- of a type is read only when the merge reaches the end of its page): about n + 2 x types
+-- entries read, one ZRANGE per type (and one per page more), one ZREM per type taken from.
+local function merge_types(types, n)
+  local T = #types
+  if n == 1 then
+    local best, bs, bid
+    for k = 1, T do
+      local r = redis.call('ZRANGE', qkey(types[k]), 0, 0, 'WITHSCORES')
+      if r[1] then
+        local s = tonumber(r[2])
+        if best == nil or s < bs or (s == bs and r[1] < bid) then best, bs, bid = k, s, r[1] end
+      end
+    end
+    if best == nil then return {} end
+    take_head(types[best], 1)
+    return {bid}
+  end
+  local picked = {}
+  local page = math.floor((n + T - 1) / T) + 1
+  local ids, scores, pos, more = {}, {}, {}, {}
+  local function fetch(k)
+    local got = ids[k]
+    local r = redis.call('ZRANGE', qkey(types[k]), #got, #got + page - 1, 'WITHSCORES')
+    local sc = scores[k]
+    for i = 1, #r, 2 do got[#got + 1] = r[i]; sc[#sc + 1] = tonumber(r[i + 1]) end
+    more[k] = #r == 2 * page
+  end
+  for k = 1, T do ids[k], scores[k], pos[k] = {}, {}, 1; fetch(k) end
+  while #picked < n do
+    local best, bs, bid = nil, nil, nil
+    for k = 1, T do
+      local p = pos[k]
+      if p > #ids[k] and more[k] then fetch(k) end
+      if p <= #ids[k] then
+        local s, id = scores[k][p], ids[k][p]
+        if best == nil or s < bs or (s == bs and id < bid) then best, bs, bid = k, s, id end
+      end
+    end
+    if best == nil then break end
+    picked[#picked + 1] = bid
+    pos[best] = pos[best] + 1
+  end
+  for k = 1, T do
+    local taken = pos[k] - 1
+    if taken > 0 and taken == #ids[k] and not more[k] then -- the merge took all the type's jobs
+      redis.call('DEL', qkey(types[k]))
+      redis.call('SREM', K_QUEUED_TYPES, types[k])
+    elseif taken > 0 then
+      take_head(types[k], taken)
+    end
+  end
+  return picked
+end
+
+------------------------------------------------------------------------------ pause --
+
+-- An operator's pause of a queue: one flag key, `paused`, in the queue's hash tag. While it
+-- exists every claim of the queue answers nothing (checked first, before any index is read);
+-- submits, the scheduler's wake, the watchdog, validation and deliveries go on. `pause` and
+-- `resume` are idempotent: the second of two is `absorbed` and writes nothing; a resume that
+-- moves wakes the queue's idle workers.
+local function queue_paused() return redis.call('EXISTS', P .. 'paused') == 1 end
+
+function OP.pause(x)
+  if queue_paused() then return {kind = 'absorbed', id = QUEUE, state = 'paused'} end
+  redis.call('SET', P .. 'paused', NOW_S)
+  event('queue.paused', QUEUE, {})
+  return {kind = 'moved', machine = 'queue', trigger = 'pause', id = QUEUE, from = 'running', to = 'paused'}
+end
+
+function OP.resume(x)
+  if not queue_paused() then return {kind = 'absorbed', id = QUEUE, state = 'running'} end
+  redis.call('DEL', P .. 'paused')
+  event('queue.resumed', QUEUE, {})
+  woke = true
+  return {kind = 'moved', machine = 'queue', trigger = 'resume', id = QUEUE, from = 'paused', to = 'running'}
+end
+
+-- Claim up to x.n queued jobs of the types x.types (every queued type when absent), best
+-- score first across the types (ties: the smaller id). A daemon that serves every type with
+-- queued jobs (`queued_types`, a handful of names) takes the head of `queued_all`, which
+-- holds them all in that order: one ZPOPMIN, and the jobs leave their types' zsets (one ZREM
+-- per type). Otherwise only those of its types that have jobs are read: one type's zset
+-- alone, or the merge of several (`merge_types`); the jobs then leave `queued_all` (one
+-- ZREM). Never a scan of the queue, and never a job of a type the daemon did not name. Each
+-- call from the script, and each entry it reads, costs more than the command's own work: so
+-- every route makes as few calls, and reads as few entries, as it can.
+function OP.claim(x)
+  if queue_paused() then return {kind = 'claimed', n = 0, state = 'paused'} end
+  local n = num(x.n)
+  local types = x.types -- then: the served types to read, nil when they are every queued type
+  local serves -- x.types as a set, when the claim takes the head of `queued_all`
+  if types ~= nil then -- distinct names (the store sends a sorted set)
+    local present = redis.call('SMEMBERS', K_QUEUED_TYPES)
+    if #present == 0 then return {kind = 'claimed', n = 0} end
+    local mine = {}
+    serves = {}
+    for _, t in ipairs(types) do serves[t] = true end
+    for _, t in ipairs(present) do if serves[t] then mine[#mine + 1] = t end end
+    if #mine < #present then types, serves = mine, nil else types = nil end
+  end
+  local picked, popped = {}, nil
+  if types == nil then
+    popped = redis.call('ZPOPMIN', K_QUEUED_ALL, n)
+    if #popped == 0 and rebuild_queued_all() then popped = redis.call('ZPOPMIN', K_QUEUED_ALL, n) end
+    for i = 1, #popped, 2 do picked[#picked + 1] = popped[i] end
+  elseif #types == 1 then -- one type: its zset alone
+    local key = qkey(types[1])
+    local r = redis.call('ZPOPMIN', key, n)
+    for i = 1, #r, 2 do picked[#picked + 1] = r[i] end
+    if #picked > 0 and (#picked < n or redis.call('EXISTS', key) == 0) then
+      redis.call('SREM', K_QUEUED_TYPES, types[1])
+    end
+  elseif #types > 1 then
+    picked = merge_types(types, n)
+  end
+  if #picked == 0 then return {kind = 'claimed', n = 0} end
+  local fields = fields_of_claim()
+  local loaded, of_type, type_order = {}, {}, {}
+  local stale = false -- an entry of `queued_all` whose job is gone or not queued
+  for i, id in ipairs(picked) do
+    local j = load_hash(jkey(id), fields, id)
+    if j == nil and types == nil then -- its record is gone: out of its type's zset too
+      stale = true
+      for _, t in ipairs(redis.call('SMEMBERS', K_QUEUED_TYPES)) do redis.call('ZREM', qkey(t), id) end
+    elseif j ~= nil and types == nil and M.job.at[j.state] ~= 'queued' then
+      stale = true
+    end
+    if j ~= nil and serves and not serves[j.type] then -- never: `queued_types` lacked its type
+      redis.call('ZADD', K_QUEUED_ALL, popped[2 * i], id)
+      redis.call('SADD', K_QUEUED_TYPES, j.type)
+    elseif j ~= nil then
+      loaded[#loaded + 1] = j
+      if types == nil then
+        local same = of_type[j.type]
+        if same == nil then same = {}; of_type[j.type] = same; type_order[#type_order + 1] = j.type end
+        same[#same + 1] = id
+      end
+    end
+  end
+  if types == nil then -- out of their types' zsets (the type leaves `queued_types` with its last)
+    for _, t in ipairs(type_order) do
+      local key = qkey(t)
+      redis.call('ZREM', key, unpack(of_type[t]))
+      if redis.call('EXISTS', key) == 0 then redis.call('SREM', K_QUEUED_TYPES, t) end
+    end
+  else
+    redis.call('ZREM', K_QUEUED_ALL, unpack(picked))
+  end
+  if stale then rebuild_queued_all(true) end
+  local jobs = {}
+  x.popped = true
+  for _, j in ipairs(loaded) do
+    local r = job_move(j, 'claim', x)
+    if r.kind == 'moved' then jobs[#jobs + 1] = claimed_view(j, r.token, r.lease_deadline) end
+  end
+  return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
+end
+
+-- A claim whose answer the worker never got (the connection dropped, the reply was lost):
+-- the jobs it leased, found by the claim's nonce (their tokens read `<nonce>.<attempt>`)
+-- among the queue's active leases, still held by this worker under that token, so the
+-- worker runs them after all. Writes nothing. O(active leases of the queue); only ever
+-- called after a claim failed.
+function OP.reclaim(x)
+  local prefix = x.nonce .. '.'
+  local jobs = {}
+  for _, id in ipairs(redis.call('ZRANGE', K_ACTIVE, 0, -1)) do
+    local v = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_worker')
+    if v[1] and M.job.at[v[1]] == 'active' and v[3] == x.worker and string.sub(v[2] or '', 1, #prefix) == prefix then
+      local j = load_job(id, {'input'})
+      jobs[#jobs + 1] = claimed_view(j, j.lease_token, num(j.lease_deadline))
+    end
+  end
+  return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
+end
+
+-- How many jobs wait, per type, and how many still sit in the earlier versions' index
+-- (`untyped`: their type is known once a claim moves them). Read only.
+function OP.queued(x)
+  local types = redis.call('SMEMBERS', K_QUEUED_TYPES)
+  local counts = {}
+  for _, t in ipairs(types) do counts[#counts + 1] = {t, redis.call('ZCARD', qkey(t))} end
+  return {kind = 'queued', jobs = #counts > 0 and counts or nil,
+    n = redis.call('ZCARD', K_QUEUED)}
+end
+
+-- complete / fail / timeout / release from the worker holding the lease.
+function OP.report(x)
+  local j, reply = fenced(x.id, x.token, x.trigger)
+  if j == nil then return reply end
+  return job_move(j, x.trigger, x)
+end
+
+function OP.renew(x)
+  local j, reply = fenced(x.id, x.token, 'renew')
+  if j == nil then return reply end
+  local deadline = NOW + num(x.lease_ms)
+  redis.call('HSET', jkey(x.id), 'lease_deadline', fmt(deadline))
+  redis.call('HDEL', jkey(x.id), 'rearmed')
+  redis.call('ZADD', K_ACTIVE, deadline, x.id)
+  return {kind = 'renewed', id = x.id, lease_deadline = deadline}
+end
+
+function OP.service_id(x)
+  local j, reply = fenced(x.id, x.token, 'service_id')
+  if j == nil then return reply end
+  redis.call('HSET', jkey(x.id), 'service_job_id', x.service_job_id)
+  return {kind = 'recorded', id = x.id}
+end
+
+function OP.phase(x)
+  local j, reply = fenced(x.id, x.token, 'phase.' .. x.trigger)
+  if j == nil then return reply end
+  local phases = parse_phases(j.phases)
+  for _, p in ipairs(phases) do
+    if p[1] == x.name then
+      local kind, o = apply(M.phase, p[2], x.trigger, {})
+      if kind ~= 'moved' then return {kind = kind, id = x.id, phase = x.name, state = p[2]} end
+      local from = p[2]
+      p[2] = o.to
+      local c = {r = j, x = x, set = {'phases', join_phases(phases), 'updated_at', NOW_S}}
+      for _, e in ipairs(o.fx) do EFFECT.phase[e](c, x.name) end
+      if #o.fx > 0 then FX[#FX + 1] = o.fx end
+      redis.call('HSET', jkey(x.id), unpack(c.set))
+      event('phase.' .. x.trigger, x.id, {'phase', x.name, 'from', from, 'to', o.to,
+        'attempt', j.attempts})
+      return {kind = 'moved', machine = 'phase', trigger = x.trigger, id = x.id, phase = x.name,
+        from = from, to = o.to}
+    end
+  end
+  return {kind = 'rejected', error = 'job ' .. x.id .. ' has no phase ' .. x.name}
+end
+
+-- Operator and system triggers that need no lease (the table's `unfenced`: cancel, retry,
+-- validation results); every other trigger is refused here.
+function OP.trigger(x)
+  if not M.job.unfenced[x.trigger] then return {kind = 'rejected', error = 'trigger ' .. x.trigger .. ' needs a lease'} end
+  local j = load_job(x.id)
+  if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
+  return job_move(j, x.trigger, x)
+end
+
+-- The watchdog: a lease that ran out. The watchdog presents the token it saw expire, so
+-- a renewal or a takeover in between makes this a no-op (lost race, no stale record).
+-- A decision after a status query also presents its inspection's nonce (see `inspect`);
+-- one without a nonce is skipped while another watchdog's inspection holds the job.
+-- `extend` (still running on the external service) never reaches past the attempt's timeout.
+function OP.expire(x)
+  local j = load_job(x.id, {'inspector', 'started_at'})
+  if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
+  if M.job.terminal[j.state] then return {kind = 'absorbed', id = x.id, state = j.state} end
+  -- only an attempt holds a lease token (new_attempt takes it, end_attempt drops it)
+  if x.token == nil or x.token == '' or j.lease_token ~= x.token or num(j.lease_deadline) > NOW then
+    return {kind = 'skipped', id = x.id, state = j.state}
+  end
+  if x.inspector then
+    if j.inspector ~= x.inspector then return {kind = 'skipped', id = x.id, state = j.state} end
+  else
+    local held = tonumber(redis.call('ZSCORE', K_ACTIVE, x.id))
+    if held ~= nil and held > NOW then return {kind = 'skipped', id = x.id, state = j.state} end
+  end
+  if j.inspector ~= '' then redis.call('HDEL', jkey(x.id), 'inspector') end
+  if x.trigger == 'extend' then
+    local deadline = NOW + num(x.lease_ms)
+    local cap = num(j.started_at) + num(j.timeout_ms)
+    if num(j.timeout_ms) > 0 and deadline > cap then deadline = math.max(cap, NOW) end
+    redis.call('HSET', jkey(x.id), 'lease_deadline', fmt(deadline))
+    redis.call('ZADD', K_ACTIVE, deadline, x.id)
+    event('job.lease_extended', x.id, {'reason', x.reason, 'attempt', j.attempts})
+    return {kind = 'extended', id = x.id, lease_deadline = deadline}
+  end
+  x.by = 'watchdog'
+  return job_move(j, x.trigger, x)
+end
+
+-- The watchdog takes an expired lease in hand to ask the job type's status query. For
+-- `hold_ms` no other watchdog sees the job (its place in the active index moves to the end
+-- of the hold), and only a decision presenting this inspection's nonce counts; after the
+-- hold (the inspecting daemon died too) any watchdog may inspect it again, with a new
+-- nonce. The worker keeps its lease: if it was only late, its renewal or report still
+-- wins, and the decision is then skipped. Nothing else is written, and no event.
+function OP.inspect(x)
+  local j = load_job(x.id)
+  if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
+  local held = tonumber(redis.call('ZSCORE', K_ACTIVE, x.id))
+  if x.token == nil or x.token == '' or j.lease_token ~= x.token or num(j.lease_deadline) > NOW
+      or held == nil or held > NOW then
+    return {kind = 'skipped', id = x.id, state = j.state}
+  end
+  local hold = NOW + num(x.hold_ms)
+  redis.call('HSET', jkey(x.id), 'inspector', x.inspector)
+  redis.call('ZADD', K_ACTIVE, hold, x.id)
+  return {kind = 'inspecting', id = x.id, lease_deadline = hold}
+end
+
+-- Outage accounting: time during which no watchdog reached this prefix is not counted
+-- against lease holders. Every watchdog sweep (`expired`, `workers_lost`) stamps `swept` with
+-- its NOW. A sweep that finds the last stamp more than `gap_ms` old knows that for that long
+-- nobody could judge (or renew) anything here: Redis was down, loading, out of memory, or out
+-- of reach of every daemon. Each deadline in `index` that falls before NOW + `lease_ms` is then
+-- re-armed to that moment by `rearm(id, deadline)`, which answers whether it did: one full
+-- lease from the store's return for holders to reconnect, renew and report. `rearm` re-arms a
+-- lease at most once between two renewals, so a holder that is really gone costs at most one
+-- extra lease, even when sweeps come late for other reasons. Returns how many were re-armed.
+local function outage_rearm(x, index, rearm)
+  local key = P .. 'swept'
+  local last = tonumber(redis.call('GET', key))
+  if last == nil or NOW > last then redis.call('SET', key, NOW_S) end
+  local gap = num(x.gap_ms)
+  if last == nil or gap <= 0 or NOW - last <= gap then return 0 end
+  local deadline = NOW + num(x.lease_ms)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. fmt(deadline))) do
+    if rearm(id, deadline) then n = n + 1 end
+  end
+  event('store.outage', QUEUE, {'gap_ms', fmt(NOW - last), 'rearmed', n})
+  return n
+end
+
+local function rearm_job(id, deadline)
+  local j = load_job(id, {'rearmed'})
+  if j == nil or M.job.at[j.state] ~= 'active' then
+    if j == nil then redis.call('ZREM', K_ACTIVE, id) end
+    return false
+  end
+  if j.rearmed ~= '' and j.rearmed == j.lease_token then return false end
+  redis.call('HSET', jkey(id), 'lease_deadline', fmt(deadline), 'rearmed', j.lease_token)
+  redis.call('ZADD', K_ACTIVE, deadline, id)
+  return true
+end
+
+-- Active jobs whose lease ran out (and that no inspection holds), oldest first; `offset`
+-- pages past the ones the caller is leaving for later. First, outage accounting (above).
+function OP.expired(x)
+  outage_rearm(x, K_ACTIVE, rearm_job)
+  local ids = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', NOW, 'LIMIT', x.offset or 0, x.n)
+  local jobs = {}
+  for _, id in ipairs(ids) do
+    local j = load_job(id, {'started_at'})
+    if j ~= nil and M.job.at[j.state] == 'active' then
+      jobs[#jobs + 1] = {id = id, token = j.lease_token, type = j.type,
+        service_job_id = j.service_job_id, worker = j.lease_worker, attempt = num(j.attempts),
+        started_at = num(j.started_at), timeout_ms = num(j.timeout_ms),
+        retry_count = num(j.retry_count), max_retries = num(j.max_retries)}
+    elseif j == nil then
+      redis.call('ZREM', K_ACTIVE, id)
+    end
+  end
+  return {kind = 'expired', jobs = #jobs > 0 and jobs or nil, n = #jobs}
+end
+
+-- The scheduler: scheduled jobs whose time has come become queued; and queued jobs of the
+-- earlier versions' untyped index move to their types' zsets (LEGACY_MOVE per call).
+function OP.wake(x)
+  rebuild_queued_all()
+  move_legacy(LEGACY_MOVE)
+  local ids = redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, x.n)
+  local moved = 0
+  for _, id in ipairs(ids) do
+    local j = load_job(id)
+    if j == nil then redis.call('ZREM', K_DUE, id)
+    elseif job_move(j, 'wake', x).kind == 'moved' then moved = moved + 1 end
+  end
+  local nxt = redis.call('ZRANGE', K_DUE, 0, 0, 'WITHSCORES')
+  local next_due = nxt[2] and tonumber(nxt[2]) or nil
+  if legacy_left then next_due = NOW end -- more of the untyped index to move: again at once
+  return {kind = 'woken', n = moved, next_due = next_due}
+end
+
+----------------------------------------------------------------------------- validation --
+
+-- The validator: `validating` jobs whose next check is due, each taken under a check token
+-- (its score moves to the check lease's end, so no other validator takes it meanwhile; a
+-- validator that dies mid-check loses nothing but time). Only jobs this daemon can check are
+-- taken: its types (x.types), or any job carrying its own validator URL.
+function OP.validations(x)
+  local types = {}
+  for _, t in ipairs(x.types or {}) do types[t] = true end
+  -- Due checks of other daemons' types are passed over, page after page (bounded), so they
+  -- never starve the ones this daemon can do.
+  local out, skipped, page, scanned = {}, 0, 4 * x.n + 32, 0
+  while #out < x.n and scanned < VALIDATION_SCAN do
+    local ids = redis.call('ZRANGEBYSCORE', K_VALIDATING, '-inf', NOW, 'LIMIT', skipped, page)
+    if #ids == 0 then break end
+    scanned = scanned + #ids
+    for _, id in ipairs(ids) do
+      if #out >= x.n then break end
+      local j = load_job(id, {'validator_url'})
+      if j == nil or M.job.at[j.state] ~= 'validating' then
+        redis.call('ZREM', K_VALIDATING, id)
+      elseif types[j.type] or j.validator_url ~= '' then
+        local check = num(j.val_checks) + 1
+        local token = x.nonce .. '.' .. check
+        redis.call('HSET', jkey(id), 'val_token', token)
+        redis.call('ZADD', K_VALIDATING, NOW + num(x.lease_ms), id)
+        out[#out + 1] = {id = id, type = j.type, token = token, check = check, epoch = num(j.epoch),
+          validator_url = j.validator_url, service_job_id = j.service_job_id,
+          traceparent = j.traceparent ~= '' and j.traceparent or nil}
+      else
+        skipped = skipped + 1
+      end
+    end
+  end
+  -- When to look again: now if the batch filled up (more may be due), else the next check
+  -- that comes due later (what was passed over is another daemon's to do).
+  local next_due = nil
+  if #out >= x.n then
+    next_due = NOW
+  else
+    local nxt = redis.call('ZRANGEBYSCORE', K_VALIDATING, '(' .. NOW_S, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    next_due = nxt[2] and tonumber(nxt[2]) or nil
+  end
+  return {kind = 'validations', jobs = #out > 0 and out or nil, n = #out, next_due = next_due}
+end
+
+-- One check's verdict, fenced by its check token. Every check is recorded (`vck:<epoch>:<n>`,
+-- never overwritten). Passed: `validation_passed`. Failed with checks left: the next check is
+-- due at x.retry_at, one `job.validation_check` event. Failed on the last check:
+-- `validation_exhausted` with the last status the source of truth reported. `release` (a
+-- validator shutting down mid-check) records nothing and makes the check due again at once.
+function OP.validated(x)
+  local j = load_job(x.id, {'val_token', 'val_seen'})
+  if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
+  if M.job.terminal[j.state] then return {kind = 'absorbed', id = x.id, state = j.state} end
+  if not has_row(M.job, j.state, 'validation_passed') or j.val_token ~= x.token then
+    return {kind = 'stale', id = x.id, state = j.state}
+  end
+  if x.release then
+    redis.call('HSET', jkey(x.id), 'val_token', '')
+    redis.call('ZADD', K_VALIDATING, NOW, x.id)
+    return {kind = 'released', id = x.id, state = j.state}
+  end
+  local n = num(j.val_checks) + 1
+  local status = x.status or ''
+  local seen = status ~= '' and status or j.val_seen
+  redis.call('HSET', jkey(x.id), 'val_checks', n, 'val_token', '', 'val_seen', seen,
+    'vck:' .. num(j.epoch) .. ':' .. n, cjson.encode({n = n, epoch = num(j.epoch), at = NOW,
+      ok = x.ok == true, status = status, reason = x.reason or ''}))
+  j.val_checks = n
+  if x.ok == true then
+    return job_move(j, 'validation_passed', {status = status})
+  end
+  if n >= num(x.max_attempts) then
+    return job_move(j, 'validation_exhausted', {status = seen, error = x.error})
+  end
+  redis.call('ZADD', K_VALIDATING, x.retry_at, x.id)
+  event('job.validation_check', x.id, {'check', n, 'status', status, 'reason', x.reason,
+    'next_at', fmt(x.retry_at)})
+  return {kind = 'checked', id = x.id, state = j.state, n = n, next_due = x.retry_at}
+end
+
+
+function OP.batch_create(x)
+  if redis.call('EXISTS', bkey(x.id)) == 1 then return {kind = 'exists', id = x.id} end
+  local start = initial_state(M.batch, {})
+  redis.call('HSET', bkey(x.id), 'id', x.id, 'queue', QUEUE, 'state', start.state,
+    'expected', x.expected or '', 'members', 0, 'completed', 0, 'failed', 0, 'cancelled', 0,
+    'threshold', x.threshold, 'progress_every', x.progress_every or 0,
+    'stuck_after_ms', x.stuck_after_ms or 0, 'closed', '', 'notify', x.notify and '1' or '0',
+    'webhook_url', x.webhook_url or '', 'epoch', 0, 'created_at', NOW_S,
+    'updated_at', NOW_S)
+  local b = load_batch(x.id)
+  local c = {m = M.batch, r = b, x = x, set = {}}
+  for _, e in ipairs(start.fx) do EFFECT.batch[e](c) end
+  if #start.fx > 0 then FX[#FX + 1] = start.fx end
+  event('batch.created', x.id, {'to', start.state, 'expected', x.expected})
+  batch_filled(b) -- it expects no members: closed at once
+  batch_finalize(b, false) -- ready at once only when it expects no members
+  return {kind = 'created', id = x.id, state = b.state}
+end
+
+-- Add existing jobs. Everything is checked before anything is written; members already
+-- terminal are counted, and the guarded finalize is tried once, after all of them.
+function OP.batch_add(x)
+  local b = load_batch(x.id)
+  if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
+  local fresh, seen = {}, {}
+  for _, id in ipairs(x.jobs) do
+    local j = load_job(id)
+    if j == nil then return {kind = 'not_found', error = 'job', id = id} end
+    if j.batch ~= '' and j.batch ~= x.id then
+      return {kind = 'rejected', error = 'job ' .. id .. ' already belongs to batch ' .. j.batch}
+    end
+    if not seen[id] and redis.call('SISMEMBER', bkey(x.id) .. ':members', id) == 0 then
+      fresh[#fresh + 1] = j
+    end
+    seen[id] = true
+  end
+  local refusal = batch_refusal(x.id, #fresh)
+  if refusal then return refusal end
+  if #fresh == 0 then return {kind = 'added', id = x.id, added = 0, state = b.state} end
+  local finished = {}
+  for _, j in ipairs(fresh) do
+    redis.call('SADD', bkey(x.id) .. ':members', j.id)
+    redis.call('HSET', jkey(j.id), 'batch', x.id)
+    if M.job.terminal[j.state] then finished[#finished + 1] = j.state end
+  end
+  redis.call('HINCRBY', bkey(x.id), 'members', #fresh)
+  event('batch.members_added', x.id, {'added', #fresh})
+  for _, state in ipairs(finished) do batch_member_done(x.id, state, true) end
+  b = load_batch(x.id)
+  batch_touch(b)
+  batch_filled(b)
+  batch_finalize(b, false)
+  return {kind = 'added', id = x.id, added = #fresh, state = b.state}
+end
+
+function OP.batch_close(x)
+  local b = load_batch(x.id)
+  if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
+  local r = batch_move(b, 'close', {})
+  if r.kind ~= 'moved' then return r end
+  local f = batch_finalize(b, false) -- an empty batch, or one whose members all finished
+  if f.kind == 'moved' then f.from = r.from; return f end
+  return r
+end
+
+function OP.batch_finalize(x)
+  local b = load_batch(x.id)
+  if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
+  return batch_finalize(b, x.stuck == true)
+end
+
+function OP.batch_cancel(x)
+  local b = load_batch(x.id)
+  if b == nil then return {kind = 'not_found', error = 'batch', id = x.id} end
+  return batch_move(b, 'cancel', {})
+end
+
+-- The batch monitor's sweep. Stuck: batches whose stuck deadline (last member activity plus
+-- stuck-after) has passed are finalized with the stuck fact. Ready (when `ready_from` is
+-- given): a page of live batches, from that rank on, gets the ordinary guarded finalize, a
+-- safety net that writes nothing for a batch that is not ready. Only moved batches are listed;
+-- `cursor` is where the next ready page starts (0: start over), `next_due` the earliest
+-- stuck deadline left.
+function OP.batch_sweep(x)
+  local n = num(x.n)
+  local results = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_BATCHES, '-inf', NOW, 'LIMIT', 0, n)) do
+    local b = load_batch(id)
+    if b == nil or M.batch.terminal[b.state] then
+      redis.call('ZREM', K_BATCHES, id)
+    else
+      results[#results + 1] = batch_finalize(b, true)
+    end
+  end
+  local cursor
+  if x.ready_from ~= nil then
+    local from = num(x.ready_from)
+    local page = redis.call('ZRANGE', K_BATCHES, from, from + n - 1)
+    for _, id in ipairs(page) do
+      local b = load_batch(id)
+      if b == nil or M.batch.terminal[b.state] then
+        redis.call('ZREM', K_BATCHES, id)
+      else
+        local r = batch_finalize(b, false)
+        if r.kind == 'moved' then results[#results + 1] = r end
+      end
+    end
+    cursor = #page < n and 0 or from + #page
+  end
+  local first = redis.call('ZRANGE', K_BATCHES, 0, 0, 'WITHSCORES')
+  local next_due = first[2] and tonumber(first[2])
+  if next_due ~= nil and next_due == math.huge then next_due = nil end
+  return {kind = 'swept', n = #results, batches = #results > 0 and results or nil,
+    next_due = next_due, cursor = cursor}
+end
+
+-- Take due deliveries: pending or retry_wait ones are sent; a `sending` one whose send lease
+-- ran out (its daemon died) is released first, then sent again with the same id.
+function OP.deliveries(x)
+  local ids = redis.call('ZRANGEBYSCORE', K_OUTBOX, '-inf', NOW, 'LIMIT', 0, x.n)
+  local out = {}
+  for _, id in ipairs(ids) do
+    local d = load_delivery(id)
+    if d == nil then
+      redis.call('ZREM', K_OUTBOX, id)
+    else
+      if has_row(M.webhook, d.state, 'release') then move('webhook', d, 'release', {}, x) end
+      local r = move('webhook', d, 'send', webhook_facts(num(d.attempts), num(x.max_attempts)), x)
+      if r.kind == 'moved' and not M.webhook.terminal[r.to] then
+        out[#out + 1] = {id = id, event = d.event, object = d.object, url = d.url,
+          snapshot = d.snapshot, attempt = num(d.attempts), token = d.token, created_at = num(d.created_at),
+          traceparent = d.traceparent ~= '' and d.traceparent or nil}
+      end
+    end
+  end
+  local nxt = redis.call('ZRANGE', K_OUTBOX, 0, 0, 'WITHSCORES')
+  return {kind = 'deliveries', deliveries = #out > 0 and out or nil, n = #out,
+    next_due = nxt[2] and tonumber(nxt[2]) or nil}
+end
+
+-- The outcome of one send: succeed, fail (retry_at decides when) or reject; or release.
+function OP.delivered(x)
+  local d = load_delivery(x.id)
+  if d == nil then return {kind = 'not_found', error = 'delivery', id = x.id} end
+  if M.webhook.terminal[d.state] then return {kind = 'absorbed', id = x.id, state = d.state} end
+  if d.token ~= x.token then return {kind = 'stale', id = x.id, state = d.state} end
+  return move('webhook', d, x.trigger, webhook_facts(num(d.attempts), num(x.max_attempts)), x)
+end
+
+-- An operator's re-send: a dead delivery goes back to pending with a fresh attempt budget, due
+-- now, under no token (a late report of its last attempt is stale); the same webhook-id. Any
+-- other state: absorbed (delivered) or invalid (on its way), nothing written.
+function OP.redeliver(x)
+  local d = load_delivery(x.id)
+  if d == nil then return {kind = 'not_found', error = 'delivery', id = x.id} end
+  return move('webhook', d, 'redeliver', {}, x)
+end
+
+-- The guards' facts for given counters, as the moves compute them (a read-only check that
+-- machines/ and this library agree: see tests/machines/test_effects_contract.py).
+function OP.facts(x)
+  local f = x.fields
+  if x.machine == 'job' then return {kind = 'facts', facts = job_facts(f)} end
+  if x.machine == 'batch' then return {kind = 'facts', facts = batch_facts(f, x.stuck == true)} end
+  if x.machine == 'webhook' then
+    return {kind = 'facts', facts = webhook_facts(num(f.attempts), num(f.max_attempts))}
+  end
+  return {kind = 'rejected', error = 'no machine ' .. tostring(x.machine)}
+end
+
