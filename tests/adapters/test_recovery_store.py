@@ -19,12 +19,16 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import trio
 
 from jobvisor.adapters.keys import REGISTRY, RegistryKeys
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import Store, SyncStore
 from tests.store_fixtures import K, ManualClock, Target, diff_keys, snapshot, stream
+
+# Every store-target test here runs on a 3-master Redis Cluster too (tests/redis_cluster.py).
+pytestmark = pytest.mark.cluster
 
 Q = "default"
 TERMINAL = {"job.completed", "job.failed", "job.cancelled", "job.timed_out", "job.validation_failed"}
