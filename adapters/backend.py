@@ -232,8 +232,9 @@ class Backend:
 
     def check_primary(self) -> None:
         """Refuse a server that is a replica (``ROLE``): a daemon pointed at one by mistake
-        would wait forever on ``READONLY``, which during a failover is rightly transient."""
-        if self.inline:
+        would wait forever on ``READONLY``, which during a failover is rightly transient. A
+        Cluster's or a Sentinel's client finds the primaries by itself: nothing to check."""
+        if self.inline or (self.target is not None and self.target.kind != "single"):
             return
         try:
             role = self._guard(lambda: self.client.execute_command("ROLE"))

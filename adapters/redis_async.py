@@ -19,13 +19,19 @@ and asynchronous paths hand the store the same values.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
+
+# Loaded with this module, before the daemon's trio run starts, rather than at the first
+# connection inside it (an import in the event loop holds the loop; on a busy machine these take
+# a while): anyio's trio backend, which anyio loads lazily, and coredis's pipelines.
+import anyio._backends._trio  # noqa: F401
 import coredis
 import coredis.exceptions as cx
+import coredis.patterns.pipeline  # noqa: F401
+from coredis.commands.request import CommandRequest
 from coredis.connection import TCPLocation
 from coredis.response._callbacks import NoopCallback
 from coredis.retry import NoRetryPolicy
@@ -64,6 +70,11 @@ def _request(client: Any, args: Sequence[Any]) -> Any:
     return client.create_request(name.upper(), *arguments, callback=NoopCallback())
 
 
+def _command(args: Sequence[Any]) -> CommandRequest[Any]:
+    name = args[0].encode() if isinstance(args[0], str) else args[0]
+    return CommandRequest(name.upper(), *args[1:], execution_parameters={})
+
+
 class AsyncRedis:
     """One coredis client (a pool of multiplexed connections, per node under a Cluster)."""
 
@@ -81,11 +92,18 @@ class AsyncRedis:
         error as its result (the other nodes' results stand)."""
         if not commands:
             return []
-        with anyio.fail_after(self.timeout * 2 if self.timeout else math.inf):
+        if self.cluster:  # one pipeline per node, MOVED/ASK followed by coredis
             async with self.client.pipeline(transaction=False, raise_on_error=False, timeout=self.timeout) as pipe:
                 for command in commands:
                     _request(pipe, command)
             return list(pipe.results or ())
+        # One server: the batch goes straight onto a pooled connection, released before its
+        # replies are awaited (coredis multiplexes it: replies come back in order). Each bound
+        # is coredis's: the pool's wait, the connect and the reply timeouts.
+        requests = [_command(command) for command in commands]
+        async with self.client.connection_pool.acquire() as connection:
+            batch = connection.create_request_batch(requests, timeout=self.timeout)
+        return list(await batch)
 
     async def command(self, *args: Any) -> Any:
         """One command on a connection of its own while it runs (a blocking ``XREAD``)."""
@@ -187,6 +205,13 @@ def innermost_client_error(exc: BaseException) -> BaseException | None:
     return exc if is_client_error(exc) else None
 
 
+def _warm_up() -> None:
+    """redis-py's reply shapes, read once now (their first read imports more of redis-py)."""
+    from .backend import _callbacks
+
+    _callbacks()
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -254,3 +279,5 @@ def _leaves(group: BaseExceptionGroup[Any], kind: type[BaseException]) -> list[B
             found.append(inner)
     return found
 
+
+_warm_up()

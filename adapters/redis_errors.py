@@ -43,7 +43,7 @@ def is_client_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a Redis client's error (or a socket's): what :func:`mapped` maps."""
     names = _names(exc)
     return (isinstance(exc, OSError | TimeoutError) or "RedisError" in names or "ResponseError" in names
-            or "ConnectionError" in names)
+            or "ConnectionError" in names or type(exc).__module__.split(".")[0] in ("redis", "coredis"))
 
 
 def _reply_text(exc: BaseException) -> str:
