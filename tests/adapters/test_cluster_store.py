@@ -48,7 +48,8 @@ def check_one_slot(command: tuple[Any, ...]) -> None:
     if name == "FCALL":
         assert command[2] == 1, command[:4]
         prefix = str(command[4])
-        assert "{" in prefix and prefix.endswith(":"), prefix
+        assert "{" in prefix, prefix
+        assert prefix.endswith(":"), prefix
         # every key the script builds is prefix + suffix: the prefix's hash tag decides its slot
         assert {key_slot(keys[0]), key_slot(prefix + "job:any"), key_slot(prefix + "batch:x:members")} == {
             key_slot(prefix)}, command[:5]

@@ -16,6 +16,7 @@ from jobvisor.adapters.keys import REGISTRY, Keys, key_slot
 from jobvisor.adapters.records import BatchSpec, JobSpec
 from jobvisor.adapters.store import SyncStore
 from tests.adapters.test_cluster_store import queues_on_every_master
+from tests.cli_support import jv, ok_json
 from tests.daemon_process import TERMINAL_EVENTS, daemon, wait_until
 from tests.redis_cluster import RedisCluster
 
@@ -61,3 +62,17 @@ def test_two_daemons_run_600_jobs_on_three_masters_each_ending_once(
         assert b.wait(20) == 0, b.stderr()
         started = [e for e in store.events(REGISTRY) if e.type == "worker.started"]
         assert len(started) == 2
+
+
+def test_the_cli_submits_and_reads_over_a_cluster_url(cluster_url: str, redis_cluster: RedisCluster) -> None:
+    """The synchronous path (redis-py's RedisCluster): a queue on each master, and the
+    global keys (``jv:queues``) beside them."""
+    queues = queues_on_every_master(redis_cluster)
+    ids = []
+    for queue in queues:
+        submitted = ok_json(jv("submit", "noop", "--app", "bench.noop_app:app", "--queue", queue,
+                               "--redis", cluster_url, "--json"))
+        ids.append(submitted["id"])
+    for job_id in ids:
+        assert ok_json(jv("status", job_id, "--redis", cluster_url, "--json"))["state"] == "queued"
+    assert set(ok_json(jv("queues", "--redis", cluster_url, "--json"))) >= set(queues)
