@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # coredis only in the daemon: the synchronous store never loa
     from contextlib import AbstractAsyncContextManager
 
     from .redis_async import AsyncRedis
-    from .resp import TrioConnection
 
 __all__ = ["Backend", "OpsCall", "CommandCall", "MemoryServers", "open_backend"]
 
@@ -173,12 +172,6 @@ class Backend:
 
         assert self.target is not None, "the embedded store is called inline"
         return open_async(self.target, limit=self.timeout)
-
-    def connection(self) -> TrioConnection:
-        """A hand-written trio connection (kept only for bench/store.py's side-by-side figures)."""
-        from .resp import TrioConnection
-
-        return TrioConnection(self._url, timeout=self.timeout, callbacks=self.client.response_callbacks)
 
     def _commands(self, calls: Sequence[Call], now_ms: int) -> list[tuple[Any, ...]]:
         commands: list[tuple[Any, ...]] = []

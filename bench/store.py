@@ -3,32 +3,27 @@
 Prints:
 * guarded transitions/s through the store actor with 1 and 100 concurrent callers,
   next to a plain ``trio.to_thread.run_sync`` per call (no actor, no batching);
-* the store actor's connection layer side by side (``--layers``): coredis against the
-  hand-written RESP connection it replaced, 100 callers, min/median/max of RUNS runs each,
-  alternated so that both see the same machine;
+* (the coredis connection layer was measured against the hand-written RESP connection it
+  replaced, side by side, before that one was deleted: figures in the README's "Benchmarks");
 * Redis commands per job lifecycle (submit -> claim -> complete), from INFO commandstats
   (commands run inside scripts count too), and round trips per job, alone and under load.
 
-Run: .venv/bin/python bench/store.py [N] [--layers RUNS]
+Run: .venv/bin/python bench/store.py [N]
 """
 
 from __future__ import annotations
 
-import contextlib
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import redis
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobvisor.adapters.backend import Backend, open_backend  # noqa: E402
+from jobvisor.adapters.backend import open_backend  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
 from jobvisor.adapters.store import Store  # noqa: E402
 from jobvisor.adapters.store_actor import StoreActor  # noqa: E402
@@ -76,68 +71,6 @@ class ThreadPerCall:
         return await trio.to_thread.run_sync(self.backend.run, calls, int(time.time() * 1000))
 
 
-class _HandWritten:
-    """The store actor's former connection layer: one hand-written RESP connection per
-    concurrent round trip (the actor ran two), behind the interface coredis now serves."""
-
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
-        self._free: list[Any] = []
-
-    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        connection = self._free.pop() if self._free else self._backend.connection()
-        try:
-            return await connection.pipeline(commands)  # type: ignore[no-any-return]
-        finally:
-            self._free.append(connection)
-
-    async def function_load(self, source: str) -> list[Any]:
-        return await self.pipeline([("FUNCTION", "LOAD", "REPLACE", source), ("FUNCTION", "LIST")])
-
-    async def function_delete(self, names: Sequence[str]) -> None:
-        await self.pipeline([("FUNCTION", "DELETE", n) for n in names])
-
-
-def hand_written_backend(url: str) -> Backend:
-    backend = open_backend(url)
-
-    @contextlib.asynccontextmanager
-    async def client() -> AsyncIterator[Any]:
-        layer = _HandWritten(backend)
-        try:
-            yield layer
-        finally:
-            for connection in layer._free:
-                connection.close()
-
-    backend.async_client = client  # type: ignore[method-assign]
-    return backend
-
-
-async def layer_rate(url: str, client: redis.Redis, backend: Backend, n: int, callers: int) -> float:
-    client.flushall()
-    actor = StoreActor(backend, time.time)
-    store = Store(actor)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(actor.run)
-        jobs = await prepare(store, n)
-        rate = await completions(store, jobs, callers)
-        actor.close()
-    return rate
-
-
-async def layers(url: str, client: redis.Redis, n: int, runs: int, callers: int = 100) -> None:
-    rates: dict[str, list[float]] = {"hand-written RESP": [], "coredis": []}
-    for _ in range(runs):
-        rates["hand-written RESP"].append(await layer_rate(url, client, hand_written_backend(url), n, callers))
-        rates["coredis"].append(await layer_rate(url, client, open_backend(url), n, callers))
-    print(f"complete transitions/s, store actor, {callers} callers, {runs} runs each (min / median / max)")
-    for label, values in rates.items():
-        print(f"  {label:<20}{min(values):>10,.0f}{statistics.median(values):>10,.0f}{max(values):>10,.0f}")
-    ratio = statistics.median(rates["coredis"]) / statistics.median(rates["hand-written RESP"])
-    print(f"  coredis / hand-written (medians): {ratio:.2f}x\n")
-
-
 async def lifecycle_costs(url: str, client: redis.Redis, n: int, callers: int) -> tuple[float, float]:
     backend = open_backend(url)
     actor = StoreActor(backend, time.time)
@@ -165,16 +98,13 @@ async def lifecycle_costs(url: str, client: redis.Redis, n: int, callers: int) -
     return commands / (per * callers), trips / (per * callers)
 
 
-async def main(n: int, runs: int | None) -> None:
+async def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp), appendonly=False)
         server.start()
         client = redis.Redis.from_url(server.url)
         try:
             print(f"redis-server {client.info('server')['redis_version']} on {server.url}; N={n}\n")
-            if runs is not None:
-                await layers(server.url, client, n, runs)
-                return
             rows = []
             for label, callers in (("1 caller", 1), ("100 callers", 100)):
                 client.flushall()
@@ -207,10 +137,4 @@ async def main(n: int, runs: int | None) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    layer_runs = None
-    if "--layers" in args:
-        at = args.index("--layers")
-        layer_runs = int(args[at + 1])
-        del args[at : at + 2]
-    trio.run(main, int(args[0]) if args else 20000, layer_runs)
+    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 20000)
