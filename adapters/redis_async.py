@@ -229,17 +229,15 @@ async def open_async(target: RedisTarget, *, limit: float) -> AsyncIterator[Asyn
             startup_nodes=[TCPLocation(h, p) for h, p in target.nodes], pool_timeout=limit,
             max_connections=64, **common, **tls)
     elif target.kind == "sentinel":
-        from coredis.sentinel import Sentinel
-
         sentinel_options: dict[str, Any] = {"connect_timeout": limit, "stream_timeout": limit}
         if target.sentinel_password is not None:
             sentinel_options["password"] = target.sentinel_password
         if target.tls:
             sentinel_options.update(tls)
-        sentinel = Sentinel([TCPLocation(h, p) for h, p in target.nodes], sentinel_kwargs=sentinel_options,
-                            retry_policy=NoRetryPolicy(), **{k: v for k, v in common.items()
-                                                              if k not in ("retry_policy", "decode_responses")},
-                            **tls)
+        connection = {k: v for k, v in common.items()
+                      if k not in ("retry_policy", "decode_responses", "verify_version")}
+        sentinel = coredis.Sentinel([TCPLocation(h, p) for h, p in target.nodes], sentinel_kwargs=sentinel_options,
+                                    retry_policy=NoRetryPolicy(), **connection, **tls)
         async with _ours(target), sentinel:
             client = sentinel.primary_for(target.service or "", db=target.db)
             async with client:
