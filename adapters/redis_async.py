@@ -19,6 +19,7 @@ and asynchronous paths hand the store the same values.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -40,6 +41,11 @@ from coredis.typing import Key
 from .errors import JobvisorError, StoreError, StoreUnavailable
 from .redis_errors import is_client_error, mapped
 from .redis_urls import RedisTarget
+
+# coredis logs its connections' failures itself (with tracebacks, at ERROR, even for a connect
+# that a shutdown cancelled); they reach us as exceptions, mapped and reported once by the actor
+# that met them (README "Redis outages"), so its own lines would only repeat them.
+logging.getLogger("coredis").setLevel(logging.CRITICAL)
 
 __all__ = ["AsyncRedis", "open_async", "command_keys", "innermost_client_error", "cx"]
 

@@ -30,7 +30,6 @@ again (reads alone do not clear it: under ``OOM`` they still work), for
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -139,19 +138,32 @@ class StoreActor:
         self._send.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        release = trio.Event()
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                client = None if self.backend.inline else await stack.enter_async_context(self.backend.async_client())
-                async with self._receive, trio.open_nursery() as nursery:
-                    for _ in range(self.concurrency):
-                        nursery.start_soon(self._serve_loop, self._receive.clone(), client)
-                    task_status.started()
+            async with trio.open_nursery() as holder:
+                client = None if self.backend.inline else await holder.start(self._hold_client, release)
+                try:
+                    async with self._receive, trio.open_nursery() as nursery:
+                        for _ in range(self.concurrency):
+                            nursery.start_soon(self._serve_loop, self._receive.clone(), client)
+                        task_status.started()
+                finally:
+                    release.set()
         finally:
             self.closed.set()
             for request in list(self._waiting):  # the actor was cancelled under them
                 if not request.done.is_set():
                     request.error = StoreError("the store is closed")
                     request.done.set()
+
+    async def _hold_client(self, release: trio.Event, *, task_status: trio.TaskStatus[AsyncRedis]) -> None:
+        """Open the coredis client and keep it until ``release``, shielded: its connections run
+        as tasks of their own, and a cancelled actor still finishes the round trips it started
+        on them (see ``_serve``); they close once the serving tasks are done."""
+        with trio.CancelScope(shield=True):
+            async with self.backend.async_client() as client:
+                task_status.started(client)
+                await release.wait()
 
     async def _serve_loop(self, receive: trio.MemoryReceiveChannel[_Request], connection: AsyncRedis | None) -> None:
         async with receive:
