@@ -102,14 +102,17 @@ class Backend:
 
     async def run_async(self, connection: AsyncRedis, calls: Sequence[Call], now_ms: int) -> list[Any]:
         """:meth:`run` over the daemon's coredis client (redis-server only): no thread hop."""
-        results = await self._pipeline_async(connection, self._commands(calls, now_ms))
+        results = self._replicated(calls, await self._pipeline_async(
+            connection, self._commands(calls, now_ms) + self._wait(calls)))
         self.round_trips += 1
         missing = [i for i, r in enumerate(results) if function_missing(r)]
         if missing:
             stale = self._loaded(await self._guard_async(connection.function_load(self.library.source)))
             if stale:
                 await self._guard_async(connection.function_delete(stale))
-            again = await self._pipeline_async(connection, self._commands([calls[i] for i in missing], now_ms))
+            retry = [calls[i] for i in missing]
+            again = self._replicated(retry, await self._pipeline_async(
+                connection, self._commands(retry, now_ms) + self._wait(retry)))
             self.round_trips += 3 if stale else 2
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
@@ -185,7 +188,28 @@ class Backend:
         return commands
 
     def _pipeline(self, calls: Sequence[Call], now_ms: int) -> list[Any]:
-        return self._send(self._commands(calls, now_ms))
+        commands = self._commands(calls, now_ms)
+        return self._replicated(calls, self._send(commands + self._wait(calls)))
+
+    def _wait(self, calls: Sequence[Call]) -> list[tuple[Any, ...]]:
+        """``WAIT 1`` after the round trip's writes, when the URL asks for ``durability=replica``."""
+        if self.target is None or self.target.durability != "replica" or not any(
+                isinstance(c, OpsCall) for c in calls):
+            return []
+        return [("WAIT", 1, max(1, int(self.timeout * 1000)))]
+
+    def _replicated(self, calls: Sequence[Call], results: list[Any]) -> list[Any]:
+        """Drop the ``WAIT`` reply; when no replica confirmed, each write's answer is an outage
+        (applied on the primary, maybe lost at a failover: its outcome is unknown)."""
+        if len(results) == len(calls):
+            return results
+        confirmed = results.pop()
+        if isinstance(confirmed, int) and confirmed >= 1:
+            return results
+        lost = StoreUnavailable(self.url, f"no replica confirmed the writes within {self.timeout:g} s",
+                                condition="not replicated")
+        return [lost if isinstance(c, OpsCall) and not isinstance(r, BaseException) else r
+                for c, r in zip(calls, results, strict=True)]
 
     def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """``commands`` in one pipeline (one round trip); each reply a value or an exception."""
@@ -213,6 +237,8 @@ class Backend:
         return mapped(self.url, exc)
 
     def _decode(self, call: Call, result: Any) -> Any:
+        if isinstance(result, StoreError):  # already ours (a write no replica confirmed)
+            return result
         if isinstance(result, Exception):
             return self._mapped(result) if is_client_error(result) else StoreError(
                 f"{type(result).__name__}: {result}")

@@ -9,7 +9,9 @@
   ``sentinel_password`` option is the Sentinels' own.
 
 TLS options (query, as redis-py reads them): ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
-``ssl_cert_reqs=required|optional|none``. Anything else in the query is refused. A URL is shown
+``ssl_cert_reqs=required|optional|none``. ``durability=replica`` (one server or Sentinel) makes
+every round trip that writes wait for one replica to confirm it (``WAIT 1``). Anything else in
+the query is refused. A URL is shown
 only redacted (:func:`~adapters.errors.redact`); a bad one is :class:`BadInput` naming what is wrong.
 """
 
@@ -60,6 +62,7 @@ class RedisTarget:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_cert_reqs: str = "required"
+    durability: str = "primary"  # "replica": each round trip waits for one replica (WAIT 1)
 
     @property
     def shown(self) -> str:
@@ -121,16 +124,22 @@ def parse_redis_url(url: str) -> RedisTarget:
     if sentinel_password is not None and kind != "sentinel":
         raise _bad(url, "has sentinel_password, which only redis+sentinel:// takes")
     db_option = query.pop("db", None) if kind == "single" else None
+    durability = query.pop("durability", "primary")
+    if durability not in ("primary", "replica"):
+        raise _bad(url, "durability must be primary or replica")
+    if durability == "replica" and kind == "cluster":
+        raise _bad(url, "durability=replica is for one server or Sentinel (not a Cluster yet)")
     tls_values = {k: query.pop(k) for k in _TLS_OPTIONS if k in query}
     if query:
-        raise _bad(url, f"has unknown options ({', '.join(sorted(query))}); known: {', '.join(_TLS_OPTIONS)}")
+        known = ", ".join((*_TLS_OPTIONS, "durability"))
+        raise _bad(url, f"has unknown options ({', '.join(sorted(query))}); known: {known}")
     if tls_values and not tls:
         raise _bad(url, f"has TLS options but no TLS scheme (use {'rediss' + scheme[5:]}://)")
     cert_reqs = tls_values.pop("ssl_cert_reqs", "required").lower()
     if cert_reqs not in _CERT_REQS:
         raise _bad(url, f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
     common: dict[str, Any] = dict(username=username, password=password, tls=tls, ssl_cert_reqs=cert_reqs,
-                                  **tls_values)
+                                  durability=durability, **tls_values)
     path = parts.path
     if scheme == "unix":
         if not path or hosts:
