@@ -1,30 +1,29 @@
-"""Where the Lua library runs: a real redis-server, or the embedded store.
+"""Where the Lua library runs: redis-server (one, a Cluster, a Sentinel set), or the embedded store.
 
-Both are a redis-py client object; only the URL differs:
+The URL says which (:mod:`adapters.redis_urls`):
 
-* ``redis://host:port/db`` (or ``rediss://``, ``unix://``): redis-server. The
-  synchronous store and the CLI use redis-py; the daemon's store actor and its
-  pub/sub listener use trio-native connections (:mod:`adapters.resp`).
+* ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``, ``redis+sentinel://``:
+  redis-server. The synchronous store and the CLI use redis-py (its ``RedisCluster`` and
+  ``Sentinel`` for those topologies); the daemon's store actor, its pub/sub listener and the
+  event followers use coredis on anyio (:mod:`adapters.redis_async`), with no thread hop.
 * ``memory://`` or ``memory://<name>``: fakeredis with lupa running the very
   same scripts, in process. It is called inline (no thread), which is what
   makes actor tests under ``trio.testing.MockClock`` deterministic.
 
-One :meth:`Backend.run` is one pipeline, one round trip: every group of ops
-for a queue becomes one ``FCALL`` of the Lua library and every read command
-rides along. redis-py's own retrying is switched off: a connection error is
+One :meth:`Backend.run` is one pipeline, one round trip (one per node under a Cluster): every
+group of ops for a queue becomes one ``FCALL`` of the Lua library and every read command
+rides along. The clients' own retrying is switched off: a connection error is
 raised as :class:`StoreUnavailable` and nothing is re-sent, because whether
-Redis applied the pipeline is unknown. "Function not found" (a new Redis, or
-one that lost its functions) is different: nothing ran, so the library is
-loaded and just those calls run again.
+Redis applied the pipeline is unknown. "Function not found" (a new Redis, a failed-over one,
+or one that lost its functions) is different: nothing ran, so the library is
+loaded (on every primary of a Cluster) and just those calls run again.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import msgspec
 import redis
@@ -32,13 +31,17 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .calls import Call, CommandCall, OpsCall
-from .errors import BadInput, StoreError, StoreUnavailable, redact, transient_reply
+from .errors import BadInput, StoreError, StoreUnavailable, redact
 from .keys import script_keys
+from .redis_errors import function_missing, is_client_error, mapped
+from .redis_urls import RedisTarget, parse_redis_url
 from .replies import Reply
 from .scripts import LuaLibrary
 
-if TYPE_CHECKING:  # trio only in the daemon: the synchronous store never loads it
-    from .resp import TrioConnection
+if TYPE_CHECKING:  # coredis only in the daemon: the synchronous store never loads it
+    from contextlib import AbstractAsyncContextManager
+
+    from .redis_async import AsyncRedis
 
 __all__ = ["Backend", "OpsCall", "CommandCall", "MemoryServers", "open_backend"]
 
@@ -69,9 +72,12 @@ class Backend:
     """A redis-py-compatible client plus the Lua library loaded on it."""
 
     def __init__(
-        self, client: Any, url: str, *, inline: bool, stream_cap: int = STREAM_CAP, timeout: float = 5.0
+        self, client: Any, url: str, *, inline: bool, stream_cap: int = STREAM_CAP, timeout: float = 5.0,
+        target: RedisTarget | None = None,
     ) -> None:
         self.client = client
+        self.target = target
+        self.cluster = target is not None and target.kind == "cluster"
         self._url = url
         self.url = redact(url)
         self.timeout = timeout
@@ -86,7 +92,7 @@ class Backend:
         Raises :class:`StoreUnavailable` when Redis cannot be reached.
         """
         results = self._pipeline(calls, now_ms)
-        missing = [i for i, r in enumerate(results) if _function_missing(r)]
+        missing = [i for i, r in enumerate(results) if function_missing(r)]
         if missing:
             self._load_library()
             again = self._pipeline([calls[i] for i in missing], now_ms)
@@ -94,24 +100,59 @@ class Backend:
                 results[i] = r
         return [self._decode(call, r) for call, r in zip(calls, results, strict=True)]
 
-    async def run_async(self, connection: TrioConnection, calls: Sequence[Call], now_ms: int) -> list[Any]:
-        """:meth:`run` over a trio-native connection (redis-server only): no thread hop."""
-        results = await connection.pipeline(self._commands(calls, now_ms))
+    async def run_async(self, connection: AsyncRedis, calls: Sequence[Call], now_ms: int) -> list[Any]:
+        """:meth:`run` over the daemon's coredis client (redis-server only): no thread hop."""
+        results = self._replicated(calls, await self._pipeline_async(
+            connection, self._commands(calls, now_ms) + self._wait(calls)))
         self.round_trips += 1
-        missing = [i for i, r in enumerate(results) if _function_missing(r)]
+        missing = [i for i, r in enumerate(results) if function_missing(r)]
         if missing:
-            replies = await connection.pipeline(_load_commands(self.library))
-            stale = self._loaded(replies)
+            stale = self._loaded(await self._guard_async(connection.function_load(self.library.source)))
             if stale:
-                await connection.pipeline([("FUNCTION", "DELETE", name) for name in stale])
-            again = await connection.pipeline(self._commands([calls[i] for i in missing], now_ms))
+                await self._guard_async(connection.function_delete(stale))
+            retry = [calls[i] for i in missing]
+            again = self._replicated(retry, await self._pipeline_async(
+                connection, self._commands(retry, now_ms) + self._wait(retry)))
             self.round_trips += 3 if stale else 2
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
-        return [self._decode(call, r) for call, r in zip(calls, results, strict=True)]
+        return [self._decode(call, self._shaped(call, r)) for call, r in zip(calls, results, strict=True)]
+
+    async def run_commands(self, connection: AsyncRedis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Plain commands over the daemon's client, shaped and mapped as :meth:`run_async` does."""
+        calls = [CommandCall(c) for c in commands]
+        results = await self._pipeline_async(connection, list(commands))
+        return [self._decode(call, self._shaped(call, r)) for call, r in zip(calls, results, strict=True)]
+
+    async def _pipeline_async(self, connection: AsyncRedis, commands: list[tuple[Any, ...]]) -> list[Any]:
+        results: list[Any] = await self._guard_async(connection.pipeline(commands))
+        return results
+
+    async def _guard_async(self, awaitable: Any) -> Any:
+        from .redis_async import cx
+
+        try:
+            return await awaitable
+        except (cx.RedisError, TimeoutError, OSError) as exc:
+            raise self._mapped(exc) from exc
+
+    def _shaped(self, call: Call, reply: Any) -> Any:
+        """A plain command's reply shaped as redis-py's client shapes it (so both paths agree)."""
+        if isinstance(call, OpsCall) or isinstance(reply, BaseException):
+            return reply
+        name = str(call.args[0]).upper()
+        callback = _callbacks().get(name)
+        return callback(reply) if callback is not None else reply
 
     def _load_library(self) -> None:
         """Load (replace) this version's library and remove stale ones: see :class:`LuaLibrary`."""
+        if self.cluster:  # on every primary: a queue's slot may be on any of them
+            for node in self.client.get_primaries():
+                def on_node(*command: Any, node: Any = node) -> Any:
+                    return self.client.execute_command(*command, target_nodes=node)
+
+                self._guard(lambda on_node=on_node: on_node("FUNCTION", "LOAD", "REPLACE", self.library.source))
+            return
         stale = self._loaded(self._send(_load_commands(self.library)))
         if stale:  # each reply is ignored: a concurrent loader may have deleted it first
             self._send([("FUNCTION", "DELETE", name) for name in stale])
@@ -128,11 +169,12 @@ class Backend:
             return []  # nothing to prune is never a reason to fail the call that needed the library
         return self.library.stale(_library_names(listed))
 
-    def connection(self) -> TrioConnection:
-        """A new trio-native connection to this backend's redis-server (connects on first use)."""
-        from .resp import TrioConnection
+    def async_client(self) -> AbstractAsyncContextManager[AsyncRedis]:
+        """The daemon's coredis client for this backend (an async context; connects on first use)."""
+        from .redis_async import open_async
 
-        return TrioConnection(self._url, timeout=self.timeout, callbacks=self.client.response_callbacks)
+        assert self.target is not None, "the embedded store is called inline"
+        return open_async(self.target, limit=self.timeout)
 
     def _commands(self, calls: Sequence[Call], now_ms: int) -> list[tuple[Any, ...]]:
         commands: list[tuple[Any, ...]] = []
@@ -146,7 +188,28 @@ class Backend:
         return commands
 
     def _pipeline(self, calls: Sequence[Call], now_ms: int) -> list[Any]:
-        return self._send(self._commands(calls, now_ms))
+        commands = self._commands(calls, now_ms)
+        return self._replicated(calls, self._send(commands + self._wait(calls)))
+
+    def _wait(self, calls: Sequence[Call]) -> list[tuple[Any, ...]]:
+        """``WAIT 1`` after the round trip's writes, when the URL asks for ``durability=replica``."""
+        if self.target is None or self.target.durability != "replica" or not any(
+                isinstance(c, OpsCall) for c in calls):
+            return []
+        return [("WAIT", 1, max(1, int(self.timeout * 1000)))]
+
+    def _replicated(self, calls: Sequence[Call], results: list[Any]) -> list[Any]:
+        """Drop the ``WAIT`` reply; when no replica confirmed, each write's answer is an outage
+        (applied on the primary, maybe lost at a failover: its outcome is unknown)."""
+        if len(results) == len(calls):
+            return results
+        confirmed = results.pop()
+        if isinstance(confirmed, int) and confirmed >= 1:
+            return results
+        lost = StoreUnavailable(self.url, f"no replica confirmed the writes within {self.timeout:g} s",
+                                condition="not replicated")
+        return [lost if isinstance(c, OpsCall) and not isinstance(r, BaseException) else r
+                for c, r in zip(calls, results, strict=True)]
 
     def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """``commands`` in one pipeline (one round trip); each reply a value or an exception."""
@@ -163,33 +226,22 @@ class Backend:
     def _guard(self, fn: Any) -> Any:
         try:
             return fn()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
-                redis.exceptions.ResponseError) as exc:
-            if isinstance(exc, redis.exceptions.ResponseError) and "DB index is out of range" in str(exc):
-                # SELECT on connect: the URL names no database there
+        except Exception as exc:
+            if not is_client_error(exc):
+                raise
+            if "DB index is out of range" in str(exc):  # SELECT on connect: the URL names no database there
                 raise BadInput(f"redis: {self.url}: no such database on this server ({exc})") from None
             raise self._mapped(exc) from exc
 
-    def _mapped(self, exc: Exception) -> StoreError:
-        """One redis-py error (raised, or a pipeline's reply) as ours: transient ones
-        (connection, timeout, ``LOADING``, ``OOM``, ``BUSY``, ``TRYAGAIN``, failover...)
-        :class:`StoreUnavailable`, the rest a permanent :class:`StoreError`."""
-        if isinstance(exc, (redis.exceptions.ResponseError, redis.exceptions.ConnectionError)):
-            transient = transient_reply(self.url, _reply_text(exc))
-            if transient is not None:
-                return transient
-        if isinstance(exc, redis.exceptions.AuthenticationError):
-            return StoreError(f"Redis at {self.url} refused the connection: {exc}")
-        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
-            return StoreUnavailable(self.url, str(exc) or type(exc).__name__)
-        return StoreError(f"Redis refused a command at {self.url}: {exc}")
+    def _mapped(self, exc: BaseException) -> StoreError:
+        return mapped(self.url, exc)
 
     def _decode(self, call: Call, result: Any) -> Any:
-        if isinstance(result, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                               redis.exceptions.ResponseError)):
-            return self._mapped(result)
+        if isinstance(result, StoreError):  # already ours (a write no replica confirmed)
+            return result
         if isinstance(result, Exception):
-            return StoreError(f"{type(result).__name__}: {result}")
+            return self._mapped(result) if is_client_error(result) else StoreError(
+                f"{type(result).__name__}: {result}")
         if isinstance(call, OpsCall):
             try:
                 return _REPLIES.decode(result)
@@ -202,8 +254,9 @@ class Backend:
 
     def check_primary(self) -> None:
         """Refuse a server that is a replica (``ROLE``): a daemon pointed at one by mistake
-        would wait forever on ``READONLY``, which during a failover is rightly transient."""
-        if self.inline:
+        would wait forever on ``READONLY``, which during a failover is rightly transient. A
+        Cluster's or a Sentinel's client finds the primaries by itself: nothing to check."""
+        if self.inline or (self.target is not None and self.target.kind != "single"):
             return
         try:
             role = self._guard(lambda: self.client.execute_command("ROLE"))
@@ -235,29 +288,15 @@ def _library_names(reply: Any) -> list[str]:
     return names
 
 
-# redis-py turns some error replies into classes and drops their code from the message
-_CODE_OF = {
-    "BusyLoadingError": "LOADING",
-    "OutOfMemoryError": "OOM",
-    "ReadOnlyError": "READONLY",
-    "TryAgainError": "TRYAGAIN",
-    "MasterDownError": "MASTERDOWN",
-    "ClusterDownError": "CLUSTERDOWN",
-}
+def _callbacks() -> dict[str, Any]:
+    """redis-py's reply shapes by command name (``XRANGE`` rows as (id, fields) pairs...)."""
+    global _CALLBACKS
+    if _CALLBACKS is None:
+        _CALLBACKS = dict(redis.Redis().response_callbacks)
+    return _CALLBACKS
 
 
-def _reply_text(exc: Exception) -> str:
-    """The error reply behind ``exc``, its code first (``LOADING ...``)."""
-    text = str(exc)
-    for cls in type(exc).__mro__:
-        code = _CODE_OF.get(cls.__name__)
-        if code is not None and not text.startswith(code):
-            return f"{code} {text}"
-    return text
-
-
-def _function_missing(result: Any) -> bool:
-    return isinstance(result, redis.exceptions.ResponseError) and "Function not found" in str(result)
+_CALLBACKS: dict[str, Any] | None = None
 
 
 def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: float = 5.0) -> Backend:
@@ -269,33 +308,37 @@ def open_backend(url: str, *, memory: MemoryServers | None = None, timeout: floa
         servers = memory if memory is not None else MemoryServers()
         client: redis.Redis = fakeredis.FakeRedis(server=servers.get(name))
         return Backend(client, url, inline=True)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise BadInput(f"redis: {redact(url)!r} is not a Redis URL (redis://host:port/db or memory://)")
-    if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit would drop a newline silently
-        raise BadInput(f"redis: {redact(url)!r} contains whitespace or control characters")
+    target = parse_redis_url(url)
     try:
-        path = urlsplit(url).path
-    except ValueError as exc:
-        raise BadInput(f"redis: {redact(url)!r} is not a valid Redis URL ({exc})") from None
-    if url.startswith(("redis://", "rediss://")) and not _DB_PATH.fullmatch(path):
-        raise BadInput(f"redis: {redact(url)!r}: the database must be a number after the port (redis://host:port/0)")
-    try:
-        client = redis.Redis.from_url(
-            url,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_error=[],
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=0,
-        )
-        pool = client.connection_pool
-        pool.connection_class(**pool.connection_kwargs)  # unknown ?options fail here, before any I/O
+        client = _sync_client(target, timeout)
     except (ValueError, TypeError) as exc:
         raise BadInput(f"redis: {redact(url)!r} is not a valid Redis URL ({exc})") from None
-    if int(pool.connection_kwargs.get("db") or 0) < 0:
-        raise BadInput(f"redis: {redact(url)!r}: the database must be a number from 0")
-    return Backend(client, url, inline=False, timeout=timeout)
+    return Backend(client, url, inline=False, timeout=timeout, target=target)
 
 
-_DB_PATH = re.compile(r"(/[0-9]{0,9})?")
-"""The path of a redis:// URL: nothing, ``/`` or ``/<db>`` (redis-py would read ``/1/2`` as 12)."""
+def _sync_client(target: RedisTarget, timeout: float) -> Any:
+    """redis-py's client for ``target``: ``Redis``, ``RedisCluster`` or a Sentinel's primary;
+    none retries by itself, none connects before its first command."""
+    common: dict[str, Any] = dict(
+        username=target.username, password=target.password, socket_timeout=timeout,
+        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), **target.tls_options())
+    if target.tls:
+        common["ssl"] = True
+    if target.kind == "cluster":
+        from redis.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], **common)  # type: ignore[no-untyped-call]
+    if target.kind == "sentinel":
+        from redis.sentinel import Sentinel
+
+        sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if target.sentinel_password is not None:
+            sentinel_kwargs["password"] = target.sentinel_password
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(target.service or "", db=target.db, **common)  # type: ignore[no-untyped-call]
+    if target.unix_path is not None:
+        common = {k: v for k, v in common.items() if not k.startswith("ssl")}
+        return redis.Redis(unix_socket_path=target.unix_path, db=target.db, retry_on_error=[],
+                           health_check_interval=0, **common)
+    host, port = target.nodes[0]
+    return redis.Redis(host=host, port=port, db=target.db, retry_on_error=[], health_check_interval=0, **common)

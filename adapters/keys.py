@@ -84,6 +84,7 @@ __all__ = [
     "check_queue_name",
     "script_keys",
     "events_key",
+    "key_slot",
 ]
 
 PREFIX = "jv"
@@ -229,3 +230,24 @@ def script_keys(queue: str) -> tuple[str, str]:
 def events_key(queue: str) -> str:
     """The event stream of ``queue`` (or of the registry, :data:`REGISTRY`)."""
     return RegistryKeys.events if queue == REGISTRY else Keys(check_queue_name(queue)).events
+
+
+def _crc16(data: bytes) -> int:
+    """CRC16-CCITT (XMODEM), the checksum Redis Cluster hashes keys with."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def key_slot(key: str | bytes) -> int:
+    """The Redis Cluster hash slot of ``key``: of its ``{tag}`` when it has a non-empty one."""
+    raw = key.encode() if isinstance(key, str) else key
+    start = raw.find(b"{")
+    if start != -1:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return _crc16(raw) % 16384

@@ -1,9 +1,11 @@
 """Pub/sub: how one process hears that another queued work or cancelled a job.
 
-For redis-server, :func:`listen` subscribes on a trio-native connection
-(:mod:`adapters.resp`) and hands each message to ``deliver`` in the trio
-thread, with no thread hop; it reconnects with backoff when Redis goes away
-and pings an idle connection so a dead one is noticed. The embedded
+For redis-server, :func:`listen` subscribes with coredis (:mod:`adapters.redis_async`, on
+anyio: no thread hop) and hands each message to ``deliver`` in the trio thread; it
+reconnects with backoff when Redis goes away and pings an idle connection so a dead one
+is noticed. Under a Cluster the subscription is plain pub/sub on one node: a ``PUBLISH``
+from a script on any primary reaches every node over the cluster bus (ARCHITECTURE.md
+says what that costs). The embedded
 store has no other process to hear from; its messages are polled inline.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from .backend import Backend
-from .errors import StoreError, StoreUnavailable
+from .errors import StoreUnavailable
 
 __all__ = ["listen", "InlinePoller"]
 
@@ -33,35 +35,20 @@ async def listen(backend: Backend, channels: Sequence[str], deliver: Deliver, *,
     backoff = 0.05
     down_since: float | None = None  # one warning when the connection is lost, one line when back
     while True:
-        connection = backend.connection()
         try:
-            await connection.send("SUBSCRIBE", *channels)
-            backoff = 0.05
-            if down_since is not None:
-                log.info("pub/sub reconnected to %s after %.1fs", backend.url, trio.current_time() - down_since)
-                down_since = None
-            pinged = False
-            while True:
-                reply = await connection.receive(idle)
-                if reply is None:
-                    if pinged:  # not even a PONG: the connection is dead without knowing it
-                        raise StoreUnavailable(backend.url, f"no answer to PING within {idle:g} s")
-                    await connection.send("PING")
-                    pinged = True
-                    continue
-                pinged = False
-                if isinstance(reply, Exception):  # e.g. an ACL without SUBSCRIBE: not transient
-                    raise StoreError(f"Redis refused pub/sub at {backend.url}: {reply}")
-                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-                    deliver(_text(reply[1]), _text(reply[2]))
+            async with backend.async_client() as client, client.subscription(channels, keepalive=idle) as messages:
+                backoff = 0.05
+                if down_since is not None:
+                    log.info("pub/sub reconnected to %s after %.1fs", backend.url, trio.current_time() - down_since)
+                    down_since = None
+                async for channel, data in messages:
+                    deliver(channel, data)
         except StoreUnavailable as exc:
             if down_since is None:
                 down_since = trio.current_time()
                 log.warning("pub/sub lost its connection to %s (%s); reconnecting", backend.url, exc.detail)
             await trio.sleep(backoff)
             backoff = min(2.0, backoff * 2)
-        finally:
-            connection.close()
 
 
 class InlinePoller:

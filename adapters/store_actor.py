@@ -11,8 +11,10 @@ Cancellation: a caller cancelled while waiting simply stops waiting; its
 request still runs to completion and the answer is dropped, so no
 connection is ever left half-way through a reply. The actor's own round
 trip is shielded (and bounded by the connection timeout): a cancelled actor
-finishes the round trip it started. Each serving task owns one trio-native
-connection (:mod:`adapters.resp`), so no thread sits between trio and Redis.
+finishes the round trip it started. The actor owns one coredis client
+(:mod:`adapters.redis_async`, on anyio: no thread sits between trio and Redis); each
+serving task's round trip is one pipeline per node (one node unless Redis is a Cluster,
+whose nodes are sent to at once).
 
 Redis away: the batch's callers get :class:`StoreUnavailable` naming the
 URL; for a backoff window (doubling up to ``max_backoff``) new requests fail
@@ -38,7 +40,7 @@ import trio
 from .backend import Backend
 from .calls import Call, OpsCall
 from .errors import StoreError, StoreUnavailable
-from .resp import TrioConnection
+from .redis_async import AsyncRedis  # coredis loads here, before trio runs, never in the loop
 
 __all__ = ["StoreActor", "StoreStatistics"]
 
@@ -136,11 +138,17 @@ class StoreActor:
         self._send.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        release = trio.Event()
         try:
-            async with self._receive, trio.open_nursery() as nursery:
-                for _ in range(self.concurrency):
-                    nursery.start_soon(self._serve_loop, self._receive.clone())
-                task_status.started()
+            async with trio.open_nursery() as holder:
+                client = None if self.backend.inline else await holder.start(self._hold_client, release)
+                try:
+                    async with self._receive, trio.open_nursery() as nursery:
+                        for _ in range(self.concurrency):
+                            nursery.start_soon(self._serve_loop, self._receive.clone(), client)
+                        task_status.started()
+                finally:
+                    release.set()
         finally:
             self.closed.set()
             for request in list(self._waiting):  # the actor was cancelled under them
@@ -148,23 +156,27 @@ class StoreActor:
                     request.error = StoreError("the store is closed")
                     request.done.set()
 
-    async def _serve_loop(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
-        connection = None if self.backend.inline else self.backend.connection()
-        try:
-            async with receive:
-                async for first in receive:
-                    batch = [first]
-                    while len(batch) < self.max_batch:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await self._serve(batch, connection)
-        finally:
-            if connection is not None:
-                connection.close()
+    async def _hold_client(self, release: trio.Event, *, task_status: trio.TaskStatus[AsyncRedis]) -> None:
+        """Open the coredis client and keep it until ``release``, shielded: its connections run
+        as tasks of their own, and a cancelled actor still finishes the round trips it started
+        on them (see ``_serve``); they close once the serving tasks are done."""
+        with trio.CancelScope(shield=True):
+            async with self.backend.async_client() as client:
+                task_status.started(client)
+                await release.wait()
 
-    async def _serve(self, batch: list[_Request], connection: TrioConnection | None) -> None:
+    async def _serve_loop(self, receive: trio.MemoryReceiveChannel[_Request], connection: AsyncRedis | None) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._serve(batch, connection)
+
+    async def _serve(self, batch: list[_Request], connection: AsyncRedis | None) -> None:
         self._stats.requests += len(batch)
         if self._last_error is not None and trio.current_time() < self._down_until:
             for request in batch:
@@ -178,7 +190,7 @@ class StoreActor:
                 results = self.backend.run(calls, now_ms)
             else:
                 # Shielded: a round trip that started is finished (or its connection
-                # closed), so no caller's ops are left half-sent; bounded by the timeout.
+                # dropped), so no caller's ops are left half-sent; bounded by the timeout.
                 with trio.CancelScope(shield=True):
                     results = await self.backend.run_async(connection, calls, now_ms)
         except StoreUnavailable as exc:

@@ -5,10 +5,10 @@ exclusive). Its text form, ``default=1718000000000-0,mail=0-0``, is what the HTT
 as each Server-Sent Event's ``id``, so a reconnecting client's ``Last-Event-ID`` says where
 to go on in every stream it follows, and it misses nothing and sees nothing twice.
 
-:class:`StreamFollower` waits for new entries with ``XREAD BLOCK`` on a trio-native
-connection (``adapters/resp.py``) that is its own, never the store actor's: a blocking read
-would hold up every other caller's pipeline. Cancelling a read closes that connection; the
-next read opens a new one. Errors are ours (:class:`~adapters.errors.StoreUnavailable`).
+:class:`StreamFollower` waits for new entries with ``XREAD BLOCK`` on a coredis client
+(:mod:`adapters.redis_async`) that is its own, opened per read, never the store actor's: a
+blocking read would hold up every other caller's pipeline. Cancelling a read drops that
+connection. Errors are ours (:class:`~adapters.errors.StoreUnavailable`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
+
 from .backend import Backend
-from .errors import BadInput, StoreError, StoreUnavailable
-from .keys import QUEUE_NAME, REGISTRY, events_key
+from .errors import BadInput, StoreError
+from .keys import QUEUE_NAME, REGISTRY, events_key, key_slot
 from .records import Event
 from .store import event_of
 
@@ -69,43 +71,52 @@ class StreamFollower:
         if backend.inline:
             raise StoreError("following events needs redis-server (the embedded store is in one process)")
         self._backend = backend
-        self._connection = backend.connection()
 
     async def last_ids(self, queues: list[str]) -> Positions:
         """The id of the newest entry of each queue's stream (``0-0`` for an empty one)."""
-        replies = await self._connection.pipeline([("XREVRANGE", events_key(q), "+", "-", "COUNT", 1)
-                                                   for q in queues])
+        commands = [("XREVRANGE", events_key(q), "+", "-", "COUNT", 1) for q in queues]
+        async with self._backend.async_client() as client:
+            replies = await self._backend.run_commands(client, commands)
         out = Positions()
         for queue, reply in zip(queues, replies, strict=True):
             if isinstance(reply, Exception):
-                raise StoreError(f"Redis refused XREVRANGE: {reply}")
+                raise reply if isinstance(reply, StoreError) else StoreError(f"Redis refused XREVRANGE: {reply}")
             out[queue] = event_of(queue, reply[0]).stream_id if reply else "0-0"
         return out
 
     async def read(self, positions: Mapping[str, str], *, block: float, count: int = 500) -> list[Event]:
         """Entries after ``positions``, oldest first per stream; waits up to ``block`` seconds
-        for the first one (must stay below the backend's time limit)."""
+        for the first one (must stay below the backend's time limit). Under a Cluster, one
+        ``XREAD`` per hash slot, all at once; the first answer ends the others' wait."""
         if not positions:
             return []
-        queues = list(positions)
-        command: tuple[Any, ...] = ("XREAD", "COUNT", count, "BLOCK", max(1, int(block * 1000)), "STREAMS",
-                                    *(events_key(q) for q in queues), *(positions[q] for q in queues))
-        try:
-            (reply,) = await self._connection.pipeline([command])
-        except StoreUnavailable:
-            self._connection.close()
-            raise
-        if isinstance(reply, Exception):
-            raise StoreError(f"Redis refused XREAD: {reply}")
-        by_key = {events_key(q): q for q in queues}
+        groups: dict[int, list[str]] = {}
+        for queue in positions:
+            groups.setdefault(key_slot(events_key(queue)) if self._backend.cluster else 0, []).append(queue)
+        replies: list[Any] = []
+        async with self._backend.async_client() as client, anyio.create_task_group() as group:
+
+            async def one(queues: list[str]) -> None:
+                command = ("XREAD", "COUNT", count, "BLOCK", max(1, int(block * 1000)), "STREAMS",
+                           *(events_key(q) for q in queues), *(positions[q] for q in queues))
+                (reply,) = await self._backend.run_commands(client, [command])
+                if reply:
+                    replies.append(reply)
+                    group.cancel_scope.cancel()
+
+            for queues in groups.values():
+                group.start_soon(one, queues)
+        by_key = {events_key(q): q for q in positions}
         out: list[Event] = []
-        for key, rows in _streams(reply):
-            queue = by_key[key]
-            out.extend(event_of(queue, row) for row in rows)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply if isinstance(reply, StoreError) else StoreError(f"Redis refused XREAD: {reply}")
+            for key, rows in _streams(reply):
+                out.extend(event_of(by_key[key], row) for row in rows)
         return out
 
     def close(self) -> None:
-        self._connection.close()
+        """Nothing to close: each read opens its own connection and closes it."""
 
 
 def _text(value: Any) -> str:

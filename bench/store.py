@@ -3,6 +3,8 @@
 Prints:
 * guarded transitions/s through the store actor with 1 and 100 concurrent callers,
   next to a plain ``trio.to_thread.run_sync`` per call (no actor, no batching);
+* (the coredis connection layer was measured against the hand-written RESP connection it
+  replaced, side by side, before that one was deleted: figures in the README's "Benchmarks");
 * Redis commands per job lifecycle (submit -> claim -> complete), from INFO commandstats
   (commands run inside scripts count too), and round trips per job, alone and under load.
 

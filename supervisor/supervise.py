@@ -143,10 +143,20 @@ class SupervisorGaveUp(Exception):
         self.child = child
         self.crashes = crashes
         self.last = last
-        detail = f": {type(last).__name__}: {last}" if last is not None else ""
+        cause = _underlying(last) if last is not None else None
+        detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
         super().__init__(
             f"actor '{child}' crashed {crashes} times within {period:g}s; giving up{detail}"
         )
+
+
+def _underlying(exc: BaseException) -> BaseException:
+    """What an exception group stands for: its first exception that is not a cancellation
+    (nurseries wrap a crash in groups; the message names the crash, not the group)."""
+    while isinstance(exc, BaseExceptionGroup):
+        leaves = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)] or list(exc.exceptions)
+        exc = leaves[0]
+    return exc
 
 
 @dataclass

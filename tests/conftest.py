@@ -13,7 +13,8 @@ from tests.redis_server import RedisServer
 
 # Fixtures shared across rooms: the store targets (real Redis and memory://, a manual clock) and
 # a seeded database for the CLI tests.
-pytest_plugins = ["tests.store_fixtures", "tests.cli_support"]
+# A 3-master Redis Cluster and a Sentinel set, each started once per session when a test asks for it.
+pytest_plugins = ["tests.store_fixtures", "tests.cli_support", "tests.redis_cluster", "tests.redis_sentinel"]
 
 # The worker pool's bookkeeping checks raise instead of logging, here and in every daemon
 # subprocess the tests start (they inherit the environment).

@@ -2,7 +2,8 @@
 
 ``target`` is parametrized over the real ``redis-server`` of the session
 (flushed for each test) and the embedded store (fakeredis running the same
-Lua). From it come:
+Lua); a module marked ``pytest.mark.cluster`` runs on the session's 3-master
+Redis Cluster too (``tests/redis_cluster.py``). From it come:
 
 * ``sync_store``: a :class:`SyncStore` whose clock the test drives
   (:class:`ManualClock`), so lease expiry, backoff and due times are exact;
@@ -59,7 +60,7 @@ K = Keys(QUEUE)
 class Target:
     """One backend under test: the session's redis-server or an embedded store."""
 
-    kind: str  # "redis" | "memory"
+    kind: str  # "redis" | "memory" | "cluster"
     url: str
     memory: MemoryServers | None = None
     _raw: Any = None
@@ -76,6 +77,10 @@ class Target:
         if self._raw is None:
             if self.kind == "redis":
                 self._raw = redis.Redis.from_url(self.url)
+            elif self.kind == "cluster":
+                self._raw = redis.RedisCluster(startup_nodes=[
+                    redis.cluster.ClusterNode(h, int(p)) for h, p in
+                    (n.rsplit(":", 1) for n in self.url.split("://", 1)[1].split(","))])
             else:
                 import fakeredis
 
@@ -90,10 +95,21 @@ class Target:
             self._raw.close()
 
 
-@pytest.fixture(params=["redis", "memory"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``target``: redis-server and the embedded store; the Cluster too where marked ``cluster``."""
+    if "target" in metafunc.fixturenames:
+        kinds = ["redis", "memory"]
+        if metafunc.definition.get_closest_marker("cluster") is not None:
+            kinds.append("cluster")
+        metafunc.parametrize("target", kinds, indirect=True)
+
+
+@pytest.fixture
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     if request.param == "redis":
         t = Target("redis", request.getfixturevalue("redis_url"))
+    elif request.param == "cluster":
+        t = Target("cluster", request.getfixturevalue("cluster_url"))
     else:
         t = Target("memory", f"memory://{uuid.uuid4().hex}", memory=MemoryServers())
     try:

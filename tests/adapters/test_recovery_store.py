@@ -19,6 +19,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import trio
 
 from jobvisor.adapters.keys import REGISTRY, RegistryKeys
@@ -26,6 +27,9 @@ from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.machines import JOB
 from tests.store_fixtures import K, ManualClock, Target, diff_keys, snapshot, stream
+
+# Every store-target test here runs on a 3-master Redis Cluster too (tests/redis_cluster.py).
+pytestmark = pytest.mark.cluster
 
 Q = "default"
 TERMINAL = frozenset(JOB.notifications.values())

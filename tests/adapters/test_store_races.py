@@ -37,6 +37,9 @@ from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.machines import BATCH, JOB
 from tests.store_fixtures import Target, delivery_ids, event_counts, job_ids, stream
 
+# Every store-target test here runs on a 3-master Redis Cluster too (tests/redis_cluster.py).
+pytestmark = pytest.mark.cluster
+
 ROUNDS = 30
 RACERS = 50
 HOOK = "http://hooks.example/race"

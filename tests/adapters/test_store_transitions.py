@@ -59,6 +59,9 @@ from tests.store_fixtures import (
     stream,
 )
 
+# Every store-target test here runs on a 3-master Redis Cluster too (tests/redis_cluster.py).
+pytestmark = pytest.mark.cluster
+
 Q = "default"
 HOOK = "http://hooks.example/jobs"
 INDEX_OF = {"queued": "queued", "scheduled": "due", "active": "active", "validating": "validating",

@@ -154,6 +154,11 @@ ROWS: list[Row] = [
     _r("redis-bad-ipv6", ["queues", "--redis", "redis://[::1/0"], "redis"),
     _r("redis-port-99999", ["queues", "--redis", "redis://127.0.0.1:99999/0"], "redis", "[Pp]ort"),
     _r("env-jobvisor-redis-db-99", ["queues"], "redis", "database", env={"JOBVISOR_REDIS": "@base/99"}),
+    # Cluster and Sentinel URLs: refused in one line, credentials never shown
+    _r("redis-sentinel-no-service", ["queues", "--redis", "redis+sentinel://u:hunter2@127.0.0.1:1"], "redis",
+       "service"),
+    _r("redis-cluster-with-db", ["queues", "--redis", "redis+cluster://127.0.0.1:1/3"], "redis", "database"),
+    _r("redis-cluster-bad-node", [*SUB, "--redis", "redis+cluster://127.0.0.1:1,nohost:"], "redis", "host:port"),
     _r("demo-redis-db-abc", ["demo", "--redis", "@base/abc"], "redis", "database"),
     # names and ids: a full match, so a trailing newline is refused
     _r("queue-trailing-newline", [*SUB, "--queue", "default\n"], "queue"),

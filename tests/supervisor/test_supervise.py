@@ -95,6 +95,21 @@ async def test_a_crashing_child_is_restarted_after_each_backoff_then_given_up(
     assert supervisor.restarts == {"c": 3}
 
 
+async def test_giving_up_names_the_error_inside_a_childs_nursery_not_the_group(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async def child(stop: trio.Event, *, task_status: Any) -> None:
+        task_status.started()
+        async with trio.open_nursery() as nursery:  # the crash leaves the child as a group
+            nursery.start_soon(trio.sleep_forever)
+            await trio.sleep(1.0)
+            raise LookupError("MOVED 16242 127.0.0.1:7001")
+
+    supervisor = Supervisor([ChildSpec("c", child)], POLICY)
+    with pytest.raises(ExceptionGroup) as raised:
+        await supervisor.run()
+    assert raised.group_contains(SupervisorGaveUp, match=r"giving up: LookupError: MOVED 16242 127\.0\.0\.1:7001$")
+
+
 async def test_a_store_outage_is_waited_out_and_not_counted(autojump_clock: trio.testing.MockClock) -> None:
     runs = 0
 

@@ -1,8 +1,8 @@
-"""The store actor's trio-native connection (adapters/resp.py) against a real redis-server.
+"""The daemon's coredis connections (adapters/redis_async.py) against a real redis-server.
 
-It must give every reply the shape the synchronous redis-py client gives, select the URL's
+They must give every reply the shape the synchronous redis-py client gives, select the URL's
 database, never let a cancelled or failed round trip leave a reply behind for the next one,
-and turn a server that is gone or silent into one clear error naming the URL.
+turn a server that is gone or silent into one clear error naming the URL, and speak TLS.
 """
 
 from __future__ import annotations
@@ -11,15 +11,33 @@ import contextlib
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import trio
 
-from jobvisor.adapters.backend import open_backend
+from jobvisor.adapters.backend import Backend, open_backend
 from jobvisor.adapters.errors import StoreError, StoreUnavailable
 from jobvisor.adapters.notify import listen
 from tests.redis_server import RedisServer, free_port
+
+
+async def round_trip(backend: Backend, commands: list[tuple[Any, ...]], client: Any = None) -> list[Any]:
+    """``commands`` in one round trip over the daemon's client (a new one unless given)."""
+    if client is not None:
+        return await backend.run_commands(client, commands)
+    async with backend.async_client() as fresh:
+        return await backend.run_commands(fresh, commands)
+
+
+async def ask(backend: Backend, commands: list[tuple[Any, ...]], client: Any = None) -> list[Any]:
+    """:func:`round_trip`, raising the first error among the replies (as the actor's callers see it)."""
+    replies = await round_trip(backend, commands, client)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def _seed(client: redis.Redis) -> None:
@@ -49,78 +67,72 @@ async def test_replies_have_the_synchronous_clients_shapes(redis_url: str) -> No
     sync = redis.Redis.from_url(redis_url)
     _seed(sync)
     expected = [sync.execute_command(*c) for c in READS]
-    connection = open_backend(redis_url).connection()
-    try:
-        assert await connection.pipeline(READS) == expected
-    finally:
-        connection.close()
+    assert await round_trip(open_backend(redis_url), READS) == expected
 
 
 async def test_the_urls_database_is_selected(redis_url: str) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/5"
-    connection = open_backend(url).connection()
-    try:
-        await connection.pipeline([("SET", "where", "five")])
-    finally:
-        connection.close()
+    await round_trip(open_backend(url), [("SET", "where", "five")])
     assert redis.Redis.from_url(url).get("where") == b"five"
     assert redis.Redis.from_url(redis_url).get("where") is None
 
 
 async def test_an_error_reply_is_a_value_and_the_connection_goes_on(redis_url: str) -> None:
-    connection = open_backend(redis_url).connection()
-    try:
-        bad, good = await connection.pipeline([("HGET", "only-one-arg"), ("PING",)])
-        assert isinstance(bad, redis.exceptions.ResponseError)
+    backend = open_backend(redis_url)
+    async with backend.async_client() as client:
+        bad, good = await round_trip(backend, [("HGET", "only-one-arg"), ("PING",)], client)
+        assert isinstance(bad, StoreError)
+        assert not isinstance(bad, StoreUnavailable)
         assert "wrong number of arguments" in str(bad)
         assert good in (b"PONG", True, "PONG")
-    finally:
-        connection.close()
+        assert await round_trip(backend, [("PING",)], client) in ([b"PONG"], [True])
 
 
 async def test_a_cancelled_round_trip_leaves_no_reply_for_the_next(redis_url: str) -> None:
-    """Cancelled while Redis still owes a reply (BLPOP): the connection is closed, so the
-    late reply can never be read as the answer to the next command."""
-    connection = open_backend(redis_url).connection()
-    try:
+    """Cancelled while Redis still owes a reply (BLPOP): the connection is dropped, so the
+    late reply can never be read as the answer to the next command (the server may still
+    serve the dropped BLPOP, whose reply then goes nowhere: LLEN is 0 or 1)."""
+    backend = open_backend(redis_url)
+    async with backend.async_client() as client:
         with trio.move_on_after(0.2) as scope:
-            await connection.pipeline([("BLPOP", "nothing-here", 2)])
+            await round_trip(backend, [("BLPOP", "nothing-here", 2)], client)
         assert scope.cancelled_caught
         redis.Redis.from_url(redis_url).rpush("nothing-here", "late")
-        assert await connection.pipeline([("GET", "k"), ("LLEN", "nothing-here")]) == [None, 1]
-    finally:
-        connection.close()
+        got, length = await round_trip(backend, [("GET", "k"), ("LLEN", "nothing-here")], client)
+        assert got is None
+        assert length in (0, 1)
 
 
 async def test_a_server_that_goes_away_is_one_error_then_a_reconnect(tmp_path: Path) -> None:
     server = RedisServer(tmp_path, appendonly=False)
     server.start()
-    connection = open_backend(server.url).connection()
+    backend = open_backend(server.url)
     try:
-        await connection.pipeline([("SET", "k", "v")])
-        server.kill()
-        with pytest.raises(StoreUnavailable) as caught:
-            await connection.pipeline([("GET", "k")])
-        assert server.url.split("//")[1].split("/")[0] in str(caught.value)
-        server.start()
-        assert await connection.pipeline([("PING",)]) in ([b"PONG"], [True], ["PONG"])
+        async with backend.async_client() as client:
+            await ask(backend, [("SET", "k", "v")], client)
+            server.kill()
+            with pytest.raises(StoreUnavailable) as caught:
+                await ask(backend, [("GET", "k")], client)
+            assert server.url.split("//")[1].split("/")[0] in str(caught.value)
+            server.start()
+            assert await ask(backend, [("PING",)], client) in ([b"PONG"], [True], ["PONG"])
     finally:
-        connection.close()
         server.stop()
 
 
 async def test_an_idle_connection_outlives_a_restart_without_a_failed_round_trip(tmp_path: Path) -> None:
-    """Redis restarted while the connection sat unused: the next round trip just works."""
+    """Redis restarted while the connection sat unused (the daemon's loop running meanwhile,
+    as it does): the next round trip just works."""
     server = RedisServer(tmp_path)
     server.start()
-    connection = open_backend(server.url).connection()
+    backend = open_backend(server.url)
     try:
-        await connection.pipeline([("SET", "k", "v")])
-        server.kill()
-        server.start()
-        assert await connection.pipeline([("GET", "k")]) == [b"v"]  # AOF kept it
+        async with backend.async_client() as client:
+            await ask(backend, [("SET", "k", "v")], client)
+            await trio.to_thread.run_sync(server.kill)
+            await trio.to_thread.run_sync(server.start)
+            assert await ask(backend, [("GET", "k")], client) == [b"v"]  # AOF kept it
     finally:
-        connection.close()
         server.stop()
 
 
@@ -132,9 +144,8 @@ async def test_a_server_that_never_answers_costs_one_timeout() -> None:
         (listener,) = await nursery.start(partial(trio.serve_tcp, accept_and_stay_silent, 0, host="127.0.0.1"))
         port = listener.socket.getsockname()[1]
         backend = open_backend(f"redis://127.0.0.1:{port}/0", timeout=0.3)
-        connection = backend.connection()
-        with trio.fail_after(5), pytest.raises(StoreUnavailable, match="no answer within 0.3 s"):
-            await connection.pipeline([("PING",)])
+        with trio.fail_after(5), pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+            await ask(backend, [("PING",)])
         nursery.cancel_scope.cancel()
 
 
@@ -142,9 +153,8 @@ async def test_nothing_listening_names_the_url() -> None:
     with trio.socket.socket() as probe:
         await probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    connection = open_backend(f"redis://127.0.0.1:{port}/0", timeout=1).connection()
     with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
-        await connection.pipeline([("PING",)])
+        await ask(open_backend(f"redis://127.0.0.1:{port}/0", timeout=1), [("PING",)])
 
 
 async def test_listen_delivers_messages_and_comes_back_after_a_restart(tmp_path: Path) -> None:
@@ -220,15 +230,11 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, int, Path]]:
 
 async def test_rediss_urls_speak_tls_with_the_urls_ca(tls_redis: tuple[RedisServer, int, Path]) -> None:
     server, port, ca_file = tls_redis
-    verified = open_backend(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}").connection()
-    try:
-        assert await verified.pipeline([("SET", "k", "over tls"), ("GET", "k")]) == [True, b"over tls"]
-    finally:
-        verified.close()
+    verified = open_backend(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}")
+    assert await ask(verified, [("SET", "k", "over tls"), ("GET", "k")]) == [True, b"over tls"]
     # the system's CAs do not know this server's certificate: one clear error, no plain-text fallback
-    unverified = open_backend(f"rediss://127.0.0.1:{port}/0").connection()
     with pytest.raises(StoreUnavailable, match="certificate verify failed"):
-        await unverified.pipeline([("PING",)])
+        await ask(open_backend(f"rediss://127.0.0.1:{port}/0"), [("PING",)])
 
 
 async def test_a_daemon_runs_jobs_over_tls(tls_redis: tuple[RedisServer, int, Path]) -> None:
