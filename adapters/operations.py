@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
@@ -36,6 +36,7 @@ from .listing import JobSummary, search_jobs
 from .replies import Moved, Transition
 from .store_core import one
 from .store_ops import Store
+from .store_sync import drive
 
 __all__ = ["BulkResult", "QueuePause", "RETRYABLE", "drive", "parse_since", "pause_queue", "queue_paused",
            "redeliver_dead", "resume_queue", "retry_matching", "matching_jobs", "dead_deliveries"]
@@ -65,17 +66,6 @@ class QueuePause(msgspec.Struct, kw_only=True, frozen=True):
     queue: str
     paused: bool
     since: float | None = None
-
-
-def drive(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine of a store over a direct executor (it never suspends) to its result."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
-    coro.close()
-    raise RuntimeError("a store call over a direct executor tried to suspend")
 
 
 def parse_since(value: str | float | datetime | None, now: float | None = None) -> float | None:

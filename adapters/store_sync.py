@@ -22,7 +22,7 @@ from .store_ops import Store
 if TYPE_CHECKING:
     from .backend import Backend
 
-__all__ = ["SyncStore", "store_operations"]
+__all__ = ["SyncStore", "drive", "store_operations"]
 
 T = TypeVar("T")
 
@@ -33,22 +33,22 @@ def store_operations() -> dict[str, Callable[..., Any]]:
     return {name: fn for name, fn in members if not name.startswith("_")}
 
 
-def _drive(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends (a Store over a DirectExecutor)."""
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine of a store over a direct executor (it never suspends) to its result."""
     try:
         coro.send(None)
     except StopIteration as stop:
         result: T = stop.value
         return result
     coro.close()
-    raise RuntimeError("SyncStore: a store call tried to suspend")
+    raise RuntimeError("a store call over a direct executor tried to suspend")
 
 
 def _blocking(method: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(method):
         @functools.wraps(method)
         def call(self: SyncStore, *args: Any, **kwargs: Any) -> Any:
-            return _drive(method(self.store, *args, **kwargs))
+            return drive(method(self.store, *args, **kwargs))
     else:
         @functools.wraps(method)
         def call(self: SyncStore, *args: Any, **kwargs: Any) -> Any:
