@@ -1,7 +1,7 @@
 # The blocking store's operations as the type checker sees them. Rendered from Store by
 # `python -m jobvisor.adapters.store_stub`; never edit by hand (a test compares).
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from jobvisor.adapters.backend import Backend
 from jobvisor.adapters.store_ops import Store
@@ -12,9 +12,12 @@ from jobvisor.adapters.replies import Absorbed, Added, Alive, Checked, Created, 
 from jobvisor.adapters.store_core import Due
 from jobvisor.adapters.store_upkeep import Filing
 
-__all__ = ["SyncStore", "store_operations"]
+__all__ = ["SyncStore", "drive", "store_operations"]
+
+T = TypeVar("T")
 
 def store_operations() -> dict[str, Callable[..., Any]]: ...
+def drive(coro: Coroutine[Any, Any, T]) -> T: ...
 
 class SyncStore:
     backend: Backend
