@@ -23,6 +23,7 @@ import trio
 from jobvisor import App
 from jobvisor.adapters.backend import MemoryServers, open_backend
 from jobvisor.adapters.records import BatchSpec, JobSpec
+from jobvisor.adapters.replies import Moved
 from jobvisor.adapters.store import DirectExecutor, Store
 from jobvisor.supervisor.supervise import ChildSpec, SupervisorGaveUp
 from tests.harness import TERMINAL, ended, running_daemon
@@ -310,7 +311,8 @@ async def test_cancel_racing_completion_across_two_daemons_ends_in_exactly_one_t
                     if _round % 2:  # let the cancel go first every other round
                         await trio.lowlevel.checkpoint()
                     gates.of(gates.gate, job.id).set()
-                outcomes.append((replies[0].kind, replies[0].to or replies[0].state))
+                reply = replies[0]
+                outcomes.append((reply.kind, reply.to if isinstance(reply, Moved) else reply.state))
         events = await a.store.events("default", "-", 100_000)
         views = [await a.store.get_job(i) for i in ids]
     for job_id, view, (kind, state) in zip(ids, views, outcomes, strict=True):
