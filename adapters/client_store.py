@@ -42,15 +42,17 @@ class CoredisExecutor:
 
     async def execute(self, calls: Sequence[Call]) -> list[Any]:
         with anyio.CancelScope(shield=True):
-            return await self.backend.run_async(self.connection, calls, int(self.now() * 1000))
+            results = await self.backend.run_async(self.connection, calls, int(self.now() * 1000))
+        return results
 
 
 @asynccontextmanager
-async def open_store(url: str, *, memory: MemoryServers | None = None, timeout: float = 5.0,
+async def open_store(url: str, *, memory: MemoryServers | None = None, redis_timeout: float = 5.0,
                      **options: Any) -> AsyncIterator[Store]:
     """A :class:`Store` for ``url`` in the caller's loop for the duration of the context; a bad
-    URL is :class:`~adapters.errors.BadInput`. Connects on first use."""
-    backend = open_backend(url, memory=memory, timeout=timeout)
+    URL is :class:`~adapters.errors.BadInput`. Connects on first use; ``redis_timeout``: seconds
+    one connect or round trip may take."""
+    backend = open_backend(url, memory=memory, timeout=redis_timeout)
     try:
         if backend.inline:
             yield Store(DirectExecutor(backend), **options)

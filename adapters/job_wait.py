@@ -44,22 +44,22 @@ Reader = Callable[[str, str, float], Awaitable[list[Event]]]
 ``block`` seconds for the first."""
 
 
-async def wait_job(store: Store, job_id: str, read: Reader, *, timeout: float | None, block_cap: float) -> JobView:
-    """The job's view once its state is terminal; :class:`WaitTimeout` after ``timeout``
-    seconds (``None``: no limit; ``0``: answer only if terminal already)."""
+async def wait_job(store: Store, job_id: str, read: Reader, *, limit: float | None, block_cap: float) -> JobView:
+    """The job's view once its state is terminal; :class:`WaitTimeout` after ``limit``
+    seconds (``limit``; ``None``: none; ``0``: answer only if terminal already)."""
     try:
         queue = queue_of(job_id)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
-        raise BadInput(f"timeout: {timeout!r} is not a number of seconds >= 0")
-    deadline = math.inf if timeout is None else time.monotonic() + timeout
+    if limit is not None and not (limit >= 0 and math.isfinite(limit)):
+        raise BadInput(f"timeout: {limit!r} is not a number of seconds >= 0")
+    deadline = math.inf if limit is None else time.monotonic() + limit
     after = await _newest_id(store, queue)
     view = await store.get_job(job_id)
     while view.state not in TERMINAL_STATES:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise WaitTimeout(job_id, timeout or 0.0, view.state)
+            raise WaitTimeout(job_id, limit or 0.0, view.state)
         events = await read(queue, after, min(left, block_cap))
         if events:
             after = events[-1].stream_id

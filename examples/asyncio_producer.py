@@ -22,11 +22,12 @@ from typing import Any
 from jobvisor import AsyncClient
 
 
-async def produce(url: str, inputs: list[Any], *, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """Submit one ``echo`` job per input, wait for all of them at once, and return their outcomes."""
+async def produce(url: str, inputs: list[Any], *, seconds: float = 30.0) -> list[dict[str, Any]]:
+    """Submit one ``echo`` job per input, wait for all of them at once
+    (each at most ``seconds``), and return their outcomes."""
     async with AsyncClient.open(url) as client:
         ids = [await client.submit("echo", value) for value in inputs]
-        views = await asyncio.gather(*(client.wait(job_id, timeout=timeout) for job_id in ids))
+        views = await asyncio.gather(*(client.wait(job_id, timeout=seconds) for job_id in ids))
     return [{"id": v.id, "state": v.state, "result": v.result} for v in views]
 
 

@@ -216,7 +216,7 @@ class Client:
 
         backend = self.store.backend
         return drive(wait_job(self.store.store, job_id, direct_reader(self.store.store, backend),
-                              timeout=timeout, block_cap=block_cap(backend)))
+                              limit=timeout, block_cap=block_cap(backend)))
 
     def cancel(self, job_id: str) -> Transition:
         return self.store.cancel(job_id)
@@ -315,24 +315,26 @@ class AsyncClient:
     async def open(
         cls, redis: str = "redis://127.0.0.1:6379/0", *, app: App | None = None,
         memory: MemoryServers | None = None, allowed_hosts: Iterable[str] | None = None,
-        destinations: DestinationPolicy | None = None, timeout: float = 5.0,
+        destinations: DestinationPolicy | None = None, redis_timeout: float = 5.0,
     ) -> AsyncIterator[AsyncClient]:
         """A client with a store of its own for ``redis`` (a Redis URL or ``memory://``), in the
-        running loop (trio or asyncio), closed when the context ends. ``timeout``: seconds one
-        round trip (and one connect) may take."""
+        running loop (trio or asyncio), closed when the context ends. ``redis_timeout``: seconds
+        one round trip (and one connect) may take."""
         from jobvisor.adapters.client_store import open_store
 
-        async with open_store(redis, memory=memory, timeout=timeout) as store:
+        async with open_store(redis, memory=memory, redis_timeout=redis_timeout) as store:
             yield cls(store, app=app, allowed_hosts=allowed_hosts, destinations=destinations)
 
-    async def wait(self, job_id: str, timeout: float | None = None) -> JobView:
+    # The issue's API, matching Client.wait: the bound also sets each blocking read's wait, so
+    # a read never outlives it (a cancel scope around the call works as well).
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobView:  # noqa: ASYNC109
         """The job's view once it is terminal (its queue's event stream followed, no polling);
         :class:`WaitTimeout` (a ``TimeoutError``) after ``timeout`` seconds (``None``: no
         limit). redis-server only."""
         from jobvisor.adapters.job_wait import block_cap, follower_reader, wait_job
 
         backend: Backend = getattr(self.store.executor, "backend")  # noqa: B009 (not in the Executor protocol)
-        return await wait_job(self.store, job_id, follower_reader(backend), timeout=timeout,
+        return await wait_job(self.store, job_id, follower_reader(backend), limit=timeout,
                               block_cap=block_cap(backend))
 
     async def types(self) -> dict[str, dict[str, Any]]:

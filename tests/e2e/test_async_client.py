@@ -5,6 +5,7 @@ no polling), cancel, an already-finished job answered at once, and a wait that t
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from pathlib import Path
@@ -123,3 +124,11 @@ def test_the_embedded_store_submits_and_cancels_under_asyncio_but_refuses_wait()
             return outcome, (await client.status(job)).state
 
     assert asyncio.run(main()) == ("moved", "cancelled")
+
+
+def test_the_readmes_asyncio_example_runs_as_printed(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [code] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "AsyncClient.open" in block]
+    assert code.count("redis://127.0.0.1:6379/0") == 1
+    exec(compile(code.replace("redis://127.0.0.1:6379/0", redis_url), "README.md", "exec"), {})  # noqa: S102
+    assert capsys.readouterr().out.splitlines() == ["cancelled"]
