@@ -87,6 +87,11 @@ def test_async_client_under_trio(redis_url: str, tmp_path: Path) -> None:
         assert trio.run(scenario, redis_url) == EXPECTED
 
 
+def blocking_wait(url: str, job_id: str) -> Any:
+    with Client(url) as client:
+        return client.wait(job_id, timeout=30)
+
+
 def _calls(url: str, command: str) -> int:
     client = redis.Redis.from_url(url)
     try:
@@ -106,7 +111,7 @@ def test_client_wait_reads_the_job_once_and_wakes_on_its_cancel(redis_url: str) 
         assert _calls(redis_url, "hgetall") - before == 1
 
         answers: list[Any] = []
-        thread = threading.Thread(target=lambda: answers.append(Client(redis_url).wait(job, timeout=30)))
+        thread = threading.Thread(target=lambda: answers.append(blocking_wait(redis_url, job)))
         thread.start()
         assert client.cancel(job).kind == "moved"
         thread.join(30)
@@ -132,3 +137,31 @@ def test_the_readmes_asyncio_example_runs_as_printed(redis_url: str, capsys: pyt
     assert code.count("redis://127.0.0.1:6379/0") == 1
     exec(compile(code.replace("redis://127.0.0.1:6379/0", redis_url), "README.md", "exec"), {})  # noqa: S102
     assert capsys.readouterr().out.splitlines() == ["cancelled"]
+
+
+@pytest.mark.parametrize("where", ["redis", "cluster"])
+def test_waits_wake_on_a_cancel_under_asyncio_on_one_server_and_a_cluster(
+        where: str, request: pytest.FixtureRequest) -> None:
+    """No daemon: queued jobs on three queues (three slots); a wait per job, the async client's
+    and ``Client.wait`` in a thread, each returns the cancelled view once its job is cancelled."""
+    url = request.getfixturevalue(f"{where}_url")
+
+    async def main() -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+        async with AsyncClient.open(url, app=app) as client:
+            jobs = [await client.submit("phased", {}, queue=q) for q in ("q1", "q2", "q3")]
+            out: list[tuple[str, str]] = []
+            blocking: list[Any] = []
+            async with anyio.create_task_group() as group:
+                for job_id in jobs:
+                    async def one(job_id: str = job_id) -> None:
+                        view = await client.wait(job_id, timeout=30)
+                        out.append((view.id, view.state))
+                    group.start_soon(one)
+                group.start_soon(anyio.to_thread.run_sync, lambda: blocking.append(blocking_wait(url, jobs[0])))
+                for job_id in jobs:
+                    assert (await client.cancel(job_id)).kind == "moved"
+            return jobs, sorted(out), [(v.id, v.state) for v in blocking]
+
+    jobs, waited, blocked = asyncio.run(main())
+    assert waited == sorted((job_id, "cancelled") for job_id in jobs)
+    assert blocked == [(jobs[0], "cancelled")]
