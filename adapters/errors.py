@@ -34,6 +34,7 @@ __all__ = [
     "transient_reply",
     "HttpFailure",
     "HttpTimeout",
+    "WaitTimeout",
     "HttpUnreachable",
 ]
 
@@ -56,6 +57,17 @@ class Rejected(JobvisorError):
 
 class StoreError(JobvisorError):
     """The store failed to run a request."""
+
+
+class WaitTimeout(JobvisorError, TimeoutError):
+    """A client's ``wait`` for a job ended at its timeout with the job not yet terminal
+    (``state``: the job's state when the wait began or last saw it change). Also a
+    builtin :class:`TimeoutError`."""
+
+    def __init__(self, job_id: str, timeout: float, state: str) -> None:
+        super().__init__(f"job {job_id} is still {state} after {timeout:g} s")
+        self.job_id = job_id
+        self.state = state
 
 
 class StoreUnavailable(StoreError):

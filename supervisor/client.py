@@ -1,7 +1,8 @@
 """Clients for submitting, inspecting, cancelling and retrying jobs.
 
 :class:`Client` is plain synchronous (scripts, web apps, the CLI);
-:class:`AsyncClient` is for trio code. Both submit by job *type*: the type's
+:class:`AsyncClient` is for async code under trio or asyncio
+(``async with AsyncClient.open(url) as client``), or over a daemon's own store. Both submit by job *type*: the type's
 defaults (queue, phases, timeout, retries, validator) come from an
 :class:`~supervisor.app.App` given to the client, or else from what running
 daemons published; an unknown type is refused (:class:`BadInput`) before
@@ -20,6 +21,10 @@ lists them); :meth:`Client.pause_queue` / :meth:`Client.resume_queue`;
 filters are ``queue`` (a name, a list, or ``None`` for every queue), ``type`` and ``since``
 (epoch seconds, a datetime, or ``"30m"``, ``"2h"``, ``"7d"``, an ISO 8601 time).
 
+Waiting: ``client.wait(job_id, timeout=...)`` returns the job's view once it is terminal,
+following its queue's event stream (no polling); :class:`WaitTimeout` (a ``TimeoutError``)
+when the timeout passes first. It needs redis-server (see :mod:`adapters.job_wait`).
+
 Batches: :meth:`Client.create_batch` takes the options of SPEC.md (expected
 total, threshold percent, progress every K completions, stuck-after seconds,
 webhook URL), validated before anything is written; members join at submit
@@ -29,16 +34,16 @@ webhook URL), validated before anything is written; members join at submit
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from jobvisor.adapters.backend import MemoryServers, open_backend
+from jobvisor.adapters.backend import Backend, MemoryServers, open_backend
 from jobvisor.adapters.destinations import DestinationPolicy
-from jobvisor.adapters.errors import BadInput
+from jobvisor.adapters.errors import BadInput, WaitTimeout
 from jobvisor.adapters.listing import JobPage, search_jobs
 from jobvisor.adapters.operations import (
     BulkResult,
@@ -61,7 +66,7 @@ from . import tracing
 if TYPE_CHECKING:  # the CLI's submit imports this module: no trio for an annotation
     from .app import App
 
-__all__ = ["Client", "AsyncClient", "build_spec", "build_batch_spec", "submitter_policy"]
+__all__ = ["Client", "AsyncClient", "WaitTimeout", "build_spec", "build_batch_spec", "submitter_policy"]
 
 _OVERRIDES = {
     "queue", "priority", "max_retries", "timeout", "backoff", "backoff_max", "delay",
@@ -204,6 +209,15 @@ class Client:
         """The job's webhook deliveries (every notification of every epoch), oldest first."""
         return self.store.job_deliveries(job_id, self.store.get_job(job_id).epoch)
 
+    def wait(self, job_id: str, timeout: float | None = None) -> JobView:
+        """Block until the job is terminal and return its view; :class:`WaitTimeout` (a
+        ``TimeoutError``) after ``timeout`` seconds (``None``: no limit). redis-server only."""
+        from jobvisor.adapters.job_wait import block_cap, direct_reader, wait_job
+
+        backend = self.store.backend
+        return drive(wait_job(self.store.store, job_id, direct_reader(self.store.store, backend),
+                              limit=timeout, block_cap=block_cap(backend)))
+
     def cancel(self, job_id: str) -> Transition:
         return self.store.cancel(job_id)
 
@@ -282,7 +296,12 @@ class Client:
 
 
 class AsyncClient:
-    """The same operations for trio code, over any :class:`Store` (a daemon's, or direct)."""
+    """The same operations for async code, over any :class:`Store`.
+
+    ``async with AsyncClient.open(url) as client:`` opens a store of its own in the caller's
+    loop, trio or asyncio alike (coredis on anyio; no thread). ``AsyncClient(daemon.store)``
+    shares an embedding trio daemon's store actor.
+    """
 
     def __init__(self, store: Store, *, app: App | None = None,
                  allowed_hosts: Iterable[str] | None = None, destinations: DestinationPolicy | None = None) -> None:
@@ -290,6 +309,33 @@ class AsyncClient:
         self.store = store
         self.app = app
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, redis: str = "redis://127.0.0.1:6379/0", *, app: App | None = None,
+        memory: MemoryServers | None = None, allowed_hosts: Iterable[str] | None = None,
+        destinations: DestinationPolicy | None = None, redis_timeout: float = 5.0,
+    ) -> AsyncIterator[AsyncClient]:
+        """A client with a store of its own for ``redis`` (a Redis URL or ``memory://``), in the
+        running loop (trio or asyncio), closed when the context ends. ``redis_timeout``: seconds
+        one round trip (and one connect) may take."""
+        from jobvisor.adapters.client_store import open_store
+
+        async with open_store(redis, memory=memory, redis_timeout=redis_timeout) as store:
+            yield cls(store, app=app, allowed_hosts=allowed_hosts, destinations=destinations)
+
+    # The issue's API, matching Client.wait: the bound also sets each blocking read's wait, so
+    # a read never outlives it (a cancel scope around the call works as well).
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobView:  # noqa: ASYNC109
+        """The job's view once it is terminal (its queue's event stream followed, no polling);
+        :class:`WaitTimeout` (a ``TimeoutError``) after ``timeout`` seconds (``None``: no
+        limit). redis-server only."""
+        from jobvisor.adapters.job_wait import block_cap, follower_reader, wait_job
+
+        backend: Backend = getattr(self.store.executor, "backend")  # noqa: B009 (not in the Executor protocol)
+        return await wait_job(self.store, job_id, follower_reader(backend), limit=timeout,
+                              block_cap=block_cap(backend))
 
     async def types(self) -> dict[str, dict[str, Any]]:
         published = await self.store.job_types()
