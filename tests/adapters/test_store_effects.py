@@ -4,9 +4,12 @@ Each test runs on the session's redis-server and on the embedded store (``target
 the library's one function directly with ops (so every reply's ``effects`` is read as the Lua
 wrote it).
 
-* every (state, trigger) pair of the job machine, reached by the same triggers on both forms:
-  the store's reply names exactly the effects the model performed, in order, and the job's
-  state and fields (attempts, retries, epoch, lease, finish, reason, attempt outcomes) agree;
+* every (state, trigger) pair of the job, batch and webhook machines, reached by the same
+  triggers on both forms: the store's reply names exactly the effects the model performed, in
+  order, and the record's state, fields and index agree (a job's attempts, retries, epoch,
+  lease, finish, reason, attempt outcomes; a batch's closed, reason, finish, members,
+  counters; a delivery's attempts). The pairs no op can drive are listed with why
+  (``NOT_DRIVEN``), and a test checks every other pair is driven;
 * the guards' facts: identical counter vectors give identical facts in Python and in the Lua;
 * the unfenced ``trigger`` op refuses every trigger that needs a lease, writing nothing;
 * the batch that drifted (an expected total, never closed, every member finished) is
