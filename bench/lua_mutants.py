@@ -32,7 +32,13 @@ HYGIENE = A + "test_store_hygiene.py"
 FENCING = A + "test_store_fencing.py"
 RACES = A + "test_store_races.py"
 NOTIFY = "tests/e2e/test_notifications.py"
-WRONG_DELIVERY_TOKEN = TRANSITIONS + "::test_a_delivery_outcome_with_a_wrong_token_writes_nothing"
+T = TRANSITIONS + "::test_"
+WRONG_DELIVERY_TOKEN = T + "a_delivery_outcome_with_a_wrong_token_writes_nothing"
+JOB_PAIRS, BATCH_PAIRS, DELIVERY_PAIRS = T + "job_pair", T + "batch_pair", T + "delivery_pair"
+PHASES = (T + "phase_results_survive_a_retry_and_retry_from_start_drops_them",
+          T + "cancelling_a_queued_phased_job_cancels_every_phase", T + "phase_pair")
+OUTBOX = (T + "a_duplicate_outbox_insert_is_a_no_op", T + "each_operator_retry_opens_a_new_outbox_epoch")
+DELAY = T + "a_delayed_submit_waits_in_the_due_set_until_its_time"
 
 Mutant = tuple[str, str, str, str, tuple[str, ...]]
 
@@ -50,7 +56,7 @@ MUTANTS: list[Mutant] = [
      "if not M.job.unfenced[x.trigger] then return", "if false then return", (EFFECTS, FENCING)),
     ("fenced report: any token accepted", "job.lua",
      "if token == nil or token == '' or j.lease_token ~= token then", "if token == nil or token == '' then",
-     (FENCING, RACES, TRANSITIONS)),
+     (FENCING, RACES)),
     ("fenced report: terminal not absorbed", "job.lua",
      "  if M.job.terminal[j.state] then return nil, {kind = 'absorbed', id = id, state = j.state} end\n", "",
      (FENCING, TRANSITIONS)),
@@ -92,14 +98,14 @@ MUTANTS: list[Mutant] = [
      "  if redis.call('EXISTS', dkey(did)) == 1 then return false end\n", "", (TRANSITIONS,)),
     # -- job effects -----------------------------------------------------------------------
     ("job new_attempt: no new lease token", "job.lua",
-     "  local token = x.nonce .. '.' .. attempt\n", "  local token = x.nonce\n", (RACES, FENCING, TRANSITIONS)),
+     "  local token = x.nonce .. '.' .. attempt\n", "  local token = x.nonce\n", (FENCING, RACES, JOB_PAIRS)),
     ("job new_attempt: attempts not counted", "job.lua",
      "  put(c, 'attempts', attempt)\n", "", (EFFECTS,)),
-    _emptied("job.lua", "function J.resume_phases(c)", "each_phase(c, c.phases, 'reset')", (TRANSITIONS,)),
-    _emptied("job.lua", "function J.cancel_phases(c)", "each_phase(c, c.phases, 'cancel')", (TRANSITIONS,)),
-    _emptied("job.lua", "function J.rewind_phases(c)", "each_phase(c, c.phases, 'rewind')", (TRANSITIONS,)),
+    _emptied("job.lua", "function J.resume_phases(c)", "each_phase(c, c.phases, 'reset')", PHASES),
+    _emptied("job.lua", "function J.cancel_phases(c)", "each_phase(c, c.phases, 'cancel')", PHASES),
+    _emptied("job.lua", "function J.rewind_phases(c)", "each_phase(c, c.phases, 'rewind')", PHASES),
     ("job interrupt_phase: no phase fails", "job.lua",
-     "local moved = each_phase(c, c.phases, 'fail')", "local moved = {}", (TRANSITIONS,)),
+     "local moved = each_phase(c, c.phases, 'fail')", "local moved = {}", (*PHASES, JOB_PAIRS)),
     ("job end_attempt: the attempt record is not closed", "job.lua",
      "  put(c, 'atx:' .. num(j.attempts),", "  put(c, 'unused:' .. num(j.attempts),", (EFFECTS,)),
     ("job end_attempt: the lease is kept", "job.lua",
@@ -110,44 +116,44 @@ MUTANTS: list[Mutant] = [
     _emptied("job.lua", "function J.new_epoch(c)", "put(c, 'epoch', num(c.r.epoch) + 1)", (EFFECTS,)),
     ("job arm_backoff: due at once", "job.lua",
      "  c.score = NOW + backoff_ms(c.r, num(c.r.retry_count), c.x.jitter)\n", "  c.score = NOW\n",
-     (TRANSITIONS,)),
+     (JOB_PAIRS,)),
     ("job arm_delay: due at once", "job.lua",
-     "  c.score = NOW + num(c.x.delay_ms)\n", "  c.score = NOW\n", (TRANSITIONS,)),
+     "  c.score = NOW + num(c.x.delay_ms)\n", "  c.score = NOW\n", (DELAY, JOB_PAIRS)),
     _emptied("job.lua", "function J.cancel_handler(c)", "redis.call('PUBLISH', P .. 'cancel', c.r.id)",
              (NOTIFY,)),
     ("job store_result: no result", "job.lua",
-     "  if result and result ~= '' then put(c, 'result', result) end\n", "", (TRANSITIONS,)),
+     "  if result and result ~= '' then put(c, 'result', result) end\n", "", (JOB_PAIRS,)),
     ("job record_error: no error", "job.lua", "  if e and e ~= '' then put(c, 'error', e) end\n", "",
-     (TRANSITIONS,)),
+     (JOB_PAIRS,)),
     _emptied("job.lua", "function J.clear_error(c)", "if c.r.error ~= '' then put(c, 'error', '') end",
-             (TRANSITIONS,)),
-    _emptied("job.lua", "function J.start_validation(c)", "put(c, 'val_checks', 0)", (VALIDATION, TRANSITIONS)),
+             (JOB_PAIRS,)),
+    _emptied("job.lua", "function J.start_validation(c)", "put(c, 'val_checks', 0)", (VALIDATION, JOB_PAIRS)),
     ("job record_status: no validation status", "job.lua",
      "  if status and status ~= '' then put(c, 'validation_status', status) end\n", "",
-     (VALIDATION, TRANSITIONS)),
+     (VALIDATION, JOB_PAIRS)),
     ("job record_reason: no reason", "job.lua",
      "  put(c, 'reason', reason or M.job.reason[c.trigger] or '')\n", "", (EFFECTS,)),
     ("job record_reason: the op's reason ignored", "job.lua",
      "  local reason = M.job.terminal[c.to] and c.x.reason or nil\n", "  local reason = nil\n", (BATCHES,)),
     _emptied("job.lua", "function J.clear_reason(c)", "if c.r.reason ~= '' then put(c, 'reason', '') end",
-             (EFFECTS, TRANSITIONS)),
+             (EFFECTS, JOB_PAIRS)),
     _emptied("job.lua", "function J.finish(c)", "put(c, 'finished_at', NOW_S)", (EFFECTS,)),
     ("job reopen: finish time kept", "job.lua",
-     "  if j.finished_at ~= '' then put(c, 'finished_at', '') end\n", "", (EFFECTS, TRANSITIONS)),
+     "  if j.finished_at ~= '' then put(c, 'finished_at', '') end\n", "", (EFFECTS, JOB_PAIRS)),
     ("job reopen: the batch is not told", "job.lua",
      "    later(c, function() batch_member_reopened(j.batch, from) end)\n", "", (BATCHES,)),
     _emptied("job.lua", "function J.mark_unfiled(c)", "redis.call('ZADD', K_UNFILED, NOW, c.r.id)", (HYGIENE,)),
     ("job notify: no outbox row", "job.lua",
      "    outbox_add(j.id, c.o.notify, num(j.epoch), j.webhook_url, job_snapshot(j), j.traceparent)\n", "",
-     (TRANSITIONS,)),
+     (*OUTBOX, JOB_PAIRS)),
     ("job count_member: the batch is not told", "job.lua",
      "    later(c, function() batch_member_done(j.batch, to) end)\n", "", (EFFECTS, BATCHES)),
     _emptied("job.lua", "function J.wake_workers(c)", "woke = true", (NOTIFY,)),
     ("wake message not published", "core.lua",
      "  if woke then redis.call('PUBLISH', P .. 'wake', '1') end\n", "", (NOTIFY,)),
     _emptied("job.lua", "EFFECT.phase.drop_result = function(c, name)",
-             "redis.call('HDEL', jkey(c.r.id), 'pr:' .. name)", (TRANSITIONS,)),
-    ("phase store_result: no phase result", "job.lua", "  put(c, 'pr:' .. name, result)\n", "", (TRANSITIONS,)),
+             "redis.call('HDEL', jkey(c.r.id), 'pr:' .. name)", PHASES),
+    ("phase store_result: no phase result", "job.lua", "  put(c, 'pr:' .. name, result)\n", "", PHASES),
     # -- batch effects ---------------------------------------------------------------------
     _emptied("batch.lua", "function B.touch(c)", "batch_touch(c.r)", (BATCHES,)),
     _emptied("batch.lua", "function B.mark_closed(c)", "put(c, 'closed', '1')", (EFFECTS, BATCHES)),
@@ -166,14 +172,14 @@ MUTANTS: list[Mutant] = [
     # -- webhook effects -------------------------------------------------------------------
     ("webhook count_attempt: attempts not counted", "webhook.lua", "  put(c, 'attempts', attempts)\n", "",
      (EFFECTS,)),
-    _emptied("webhook.lua", "function W.drop_token(c)", "put(c, 'token', '')", (EFFECTS, TRANSITIONS)),
+    _emptied("webhook.lua", "function W.drop_token(c)", "put(c, 'token', '')", (EFFECTS, DELIVERY_PAIRS)),
     ("webhook record_response: no status", "webhook.lua", "  put(c, 'last_status', x.status or '')\n", "",
-     (TRANSITIONS,)),
-    _emptied("webhook.lua", "function W.arm_backoff(c)", "c.score = c.x.retry_at", (TRANSITIONS,)),
+     (DELIVERY_PAIRS, VALIDATION)),
+    _emptied("webhook.lua", "function W.arm_backoff(c)", "c.score = c.x.retry_at", (DELIVERY_PAIRS, VALIDATION)),
     ("webhook reset_attempts: attempts kept", "webhook.lua", "  put(c, 'attempts', 0)\n", "", (EFFECTS,)),
     ("webhook settle_notification: the job is not told", "webhook.lua",
      "    redis.call('HSET', object_key, 'notification', c.to, 'notification_event', d.event)\n", "",
-     (HYGIENE, TRANSITIONS)),
+     (HYGIENE, DELIVERY_PAIRS)),
     # -- guards ----------------------------------------------------------------------------
     ("job guard retries_left always true", "job.lua",
      "retries_left = num(j.retry_count) < num(j.max_retries)}", "retries_left = true}", (EFFECTS,)),
@@ -214,9 +220,10 @@ def run(mutant: Mutant, original: str, path: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only mutants whose description contains this")
+    parser.add_argument("--start", type=int, default=0, help="begin at this mutant (0-based), to resume a run")
     parser.add_argument("--list", action="store_true", help="list the mutants and whether their text is found")
     args = parser.parse_args()
-    chosen = [m for m in MUTANTS if args.k in m[0]]
+    chosen = [m for m in MUTANTS[args.start:] if args.k in m[0]]
     counts = {"killed": 0, "survived": 0, "stale": 0}
     for mutant in chosen:
         path = LUA / mutant[1]
