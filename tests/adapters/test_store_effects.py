@@ -102,6 +102,7 @@ class JobBoth:
         self.id = f"{Q}.J1"
         self.model.performed = []
         self.token = ""
+        self.written = {"result": "", "error": ""}  # what store_result / record_error / clear_error left
         lua({"op": "submit", "id": self.id, "type": "t", "input": "null", "priority": 0,
              "max_retries": max_retries, "timeout_ms": 60_000, "backoff_ms": 1000, "backoff_max_ms": 1000,
              "has_validator": has_validator, "idem_ttl_ms": 1000})
@@ -121,12 +122,19 @@ class JobBoth:
             lua.now += 10_000  # every backoff has run out
             reply = lua({"op": "wake", "n": 10})
         elif trigger in ("complete", "fail", "timeout", "release"):
+            x |= {"result": json.dumps(f"{trigger} result"), "error": json.dumps(f"{trigger} error")}
             reply = lua({"op": "report", "token": self.token, **x})
         elif trigger == "lease_expired":
             lua.now += LEASE_MS + 1
+            x["error"] = json.dumps("lease ran out")
             reply = lua({"op": "expire", "token": self.token, **x})
         else:
             reply = lua({"op": "trigger", **x})
+        for effect, field in (("store_result", "result"), ("record_error", "error")):
+            if effect in self.model.performed and field in x:
+                self.written[field] = x[field]
+        if "clear_error" in self.model.performed:
+            self.written["error"] = ""
         return reply, list(self.model.performed)
 
     def fields(self) -> dict[str, Any]:
@@ -135,12 +143,16 @@ class JobBoth:
         outcomes = [json.loads(j[f"atx:{n}"])["outcome"] for n in range(1, attempts + 1) if f"atx:{n}" in j]
         return {"state": j["state"], "attempts": attempts, "retry_count": int(j["retry_count"]),
                 "epoch": int(j["epoch"]), "leased": j.get("lease_token", "") != "",
-                "finished": j.get("finished_at", "") != "", "reason": j.get("reason", ""), "outcomes": outcomes}
+                "finished": j.get("finished_at", "") != "", "reason": j.get("reason", ""), "outcomes": outcomes,
+                "backing_off": j["state"] == "scheduled" and int(j["due_at"]) > int(j["updated_at"]),
+                "written": {"result": j.get("result", ""), "error": j.get("error", "")}}
 
     def model_fields(self) -> dict[str, Any]:
         m = self.model
         return {"state": m.state, "attempts": m.attempts, "retry_count": m.retry_count, "epoch": m.epoch,
-                "leased": m.leased, "finished": m.finished, "reason": m.reason, "outcomes": m.outcomes}
+                "leased": m.leased, "finished": m.finished, "reason": m.reason, "outcomes": m.outcomes,
+                "backing_off": m.state == "scheduled",  # arm_backoff: due a backoff after now, not at once
+                "written": self.written}
 
 
 
@@ -221,15 +233,17 @@ class BatchBoth:
         raw = self.lua.raw
         b = {k.decode(): v.decode() for k, v in raw.hgetall(f"{script_keys(Q)[1]}batch:{self.id}").items()}
         indexed = raw.zscore(f"{script_keys(Q)[1]}batches", self.id) is not None
+        members = [self.lua.job(f"{Q}.M{n}") for n in range(self.MEMBERS)]
+        cancelled = sorted(j.get("reason", "") for j in members if j["state"] == "cancelled")
         return {"state": b["state"], "closed": b["closed"] == "1", "reason": b.get("reason", ""),
                 "finished": b.get("finished_at", "") != "", "members": int(b["members"]), "indexed": indexed,
-                "counters": (int(b["completed"]), int(b["failed"]), int(b["cancelled"]))}
+                "counters": (int(b["completed"]), int(b["failed"]), int(b["cancelled"])), "cancelled": cancelled}
 
     def model_fields(self) -> dict[str, Any]:
         m = self.model
         return {"state": m.state, "closed": m.closed, "reason": m.reason, "finished": m.ended,
                 "members": m.members, "indexed": BATCH.index[m.state] == "batches",
-                "counters": (m.completed, m.failed, m.cancelled)}
+                "counters": (m.completed, m.failed, m.cancelled), "cancelled": ["batch_cancelled"] * m.cancelled}
 
 
 def _batch(lua: Lua, threshold: int) -> BatchBoth:
@@ -294,6 +308,7 @@ PATHS: dict[str, dict[str, tuple[Callable[..., Any], tuple[Any, ...], tuple[str,
         "validating": (_job, (1, True), ("claim", "complete")),
         "completed": (_job, (1, False), ("claim", "complete")),
         "failed": (_job, (0, False), ("claim", "fail")),
+        "failed/retried": (_job, (1, False), ("claim", "fail", "wake", "claim", "fail")),  # retry_count 1
         "cancelled": (_job, (1, False), ("cancel",)),
         "timed_out": (_job, (0, False), ("claim", "timeout")),
         "validation_failed": (_job, (1, True), ("claim", "complete", "validation_exhausted")),
