@@ -38,6 +38,8 @@ JOB_PAIRS, BATCH_PAIRS, DELIVERY_PAIRS = T + "job_pair", T + "batch_pair", T + "
 PHASES = (T + "phase_results_survive_a_retry_and_retry_from_start_drops_them",
           T + "cancelling_a_queued_phased_job_cancels_every_phase", T + "phase_pair")
 OUTBOX = (T + "a_duplicate_outbox_insert_is_a_no_op", T + "each_operator_retry_opens_a_new_outbox_epoch")
+RECLAIM = ("tests/supervisor/test_handler_isolation.py::"
+           "test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens")
 DELAY = T + "a_delayed_submit_waits_in_the_due_set_until_its_time"
 
 Mutant = tuple[str, str, str, str, tuple[str, ...]]
@@ -98,7 +100,7 @@ MUTANTS: list[Mutant] = [
      "  if redis.call('EXISTS', dkey(did)) == 1 then return false end\n", "", (TRANSITIONS,)),
     # -- job effects -----------------------------------------------------------------------
     ("job new_attempt: no new lease token", "job.lua",
-     "  local token = x.nonce .. '.' .. attempt\n", "  local token = x.nonce\n", (FENCING, RACES, JOB_PAIRS)),
+     "  local token = x.nonce .. '.' .. attempt\n", "  local token = x.nonce\n", (RECLAIM, FENCING)),
     ("job new_attempt: attempts not counted", "job.lua",
      "  put(c, 'attempts', attempt)\n", "", (EFFECTS,)),
     _emptied("job.lua", "function J.resume_phases(c)", "each_phase(c, c.phases, 'reset')", PHASES),
@@ -116,17 +118,17 @@ MUTANTS: list[Mutant] = [
     _emptied("job.lua", "function J.new_epoch(c)", "put(c, 'epoch', num(c.r.epoch) + 1)", (EFFECTS,)),
     ("job arm_backoff: due at once", "job.lua",
      "  c.score = NOW + backoff_ms(c.r, num(c.r.retry_count), c.x.jitter)\n", "  c.score = NOW\n",
-     (JOB_PAIRS,)),
+     (EFFECTS, JOB_PAIRS)),
     ("job arm_delay: due at once", "job.lua",
      "  c.score = NOW + num(c.x.delay_ms)\n", "  c.score = NOW\n", (DELAY, JOB_PAIRS)),
     _emptied("job.lua", "function J.cancel_handler(c)", "redis.call('PUBLISH', P .. 'cancel', c.r.id)",
              (NOTIFY,)),
     ("job store_result: no result", "job.lua",
-     "  if result and result ~= '' then put(c, 'result', result) end\n", "", (JOB_PAIRS,)),
+     "  if result and result ~= '' then put(c, 'result', result) end\n", "", (EFFECTS, JOB_PAIRS)),
     ("job record_error: no error", "job.lua", "  if e and e ~= '' then put(c, 'error', e) end\n", "",
-     (JOB_PAIRS,)),
+     (EFFECTS, JOB_PAIRS)),
     _emptied("job.lua", "function J.clear_error(c)", "if c.r.error ~= '' then put(c, 'error', '') end",
-             (JOB_PAIRS,)),
+             (EFFECTS, JOB_PAIRS)),
     _emptied("job.lua", "function J.start_validation(c)", "put(c, 'val_checks', 0)", (VALIDATION, JOB_PAIRS)),
     ("job record_status: no validation status", "job.lua",
      "  if status and status ~= '' then put(c, 'validation_status', status) end\n", "",
@@ -134,14 +136,16 @@ MUTANTS: list[Mutant] = [
     ("job record_reason: no reason", "job.lua",
      "  put(c, 'reason', reason or M.job.reason[c.trigger] or '')\n", "", (EFFECTS,)),
     ("job record_reason: the op's reason ignored", "job.lua",
-     "  local reason = M.job.terminal[c.to] and c.x.reason or nil\n", "  local reason = nil\n", (BATCHES,)),
+     "  local reason = M.job.terminal[c.to] and c.x.reason or nil\n", "  local reason = nil\n",
+     (EFFECTS, BATCHES)),
     _emptied("job.lua", "function J.clear_reason(c)", "if c.r.reason ~= '' then put(c, 'reason', '') end",
              (EFFECTS, JOB_PAIRS)),
     _emptied("job.lua", "function J.finish(c)", "put(c, 'finished_at', NOW_S)", (EFFECTS,)),
     ("job reopen: finish time kept", "job.lua",
      "  if j.finished_at ~= '' then put(c, 'finished_at', '') end\n", "", (EFFECTS, JOB_PAIRS)),
     ("job reopen: the batch is not told", "job.lua",
-     "    later(c, function() batch_member_reopened(j.batch, from) end)\n", "", (BATCHES,)),
+     "    later(c, function() batch_member_reopened(j.batch, from) end)\n", "",
+     (T + "a_member_retried_by_the_operator_is_counted_once", BATCHES)),
     _emptied("job.lua", "function J.mark_unfiled(c)", "redis.call('ZADD', K_UNFILED, NOW, c.r.id)", (HYGIENE,)),
     ("job notify: no outbox row", "job.lua",
      "    outbox_add(j.id, c.o.notify, num(j.epoch), j.webhook_url, job_snapshot(j), j.traceparent)\n", "",
