@@ -1,13 +1,15 @@
 """Hand-written mutants of the Lua library, each run against the store tests that should kill it.
 
 Not part of CI: ``python -m bench.lua_mutants [-k SUBSTRING] [--list]``. Each mutant is
-``(description, old text, new text, tests)``: ``old`` must occur exactly once in the library
-(a mutant whose text is gone is reported as ``stale``, to be re-targeted, never silently
-skipped). The library file is rewritten for one mutant at a time and always restored. Prints
-killed/survived per mutant and the kill rate.
+``(description, file, old text, new text, tests)``: ``file`` is one of the library's files in
+``adapters/lua/``, where ``old`` must occur exactly once (a mutant whose text is gone is
+reported as ``stale``, to be re-targeted, never silently skipped). The file is rewritten for
+one mutant at a time and always restored. Each mutant runs only the tests that should kill it,
+the quickest first, stopping at the first failure. Prints killed/survived per mutant and the
+kill rate.
 
-The texts match ``adapters/lua/jobvisor.lua`` as of this commit; when the library is rewritten,
-run with ``--list`` to see which mutants went stale and re-point their ``old`` text.
+When the library is rewritten, run with ``--list`` to see which mutants went stale and
+re-point their ``old`` text.
 """
 
 from __future__ import annotations
@@ -18,125 +20,222 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LIBRARY = ROOT / "adapters" / "lua" / "jobvisor.lua"
+LUA = ROOT / "adapters" / "lua"
 
-TRANSITIONS = "tests/adapters/test_store_transitions.py"
-VALIDATION = "tests/adapters/test_store_validation.py"
-BATCHES = "tests/adapters/test_batches.py"
-RECOVERY = "tests/adapters/test_recovery_store.py"
-HYGIENE = "tests/adapters/test_store_hygiene.py"
-FENCING = "tests/adapters/test_store_fencing.py"
+A = "tests/adapters/"
+EFFECTS = A + "test_store_effects.py"
+TRANSITIONS = A + "test_store_transitions.py"
+VALIDATION = A + "test_store_validation.py"
+BATCHES = A + "test_batches.py"
+RECOVERY = A + "test_recovery_store.py"
+HYGIENE = A + "test_store_hygiene.py"
+FENCING = A + "test_store_fencing.py"
+RACES = A + "test_store_races.py"
 NOTIFY = "tests/e2e/test_notifications.py"
-RACES = "tests/adapters/test_store_races.py"
+T = TRANSITIONS + "::test_"
+WRONG_DELIVERY_TOKEN = T + "a_delivery_outcome_with_a_wrong_token_writes_nothing"
+JOB_PAIRS, BATCH_PAIRS, DELIVERY_PAIRS = T + "job_pair", T + "batch_pair", T + "delivery_pair"
+PHASES = (T + "phase_results_survive_a_retry_and_retry_from_start_drops_them",
+          T + "cancelling_a_queued_phased_job_cancels_every_phase", T + "phase_pair")
+OUTBOX = (T + "a_duplicate_outbox_insert_is_a_no_op", T + "each_operator_retry_opens_a_new_outbox_epoch")
+RECLAIM = ("tests/supervisor/test_handler_isolation.py::"
+           "test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens")
+DELAY = T + "a_delayed_submit_waits_in_the_due_set_until_its_time"
 
-MUTANTS: list[tuple[str, str, str, tuple[str, ...]]] = [
+Mutant = tuple[str, str, str, str, tuple[str, ...]]
+
+
+def _emptied(file: str, head: str, body: str, tests: tuple[str, ...]) -> Mutant:
+    """The one-line effect function ``head body end`` with its body removed."""
+    name = head.split("(")[0].removeprefix("function ").split(" =")[0]
+    return (f"{name} does nothing", file,
+            f"{head} {body} end", f"{head} end", tests)
+
+
+MUTANTS: list[Mutant] = [
     # -- fencing ---------------------------------------------------------------------------
-    ("unfenced trigger: no lease check",
-     "if not UNFENCED[x.trigger] then return", "if false then return", (FENCING,)),
-    ("fenced report: any token accepted",
-     "if token == nil or token == '' or j.lease_token ~= token then",
-     "if token == nil or token == '' then", (TRANSITIONS,)),
-    ("fenced report: terminal not absorbed",
-     "  if M.job.terminal[j.state] then return nil, {kind = 'absorbed', id = id, state = j.state} end\n",
-     "", (TRANSITIONS,)),
-    ("validation check: any check token accepted",
-     "if j.state ~= 'validating' or j.val_token ~= x.token then",
-     "if j.state ~= 'validating' then", (VALIDATION,)),
-    ("delivery outcome: any send token accepted",
-     "  if d.token ~= x.token then return {kind = 'stale', id = x.id, state = d.state} end\n",
-     "", (VALIDATION, TRANSITIONS)),
-    ("expire: a renewed lease is expired anyway",
-     "if j.state ~= 'active' or j.lease_token ~= x.token or num(j.lease_deadline) > NOW then",
-     "if j.state ~= 'active' or j.lease_token ~= x.token then", (RECOVERY, TRANSITIONS)),
-    ("expire: another inspector's decision counts",
+    ("unfenced trigger: no lease check", "ops.lua",
+     "if not M.job.unfenced[x.trigger] then return", "if false then return", (EFFECTS, FENCING)),
+    ("fenced report: any token accepted", "job.lua",
+     "if token == nil or token == '' or j.lease_token ~= token then", "if token == nil or token == '' then",
+     (FENCING, RACES)),
+    ("fenced report: terminal not absorbed", "job.lua",
+     "  if M.job.terminal[j.state] then return nil, {kind = 'absorbed', id = id, state = j.state} end\n", "",
+     (FENCING, TRANSITIONS)),
+    ("validation check: any check token accepted", "ops.lua",
+     "if not has_row(M.job, j.state, 'validation_passed') or j.val_token ~= x.token then",
+     "if not has_row(M.job, j.state, 'validation_passed') then", (VALIDATION,)),
+    ("delivery outcome: any send token accepted", "ops.lua",
+     "  if d.token ~= x.token then return {kind = 'stale', id = x.id, state = d.state} end\n", "",
+     (WRONG_DELIVERY_TOKEN, VALIDATION)),
+    ("expire: a renewed lease is expired anyway", "ops.lua",
+     "num(j.lease_deadline) > NOW then\n    return {kind = 'skipped'", "false then\n    return {kind = 'skipped'",
+     (RECOVERY, TRANSITIONS)),
+    ("expire: another attempt's token counts", "ops.lua",
+     "  if x.token == nil or x.token == '' or j.lease_token ~= x.token or num(j.lease_deadline) > NOW then\n"
+     "    return",
+     "  if x.token == nil or x.token == '' or num(j.lease_deadline) > NOW then\n    return",
+     (RECOVERY, RACES, TRANSITIONS)),
+    ("expire: another inspector's decision counts", "ops.lua",
      "if j.inspector ~= x.inspector then return", "if false then return", (RECOVERY,)),
-    ("expire: an inspection's hold is ignored",
+    ("expire: an inspection's hold is ignored", "ops.lua",
      "if held ~= nil and held > NOW then return", "if false then return", (RECOVERY,)),
-    ("inspect: a held lease is inspected again",
+    ("inspect: a held lease is inspected again", "ops.lua",
      "      or held == nil or held > NOW then", "      or held == nil then", (RECOVERY,)),
-    ("file: filed twice at one epoch",
+    ("file: filed twice at one epoch", "hygiene.lua",
      "if j.filed_epoch == j.epoch then return {kind = 'absorbed'", "if false then return {kind = 'absorbed'",
      (HYGIENE,)),
-    # -- effects ---------------------------------------------------------------------------
-    ("effect new_attempt: no new lease token",
-     "    local token = x.nonce .. '.' .. attempt\n", "    local token = x.nonce\n", (TRANSITIONS,)),
-    ("effect resume_phases dropped", "if fx.resume_phases then", "if false then", (TRANSITIONS,)),
-    ("effect interrupt_phase dropped", "  if fx.interrupt_phase then", "  if false then", (TRANSITIONS,)),
-    ("effect cancel_phases dropped", "if fx.cancel_phases then", "if false then", (TRANSITIONS,)),
-    ("effect rewind_phases dropped", "if fx.rewind_phases then", "if false then", (TRANSITIONS,)),
-    ("effect count_retry dropped", "if fx.count_retry then", "if false then", (TRANSITIONS,)),
-    ("effect reset_retries dropped", "if fx.reset_retries then", "if false then", (TRANSITIONS,)),
-    ("effect new_epoch dropped", "if fx.new_epoch then", "if false then", (TRANSITIONS,)),
-    ("effect arm_backoff dropped", "  if fx.arm_backoff then", "  if false then", (TRANSITIONS,)),
-    ("effect end_attempt dropped", "  if fx.end_attempt then", "  if false then", (TRANSITIONS,)),
-    ("effect store_result (phase) dropped", "if o.fx.store_result then", "if false then", (TRANSITIONS,)),
-    ("effect clear_error dropped",
-     "if to == 'completed' and j.error ~= '' then put('error', '') end", "", (TRANSITIONS,)),
-    ("effect store_result (job) dropped",
-     "    put('result', x.result)\n", "", (TRANSITIONS,)),
-    ("effect record_reason dropped", "    put('reason', reason or '')\n", "", (TRANSITIONS,)),
-    ("effect mark_unfiled dropped",
-     "if M.job.terminal[to] then redis.call('ZADD', K_UNFILED, NOW, j.id) end", "", (HYGIENE,)),
-    ("effect start_validation dropped", "if to == 'validating' then put('val_checks', 0) end", "",
-     (VALIDATION,)),
-    ("batch effect cancel_members dropped", "if o.fx.cancel_members then", "if false then", (BATCHES,)),
-    ("batch effect touch dropped", "if o.fx.touch then batch_touch(b) end", "", (BATCHES,)),
-    # -- guards ----------------------------------------------------------------------------
-    ("job guard retries_left always true",
-     "retries_left = num(j.retry_count) < num(j.max_retries)}", "retries_left = true}", (TRANSITIONS,)),
-    ("job guard has_validator always false",
-     "local facts = {has_validator = j.has_validator == '1',", "local facts = {has_validator = false,",
+    ("deliveries: a send lease that ran out is not released first", "ops.lua",
+     "      if has_row(M.webhook, d.state, 'release') then move('webhook', d, 'release', {}, x) end\n", "",
      (TRANSITIONS, VALIDATION)),
-    ("batch guard all_done ignores 'known'",
-     "local all_done = known and finished >= total", "local all_done = finished >= total", (BATCHES,)),
-    ("batch guard threshold off by one",
+    # -- the interpreter -------------------------------------------------------------------
+    ("apply: a guard's fact flipped", "core.lua",
+     "if o.guard == '' or facts[o.guard] then return 'moved', o end",
+     "if o.guard == '' or not facts[o.guard] then return 'moved', o end", (EFFECTS,)),
+    ("apply: a terminal state does not absorb", "core.lua",
+     "    if m.terminal[state] then return 'absorbed' end\n", "", (EFFECTS, TRANSITIONS)),
+    ("reindex: the old index keeps the record", "core.lua",
+     "if fi ~= ti and fi ~= '' and not c.x.popped then index_remove(fi, c) end", "", (EFFECTS, TRANSITIONS)),
+    ("outbox: a second insert writes again", "core.lua",
+     "  if redis.call('EXISTS', dkey(did)) == 1 then return false end\n", "", (TRANSITIONS,)),
+    # -- job effects -----------------------------------------------------------------------
+    ("job new_attempt: no new lease token", "job.lua",
+     "  local token = x.nonce .. '.' .. attempt\n", "  local token = x.nonce\n", (RECLAIM, FENCING)),
+    ("job new_attempt: attempts not counted", "job.lua",
+     "  put(c, 'attempts', attempt)\n", "", (EFFECTS,)),
+    _emptied("job.lua", "function J.resume_phases(c)", "each_phase(c, c.phases, 'reset')", PHASES),
+    _emptied("job.lua", "function J.cancel_phases(c)", "each_phase(c, c.phases, 'cancel')", PHASES),
+    _emptied("job.lua", "function J.rewind_phases(c)", "each_phase(c, c.phases, 'rewind')", PHASES),
+    ("job interrupt_phase: no phase fails", "job.lua",
+     "local moved = each_phase(c, c.phases, 'fail')", "local moved = {}", (*PHASES, JOB_PAIRS)),
+    ("job end_attempt: the attempt record is not closed", "job.lua",
+     "  put(c, 'atx:' .. num(j.attempts),", "  put(c, 'unused:' .. num(j.attempts),", (EFFECTS,)),
+    ("job end_attempt: the lease is kept", "job.lua",
+     "  put(c, 'lease_token', '')\n", "", (EFFECTS,)),
+    _emptied("job.lua", "function J.count_retry(c)", "put(c, 'retry_count', num(c.r.retry_count) + 1)",
+             (EFFECTS,)),
+    _emptied("job.lua", "function J.reset_retries(c)", "put(c, 'retry_count', 0)", (EFFECTS,)),
+    _emptied("job.lua", "function J.new_epoch(c)", "put(c, 'epoch', num(c.r.epoch) + 1)", (EFFECTS,)),
+    ("job arm_backoff: due at once", "job.lua",
+     "  c.score = NOW + backoff_ms(c.r, num(c.r.retry_count), c.x.jitter)\n", "  c.score = NOW\n",
+     (EFFECTS, JOB_PAIRS)),
+    ("job arm_delay: due at once", "job.lua",
+     "  c.score = NOW + num(c.x.delay_ms)\n", "  c.score = NOW\n", (DELAY, JOB_PAIRS)),
+    _emptied("job.lua", "function J.cancel_handler(c)", "redis.call('PUBLISH', P .. 'cancel', c.r.id)",
+             (NOTIFY,)),
+    ("job store_result: no result", "job.lua",
+     "  if result and result ~= '' then put(c, 'result', result) end\n", "", (EFFECTS, JOB_PAIRS)),
+    ("job record_error: no error", "job.lua", "  if e and e ~= '' then put(c, 'error', e) end\n", "",
+     (EFFECTS, JOB_PAIRS)),
+    _emptied("job.lua", "function J.clear_error(c)", "if c.r.error ~= '' then put(c, 'error', '') end",
+             (EFFECTS, JOB_PAIRS)),
+    _emptied("job.lua", "function J.start_validation(c)", "put(c, 'val_checks', 0)", (VALIDATION, JOB_PAIRS)),
+    ("job record_status: no validation status", "job.lua",
+     "  if status and status ~= '' then put(c, 'validation_status', status) end\n", "",
+     (VALIDATION, JOB_PAIRS)),
+    ("job record_reason: no reason", "job.lua",
+     "  put(c, 'reason', reason or M.job.reason[c.trigger] or '')\n", "", (EFFECTS,)),
+    ("job record_reason: the op's reason ignored", "job.lua",
+     "  local reason = M.job.terminal[c.to] and c.x.reason or nil\n", "  local reason = nil\n",
+     (EFFECTS, BATCHES)),
+    _emptied("job.lua", "function J.clear_reason(c)", "if c.r.reason ~= '' then put(c, 'reason', '') end",
+             (EFFECTS, JOB_PAIRS)),
+    _emptied("job.lua", "function J.finish(c)", "put(c, 'finished_at', NOW_S)", (EFFECTS,)),
+    ("job reopen: finish time kept", "job.lua",
+     "  if j.finished_at ~= '' then put(c, 'finished_at', '') end\n", "", (EFFECTS, JOB_PAIRS)),
+    ("job reopen: the batch is not told", "job.lua",
+     "    later(c, function() batch_member_reopened(j.batch, from) end)\n", "",
+     (T + "a_member_retried_by_the_operator_is_counted_once", BATCHES)),
+    _emptied("job.lua", "function J.mark_unfiled(c)", "redis.call('ZADD', K_UNFILED, NOW, c.r.id)", (HYGIENE,)),
+    ("job notify: no outbox row", "job.lua",
+     "    outbox_add(j.id, c.o.notify, num(j.epoch), j.webhook_url, job_snapshot(j), j.traceparent)\n", "",
+     (*OUTBOX, JOB_PAIRS)),
+    ("job count_member: the batch is not told", "job.lua",
+     "    later(c, function() batch_member_done(j.batch, to) end)\n", "", (EFFECTS, BATCHES)),
+    _emptied("job.lua", "function J.wake_workers(c)", "woke = true", (NOTIFY,)),
+    ("wake message not published", "core.lua",
+     "  if woke then redis.call('PUBLISH', P .. 'wake', '1') end\n", "", (NOTIFY,)),
+    _emptied("job.lua", "EFFECT.phase.drop_result = function(c, name)",
+             "redis.call('HDEL', jkey(c.r.id), 'pr:' .. name)", PHASES),
+    ("phase store_result: no phase result", "job.lua", "  put(c, 'pr:' .. name, result)\n", "", PHASES),
+    # -- batch effects ---------------------------------------------------------------------
+    _emptied("batch.lua", "function B.touch(c)", "batch_touch(c.r)", (BATCHES,)),
+    _emptied("batch.lua", "function B.mark_closed(c)", "put(c, 'closed', '1')", (EFFECTS, BATCHES)),
+    _emptied("batch.lua", "function B.record_reason(c)", "put(c, 'reason', M.batch.reason[c.trigger] or '')",
+             (EFFECTS, BATCHES)),
+    _emptied("batch.lua", "function B.finish(c)", "put(c, 'finished_at', NOW_S)", (EFFECTS, BATCHES)),
+    _emptied("batch.lua", "function B.notify(c)", "batch_notify(c.r, c.o.notify, 0)", (BATCHES,)),
+    ("batch cancel_members: no member cancelled", "batch.lua",
+     "if j ~= nil and job_move(j, 'cancel', {reason = 'batch_cancelled'}).kind == 'moved' then",
+     "if false then", (EFFECTS, BATCHES)),
+    ("batch progress: no notification", "batch.lua",
+     "    batch_notify(b, 'batch.progress', num(b.completed))\n", "", (BATCHES,)),
+    ("batch: an expected total never closes it", "batch.lua",
+     "if b.closed ~= '1' and b.expected ~= '' and num(b.members) >= num(b.expected) then", "if false then",
+     (EFFECTS, BATCHES)),
+    # -- webhook effects -------------------------------------------------------------------
+    ("webhook count_attempt: attempts not counted", "webhook.lua", "  put(c, 'attempts', attempts)\n", "",
+     (EFFECTS,)),
+    _emptied("webhook.lua", "function W.drop_token(c)", "put(c, 'token', '')", (EFFECTS, DELIVERY_PAIRS)),
+    ("webhook record_response: no status", "webhook.lua", "  put(c, 'last_status', x.status or '')\n", "",
+     (DELIVERY_PAIRS, VALIDATION)),
+    _emptied("webhook.lua", "function W.arm_backoff(c)", "c.score = c.x.retry_at", (DELIVERY_PAIRS, VALIDATION)),
+    ("webhook reset_attempts: attempts kept", "webhook.lua", "  put(c, 'attempts', 0)\n", "", (EFFECTS,)),
+    ("webhook settle_notification: the job is not told", "webhook.lua",
+     "    redis.call('HSET', object_key, 'notification', c.to, 'notification_event', d.event)\n", "",
+     (HYGIENE, DELIVERY_PAIRS)),
+    # -- guards ----------------------------------------------------------------------------
+    ("job guard retries_left always true", "job.lua",
+     "retries_left = num(j.retry_count) < num(j.max_retries)}", "retries_left = true}", (EFFECTS,)),
+    ("job guard has_validator always false", "job.lua",
+     "return {has_validator = j.has_validator == '1',", "return {has_validator = false,", (EFFECTS,)),
+    ("batch guard all_done ignores 'known'", "batch.lua",
+     "local all_done = known and finished >= total", "local all_done = finished >= total", (EFFECTS, BATCHES)),
+    ("batch guard 'known' ignores the expected total", "batch.lua",
+     "local known = b.closed == '1' or b.expected ~= ''", "local known = b.closed == '1'", (EFFECTS, BATCHES)),
+    ("batch guard ready ignores stuck", "batch.lua",
+     "or all_done or stuck, threshold_met", "or all_done, threshold_met", (EFFECTS, BATCHES)),
+    ("batch guard threshold off by one", "batch.lua",
      "num(b.completed) * 100 >= num(b.threshold) * total", "num(b.completed) * 100 > num(b.threshold) * total",
-     (BATCHES,)),
-    ("webhook guard attempts_left off by one",
-     "local facts = {attempts_left = num(d.attempts) < num(x.max_attempts)}",
-     "local facts = {attempts_left = num(d.attempts) <= num(x.max_attempts)}", (VALIDATION, TRANSITIONS)),
-    # -- notifications ---------------------------------------------------------------------
-    ("cancel message not published",
-     "if fx.cancel_handler then redis.call('PUBLISH', P .. 'cancel', j.id) end", "", (NOTIFY,)),
-    ("wake message not published",
-     "if woke then redis.call('PUBLISH', P .. 'wake', '1') end", "", (NOTIFY,)),
-    ("job outbox row not written",
-     "    outbox_add(j.id, notify, num(j.epoch), j.webhook_url, job_snapshot(j), j.traceparent)\n", "",
-     (TRANSITIONS,)),
-    ("batch notification not written",
-     "if b.notify == '1' then outbox_add(b.id, kind, epoch, b.webhook_url, batch_snapshot(b)) end", "",
-     (BATCHES,)),
+     (EFFECTS, BATCHES)),
+    ("webhook guard attempts_left off by one", "webhook.lua",
+     "return {attempts_left = attempts < max_attempts}", "return {attempts_left = attempts <= max_attempts}",
+     (EFFECTS,)),
+    ("validation: one check more than max_attempts", "ops.lua",
+     "  if n >= num(x.max_attempts) then\n", "  if n > num(x.max_attempts) then\n", (VALIDATION,)),
 ]
 
 
-def run(mutant: tuple[str, str, str, tuple[str, ...]], original: str) -> str:
-    description, old, new, tests = mutant
+def run(mutant: Mutant, original: str, path: Path) -> str:
+    description, _file, old, new, tests = mutant
     if original.count(old) != 1:
         return "stale"
-    LIBRARY.write_text(original.replace(old, new))
+    path.write_text(original.replace(old, new))
     try:
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *tests],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900,
         )
     finally:
-        LIBRARY.write_text(original)
+        path.write_text(original)
     return "survived" if result.returncode == 0 else "killed"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only mutants whose description contains this")
+    parser.add_argument("--start", type=int, default=0, help="begin at this mutant (0-based), to resume a run")
     parser.add_argument("--list", action="store_true", help="list the mutants and whether their text is found")
     args = parser.parse_args()
-    original = LIBRARY.read_text()
-    chosen = [m for m in MUTANTS if args.k in m[0]]
+    chosen = [m for m in MUTANTS[args.start:] if args.k in m[0]]
     counts = {"killed": 0, "survived": 0, "stale": 0}
     for mutant in chosen:
+        path = LUA / mutant[1]
+        original = path.read_text()
         if args.list:
-            outcome = "found" if original.count(mutant[1]) == 1 else "stale"
+            outcome = "found" if original.count(mutant[2]) == 1 else "stale"
         else:
-            outcome = run(mutant, original)
+            outcome = run(mutant, original, path)
             counts[outcome] += 1
         print(f"{outcome:9} {mutant[0]}", flush=True)
     if not args.list:
