@@ -119,7 +119,7 @@ class LuaLibrary:
     The text is the same in every process (nothing in it depends on hash order), and so
     are the names:
 
-    * the library is named after the package version (``jobvisor_v0_1_0``), and loaded
+    * the library is named after the package version (``jobvisor_v0_2_0``), and loaded
       with ``FUNCTION LOAD REPLACE``: however many processes of one version load it, and
       in whatever interleaving, Redis holds exactly one library for that version, because
       a load is one atomic command that swaps a library for itself. Processes of another
