@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.redis_stats import Cost, Counters  # noqa: E402
+from bench.throughput import stop  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -84,17 +85,6 @@ def dramatiq_workers(url: str, count: int) -> list[subprocess.Popen[bytes]]:
 
 def dramatiq_remaining(client: redis.Redis, n: int) -> int:
     return int(client.hlen("dramatiq:default.msgs"))
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 @dataclass
