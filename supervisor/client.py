@@ -62,6 +62,7 @@ from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.adapters.urls import check_url
 
 from . import tracing
+from .published_types import DEFAULT_TTL, PublishedTypes, merged
 
 if TYPE_CHECKING:  # the CLI's submit imports this module: no trio for an annotation
     from .app import App
@@ -165,8 +166,8 @@ def _queues(queue: str | Iterable[str] | None) -> list[str] | None:
     return None if queue is None else [queue] if isinstance(queue, str) else list(queue)
 
 
-def _types_of(app: App) -> dict[str, dict[str, Any]]:
-    return {t: h.describe() for t, h in app.handlers.items()}
+def _app_types(app: App | None) -> dict[str, dict[str, Any]] | None:
+    return {t: h.describe() for t, h in app.handlers.items()} if app is not None else None
 
 
 class Client:
@@ -181,20 +182,31 @@ class Client:
     def __init__(
         self, redis: str = "redis://127.0.0.1:6379/0", *, app: App | None = None,
         memory: MemoryServers | None = None, allowed_hosts: Iterable[str] | None = None,
-        destinations: DestinationPolicy | None = None,
+        destinations: DestinationPolicy | None = None, types_ttl: float = DEFAULT_TTL,
     ) -> None:
         self.destinations = destinations if destinations is not None else submitter_policy()
+        self.published = PublishedTypes(types_ttl)
         self.store = SyncStore(open_backend(redis, memory=memory))
         self.app = app
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
 
     def types(self) -> dict[str, dict[str, Any]]:
-        published = self.store.job_types()
-        return {**published, **(_types_of(self.app) if self.app else {})}
+        """Every job type a submit may name: the app's, and what daemons published (read now)."""
+        return merged(self.published.keep(self.store.job_types()), _app_types(self.app))
+
+    def submit_types(self, type: str) -> dict[str, dict[str, Any]]:
+        """The types a submit of ``type`` is checked against: the app's when it has ``type``,
+        else the published ones read within ``types_ttl`` seconds, else read now."""
+        app_types = _app_types(self.app)
+        if app_types and type in app_types:
+            return app_types
+        published = self.published.serves(type)
+        return merged(published, app_types) if published is not None else self.types()
 
     def submit(self, type: str, input: Any = None, **options: Any) -> str:
-        """Submit a job; returns its id (the same id again for a repeated idempotency key)."""
-        spec = build_spec(self.types(), type, input, allowed_hosts=self.allowed_hosts,
+        """Submit a job; returns its id (the same id again for a repeated idempotency key).
+        One round trip when the type's defaults are known (see :mod:`supervisor.published_types`)."""
+        spec = build_spec(self.submit_types(type), type, input, allowed_hosts=self.allowed_hosts,
                           destinations=self.destinations, **options)
         return self.submit_spec(spec).id
 
@@ -304,8 +316,10 @@ class AsyncClient:
     """
 
     def __init__(self, store: Store, *, app: App | None = None,
-                 allowed_hosts: Iterable[str] | None = None, destinations: DestinationPolicy | None = None) -> None:
+                 allowed_hosts: Iterable[str] | None = None, destinations: DestinationPolicy | None = None,
+                 types_ttl: float = DEFAULT_TTL) -> None:
         self.destinations = destinations if destinations is not None else submitter_policy()
+        self.published = PublishedTypes(types_ttl)
         self.store = store
         self.app = app
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
@@ -316,6 +330,7 @@ class AsyncClient:
         cls, redis: str = "redis://127.0.0.1:6379/0", *, app: App | None = None,
         memory: MemoryServers | None = None, allowed_hosts: Iterable[str] | None = None,
         destinations: DestinationPolicy | None = None, redis_timeout: float = 5.0,
+        types_ttl: float = DEFAULT_TTL,
     ) -> AsyncIterator[AsyncClient]:
         """A client with a store of its own for ``redis`` (a Redis URL or ``memory://``), in the
         running loop (trio or asyncio), closed when the context ends. ``redis_timeout``: seconds
@@ -323,7 +338,7 @@ class AsyncClient:
         from jobvisor.adapters.client_store import open_store
 
         async with open_store(redis, memory=memory, redis_timeout=redis_timeout) as store:
-            yield cls(store, app=app, allowed_hosts=allowed_hosts, destinations=destinations)
+            yield cls(store, app=app, allowed_hosts=allowed_hosts, destinations=destinations, types_ttl=types_ttl)
 
     # The issue's API, matching Client.wait: the bound also sets each blocking read's wait, so
     # a read never outlives it (a cancel scope around the call works as well).
@@ -338,11 +353,19 @@ class AsyncClient:
                               block_cap=block_cap(backend))
 
     async def types(self) -> dict[str, dict[str, Any]]:
-        published = await self.store.job_types()
-        return {**published, **(_types_of(self.app) if self.app else {})}
+        """Every job type a submit may name: the app's, and what daemons published (read now)."""
+        return merged(self.published.keep(await self.store.job_types()), _app_types(self.app))
+
+    async def submit_types(self, type: str) -> dict[str, dict[str, Any]]:
+        """As :meth:`Client.submit_types`."""
+        app_types = _app_types(self.app)
+        if app_types and type in app_types:
+            return app_types
+        published = self.published.serves(type)
+        return merged(published, app_types) if published is not None else await self.types()
 
     async def submit(self, type: str, input: Any = None, **options: Any) -> str:
-        spec = build_spec(await self.types(), type, input, allowed_hosts=self.allowed_hosts,
+        spec = build_spec(await self.submit_types(type), type, input, allowed_hosts=self.allowed_hosts,
                           destinations=self.destinations, **options)
         with submit_span(spec) as traced:
             return (await self.store.submit(traced)).id

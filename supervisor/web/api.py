@@ -138,7 +138,7 @@ async def submit(request: Request) -> Response:
     value = body.pop("input", None)
     if input_depth_exceeded(value):
         raise BadInput(f"input: nested more than {MAX_INPUT_DEPTH} levels deep")
-    spec = build_spec(await state.types(), job_type, value, destinations=state.destinations, **body)
+    spec = build_spec(await state.submit_types(job_type), job_type, value, destinations=state.destinations, **body)
     reply = await state.store.submit(spec)
     created = isinstance(reply, Created)
     # an existing job's state as it is now

@@ -21,6 +21,7 @@ from jobvisor.adapters.destinations import DestinationPolicy
 from jobvisor.adapters.store import Store
 
 from ..app import App
+from ..published_types import PublishedTypes, merged
 from .problems import Problem
 from .settings import Role, WebSettings
 
@@ -28,6 +29,10 @@ __all__ = ["WebState", "COOKIE", "authorise", "state_of"]
 
 COOKIE = "jobvisor_token"
 TYPES_TTL = 1.0  # how long published job types are reused before being read again (seconds)
+
+
+def _published_types() -> PublishedTypes:
+    return PublishedTypes(TYPES_TTL, trio.current_time)
 
 
 @dataclass
@@ -38,17 +43,17 @@ class WebState:
     destinations: DestinationPolicy
     app: App | None = None
     clock: Any = time.time
-    _types: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _types_at: float = -1e9
+    published: PublishedTypes = field(default_factory=_published_types)
 
-    async def types(self) -> dict[str, dict[str, Any]]:
-        """Job types and their defaults: those daemons published, then the ``--app``'s."""
-        now = trio.current_time()
-        if now - self._types_at > TYPES_TTL:
-            published = await self.store.job_types()
-            local = {t: h.describe() for t, h in self.app.handlers.items()} if self.app else {}
-            self._types, self._types_at = {**published, **local}, now
-        return self._types
+    async def submit_types(self, job_type: str) -> dict[str, dict[str, Any]]:
+        """Job types and their defaults a submit of ``job_type`` is checked against: those
+        daemons published (read again after ``TYPES_TTL`` seconds, or at once for a type not
+        seen), then the ``--app``'s."""
+        local = {t: h.describe() for t, h in self.app.handlers.items()} if self.app else None
+        published = self.published.serves(job_type)
+        if published is None:
+            published = self.published.keep(await self.store.job_types())
+        return merged(published, local)
 
 
 def state_of(request: HTTPConnection) -> WebState:
