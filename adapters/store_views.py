@@ -105,9 +105,13 @@ def job_view(h: dict[str, str]) -> JobView:
     results = {name: _json_or(h[result_field(name)]) for name in phases if result_field(name) in h}
     attempts = []
     for n in range(1, int(h.get("attempts", 0)) + 1):
-        start = _json_or(h.get(f"att:{n}"), {"n": n})
+        start = _json_or(h.get(f"att:{n}"), {})
         end = _json_or(h.get(f"atx:{n}"), {})
-        record = {**start, **end}
+        record = {**start, **end, "n": n}
+        if end:  # only what an attempt has is stored (records of 0.2.0 hold every key)
+            record.setdefault("by", "worker")
+            if f"ar:{n}" in h:
+                record["result"] = _json_or(h[f"ar:{n}"])
         record["phase_results"] = {name: _json_or(h[result_field(name, n)]) for name in phases
                                    if result_field(name, n) in h}
         record["started_at"] = record.get("started_at", 0) / 1000

@@ -48,8 +48,17 @@ function J.new_attempt(c)
   c.reply.lease_deadline = deadline
   local resume = '' -- the first phase without a result (resume_phases leaves that set as it is)
   for _, p in ipairs(c.phases) do if resume == '' and not M.phase.kept[p[2]] then resume = p[1] end end
-  put(c, 'att:' .. attempt, cjson.encode({n = attempt, worker = x.worker or '', started_at = NOW,
-    resumed_at_phase = resume}))
+  -- The attempt's start: its worker and time, and the phase it resumed at when there is one.
+  -- Every record of an attempt is kept under 64 bytes when it can be (a small hash stays in
+  -- Redis's compact encoding): the attempt's number is in the field's name.
+  put(c, 'att:' .. attempt, '{"worker":' .. enc(x.worker or '') .. ',"started_at":' .. NOW_S ..
+    (resume ~= '' and (',"resumed_at_phase":' .. enc(resume)) or '') .. '}')
+end
+
+-- `,"name":value` for a value that is not null/absent ('' or 'null' for a stored JSON value).
+local function json_part(name, v, encoded)
+  if v == nil or v == false or v == '' or (encoded and v == 'null') then return '' end
+  return ',"' .. name .. '":' .. (encoded and v or enc(v))
 end
 
 function J.resume_phases(c) each_phase(c, c.phases, 'reset') end
@@ -64,11 +73,15 @@ end
 function J.end_attempt(c)
   local j, x = c.r, c.x
   local interrupted = c.interrupted
-  put(c, 'atx:' .. num(j.attempts), '{"outcome":"' .. M.job.outcome[c.trigger] .. '","finished_at":' ..
-    NOW_S .. ',"error":' .. raw(x.error) .. ',"interrupted_phase":' ..
-    enc(interrupted ~= '' and interrupted or nil) .. ',"service_job_id":' ..
-    enc(j.service_job_id ~= '' and j.service_job_id or nil) .. ',"result":' .. raw(x.result) ..
-    ',"by":"' .. (x.by or 'worker') .. '"}')
+  -- The attempt's end: its outcome and time, then only what it has (an error, the phase it
+  -- was interrupted in, the service's job id, who ended it when not its worker); its result
+  -- in a field of its own (`ar:<n>`), so that a small result keeps both small.
+  local n = num(j.attempts)
+  put(c, 'atx:' .. n, '{"outcome":"' .. M.job.outcome[c.trigger] .. '","finished_at":' .. NOW_S ..
+    json_part('error', x.error, true) .. json_part('interrupted_phase', interrupted) ..
+    json_part('service_job_id', j.service_job_id) ..
+    ((x.by and x.by ~= 'worker') and (',"by":' .. enc(x.by)) or '') .. '}')
+  if x.result and x.result ~= '' and x.result ~= 'null' then put(c, 'ar:' .. n, x.result) end
   put(c, 'lease_token', '')
   put(c, 'lease_deadline', '')
   c.reply.interrupted_phase = interrupted ~= '' and interrupted or nil
