@@ -43,7 +43,7 @@ from .webhook import WEBHOOK
 
 __all__ = ["EmbeddedMachine", "JobMachine", "PhaseMachine", "BatchMachine", "WebhookMachine"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("jobvisor.machines.embed")  # by name: the same under any import path
 
 
 class _GuardedEvent(Event):

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.redis_server import RedisServer
+from tests.mutation import bind_mutants
+
+bind_mutants()  # first: under mutation testing, the mutated machines/ (tests/mutation.py)
+
+from tests.redis_server import RedisServer  # noqa: E402
 
 # Fixtures shared across rooms: the store targets (real Redis and memory://, a manual clock) and
 # a seeded database for the CLI tests.
