@@ -27,7 +27,7 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEFAULT_REDIS: str = next(s.default for s in SETTINGS if s.name == "redis")
-MACHINE_NAMES = ("batch", "job", "phase", "webhook")  # checked against jobvisor.machines by a test
+MACHINE_NAMES = ("batch", "job", "phase", "schedule", "webhook")  # checked against jobvisor.machines by a test
 
 # settings of `run` grouped in --help by the first word of their name
 _GROUPS = {
