@@ -15,7 +15,7 @@ import msgspec
 from . import errors, ops
 from .errors import BadInput
 from .keys import QUEUES, SCHEDULES, Keys, check_queue_name
-from .replies import Created, Transition
+from .replies import Absorbed, Created, Transition
 from .schedules import ScheduleSpec, ScheduleView, check_schedule_name, schedule_view
 from .store_core import json_encode
 from .store_jobs import JobOps
@@ -25,28 +25,39 @@ from .timing import Plan
 __all__ = ["ScheduleOps"]
 
 _DUE_PAGE = 100
+_DEFINITION = ("missed", "catch_up_max", "grace_ms", "job_type", "template")
 
 
 class ScheduleOps(JobOps):
     """Schedules: what clients and the daemons' schedule actor ask of the store."""
 
-    async def add_schedule(self, spec: ScheduleSpec) -> Created | Transition:
-        """Add ``spec`` (``created``), or redefine the schedule of that name (``moved``). A name
-        held by a live schedule of another queue is :class:`BadInput`; nothing is written then."""
+    async def add_schedule(self, spec: ScheduleSpec, *, keep: bool = False) -> Created | Transition:
+        """Add ``spec`` (``created``), or redefine the schedule of that name (``moved``; a paused
+        one stays paused). A redefinition with the same ticks keeps the next tick it had, so the
+        ticks missed while no daemon ran are still missed ones. With ``keep`` (a daemon declaring
+        its app's schedules at start), a schedule already defined so is left alone: ``absorbed``,
+        nothing written. A name held by a live schedule of another queue is :class:`BadInput`;
+        nothing is written then."""
         timing = spec.timing()
         queue = spec.job.queue
-        template = msgspec.structs.replace(self._submit_op(spec.job), id="")
+        template = json_encode(msgspec.structs.replace(self._submit_op(spec.job), id="")).decode()
         held = await self._command("HGET", SCHEDULES, spec.name)
         if held is not None and b2s(held) != queue:
-            other = await self._schedule(b2s(held), spec.name)
-            if other is not None and other.state != "removed":
+            other = await self._stored(b2s(held), spec.name)
+            if other and other["state"] != "removed":
                 raise BadInput(f"name: schedule {spec.name!r} exists in queue {b2s(held)!r}")
         op = ops.ScheduleAdd(
             name=spec.name, cron=timing.cron or "", every_ms=timing.every_ms or 0, tz=timing.tz,
             missed=spec.missed, catch_up_max=spec.catch_up_max, grace_ms=int(spec.grace * 1000),
-            job_type=spec.job.type, template=json_encode(template).decode(),
-            next_at=timing.next_after(self._now_ms()),
+            job_type=spec.job.type, template=template, next_at=timing.next_after(self._now_ms()),
         )
+        stored = await self._stored(queue, spec.name) if held is not None else None
+        if stored and stored["state"] != "removed":
+            same_ticks = all(stored.get(f, "") == str(getattr(op, f)) for f in ("cron", "every_ms", "tz"))
+            if keep and same_ticks and all(stored.get(f, "") == str(getattr(op, f)) for f in _DEFINITION):
+                return Absorbed(id=spec.name, state=stored["state"])
+            if same_ticks and stored.get("next_at"):
+                op = msgspec.structs.replace(op, next_at=int(stored["next_at"]))
         reply = await self._op(queue, op)
         await self._commands([("HSET", SCHEDULES, spec.name, queue), ("SADD", QUEUES, queue)])
         self._known_queues.add(queue)
@@ -89,8 +100,12 @@ class ScheduleOps(JobOps):
         return [v for v in views if removed or v.state != "removed"]
 
     async def _schedule(self, queue: str, name: str) -> ScheduleView | None:
+        stored = await self._stored(queue, name)
+        return schedule_view(stored) if stored else None
+
+    async def _stored(self, queue: str, name: str) -> dict[str, str]:
         raw = await self._command("HGETALL", Keys(queue).schedule(name))
-        return schedule_view({b2s(k): b2s(v) for k, v in raw.items()}) if raw else None
+        return {b2s(k): b2s(v) for k, v in raw.items()}
 
     # -- the daemons' ticks ------------------------------------------------------------
 

@@ -8,7 +8,8 @@ moves the schedule once; a tick at or before the last recorded one is ``blocked`
 writes nothing. ``pause`` takes it out of the due index (ticks that pass while paused are
 never fired), ``resume`` puts it back, due at the first tick after the resume. ``remove``
 ends it; its record stays (with its last tick), so ``add`` under the same name brings it
-back without firing a tick it fired before. ``add`` on a live schedule redefines it.
+back without firing a tick it fired before. ``add`` on a live schedule redefines it (a paused
+one stays paused).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ SCHEDULE: MachineDef[ScheduleState, ScheduleTrigger] = MachineDef(
     store_only=frozenset({"define", "arm", "record_tick", "submit_job"}),
     index={ACT: "schedules", PAU: "", REM: ""},
     rows=(
-        Row(_t.ADD, (ACT, PAU, REM), ACT, effects=("define", "arm")),
+        Row(_t.ADD, (ACT, REM), ACT, effects=("define", "arm")),
+        Row(_t.ADD, (PAU,), PAU, effects=("define",)),
         Row(_t.FIRE, (ACT,), ACT, guard="new_tick", effects=("record_tick", "submit_job", "arm")),
         Row(_t.SKIP, (ACT,), ACT, guard="new_tick", effects=("record_tick", "arm")),
         Row(_t.PAUSE, (ACT,), PAU),

@@ -147,3 +147,23 @@ def test_a_name_lives_in_one_queue(sync_store: SyncStore, target: Target) -> Non
     assert snapshot(target.raw()) == before
     with pytest.raises(NotFound):
         sync_store.pause_schedule("nope")
+
+
+def test_a_redefinition_keeps_the_missed_ticks_and_a_declared_one_writes_nothing(
+        sync_store: SyncStore, clock: ManualClock, target: Target) -> None:
+    sync_store.add_schedule(every_second(missed="catch_up"))
+    armed = sync_store.get_schedule("tick").next_at
+    clock.advance(30)  # no daemon ran: 30 ticks missed
+    before = snapshot(target.raw())
+    declared = sync_store.add_schedule(every_second(missed="catch_up"), keep=True)
+    assert declared.kind == "absorbed"
+    assert snapshot(target.raw()) == before
+    redefined = sync_store.add_schedule(every_second(missed="catch_up", catch_up_max=5), keep=True)
+    assert isinstance(redefined, Moved)
+    assert (redefined.trigger, redefined.to) == ("add", "active")
+    view = sync_store.get_schedule("tick")
+    assert (view.next_at, view.catch_up_max) == (armed, 5)
+    sync_store.add_schedule(ScheduleSpec(name="tick", job=JOB, every=7))  # new ticks: armed from now
+    assert sync_store.get_schedule("tick").next_at == (int(clock()) // 7 + 1) * 7
+    sync_store.pause_schedule("tick")
+    assert sync_store.add_schedule(every_second()).to == "paused"  # type: ignore[union-attr]

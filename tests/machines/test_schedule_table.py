@@ -29,7 +29,7 @@ TABLE: dict[tuple[str, str], Any] = {
     ("active", "pause"): "moved:paused:",
     ("active", "resume"): "invalid",
     ("active", "remove"): "moved:removed:",
-    ("paused", "add"): "moved:active:define,arm",
+    ("paused", "add"): "moved:paused:define",
     ("paused", "fire"): "invalid",
     ("paused", "skip"): "invalid",
     ("paused", "pause"): "invalid",
