@@ -44,6 +44,7 @@ def test_add_arms_the_first_tick_after_now(sync_store: SyncStore, clock: ManualC
     assert later is None
 
 
+@pytest.mark.cluster
 def test_a_tick_fires_once_and_submits_the_clients_job(sync_store: SyncStore, clock: ManualClock,
                                                        target: Target) -> None:
     sync_store.add_schedule(every_second())
@@ -86,6 +87,7 @@ def test_skip_records_the_tick_without_a_submit(sync_store: SyncStore, clock: Ma
     assert isinstance(blocked, Blocked)
 
 
+@pytest.mark.cluster
 def test_pause_resume_remove_follow_the_table(sync_store: SyncStore, clock: ManualClock, target: Target) -> None:
     sync_store.add_schedule(every_second())
     assert sync_store.pause_schedule("tick").to == "paused"
@@ -149,6 +151,7 @@ def test_a_name_lives_in_one_queue(sync_store: SyncStore, target: Target) -> Non
         sync_store.pause_schedule("nope")
 
 
+@pytest.mark.cluster
 def test_a_redefinition_keeps_the_missed_ticks_and_a_declared_one_writes_nothing(
         sync_store: SyncStore, clock: ManualClock, target: Target) -> None:
     sync_store.add_schedule(every_second(missed="catch_up"))
