@@ -40,13 +40,18 @@ key (after ``jv:{q}:``)          type    contents and lifetime
                                         re-arms the leases (outage accounting)
 ``paused``                      string  present while an operator has paused the queue
                                         (when, ms): every claim of the queue takes nothing
+``schedule:<name>``             hash    a schedule: state, definition, job template,
+                                        last tick recorded, next tick (ms), fired count
+``schedules``                   zset    active schedule names; score = next tick ms
+``schedule_names``              set     every schedule name the queue has held
 ``wake`` (channel)              pubsub  a job became queued: idle workers claim
 ``cancel`` (channel)            pubsub  a running job was cancelled: its holder stops it
 ==============================  ======  ==============================================
 
 Outside any queue: ``jv:queues`` (set of queue names ever submitted to) and
 ``jv:types`` (hash: job type -> JSON of its defaults, published by daemons at start
-so that ``jobvisor submit`` can refuse an unknown type).
+so that ``jobvisor submit`` can refuse an unknown type), ``jv:schedules`` (hash:
+schedule name -> its queue).
 
 The registry of daemons (one per process, with its worker slots) is global, not per
 queue: a daemon serves several queues and must be declared lost once, not once per
@@ -78,6 +83,7 @@ __all__ = [
     "PREFIX",
     "QUEUE_NAME",
     "REGISTRY",
+    "SCHEDULES",
     "Keys",
     "RegistryKeys",
     "queue_of",
@@ -93,6 +99,8 @@ ID_PART = re.compile(r"[0-9A-Za-z]{1,64}")
 """What follows the queue in an id (a ULID for the ids jobvisor makes)."""
 QUEUES = f"{PREFIX}:queues"
 TYPES = f"{PREFIX}:types"
+SCHEDULES = f"{PREFIX}:schedules"
+"""Every schedule's name and the queue it lives in (a hash): a name is one schedule."""
 REGISTRY = "@workers"
 """The pseudo-queue of the daemon registry: its ops run with the prefix ``jv:{@workers}:``."""
 
@@ -196,6 +204,14 @@ class Keys:
     def paused(self) -> str:
         """Present while the queue is paused: claims take nothing (``jobvisor queue pause``)."""
         return f"{self.prefix}paused"
+
+    def schedule(self, name: str) -> str:
+        return f"{self.prefix}schedule:{name}"
+
+    @property
+    def schedules(self) -> str:
+        """The active schedules by the epoch ms of their next tick."""
+        return f"{self.prefix}schedules"
 
     @property
     def wake_channel(self) -> str:

@@ -54,7 +54,7 @@ __all__ = [
     "BatchAdd", "BatchCancel", "BatchClose", "BatchCreate", "BatchFinalize", "BatchSweep", "Claim",
     "CountQueued", "Delivered", "Expire", "File", "Heartbeat", "Inspect", "ListExpired", "ListUnfiled",
     "Op", "Pause", "PhaseTrigger", "Purge", "Reclaim", "Redeliver", "ReleaseCheck", "Renew", "Report",
-    "Resume", "ServiceId", "Submit",
+    "Resume", "ScheduleAdd", "ScheduleTick", "ScheduleTrigger", "ServiceId", "Submit",
     "TakeDeliveries", "TakeValidations", "Trigger", "Validated", "Wake", "WorkerStop", "WorkersLost",
     "answers",
 ]
@@ -282,6 +282,42 @@ class Pause(Op[Transition], tag="pause", frozen=True):
 
 class Resume(Op[Transition], tag="resume", frozen=True):
     """The queue's claims go on; its idle workers are woken (``absorbed`` when not paused)."""
+
+
+# -- schedules --------------------------------------------------------------------------
+
+
+class ScheduleAdd(Op[Created | Transition], tag="schedule_add", frozen=True):
+    """Add the schedule ``name`` (``created``), or redefine it (``add``)."""
+
+    name: str
+    cron: str
+    every_ms: int
+    tz: str
+    missed: str
+    catch_up_max: int
+    grace_ms: int
+    job_type: str
+    template: str  # a Submit op's JSON, its id left for the tick
+    next_at: int
+
+
+class ScheduleTrigger(Op[Transition], tag="schedule_trigger", frozen=True):
+    """An operator's ``pause``, ``resume`` (armed at ``next_at``) or ``remove``."""
+
+    name: str
+    trigger: str
+    next_at: int | None = None
+
+
+class ScheduleTick(Op[Transition], tag="schedule_tick", frozen=True):
+    """A daemon's ``fire`` (submitting job ``id``) or ``skip`` of ``tick``; armed at ``next_at``."""
+
+    name: str
+    trigger: str
+    tick: int
+    next_at: int
+    id: str | None = None
 
 
 # -- filing and retention --------------------------------------------------------------

@@ -55,7 +55,8 @@ class Moved(BaseReply, tag="moved", rename={"from_": "from"}, frozen=True):
     """A transition of ``machine`` (job, phase, batch, webhook) ran: ``from_ -trigger-> to``.
 
     ``phase`` names the phase of a phase move; ``interrupted_phase`` the phase a job's
-    ending attempt left running; ``members_cancelled`` counts a cancelled batch's members.
+    ending attempt left running; ``members_cancelled`` counts a cancelled batch's members;
+    ``job`` is the job a schedule's ``fire`` submitted (``job_kind``: its submit's reply kind).
     """
 
     id: str
@@ -66,6 +67,8 @@ class Moved(BaseReply, tag="moved", rename={"from_": "from"}, frozen=True):
     phase: str = ""
     interrupted_phase: str = ""
     members_cancelled: int = 0
+    job: str = ""
+    job_kind: str = ""
 
     @property
     def moved(self) -> bool:

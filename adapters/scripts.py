@@ -20,10 +20,13 @@ from importlib import metadata, resources
 from typing import Any
 
 from jobvisor.machines import BATCH, JOB, PHASE, WEBHOOK, MachineDef
+from jobvisor.machines.schedule import SCHEDULE
 
 __all__ = ["LEGACY_NAME", "LUA_FILES", "LuaLibrary", "lua_tables", "lua_source"]
 
-LUA_FILES = ("core.lua", "job.lua", "batch.lua", "webhook.lua", "ops.lua", "hygiene.lua", "registry.lua")
+LUA_FILES = (
+    "core.lua", "job.lua", "batch.lua", "webhook.lua", "ops.lua", "schedule.lua", "hygiene.lua", "registry.lua",
+)
 """The library's files, in load order (see ARCHITECTURE.md, "The Lua library")."""
 
 
@@ -94,10 +97,10 @@ def lua_machine(definition: MachineDef[Any, Any]) -> str:
 
 
 def lua_tables() -> str:
-    """The generated preamble: ``local M = {job = ..., phase = ..., batch = ..., webhook = ...}``."""
+    """The generated preamble: ``local M = {job = ..., phase = ..., batch = ..., webhook = ..., schedule = ...}``."""
     parts = [
         f"  {name} = {lua_machine(d)}"
-        for name, d in (("job", JOB), ("phase", PHASE), ("batch", BATCH), ("webhook", WEBHOOK))
+        for name, d in (("job", JOB), ("phase", PHASE), ("batch", BATCH), ("webhook", WEBHOOK), ("schedule", SCHEDULE))
     ]
     return (
         "-- Generated from machines/ by adapters/scripts.py: do not edit.\n"

@@ -11,7 +11,9 @@ each operation, not two. Its methods are grouped by concern:
 * :class:`~adapters.store_upkeep.UpkeepOps`: the registry of daemons, batches, webhook
   deliveries, filing and retention;
 * :class:`~adapters.store_reads.ReadOps`: stored records as views
-  (:mod:`adapters.store_views`), event streams and counts.
+  (:mod:`adapters.store_views`), event streams and counts;
+* :class:`~adapters.store_schedules.ScheduleOps` (over the job ops, whose submit op its job
+  templates are): schedules and the daemons' ticks.
 
 Payload hygiene: results, errors, phase results and service ids pass through the
 store's :class:`~adapters.sanitize.Sanitizer` before they are sent (so attempt
@@ -27,12 +29,12 @@ or the items a list answer carries. Only refusals the caller must fix raise
 
 from __future__ import annotations
 
-from .store_jobs import JobOps
 from .store_reads import ReadOps
+from .store_schedules import ScheduleOps
 from .store_upkeep import UpkeepOps
 
 __all__ = ["Store"]
 
 
-class Store(JobOps, UpkeepOps, ReadOps):
+class Store(ScheduleOps, UpkeepOps, ReadOps):
     """jobvisor's store API over an executor (see the module docstring)."""

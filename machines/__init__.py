@@ -1,6 +1,6 @@
 """jobvisor's state machines, pure and embeddable.
 
-Each machine is one table (``JOB``, ``PHASE``, ``BATCH``, ``WEBHOOK``) from
+Each machine is one table (``JOB``, ``PHASE``, ``BATCH``, ``WEBHOOK``, ``SCHEDULE``) from
 which everything else is derived:
 
 * ``JOB.apply(state, trigger, facts)``: the fast pure form, returning an
@@ -22,6 +22,7 @@ from .job import JOB, JobState, JobTrigger
 from .mermaid import to_mermaid
 from .models import BatchModel, DeliveryModel, JobModel
 from .phase import PHASE, PhaseState, PhaseTrigger
+from .schedule import SCHEDULE
 from .webhook import WEBHOOK, DeliveryState, DeliveryTrigger
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ MACHINES: dict[str, MachineDef] = {  # type: ignore[type-arg]
     "phase": PHASE,
     "batch": BATCH,
     "webhook": WEBHOOK,
+    "schedule": SCHEDULE,
 }
 """Every machine by the name the CLI and the diagrams use."""
 

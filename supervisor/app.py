@@ -17,6 +17,10 @@
     @app.status_query("thumbnail")
     async def ask_service(service_job_id) -> StatusAnswer: ...
 
+    @app.schedule("nightly-report", cron="0 3 * * *", tz="Europe/Paris", input={"days": 1})
+    @app.handler("report")
+    async def report(ctx): ...
+
 A handler takes a :class:`JobContext` and returns something msgspec can
 encode; an exception fails the attempt (retried with backoff within
 ``max_retries``). Phases are run through :meth:`JobContext.phase`: a phase
@@ -45,6 +49,7 @@ process records no phases).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import logging
@@ -63,6 +68,7 @@ from .context import Interrupted, JobContext, PhaseReporter, ProcessContext, Syn
 __all__ = [
     "App",
     "HandlerSpec",
+    "ScheduleDecl",
     "Interrupted",
     "Isolation",
     "JobContext",
@@ -192,11 +198,28 @@ def _isolation_of(type: str, fn: Handler, asked: Isolation | None, phases: tuple
     return where
 
 
+@dataclass(frozen=True)
+class ScheduleDecl:
+    """A schedule an app declares: the daemons add it at start (``supervisor/schedules.py``)."""
+
+    name: str
+    type: str
+    input: Any = None
+    cron: str | None = None
+    every: float | None = None
+    tz: str = "UTC"
+    queue: str | None = None
+    missed: str = "skip"
+    catch_up_max: int = 10
+    grace: float = 60.0
+
+
 @dataclass
 class App:
     """A registry of job types. Nothing is global: make as many apps as you like."""
 
     handlers: dict[str, HandlerSpec] = field(default_factory=dict)
+    schedules: dict[str, ScheduleDecl] = field(default_factory=dict)
 
     def handler(
         self,
@@ -250,8 +273,6 @@ class App:
         return register
 
     def _replace(self, type: str, **changes: Any) -> None:
-        import dataclasses
-
         if type not in self.handlers:
             raise ValueError(f"no handler registered for {type!r}; register the handler first")
         self.handlers[type] = dataclasses.replace(self.handlers[type], **changes)
@@ -274,6 +295,39 @@ class App:
 
         def register(fn: StatusQuery) -> StatusQuery:
             self._replace(type, status_query=fn)
+            return fn
+
+        return register
+
+    def schedule(
+        self, name: str, *, cron: str | None = None, every: float | None = None, type: str | None = None,
+        input: Any = None, tz: str = "UTC", queue: str | None = None, missed: str = "skip",
+        catch_up_max: int = 10, grace: float = 60.0,
+    ) -> Callable[[Handler], Handler]:
+        """Declare a schedule: a job of ``type`` with ``input`` at each tick of ``cron`` (read in
+        ``tz``) or ``every`` seconds; ``missed`` ticks (no daemon ran) are ``skip``ped (the
+        latest fires when at most ``grace`` seconds old) or caught up (``catch_up``, at most
+        ``catch_up_max``). Used as a decorator over a handler, ``type`` defaults to the
+        handler's (place it above ``@app.handler``). Every daemon of the app adds it at start;
+        each tick is submitted once however many run. A bad value is a ``ValueError``."""
+        from jobvisor.adapters.records import JobSpec
+        from jobvisor.adapters.schedules import ScheduleSpec
+
+        decl = ScheduleDecl(name=name, type=type or "", input=input, cron=cron, every=every, tz=tz, queue=queue,
+                            missed=missed, catch_up_max=catch_up_max, grace=grace)
+        ScheduleSpec(name=name, job=JobSpec(type=type or "x"), cron=cron, every=every, tz=tz, missed=missed,
+                     catch_up_max=catch_up_max, grace=grace).timing()
+        if name in self.schedules:
+            raise ValueError(f"schedule {name!r} is already declared")
+        if type is not None:
+            self.schedules[name] = decl
+
+        def register(fn: Handler) -> Handler:
+            if type is None:
+                owner = next((h.type for h in self.handlers.values() if h.fn is fn), None)
+                if owner is None:
+                    raise ValueError(f"schedule {name!r}: no type, and {fn!r} is not a registered handler")
+                self.schedules[name] = dataclasses.replace(decl, type=owner)
             return fn
 
         return register

@@ -8,6 +8,7 @@ The rooms of the command line, each with one job:
 * :mod:`supervisor.cli_commands`: the data commands, over the synchronous store;
 * :mod:`supervisor.cli_ops`: the operator's commands over many jobs (``jobs``, ``retry``,
   ``queue pause|resume``, ``redeliver``), through :mod:`adapters.operations`;
+* :mod:`supervisor.cli_schedules`: ``schedule add|list|pause|resume|remove``;
 * :mod:`supervisor.cli_events`: ``events`` and ``events --follow`` (through
   :class:`adapters.events.EventFeed`);
 * :mod:`supervisor.cli_render`: text and ``--json`` output;
@@ -41,6 +42,7 @@ COMMANDS: dict[str, str] = {
     **dict.fromkeys(("submit", "status", "cancel", "queues", "report", "workers", "batch",
                      "diagram", "webhooks"), "cli_commands"),
     **dict.fromkeys(("jobs", "retry", "queue", "redeliver"), "cli_ops"),
+    "schedule": "cli_schedules",
 }
 """Each command's module (``cmd_<command>`` in it), imported when the command runs."""
 

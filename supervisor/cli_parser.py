@@ -27,7 +27,7 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEFAULT_REDIS: str = next(s.default for s in SETTINGS if s.name == "redis")
-MACHINE_NAMES = ("batch", "job", "phase", "webhook")  # checked against jobvisor.machines by a test
+MACHINE_NAMES = ("batch", "job", "phase", "schedule", "webhook")  # checked against jobvisor.machines by a test
 
 # settings of `run` grouped in --help by the first word of their name
 _GROUPS = {
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id")
         _common(p)
     _ops_parsers(sub)
+    _schedule_parsers(sub.add_parser("schedule", help="cron and interval schedules"))
 
     events = sub.add_parser("events", help="print the event stream")
     events.add_argument("--queue", action="append", default=None,
@@ -258,3 +259,42 @@ def _ops_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     redeliver.add_argument("--dry-run", dest="dry_run", action="store_true",
                            help="print the count and ids that would be re-sent; write nothing")
     _common(redeliver)
+
+
+def _schedule_parsers(schedule: argparse.ArgumentParser) -> None:
+    ssub = schedule.add_subparsers(dest="schedule_command", required=True, parser_class=_Parser)
+    add = ssub.add_parser("add", help="add (or redefine) a schedule: a job of TYPE at each tick",
+                          description="Add a schedule, or redefine the one of that name: each tick (of --cron "
+                                      "read in --tz, or every --every seconds) submits one job of TYPE, once "
+                                      "however many daemons run.")
+    add.add_argument("name", help="the schedule's name (1-64 of letters, digits, '_', '.' and '-')")
+    add.add_argument("type", help="the job type (the app's, or one a daemon published)")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", default=None, metavar="EXPR", help="a cron expression ('*/5 * * * *')")
+    when.add_argument("--every", type=float, default=None, metavar="SECONDS", help="a tick every N seconds")
+    add.add_argument("--tz", default=None, metavar="ZONE", help="the cron's time zone (default: UTC)")
+    group = add.add_mutually_exclusive_group()
+    group.add_argument("--input", default=None, metavar="JSON", help="each job's input as JSON")
+    group.add_argument("--input-file", default=None, metavar="FILE", help="read the input JSON from a file")
+    add.add_argument("--queue", default=None, help="queue (default: the type's)")
+    add.add_argument("--missed", choices=("skip", "catch_up"), default=None,
+                     help="ticks missed while no daemon ran: skip (the latest fires within --grace; "
+                          "default) or catch_up")
+    add.add_argument("--catch-up-max", dest="catch_up_max", type=int, default=None, metavar="N",
+                     help="the most missed ticks caught up (1-100, default 10)")
+    add.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                     help="how late a missed tick may still fire under skip (default 60)")
+    add.add_argument("--app", default=None, metavar="MODULE:ATTR",
+                     help="the App, for the type's defaults without a running daemon")
+    _common(add)
+    listing = ssub.add_parser("list", help="the schedules, their next and last ticks")
+    listing.add_argument("--queue", default=None, help="only this queue's")
+    listing.add_argument("--removed", action="store_true", help="removed ones too")
+    _common(listing)
+    for name, helptext in (("pause", "no tick fires until resumed"),
+                           ("resume", "ticks fire again, from the first after now"),
+                           ("remove", "no more ticks")):
+        p = ssub.add_parser(name, help=helptext)
+        p.add_argument("name", help="the schedule")
+        _common(p)
+

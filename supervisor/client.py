@@ -58,6 +58,7 @@ from jobvisor.adapters.operations import (
 )
 from jobvisor.adapters.records import BatchSpec, BatchView, DeliveryView, JobSpec, JobView, decode_spec
 from jobvisor.adapters.replies import Created, Exists, Transition
+from jobvisor.adapters.schedules import ScheduleSpec, ScheduleView
 from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.adapters.urls import check_url
 
@@ -67,7 +68,8 @@ from .published_types import DEFAULT_TTL, PublishedTypes, merged
 if TYPE_CHECKING:  # the CLI's submit imports this module: no trio for an annotation
     from .app import App
 
-__all__ = ["Client", "AsyncClient", "WaitTimeout", "build_spec", "build_batch_spec", "submitter_policy"]
+__all__ = ["Client", "AsyncClient", "WaitTimeout", "build_spec", "build_batch_spec", "schedule_spec",
+           "submitter_policy"]
 
 _OVERRIDES = {
     "queue", "priority", "max_retries", "timeout", "backoff", "backoff_max", "delay",
@@ -306,6 +308,29 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- schedules --------------------------------------------------------------
+
+    def add_schedule(self, name: str, type: str, input: Any = None, **options: Any) -> Created | Transition:
+        """Add (or redefine) the schedule ``name``: a job of ``type`` at each tick (``cron``
+        with ``tz``, or ``every`` seconds; ``queue``, ``missed``, ``catch_up_max``, ``grace``).
+        Checked before anything is written (:class:`BadInput` naming the field)."""
+        return self.store.add_schedule(schedule_spec(self.submit_types(type), name, type, input, **options))
+
+    def schedules(self, queue: str | None = None) -> list[ScheduleView]:
+        return self.store.list_schedules(queue)
+
+    def schedule(self, name: str) -> ScheduleView:
+        return self.store.get_schedule(name)
+
+    def pause_schedule(self, name: str) -> Transition:
+        return self.store.pause_schedule(name)
+
+    def resume_schedule(self, name: str) -> Transition:
+        return self.store.resume_schedule(name)
+
+    def remove_schedule(self, name: str) -> Transition:
+        return self.store.remove_schedule(name)
+
 
 class AsyncClient:
     """The same operations for async code, over any :class:`Store`.
@@ -431,3 +456,45 @@ class AsyncClient:
                              type: str | None = None, since: Since = None, dry_run: bool = False) -> BulkResult:
         return await redeliver_dead(self.store, job_id=job_id, queues=_queues(queue), job_type=type,
                                     since=parse_since(since), dry_run=dry_run)
+
+    # -- schedules --------------------------------------------------------------
+
+    async def add_schedule(self, name: str, type: str, input: Any = None, **options: Any) -> Created | Transition:
+        """As :meth:`Client.add_schedule`."""
+        return await self.store.add_schedule(schedule_spec(await self.submit_types(type), name, type, input,
+                                                           **options))
+
+    async def schedules(self, queue: str | None = None) -> list[ScheduleView]:
+        return await self.store.list_schedules(queue)
+
+    async def schedule(self, name: str) -> ScheduleView:
+        return await self.store.get_schedule(name)
+
+    async def pause_schedule(self, name: str) -> Transition:
+        return await self.store.pause_schedule(name)
+
+    async def resume_schedule(self, name: str) -> Transition:
+        return await self.store.resume_schedule(name)
+
+    async def remove_schedule(self, name: str) -> Transition:
+        return await self.store.remove_schedule(name)
+
+
+_SCHEDULE_OPTIONS = {"cron", "every", "tz", "missed", "catch_up_max", "grace"}
+
+
+def schedule_spec(types: dict[str, dict[str, Any]], name: str, type: str, input: Any, *,
+                  queue: str | None = None, **options: Any) -> ScheduleSpec:
+    """A :class:`ScheduleSpec` whose job is built as a submit's (the type's defaults); every
+    field checked, a refusal :class:`BadInput` naming it."""
+    unknown = set(options) - _SCHEDULE_OPTIONS
+    if unknown:
+        raise BadInput(f"{sorted(unknown)[0]}: not a schedule option")
+    job = build_spec(types, type, input, queue=queue)
+    fields = {k: v for k, v in options.items() if v is not None}
+    try:
+        spec = ScheduleSpec(name=name, job=job, **fields)
+    except TypeError as exc:
+        raise BadInput(str(exc)) from None
+    spec.timing()
+    return spec

@@ -54,6 +54,7 @@ from .metrics import Metrics, MetricsServer
 from .outage import StoreOutage
 from .registry import Registration, run_registry
 from .retention import run_retention
+from .schedules import run_schedules
 from .supervise import ChildSpec, Policy, Supervisor
 from .validation import Validator, check_validator_urls
 from .watchdog import run_watchdog
@@ -233,6 +234,7 @@ async def _run(
     children = (
         ChildSpec("listener", partial(run_listener, deps, backend), shutdown_s=1.0),
         ChildSpec("scheduler", partial(run_scheduler, deps), shutdown_s=1.0),
+        ChildSpec("schedules", partial(run_schedules, deps), shutdown_s=1.0),
         ChildSpec("watchdog", partial(run_watchdog, deps), shutdown_s=1.0),
         ChildSpec("batch_monitor", partial(run_batch_monitor, deps), shutdown_s=1.0),
         ChildSpec("evaluator", partial(run_evaluator, deps), shutdown_s=1.0),

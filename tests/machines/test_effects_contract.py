@@ -21,11 +21,14 @@ from jobvisor.adapters.scripts import LUA_FILES, lua_source
 from jobvisor.machines import BATCH, JOB, PHASE, WEBHOOK, BatchModel, DeliveryModel, JobModel, MachineDef, Row
 from jobvisor.machines.embed import EmbeddedMachine
 from jobvisor.machines.job import JobState, JobTrigger
+from jobvisor.machines.schedule import SCHEDULE
 
-DEFS: dict[str, MachineDef[Any, Any]] = {"job": JOB, "phase": PHASE, "batch": BATCH, "webhook": WEBHOOK}
+DEFS: dict[str, MachineDef[Any, Any]] = {
+    "job": JOB, "phase": PHASE, "batch": BATCH, "webhook": WEBHOOK, "schedule": SCHEDULE,
+}
 MODELS: dict[str, type] = {"job": JobModel, "batch": BatchModel, "webhook": DeliveryModel}
 # How each machine's effect table is spelled in the Lua files.
-LUA_ALIAS = {"job": "J", "batch": "B", "webhook": "W"}
+LUA_ALIAS = {"job": "J", "batch": "B", "webhook": "W", "schedule": "SC"}
 
 
 def lua_effects(machine: str) -> set[str]:

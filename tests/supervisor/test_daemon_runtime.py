@@ -540,6 +540,7 @@ async def test_an_idle_daemon_costs_redis_a_few_commands_per_interval(private_re
     # (the evaluator reads its filing counts once at start: HGETALL, ZCARD; and what waits for a
     # type nobody serves: SMEMBERS of the queued types, the registry's ZRANGE and HGETALL; each
     # watchdog sweep stamps its time, GET and SET, for outage accounting; each claim first asks
-    # whether its queue is paused: EXISTS)
+    # whether its queue is paused: EXISTS; the schedule actor reads its queue's schedule index,
+    # the due ones and the next: ZRANGEBYSCORE twice, no FCALL while nothing is due)
     assert set(spent) <= {"fcall", "zpopmin", "zrangebyscore", "zrange", "zcard", "hgetall", "smembers",
                           "hello", "ping", "role", "get", "set", "exists"}, spent
