@@ -97,36 +97,51 @@ def _rows(*extra: Row[Any, Any]) -> tuple[Row[Any, Any], ...]:
 Q, ACT, DONE = JobState.QUEUED, JobState.ACTIVE, JobState.COMPLETED
 MALFORMED = {
     "undocumented effect": ({"rows": _rows(Row(JobTrigger.WAKE, (Q,), Q, effects=("teleport",)))},
-                            "effect 'teleport' is not documented"),
+                            "job: effect 'teleport' is not documented"),
     "undocumented guard": ({"rows": (Row(JobTrigger.CLAIM, (Q,), ACT, guard="lucky"), *JOB.rows)},
-                           "guard 'lucky' is not documented"),
-    "unreachable row": ({"rows": _rows(Row(JobTrigger.CLAIM, (Q,), ACT))}, "is unreachable"),
+                           "job: guard 'lucky' is not documented"),
+    "unreachable row": ({"rows": _rows(Row(JobTrigger.CLAIM, (Q,), ACT))}, "job: row claim from queued is unreachable"),
     "notifying row without notify": (
         {"rows": tuple(r if r.dest is not DONE else dataclasses.replace(
             r, effects=tuple(e for e in r.effects if e != "notify")) for r in JOB.rows)},
-        "must perform 'notify'"),
+        "job: row complete -> completed must perform 'notify' exactly when it enters a notifying state"),
     "notify into a silent state": (
         {"rows": tuple(r if r.trigger is not JobTrigger.CLAIM else dataclasses.replace(
             r, effects=(*r.effects, "notify")) for r in JOB.rows)},
-        "must perform 'notify'"),
-    "end_attempt without an outcome": ({"outcomes": {}}, "no outcome"),
-    "record_reason without a reason": ({"reasons": {}}, "records a reason"),
+        "job: row claim -> active must perform 'notify' exactly when it enters a notifying state"),
+    "end_attempt without an outcome": ({"outcomes": {}},
+                                       "job: row complete ends an attempt with no outcome for its trigger"),
+    "record_reason without a reason": ({"reasons": {}}, "job: row fail records a reason its trigger lacks"),
     "effect twice in a row": (
         {"rows": tuple(r if r.trigger is not JobTrigger.CLAIM else dataclasses.replace(
             r, effects=(*r.effects, "new_attempt")) for r in JOB.rows)},
-        "listed twice"),
-    "index missing a state": ({"index": {Q: "queued"}}, "must name every state"),
-    "unfenced names a trigger of another machine": ({"unfenced": frozenset({"settle"})}, "unfenced"),
-    "conditional last start": ({"initial": (dataclasses.replace(JOB.initial[0]),)}, "no condition"),
+        "job: an effect is listed twice in one row"),
+    "index missing a state": ({"index": {Q: "queued"}}, "job: the index map must name every state"),
+    "unfenced names a trigger of another machine": ({"unfenced": frozenset({"settle"})},
+                                                     "job: unfenced names a trigger the machine lacks"),
+    "outcomes name a trigger of another machine": ({"outcomes": {**JOB.outcomes, "settle": "x"}},
+                                                    "job: outcomes names a trigger the machine lacks"),
+    "reasons name a trigger of another machine": ({"reasons": {**JOB.reasons, "settle": "x"}},
+                                                   "job: reasons names a trigger the machine lacks"),
+    "terminal state of another machine": ({"terminal": JOB.terminal | {"settled"}},
+                                          "job: terminal states must be states of the machine"),
+    "notification for a state of another machine": (
+        {"notifications": {**JOB.notifications, "settled": "x.y"}},
+        "job: notifications name a state the machine lacks"),
+    "row with a trigger of another machine": ({"rows": _rows(Row("settle", (Q,), Q))},
+                                              "job: trigger 'settle' is not a trigger of the machine"),
+    "conditional last start": ({"initial": (dataclasses.replace(JOB.initial[0]),)},
+                               "job: the last initial state must have no condition"),
     "terminal initial state": ({"initial": (dataclasses.replace(JOB.initial[-1], state=DONE),)},
-                               "not a live state"),
-    "undocumented store-only effect": ({"store_only": frozenset({"teleport"})}, "store-only"),
+                               "job: initial state 'completed' is not a live state"),
+    "undocumented store-only effect": ({"store_only": frozenset({"teleport"})},
+                                       "job: a store-only effect is not documented"),
     "guarded terminal row": (
         {"rows": tuple(r if r.trigger is not JobTrigger.RETRY or r.dest is not Q else dataclasses.replace(
             r, guard="retries_left") for r in JOB.rows)},
-        "terminal rows may not be guarded"),
+        "job: terminal rows may not be guarded"),
     "row naming a foreign state": ({"rows": _rows(Row(JobTrigger.WAKE, ("nowhere",), Q))},
-                                   "names a state the machine lacks"),
+                                   "job: row wake names a state the machine lacks"),
 }
 
 
@@ -135,7 +150,7 @@ def test_machinedef_rejects_a_malformed_table(case: str) -> None:
     changes, message = MALFORMED[case]
     with pytest.raises(ValueError, match=re.escape(message)) as caught:
         _job(**changes)
-    assert str(caught.value).startswith("job: ")
+    assert str(caught.value) == message  # the whole message: what is wrong and where
 
 
 def test_the_real_tables_are_well_formed() -> None:
