@@ -38,6 +38,7 @@ JOB_PAIRS, BATCH_PAIRS, DELIVERY_PAIRS = T + "job_pair", T + "batch_pair", T + "
 PHASES = (T + "phase_results_survive_a_retry_and_retry_from_start_drops_them",
           T + "cancelling_a_queued_phased_job_cancels_every_phase", T + "phase_pair")
 OUTBOX = (T + "a_duplicate_outbox_insert_is_a_no_op", T + "each_operator_retry_opens_a_new_outbox_epoch")
+SCHEDULES = ("tests/adapters/test_store_schedules.py", "tests/machines/test_schedule_table.py")
 RECLAIM = ("tests/supervisor/test_handler_isolation.py::"
            "test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens")
 DELAY = T + "a_delayed_submit_waits_in_the_due_set_until_its_time"
@@ -109,7 +110,9 @@ MUTANTS: list[Mutant] = [
     ("job interrupt_phase: no phase fails", "job.lua",
      "local moved = each_phase(c, c.phases, 'fail')", "local moved = {}", (*PHASES, JOB_PAIRS)),
     ("job end_attempt: the attempt record is not closed", "job.lua",
-     "  put(c, 'atx:' .. num(j.attempts),", "  put(c, 'unused:' .. num(j.attempts),", (EFFECTS,)),
+     "  put(c, 'atx:' .. n,", "  put(c, 'unused:' .. n,", (EFFECTS,)),
+    ("job end_attempt: the attempt's result is not kept", "job.lua",
+     "then put(c, 'ar:' .. n, x.result) end", "then end", (EFFECTS,)),
     ("job end_attempt: the lease is kept", "job.lua",
      "  put(c, 'lease_token', '')\n", "", (EFFECTS,)),
     _emptied("job.lua", "function J.count_retry(c)", "put(c, 'retry_count', num(c.r.retry_count) + 1)",
@@ -201,6 +204,20 @@ MUTANTS: list[Mutant] = [
     ("webhook guard attempts_left off by one", "webhook.lua",
      "return {attempts_left = attempts < max_attempts}", "return {attempts_left = attempts <= max_attempts}",
      (EFFECTS,)),
+    # -- schedules: the tick guard and the fire's effects --------------------------------------
+    ("schedule guard new_tick accepts the same tick again", "schedule.lua",
+     "tick > num(s.last_tick)}", "tick >= num(s.last_tick)}", SCHEDULES),
+    ("schedule guard new_tick always true", "schedule.lua",
+     "return {new_tick = s.last_tick == '' or tick > num(s.last_tick)}", "return {new_tick = true}", SCHEDULES),
+    ("schedule record_tick does nothing", "schedule.lua",
+     "function SC.record_tick(c) put(c, 'last_tick', fmt(c.x.tick)) end", "function SC.record_tick(c) end",
+     SCHEDULES),
+    ("schedule submit_job submits nothing", "schedule.lua",
+     "  local got = OP.submit(op)\n", "  local got = {id = op.id, kind = 'created'}\n", SCHEDULES),
+    ("schedule submit_job does not count the fire", "schedule.lua",
+     "  put(c, 'fired', num(c.r.fired) + 1)\n", "", SCHEDULES),
+    ("schedule arm: next_at not stored", "schedule.lua",
+     "  put(c, 'next_at', fmt(c.x.next_at))\n", "", SCHEDULES),
     ("validation: one check more than max_attempts", "ops.lua",
      "  if n >= num(x.max_attempts) then\n", "  if n > num(x.max_attempts) then\n", (VALIDATION,)),
 ]

@@ -11,12 +11,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from enum import StrEnum
 from typing import Any
 
 import pytest
 
 import jobvisor.machines as machines
-from jobvisor.machines import BATCH, JOB, PHASE, WEBHOOK, BatchModel, DeliveryModel, JobModel, to_mermaid
+from jobvisor.machines import (
+    BATCH,
+    JOB,
+    PHASE,
+    WEBHOOK,
+    BatchModel,
+    DeliveryModel,
+    JobModel,
+    MachineDef,
+    Row,
+    to_mermaid,
+)
+from jobvisor.machines._table import Start
 from jobvisor.machines.batch import batch_facts, batch_total
 from jobvisor.machines.embed import BatchMachine, EmbeddedMachine, JobMachine, WebhookMachine, _takes_trigger
 from jobvisor.machines.job import job_facts
@@ -405,7 +418,7 @@ def test_the_package_exports_the_embeddable_forms_lazily() -> None:
     assert dir(machines) == sorted(dir(machines))
     with pytest.raises(AttributeError) as caught:
         _ = machines.NoSuchMachine  # type: ignore[attr-defined]
-    assert str(caught.value) == "module 'jobvisor.machines' has no attribute 'NoSuchMachine'"
+    assert str(caught.value) == f"module {machines.__name__!r} has no attribute 'NoSuchMachine'"
 
 
 # -- diagrams with effects ---------------------------------------------------------------------
@@ -444,3 +457,42 @@ def test_the_diagram_with_effects() -> None:
             f" | lease_expired [retries_left] / {retry}") in job
     plain = to_mermaid(PHASE).splitlines()
     assert "    [*] --> pending: job submitted" in plain
+
+
+def test_a_start_with_several_effects_lists_them_in_the_diagram() -> None:
+    start = dataclasses.replace(JOB.initial[-1], effects=("wake_workers", "arm_delay"))
+    definition = dataclasses.replace(JOB, initial=(*JOB.initial[:-1], start))
+    assert "    [*] --> queued: submit / wake_workers, arm_delay" in to_mermaid(definition, effects=True)
+
+
+def test_a_batch_model_judges_its_expected_total_until_closed() -> None:
+    batch = BatchModel(expected=3, closed=False)
+    batch.add_members(2)
+    batch.member_finished("completed")
+    batch.member_finished("completed")
+    assert batch.facts() == {"ready": False, "all_done": False, "threshold_met": False}
+
+
+# -- MachineDef accepts a table whose maps name every state and trigger ------------------------
+
+
+class Light(StrEnum):
+    OFF = "off"
+    ON = "on"
+
+
+class Switch(StrEnum):
+    FLIP = "flip"
+
+
+def test_a_table_may_name_every_state_and_trigger() -> None:
+    """Each map may cover the whole machine (a subset, not a proper one): no refusal."""
+    definition = MachineDef(
+        name="light", states=Light, triggers=Switch, terminal=frozenset({Light.ON}),
+        initial=(Start(Light.OFF, "installed"),),
+        rows=(Row(Switch.FLIP, (Light.OFF, Light.ON), Light.ON, effects=("notify",)),),
+        effects_doc={"notify": "say so"}, notifications={Light.OFF: "light.off", Light.ON: "light.on"},
+        unfenced=frozenset(Switch), reasons={Switch.FLIP: "flipped"}, outcomes={Switch.FLIP: "flipped"},
+    )
+    assert definition.apply("off", "flip").notify == "light.on"
+    assert definition.apply("on", "flip").dest == Light.ON
