@@ -1496,3 +1496,26 @@ def test_a_submit_refused_for_an_id_collision_writes_no_idempotency_key(
     with pytest.raises(Rejected, match="already exists"):
         b.submit(JobSpec(type="two", idempotency_key="k-1"))
     assert snapshot(raw) == before
+
+
+def test_each_attempt_keeps_its_own_record_and_only_what_it_has(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    """Attempt 1 failed (its error, no result), attempt 2 completed with its result: the view
+    joins each attempt's start and end; only what an attempt has is stored, so each stored
+    value of a small job stays small enough for Redis's compact hash encoding (64 bytes)."""
+    d = Driver(sync_store, clock)
+    job = d.submit(job_spec())
+    d.report(job, d.claim(job), "fail", "scheduled", error="boom")
+    d.wake()
+    d.report(job, d.claim(job, worker="w2"), "complete", "completed", result={"ok": True})
+    first, second = sync_store.get_job(job).attempt_records
+    assert (first.n, first.worker, first.outcome, first.by, first.result, first.error) == (
+        1, "w1", "failed", "worker", None, "boom")
+    assert (second.n, second.worker, second.outcome, second.by, second.result, second.error) == (
+        2, "w2", "succeeded", "worker", {"ok": True}, None)
+    stored = {k.decode(): v.decode() for k, v in target.raw().hgetall(f"jv:{{{Q}}}:job:{job}").items()}
+    assert json.loads(stored["ar:2"]) == {"ok": True}
+    assert "ar:1" not in stored
+    assert "by" not in stored["atx:2"] and "result" not in stored["atx:2"]
+    assert max(len(v) for v in stored.values()) <= 64, {k: len(v) for k, v in stored.items() if len(v) > 64}
