@@ -281,7 +281,12 @@ end
 -- (counting those behind a job this claim took).
 local function claim_limited(x, limits)
   local served
-  if x.types ~= nil then served = {}; for _, t in ipairs(x.types) do served[t] = true end end
+  if x.types ~= nil then
+    local any = false
+    served = {}
+    for _, t in ipairs(x.types) do served[t] = true; any = any or limits[t] ~= nil end
+    if not any then return nil end -- none of its types is limited: the usual routes
+  end
   local limited, free = {}, {}
   for _, t in ipairs(redis.call('SMEMBERS', K_QUEUED_TYPES)) do
     if served == nil or served[t] then
