@@ -209,6 +209,11 @@ class Keys:
         """Present while the queue is paused: claims take nothing (``jobvisor queue pause``)."""
         return f"{self.prefix}paused"
 
+    @property
+    def rates(self) -> str:
+        """Job type -> its rate limit, as the claim reads it (``adapters/rates.py``)."""
+        return f"{self.prefix}rates"
+
     def schedule(self, name: str) -> str:
         return f"{self.prefix}schedule:{name}"
 
