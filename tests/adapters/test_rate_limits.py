@@ -1,4 +1,4 @@
-"""Rate limits in the claim (``lua/rate.lua``, the limited claim of ``lua/ops.lua``) on both
+"""Rate limits in the claim (``lua/rate.lua``: the limits and the ``claim`` op in front of its routes) on both
 backends (real redis-server and the embedded store), and on the 3-master Cluster: GCRA with a
 burst of 1 (one start, then exactly one interval until the next), per-key independence, a limit
 raised, lowered and removed (counted from the last start), unlimited types claimed alongside,
