@@ -40,6 +40,10 @@ key (after ``jv:{q}:``)          type    contents and lifetime
                                         re-arms the leases (outage accounting)
 ``paused``                      string  present while an operator has paused the queue
                                         (when, ms): every claim of the queue takes nothing
+``rates``                       hash    job type -> its rate limit (interval ms[, input
+                                        field]); written by daemons at start
+``rate:<type>[:<key>]``         string  when the last job under that limit started (ms);
+                                        expires a minute after the next may start
 ``schedule:<name>``             hash    a schedule: state, definition, job template,
                                         last tick recorded, next tick (ms), fired count
 ``schedules``                   zset    active schedule names; score = next tick ms
@@ -204,6 +208,11 @@ class Keys:
     def paused(self) -> str:
         """Present while the queue is paused: claims take nothing (``jobvisor queue pause``)."""
         return f"{self.prefix}paused"
+
+    @property
+    def rates(self) -> str:
+        """Job type -> its rate limit, as the claim reads it (``adapters/rates.py``)."""
+        return f"{self.prefix}rates"
 
     def schedule(self, name: str) -> str:
         return f"{self.prefix}schedule:{name}"

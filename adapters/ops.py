@@ -53,7 +53,7 @@ from .replies import (
 __all__ = [
     "BatchAdd", "BatchCancel", "BatchClose", "BatchCreate", "BatchFinalize", "BatchSweep", "Claim",
     "CountQueued", "Delivered", "Expire", "File", "Heartbeat", "Inspect", "ListExpired", "ListUnfiled",
-    "Op", "Pause", "PhaseTrigger", "Purge", "Reclaim", "Redeliver", "ReleaseCheck", "Renew", "Report",
+    "Op", "Pause", "PhaseTrigger", "Purge", "RateLimits", "Reclaim", "Redeliver", "ReleaseCheck", "Renew", "Report",
     "Resume", "ScheduleAdd", "ScheduleTick", "ScheduleTrigger", "ServiceId", "Submit",
     "TakeDeliveries", "TakeValidations", "Trigger", "Validated", "Wake", "WorkerStop", "WorkersLost",
     "answers",
@@ -106,6 +106,13 @@ class Claim(Op[Claimed], tag="claim", frozen=True):
     lease_ms: int
     nonce: str
     types: tuple[str, ...] | None = None  # None: every type
+
+
+class RateLimits(Op[Recorded], tag="rate_limits", frozen=True):
+    """Publish job types' rate limits to the queue: (type, ``"<interval ms>[ <input field>]"``),
+    ``""`` to remove one."""
+
+    limits: tuple[tuple[str, str], ...]
 
 
 class Reclaim(Op[Claimed], tag="reclaim", frozen=True):

@@ -212,8 +212,11 @@ class Deferred(BaseReply, tag="deferred", frozen=True):
 
 
 class Claimed(BaseReply, tag="claimed", frozen=True):
+    """The jobs claimed; ``next_at`` (ms): when a job a rate limit held back may start."""
+
     jobs: tuple[ClaimedJob, ...] = ()
     n: int = 0
+    next_at: float | None = None
 
 
 class Expiries(BaseReply, tag="expired", frozen=True):

@@ -25,7 +25,8 @@ from jobvisor.machines.schedule import SCHEDULE
 __all__ = ["LEGACY_NAME", "LUA_FILES", "LuaLibrary", "lua_tables", "lua_source"]
 
 LUA_FILES = (
-    "core.lua", "job.lua", "batch.lua", "webhook.lua", "ops.lua", "schedule.lua", "hygiene.lua", "registry.lua",
+    "core.lua", "job.lua", "batch.lua", "webhook.lua", "ops.lua", "rate.lua", "schedule.lua", "hygiene.lua",
+    "registry.lua",
 )
 """The library's files, in load order (see ARCHITECTURE.md, "The Lua library")."""
 

@@ -114,12 +114,28 @@ class JobOps(StoreCore):
         other types stay queued for a daemon that serves them. ``None`` claims any
         type (tools and tests); a daemon always names its types.
         """
+        return (await self.claim_next(queue, worker, n, lease, types=types, nonce=nonce))[0]
+
+    async def claim_next(
+        self, queue: str, worker: str, n: int = 1, lease: float = 30.0, *,
+        types: Iterable[str] | None = None, nonce: str | None = None,
+    ) -> tuple[list[ClaimedJob], float | None]:
+        """:meth:`claim`, and when a job a rate limit held back may start (seconds on the
+        store's clock; ``None`` when no limit held one back): a worker with nothing
+        claimed may sleep until then. See README, "Rate limits"."""
         served = None if types is None else tuple(sorted(set(types)))
         if served == ():
-            return []
+            return [], None
         reply = await self._op(queue, ops.Claim(n=n, worker=worker, lease_ms=int(lease * 1000),
                                                 nonce=nonce or self.claim_nonce(), types=served))
-        return list(reply.jobs)
+        return list(reply.jobs), None if reply.next_at is None else reply.next_at / 1000
+
+    async def publish_rate_limits(self, queue: str, limits: dict[str, str]) -> None:
+        """Publish job types' rate limits to ``queue``, where its claims read them: type ->
+        :func:`~adapters.rates.wire` of its limit, ``""`` to remove one. Every daemon does at
+        start for its types on its queues (the last to start sets a type's limit)."""
+        if limits:
+            await self._op(queue, ops.RateLimits(limits=tuple(sorted(limits.items()))))
 
     async def reclaim(self, queue: str, worker: str, nonce: str) -> list[ClaimedJob]:
         """The jobs a claim with ``nonce`` leased to ``worker`` and that it still holds:

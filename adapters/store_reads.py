@@ -123,6 +123,16 @@ class ReadOps(StoreCore):
         reply = await self._op(check_queue_name(queue), CountQueued())
         return dict(reply.counts), reply.untyped
 
+    async def rate_limits(self, queue: str) -> dict[str, tuple[float, str | None]]:
+        """The rate limits the claims of ``queue`` enforce: type -> (seconds between two
+        starts, the input field of a keyed limit or ``None``); see README, "Rate limits"."""
+        raw = await self._command("HGETALL", Keys(check_queue_name(queue)).rates)
+        limits: dict[str, tuple[float, str | None]] = {}
+        for t, v in raw.items():
+            interval, _, field = b2s(v).partition(" ")
+            limits[b2s(t)] = (float(interval) / 1000, field or None)
+        return limits
+
     async def unserved(self, queues: Iterable[str]) -> dict[str, dict[str, int]]:
         """Per queue, the queued jobs of each type that no live daemon serves (they wait,
         never claimed by a daemon without the handler; see :mod:`adapters.routing`)."""

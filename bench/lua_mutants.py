@@ -42,6 +42,7 @@ SCHEDULES = ("tests/adapters/test_store_schedules.py", "tests/machines/test_sche
 RECLAIM = ("tests/supervisor/test_handler_isolation.py::"
            "test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens")
 DELAY = T + "a_delayed_submit_waits_in_the_due_set_until_its_time"
+RATES = A + "test_rate_limits.py"
 
 Mutant = tuple[str, str, str, str, tuple[str, ...]]
 
@@ -221,6 +222,26 @@ MUTANTS: list[Mutant] = [
      "  put(c, 'next_at', fmt(c.x.next_at))\n", "", SCHEDULES),
     ("validation: one check more than max_attempts", "ops.lua",
      "  if n >= num(x.max_attempts) then\n", "  if n > num(x.max_attempts) then\n", (VALIDATION,)),
+    # -- rate limits -----------------------------------------------------------------------
+    ("rate: a held-back job of a plain limit is taken anyway", "rate.lua",
+     "if at > NOW then held(at)\n      else\n        local head",
+     "if false then held(at)\n      else\n        local head", (RATES,)),
+    ("rate: a start is not charged to its limit", "rate.lua",
+     "          rate_take(e.rk, e.interval)\n", "", (RATES,)),
+    ("rate: a second job of a key in one claim", "rate.lua",
+     "if seen[key] then held(seen[key])", "if false then held(seen[key])", (RATES,)),
+    ("rate: unlimited types not claimed alongside", "rate.lua",
+     "if #jobs < n and #free > 0 then", "if false then", (RATES,)),
+    ("rate: a claim naming a limited type skips the limit", "rate.lua",
+     "if not any then return nil end", "if true then return nil end", (RATES,)),
+    ("rate: every key shares one limit", "rate.lua",
+     "return P .. 'rate:' .. job_type .. ':' .. key", "return P .. 'rate:' .. job_type", (RATES,)),
+    ("rate: the limits are never read", "rate.lua",
+     "if #flat == 0 then return nil end", "if true then return nil end", (RATES,)),
+    ("rate: the next start counts from the epoch", "rate.lua",
+     "string.format('%.3f', NOW)", "'0'", (RATES,)),
+    ("rate: a removed limit stays", "rate.lua",
+     "if l[2] == '' then redis.call('HDEL', P .. 'rates', l[1])", "if l[2] == '' then", (RATES,)),
 ]
 
 

@@ -60,6 +60,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from jobvisor.adapters.rates import check_rate_key, parse_rate, wire
 from jobvisor.adapters.records import PhaseName, TypeName
 from jobvisor.adapters.urls import check_url
 
@@ -141,6 +142,8 @@ class HandlerSpec:
     validator: Validator | HttpValidator | None = None
     status_query: StatusQuery | None = None
     required_outputs: tuple[str, ...] = ()
+    rate_limit: str | None = None  # "<count>/<s|m|h>": starts allowed across every daemon
+    rate_key: str | None = None  # the input field whose every value has its own limit
 
     @property
     def has_validator(self) -> bool:
@@ -159,7 +162,13 @@ class HandlerSpec:
             "has_validator": self.has_validator,
             "has_status_query": self.status_query is not None,
             "required_outputs": list(self.required_outputs),
+            "rate_limit": self.rate_limit,
+            "rate_key": self.rate_key,
         }
+
+    def rate_wire(self) -> str:
+        """The type's limit as the claim reads it (``""``: none); see :mod:`adapters.rates`."""
+        return wire(None if self.rate_limit is None else parse_rate(self.rate_limit), self.rate_key)
 
 
 class _TypeSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -233,6 +242,8 @@ class App:
         backoff_max: float = 300.0,
         required_outputs: Sequence[str] = (),
         isolation: Isolation | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register the handler for ``type`` (a decorator).
 
@@ -243,6 +254,9 @@ class App:
         ``loop`` for an ``async def`` and ``thread`` for a plain function;
         ``process`` takes a plain function defined at module level, without
         phases. A mismatch is a ``ValueError`` at registration.
+        ``rate_limit`` (``"100/m"``, ``"10/s"``, ``"1000/h"``) caps how often jobs of the
+        type start, across every daemon, optionally per value of the input field
+        ``rate_key`` (README, "Rate limits"); a bad one is a ``ValueError`` naming it.
         """
         from jobvisor.adapters.keys import check_queue_name
 
@@ -258,6 +272,12 @@ class App:
             raise ValueError(f"handler {type!r}: timeout, max_retries or backoff out of range")
         if len(set(settings.phases)) != len(settings.phases):
             raise ValueError(f"handler {type!r}: phase names must be unique")
+        try:
+            limit = None if rate_limit is None else str(parse_rate(rate_limit))
+            if rate_key is not None:
+                check_rate_key(rate_key, rate_limit)
+        except ValueError as exc:
+            raise ValueError(f"handler {type!r}: {exc}") from None
 
         def register(fn: Handler) -> Handler:
             if type in self.handlers:
@@ -266,7 +286,7 @@ class App:
             self.handlers[type] = HandlerSpec(
                 type=type, fn=fn, isolation=where, queue=queue, phases=settings.phases, timeout=timeout,
                 max_retries=max_retries, backoff=backoff, backoff_max=backoff_max,
-                required_outputs=settings.required_outputs,
+                required_outputs=settings.required_outputs, rate_limit=limit, rate_key=rate_key,
             )
             return fn
 

@@ -140,8 +140,11 @@ def cmd_queues(args: argparse.Namespace) -> int:
             counts: dict[str, Any] = store.queue_counts(q)
             by_type, untyped = store.queued_by_type(q)
             served = serving(q, workers)
-            counts["types"] = {t: {"queued": n, "daemons": served.get(t, 0)}
-                               for t, n in sorted(by_type.items())}
+            limits = store.rate_limits(q)
+            counts["types"] = {t: {"queued": n, "daemons": served.get(t, 0)} for t, n in sorted(by_type.items())}
+            for t, (interval, key) in limits.items():  # only the limited types have the field
+                if t in counts["types"]:
+                    counts["types"][t]["rate_limit"] = {"interval": interval, "key": key}
             counts["unserved"] = sum(n for t, n in by_type.items() if t not in served)
             counts["untyped"] = untyped
             pause = drive(queue_paused(store.store, q))

@@ -127,6 +127,14 @@ def batch_text(view: BatchView) -> str:
     ])
 
 
+def _rate_text(limit: dict[str, Any] | None) -> str:
+    """``, one start every 100 ms per customer`` for a queued type's rate limit; ``""`` for none."""
+    if limit is None:
+        return ""
+    per = f" per {limit['key']}" if limit.get("key") else ""
+    return f", one start every {limit['interval'] * 1000:g} ms{per}"
+
+
 def queues_text(data: dict[str, dict[str, Any]]) -> str:
     """``jobvisor queues``: one row per queue (paused or running), then its queued jobs by type."""
     lines = [f"{'queue':<16}{'queued':>8}{'scheduled':>10}{'active':>8}{'validating':>11}{'finished':>10}"
@@ -135,8 +143,9 @@ def queues_text(data: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{q:<16}{c['queued']:>8}{c['scheduled']:>10}{c['active']:>8}{c['validating']:>11}"
                      f"{c['finished']:>10}{c['outbox']:>8}{c['unserved']:>10}"
                      f"  {'paused since ' + when(c['paused_since']) if c.get('paused') else 'running'}")
-        waiting = [f"{t} {v['queued']} ({v['daemons']} live daemon{'s' if v['daemons'] != 1 else ''})"
-                   if v["daemons"] else f"{t} {v['queued']} (no live daemon serves it)"
+        waiting = [f"{t} {v['queued']} ({v['daemons']} live daemon{'s' if v['daemons'] != 1 else ''}"
+                   f"{_rate_text(v.get('rate_limit'))})"
+                   if v["daemons"] else f"{t} {v['queued']} (no live daemon serves it{_rate_text(v.get('rate_limit'))})"
                    for t, v in c["types"].items()]
         if c["untyped"]:
             waiting.append(f"{c['untyped']} from an earlier version, typed at the next claim")

@@ -149,6 +149,22 @@ async def _publish_types(deps: Deps, shutdown: trio.Event) -> None:
             await wait_any(shutdown, outage.failed(exc))
 
 
+async def _publish_rate_limits(deps: Deps, shutdown: trio.Event) -> None:
+    """Publish the app's rate limits to each of its queues, where the claims read them (a type
+    without one has its limit removed: the last daemon to start sets them); an outage right
+    after start is waited out (a shutdown ends the wait)."""
+    outage = StoreOutage("daemon", log)
+    limits = {t: h.rate_wire() for t, h in deps.app.handlers.items()}
+    for queue in deps.queues:
+        while not shutdown.is_set():
+            try:
+                await deps.store.publish_rate_limits(queue, limits)
+                outage.reached()
+                break
+            except StoreUnavailable as exc:
+                await wait_any(shutdown, outage.failed(exc))
+
+
 async def run_daemon(
     config: DaemonConfig,
     app: App,
@@ -265,6 +281,7 @@ async def _run(
                         inner.start_soon(_watch_signals, shutdown, pool.skip_grace)
                     if publish_types:  # what `jobvisor submit` reads to fill in a type's defaults
                         await _publish_types(deps, shutdown)
+                    await _publish_rate_limits(deps, shutdown)  # before the first claim
                     await inner.start(supervisor.run)
                     task_status.started(
                         Daemon(deps, pool, supervisor, actor, backend, shutdown,

@@ -183,6 +183,7 @@ class WorkerPool:
         # The pool's one view of the store: one WARNING when it is lost, one INFO when back.
         self.outage = StoreOutage("workers", log, max_backoff=min(2.0, self.config.lease / 4))
         self._unsettled: list[tuple[str, str]] = []  # (queue, nonce) of claims whose answer was lost
+        self._held_until: float | None = None  # when a job a rate limit held back may start
         self._frames: dict[FrameType, _Running] = {}  # handler frames, for the loop monitor
         self.executor = Executor(max_result_bytes=self.config.max_result_bytes)
         self._success_level = logging.INFO if self.config.log_outcomes == "info" else logging.DEBUG
@@ -253,6 +254,7 @@ class WorkerPool:
                     continue
                 work = self.deps.hub.work_event()
                 claimed = 0
+                self._held_until = None
                 for queue in self.deps.queues:
                     if self.free <= 0:
                         break
@@ -267,7 +269,14 @@ class WorkerPool:
                 await self.outage.wait(exc)
                 continue
             if claimed == 0:
-                await wait_any(work, self.config.idle_poll)
+                await wait_any(work, self._nap())
+
+    def _nap(self) -> float:
+        """How long an idle claim loop waits for work: ``idle_poll``, or less when a rate limit
+        held a job back (until it may start; README, "Rate limits")."""
+        if self._held_until is None:
+            return self.config.idle_poll
+        return min(self.config.idle_poll, max(0.0, self._held_until - self.deps.clock()))
 
     async def _claim(self, queue: str, nonce: str, unsettled: list[tuple[str, str]]) -> list[ClaimedJob]:
         """One claim. Shielded: a claim that reached Redis has leased its jobs, so a shutdown must
@@ -279,9 +288,11 @@ class WorkerPool:
         with trio.CancelScope(shield=True) as shield:
             shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
             try:
-                jobs = await self.deps.store.claim(
+                jobs, held = await self.deps.store.claim_next(
                     queue, self.config.worker_id, n=self.free, lease=self.config.lease,
                     types=self.deps.app.handlers, nonce=nonce)
+                if held is not None and (self._held_until is None or held < self._held_until):
+                    self._held_until = held
             except StoreUnavailable:
                 unsettled.append((queue, nonce))
                 raise

@@ -198,9 +198,9 @@ end
 -- alone, or the merge of several (`merge_types`); the jobs then leave `queued_all` (one
 -- ZREM). Never a scan of the queue, and never a job of a type the daemon did not name. Each
 -- call from the script, and each entry it reads, costs more than the command's own work: so
--- every route makes as few calls, and reads as few entries, as it can.
-function OP.claim(x)
-  if queue_paused() then return {kind = 'claimed', n = 0, state = 'paused'} end
+-- every route makes as few calls, and reads as few entries, as it can. The `claim` op itself
+-- (rate.lua) checks the pause and the rate limits first, then routes here.
+local function claim_routes(x)
   local n = num(x.n)
   local types = x.types -- then: the served types to read, nil when they are every queued type
   local serves -- x.types as a set, when the claim takes the head of `queued_all`

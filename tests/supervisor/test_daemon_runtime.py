@@ -198,7 +198,7 @@ async def test_a_shutdown_landing_during_a_claim_never_strands_the_claimed_jobs(
 
     with trio.fail_after(20):
         async with shared.daemon(app, grace=0.2, lease=30) as (daemon, watcher):
-            real_claim = daemon.store.claim
+            real_claim = daemon.store.claim_next  # what the worker pool calls
 
             async def claim_as_the_shutdown_lands(*args: Any, **kwargs: Any) -> Any:
                 leased = await real_claim(*args, **kwargs)  # Redis has leased the jobs ...
@@ -206,7 +206,7 @@ async def test_a_shutdown_landing_during_a_claim_never_strands_the_claimed_jobs(
                 await trio.sleep(0.05)  # ... and the shutdown cancels the loop before it hears so
                 return leased
 
-            daemon.store.claim = claim_as_the_shutdown_lands  # type: ignore[method-assign]
+            daemon.store.claim_next = claim_as_the_shutdown_lands  # type: ignore[method-assign]
             replies = await shared.store().submit_many([spec(app, "nap") for _ in range(3)])
             jobs = [r.id for r in replies]
             daemon.pool.deps.hub.work_available()

@@ -448,17 +448,17 @@ async def test_jobs_leased_by_a_claim_whose_answer_was_lost_are_run_once_not_str
         return ctx.attempt
 
     async with running_daemon(app, redis=url, lease=30, **FAST) as (daemon, watcher):
-        real_claim = daemon.store.claim
+        real_claim = daemon.store.claim_next  # what the worker pool calls
         lost: list[int] = []
 
         async def claim_and_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
             leased = await real_claim(*args, **kwargs)
-            if leased and not lost:
-                lost.append(len(leased))
+            if leased[0] and not lost:
+                lost.append(len(leased[0]))
                 raise StoreUnavailable(url, "connection reset while reading the reply")
             return leased
 
-        daemon.store.claim = claim_and_lose_the_answer  # type: ignore[method-assign]
+        daemon.store.claim_next = claim_and_lose_the_answer  # type: ignore[method-assign]
         jobs = [r.id for r in await daemon.store.submit_many([spec(app, "once") for _ in range(5)])]
         for job_id in jobs:
             assert (await watcher.until(ended(watcher, job_id), timeout=20)).to == "completed"
