@@ -6,11 +6,23 @@ nodes' (or the Sentinels') own view, bounded by a deadline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+import pytest
+import redis
+import trio
+
+from jobvisor.adapters.backend import CommandCall, open_backend
+from jobvisor.adapters.errors import StoreUnavailable
 from jobvisor.adapters.keys import Keys, key_slot
+from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.store import Store, SyncStore
+from jobvisor.adapters.store_actor import StoreActor
+from tests.adapters.test_cluster_store import queues_on_every_master
 from tests.redis_cluster import RedisCluster
 from tests.redis_sentinel import SentinelSet
+from tests.redis_server import RedisServer
 
 
 def test_a_killed_cluster_master_is_replaced_by_one_of_its_replicas(
@@ -33,3 +45,109 @@ def test_a_killed_sentinel_primary_is_replaced_by_one_of_its_replicas(
     old = sentinels.kill_primary()
     new = sentinels.wait_promoted(old, timeout=20)
     assert new in {r.port for r in sentinels.replicas}
+
+
+async def test_the_actor_follows_a_slot_to_the_promoted_replica(
+        replicated_cluster: Callable[..., RedisCluster]) -> None:
+    """After a connection error on a node, the slot map is read again before the next round
+    trip: the first calls after the promotion reach the new master (none of them is routed to
+    the dead node for ever)."""
+    cluster = replicated_cluster(replicas=2)
+    actor = StoreActor(open_backend(cluster.url, timeout=1.0), time.time, max_backoff=0.2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        store = Store(actor)
+        before = await store.submit(JobSpec(type="t"))
+        slot = key_slot(Keys("default").prefix)
+        await trio.to_thread.run_sync(lambda: wait_replicated(cluster, slot))
+        old = await trio.to_thread.run_sync(cluster.kill_master_of_slot, slot)
+        with pytest.raises(StoreUnavailable):  # the dead node: an outage, the slot map now stale
+            await store.submit(JobSpec(type="t"))
+        await trio.to_thread.run_sync(lambda: cluster.wait_promoted(slot, old, timeout=20))
+        with trio.fail_after(10):
+            while True:
+                try:
+                    after = await store.submit(JobSpec(type="t"))
+                    break
+                except StoreUnavailable:  # the backoff window of the outage just met
+                    await trio.sleep(0.05)
+        assert after.kind == "created"
+        assert (await store.get_job(before.id)).state == "queued"
+        actor.close()
+
+
+def wait_replicated(cluster: RedisCluster, slot: int) -> None:
+    """Until both replicas of the slot's master have every write it took (``WAIT 2``)."""
+    client = cluster.clients()[cluster.master_of_slot(slot)]
+    try:
+        assert client.execute_command("WAIT", cluster.replicas, 5000) >= cluster.replicas
+    finally:
+        client.close()
+
+
+def test_the_synchronous_cluster_path_never_sends_again_what_a_lost_connection_left_unknown(
+        cluster_url: str) -> None:
+    """A pipeline whose reply never came (here: the read timed out behind a blocking command)
+    may have run: each of its commands is an outage (``StoreUnavailable``), none is sent again
+    (an ``INCR`` sent again would count 2; a Lua step sent again would run a job twice)."""
+    tag = "{" + Keys("default").prefix.split("{", 1)[1].split("}", 1)[0] + "}"
+    backend = open_backend(cluster_url, timeout=0.3)
+    try:
+        results = backend.run([CommandCall(("INCR", f"{tag}n")), CommandCall(("BLPOP", f"{tag}l", 1))], 0)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert backend.run([CommandCall(("GET", f"{tag}n"))], 0) == [b"1"]
+    finally:
+        backend.close()
+
+
+def on_node(node: RedisServer, queue: str, job_id: str) -> bool:
+    client = redis.Redis(host="127.0.0.1", port=node.port, single_connection_client=True)
+    try:
+        client.execute_command("READONLY")  # a Cluster replica answers reads only after this
+        return bool(client.exists(Keys(queue).job(job_id)))
+    finally:
+        client.close()
+
+
+async def test_durability_replica_on_a_cluster_waits_on_each_master_for_its_own_replicas(
+        replicated_cluster: Callable[..., RedisCluster]) -> None:
+    """``WAIT 1`` ends each master's pipeline: a write is on a replica of its own master when its
+    call returns (the synchronous store and the actor alike); a master whose replicas are
+    stopped makes its own writes outages, and only its own (the others' stand)."""
+    cluster = replicated_cluster(replicas=2)
+    queues = queues_on_every_master(cluster)
+    url = cluster.url + "?durability=replica"
+    with SyncStore(open_backend(url)) as store:
+        jobs = {q: store.submit(JobSpec(type="t", queue=q)).id for q in queues}
+    for queue, job_id in jobs.items():
+        replicas = cluster.replicas_of(cluster.master_of_slot(key_slot(Keys(queue).prefix)))
+        assert any(on_node(r, queue, job_id) for r in replicas), queue
+    cut = cluster.replicas_of(cluster.master_of_slot(key_slot(Keys(queues[0]).prefix)))
+    actor = StoreActor(open_backend(url, timeout=0.5), time.time, max_backoff=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        store = Store(actor)
+        submitted = [await store.submit(JobSpec(type="t", queue=q)) for q in queues]
+        for queue, reply in zip(queues, submitted, strict=True):
+            replicas = cluster.replicas_of(cluster.master_of_slot(key_slot(Keys(queue).prefix)))
+            assert any(on_node(r, queue, reply.id) for r in replicas), queue
+        cluster.pause(cut)
+        try:
+            answers: dict[str, object] = {}
+
+            async def one(queue: str) -> None:
+                try:
+                    answers[queue] = await store.submit(JobSpec(type="t", queue=queue))
+                except StoreUnavailable as exc:
+                    answers[queue] = exc
+
+            with trio.fail_after(5):
+                async with trio.open_nursery() as callers:
+                    for queue in queues:
+                        callers.start_soon(one, queue)
+        finally:
+            cluster.resume(cut)
+        assert isinstance(answers[queues[0]], StoreUnavailable)
+        assert "not replicated" in str(answers[queues[0]])
+        assert not any(isinstance(answers[q], StoreUnavailable) for q in queues[1:]), answers
+        actor.close()
