@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from jobvisor.adapters.backend import open_backend
@@ -24,7 +25,9 @@ from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import SyncStore
 from tests.adapters.test_cluster_store import queues_on_every_master
 from tests.cli_support import ROOT, cli_env
+from tests.failover_load import ClusterTopology, SentinelTopology, run_failover
 from tests.redis_cluster import RedisCluster
+from tests.redis_sentinel import SentinelSet
 
 
 @contextmanager
@@ -79,3 +82,21 @@ def test_events_follow_reads_every_master_and_goes_on_through_a_failover(
                     time.sleep(0.05)  # a backoff between attempts, not a synchronisation
             seen = until(after, 20)
     assert {e["type"] for e in seen if e["id"] in after} == {"job.submitted"}
+
+
+N = 1000  # the figure; each run lasts about 3 s of naps plus the failover
+
+
+def test_sentinel_failover_under_load_with_durability_replica_loses_and_doubles_nothing(
+        replicated_sentinels: Callable[..., SentinelSet], tmp_path: Path) -> None:
+    figures = run_failover(SentinelTopology(replicated_sentinels(replicas=2)), tmp_path, N, durable=True)
+    assert (figures.lost, figures.doubled, figures.repeated, figures.unfinished) == (0, 0, 0, 0), figures
+    assert figures.acknowledged == N
+
+
+def test_cluster_failover_under_load_with_durability_replica_loses_and_doubles_nothing(
+        replicated_cluster: Callable[..., RedisCluster], tmp_path: Path) -> None:
+    cluster = replicated_cluster(replicas=2)
+    figures = run_failover(ClusterTopology(cluster, queues_on_every_master(cluster)), tmp_path, N, durable=True)
+    assert (figures.lost, figures.doubled, figures.repeated, figures.unfinished) == (0, 0, 0, 0), figures
+    assert figures.acknowledged == N
