@@ -160,7 +160,10 @@ def outcomes(processes: list[DaemonProcess]) -> dict[str, list[str]]:
         for line in process.stderr().splitlines():
             if not line.startswith("{"):
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line still being written (read while running)
+                continue
             if record.get("logger") == "jobvisor.jobs" and record.get("job_id") and \
                     record.get("outcome") not in (None, "stale", "scheduled"):
                 found.setdefault(record["job_id"], []).append(record["outcome"])
