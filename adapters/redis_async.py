@@ -157,10 +157,14 @@ class AsyncRedis:
             requests.append(_command(command))
         if wait:
             requests.append(_command(wait))
+        blocking = any(_blocks(command) for _, command, _ in commands)
         try:
             async with self.client.connection_pool.acquire(node=node) as connection:
                 batch = connection.create_request_batch(requests, timeout=self.timeout)
-            replies = list(await batch)
+                if blocking:  # held until answered: no other request queues behind the block
+                    replies = list(await batch)
+            if not blocking:
+                replies = list(await batch)
         except Exception as exc:  # the node could not be reached or went away: outcome unknown
             if not is_client_error(exc):
                 raise
@@ -272,6 +276,12 @@ class _Messages:
             message = await self._pubsub.get_message(ignore_subscribe_messages=True)
             if message is not None and message.get("type") == "message":
                 return _text(message["channel"]), _text(message["data"])
+
+
+def _blocks(command: tuple[Any, ...]) -> bool:
+    """A command that may wait on the server (``XREAD BLOCK``): its connection is its own."""
+    name = command[0].decode() if isinstance(command[0], bytes) else str(command[0])
+    return name.upper() in ("XREAD", "XREADGROUP") and any(a in ("BLOCK", b"BLOCK") for a in command[1:])
 
 
 def _gone(reply: Any) -> bool:

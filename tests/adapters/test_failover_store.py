@@ -15,11 +15,14 @@ from collections.abc import Callable
 import pytest
 import redis
 import trio
+import trio.testing
 
 from jobvisor.adapters.backend import CommandCall, open_backend
 from jobvisor.adapters.errors import StoreUnavailable
-from jobvisor.adapters.keys import Keys, key_slot
+from jobvisor.adapters.keys import Keys, events_key, key_slot
 from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.redis_async import open_async
+from jobvisor.adapters.redis_urls import parse_redis_url
 from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.adapters.store_actor import StoreActor
 from tests.adapters.test_cluster_store import queues_on_every_master
@@ -136,3 +139,21 @@ async def test_durability_replica_on_a_cluster_waits_on_each_master_for_its_own_
         assert "not replicated" in str(answers[queues[0]])
         assert not any(isinstance(answers[q], StoreUnavailable) for q in queues[1:]), answers
         actor.close()
+
+
+async def test_a_blocking_read_on_a_cluster_node_holds_its_connection_while_it_waits(
+        cluster_url: str, redis_cluster: RedisCluster) -> None:
+    """An ``XREAD BLOCK`` keeps its connection out of the pool until answered: a read started
+    while it waits, on the same master, is not queued behind its block (it answers at once)."""
+    master = redis_cluster.master_of_slot(key_slot(Keys("c0").prefix))
+    waiting, ready = [q for q in (f"c{n}" for n in range(2000))
+                      if redis_cluster.master_of_slot(key_slot(Keys(q).prefix)) == master][:2]
+    with SyncStore(open_backend(cluster_url)) as store:
+        job = store.submit(JobSpec(type="t", queue=ready)).id
+    async with open_async(parse_redis_url(cluster_url), limit=5.0) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(client.pipeline, [("XREAD", "BLOCK", 3000, "STREAMS", events_key(waiting), "$")])
+        await trio.testing.wait_all_tasks_blocked()  # that read is sent and waits on the server
+        with trio.fail_after(1.5):
+            [reply] = await client.pipeline([("XREAD", "STREAMS", events_key(ready), "0-0")])
+        nursery.cancel_scope.cancel()
+    assert job.encode() in repr(reply).encode()
