@@ -115,7 +115,12 @@ class AsyncRedis:
         for _ in range(_REDIRECTS + 1):
             groups: dict[str, tuple[Any, list[int]]] = {}
             for i in pending:
-                node = asking.get(i) or self._node_for(layout, commands[i])
+                try:
+                    node = asking.get(i) or self._node_for(layout, commands[i])
+                except cx.RedisClusterError as exc:  # no node serves its slot in this map
+                    self._stale = True
+                    results[i] = confirmed[i] = cx.ConnectionError(f"no Cluster node for this key yet ({exc})")
+                    continue
                 groups.setdefault(node.name, (node, []))[1].append(i)
             async with anyio.create_task_group() as group:
                 for node, indices in groups.values():
