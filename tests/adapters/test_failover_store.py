@@ -1,6 +1,6 @@
-"""Failover under the store: real Clusters with 2 replicas per master (``replicated_cluster``).
+"""Failover under the store: a real Cluster with 2 replicas per master.
 
-The fixture kills a master by pid (SIGKILL) and waits for one of its replicas' promotion by
+A test kills a master by pid (SIGKILL) and waits for one of its replicas' promotion by
 polling the nodes' own view, bounded by a deadline; the actor's next calls reach the new
 master. On a Cluster, ``durability=replica`` waits on each master for one of its own replicas,
 and a round trip whose reply never came is never sent again (its outcome is unknown). The
@@ -10,7 +10,7 @@ Sentinel set's kill and promotion run under load in ``tests/e2e/test_failover_da
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -30,15 +30,28 @@ from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 
-async def test_the_actor_follows_a_slot_to_the_promoted_replica(
-        replicated_cluster: Callable[..., RedisCluster]) -> None:
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One 3-master cluster with 2 replicas per master for this module (a start costs seconds).
+    Its tests pass in any order: one kills the master of ``default`` (its other replica then
+    follows the promoted one), the other needs one live replica per master."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("replicated"), replicas=2, node_timeout_ms=1000)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_the_actor_follows_a_slot_to_the_promoted_replica(replicated: RedisCluster) -> None:
     """After a connection error on a node, the slot map is read again before the next round
     trip: the first calls after the promotion reach the new master (none of them is routed to
-    the dead node for ever)."""
-    cluster = replicated_cluster(replicas=2)
+    the dead node for ever), and with ``durability=replica`` they are confirmed by its replica."""
+    cluster = replicated
+    replicated.flush()
     assert len(cluster.nodes) == 9
     assert len(cluster.master_indices()) == 3
-    actor = StoreActor(open_backend(cluster.url, timeout=1.0), time.time, max_backoff=0.2)
+    actor = StoreActor(open_backend(cluster.url + "?durability=replica", timeout=1.0), time.time, max_backoff=0.2)
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
         store = Store(actor)
@@ -98,11 +111,12 @@ def on_node(node: RedisServer, queue: str, job_id: str) -> bool:
 
 
 async def test_durability_replica_on_a_cluster_waits_on_each_master_for_its_own_replicas(
-        replicated_cluster: Callable[..., RedisCluster]) -> None:
+        replicated: RedisCluster) -> None:
     """``WAIT 1`` ends each master's pipeline: a write is on a replica of its own master when its
     call returns (the synchronous store and the actor alike); a master whose replicas are
     stopped makes its own writes outages, and only its own (the others' stand)."""
-    cluster = replicated_cluster(replicas=2)
+    cluster = replicated
+    replicated.flush()
     queues = queues_on_every_master(cluster)
     url = cluster.url + "?durability=replica"
     with SyncStore(open_backend(url)) as store:
