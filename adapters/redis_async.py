@@ -142,6 +142,10 @@ class AsyncRedis:
             if not again:
                 break
             pending = again
+        for i, reply in enumerate(results):
+            if isinstance(reply, cx.AskError):  # still redirected (MOVED too): the map is in flux
+                self._stale = True
+                results[i] = confirmed[i] = cx.ConnectionError(f"still redirected ({reply})")
         if wait:
             return [*results, confirmed]
         return results

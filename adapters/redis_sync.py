@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.exceptions import AskError, MovedError, TryAgainError
+from redis.exceptions import AskError, MovedError, RedisClusterException, TryAgainError
 
 from .keys import command_keys, key_slot
 
@@ -35,15 +35,19 @@ class ClusterPipeline:
         """Each command's reply or error, in order; with ``wait``, one more item: per command,
         the ``WAIT`` reply of its node (``wait`` ends each node's pipeline)."""
         if self.stale:
-            self.client.nodes_manager.initialize()
-            self.stale = False
+            self._refresh()
         results: list[Any] = [None] * len(commands)
         confirmed: list[Any] = [None] * len(commands)
         pending, asking = list(range(len(commands))), dict[int, Any]()
         for _ in range(_REDIRECTS + 1):
             groups: dict[str, tuple[Any, list[int]]] = {}
             for i in pending:
-                node = asking.get(i) or self._node_for(commands[i])
+                try:
+                    node = asking.get(i) or self._node_for(commands[i])
+                except RedisClusterException as exc:  # no node serves its slot in this map
+                    self.stale = True
+                    results[i] = confirmed[i] = redis.ConnectionError(f"no Cluster node for this key yet ({exc})")
+                    continue
                 groups.setdefault(node.name, (node, []))[1].append(i)
             for node, indices in groups.values():
                 self._on_node(node, [(i, commands[i], i in asking) for i in indices], wait, results, confirmed)
@@ -63,9 +67,28 @@ class ClusterPipeline:
             if not again:
                 break
             if moved:
-                self.client.nodes_manager.initialize()
+                try:
+                    self._refresh()
+                except redis.ConnectionError as exc:  # refused without running: an outage, re-sent later
+                    for i in again:
+                        results[i] = confirmed[i] = exc
+                    break
             pending = again
+        for i, reply in enumerate(results):
+            if isinstance(reply, AskError):  # still redirected (MOVED too): the map is in flux
+                self.stale = True
+                results[i] = confirmed[i] = redis.ConnectionError(f"still redirected ({reply})")
         return [*results, confirmed] if wait else results
+
+    def _refresh(self) -> None:
+        """The slot map read again from the nodes; when it cannot be, an outage (the map stays
+        stale: the next round trip tries again)."""
+        self.stale = True
+        try:
+            self.client.nodes_manager.initialize()
+        except (RedisClusterException, redis.RedisError) as exc:
+            raise redis.ConnectionError(f"the Cluster's slot map could not be read ({exc})") from exc
+        self.stale = False
 
     def _node_for(self, command: tuple[Any, ...]) -> Any:
         keys = command_keys(command)
