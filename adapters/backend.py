@@ -34,6 +34,7 @@ from .calls import Call, CommandCall, OpsCall
 from .errors import BadInput, StoreError, StoreUnavailable, redact
 from .keys import script_keys
 from .redis_errors import function_missing, is_client_error, mapped
+from .redis_sync import ClusterPipeline
 from .redis_urls import RedisTarget, parse_redis_url
 from .replies import Reply
 from .scripts import LuaLibrary
@@ -78,6 +79,7 @@ class Backend:
         self.client = client
         self.target = target
         self.cluster = target is not None and target.kind == "cluster"
+        self._cluster = ClusterPipeline(client) if self.cluster else None
         self._url = url
         self.url = redact(url)
         self.timeout = timeout
@@ -103,7 +105,7 @@ class Backend:
     async def run_async(self, connection: AsyncRedis, calls: Sequence[Call], now_ms: int) -> list[Any]:
         """:meth:`run` over the daemon's coredis client (redis-server only): no thread hop."""
         results = self._replicated(calls, await self._pipeline_async(
-            connection, self._commands(calls, now_ms) + self._wait(calls)))
+            connection, self._commands(calls, now_ms), self._wait(calls)))
         self.round_trips += 1
         missing = [i for i, r in enumerate(results) if function_missing(r)]
         if missing:
@@ -112,7 +114,7 @@ class Backend:
                 await self._guard_async(connection.function_delete(stale))
             retry = [calls[i] for i in missing]
             again = self._replicated(retry, await self._pipeline_async(
-                connection, self._commands(retry, now_ms) + self._wait(retry)))
+                connection, self._commands(retry, now_ms), self._wait(retry)))
             self.round_trips += 3 if stale else 2
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
@@ -124,8 +126,9 @@ class Backend:
         results = await self._pipeline_async(connection, list(commands))
         return [self._decode(call, self._shaped(call, r)) for call, r in zip(calls, results, strict=True)]
 
-    async def _pipeline_async(self, connection: AsyncRedis, commands: list[tuple[Any, ...]]) -> list[Any]:
-        results: list[Any] = await self._guard_async(connection.pipeline(commands))
+    async def _pipeline_async(self, connection: AsyncRedis, commands: list[tuple[Any, ...]],
+                              wait: tuple[Any, ...] | None = None) -> list[Any]:
+        results: list[Any] = await self._guard_async(connection.pipeline(commands, wait=wait))
         return results
 
     async def _guard_async(self, awaitable: Any) -> Any:
@@ -189,36 +192,42 @@ class Backend:
 
     def _pipeline(self, calls: Sequence[Call], now_ms: int) -> list[Any]:
         commands = self._commands(calls, now_ms)
-        return self._replicated(calls, self._send(commands + self._wait(calls)))
+        return self._replicated(calls, self._send(commands, self._wait(calls)))
 
-    def _wait(self, calls: Sequence[Call]) -> list[tuple[Any, ...]]:
-        """``WAIT 1`` after the round trip's writes, when the URL asks for ``durability=replica``."""
+    def _wait(self, calls: Sequence[Call]) -> tuple[Any, ...] | None:
+        """``WAIT 1`` after the round trip's writes (on each node of a Cluster), when the URL
+        asks for ``durability=replica``."""
         if self.target is None or self.target.durability != "replica" or not any(
                 isinstance(c, OpsCall) for c in calls):
-            return []
-        return [("WAIT", 1, max(1, int(self.timeout * 1000)))]
+            return None
+        return ("WAIT", 1, max(1, int(self.timeout * 1000)))
 
     def _replicated(self, calls: Sequence[Call], results: list[Any]) -> list[Any]:
-        """Drop the ``WAIT`` reply; when no replica confirmed, each write's answer is an outage
-        (applied on the primary, maybe lost at a failover: its outcome is unknown)."""
+        """Drop the ``WAIT`` replies (per command, its node's); a write no replica confirmed is
+        an outage (applied on its primary, maybe lost at a failover: its outcome is unknown)."""
         if len(results) == len(calls):
             return results
         confirmed = results.pop()
-        if isinstance(confirmed, int) and confirmed >= 1:
-            return results
         lost = StoreUnavailable(self.url, f"no replica confirmed the writes within {self.timeout:g} s",
                                 condition="not replicated")
-        return [lost if isinstance(c, OpsCall) and not isinstance(r, BaseException) else r
-                for c, r in zip(calls, results, strict=True)]
+        return [lost if isinstance(c, OpsCall) and not isinstance(r, BaseException)
+                and not (isinstance(n, int) and n >= 1) else r
+                for c, r, n in zip(calls, results, confirmed, strict=True)]
 
-    def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """``commands`` in one pipeline (one round trip); each reply a value or an exception."""
+    def _send(self, commands: list[tuple[Any, ...]], wait: tuple[Any, ...] | None = None) -> list[Any]:
+        """``commands`` in one pipeline (one round trip, one per master of a Cluster); each
+        reply a value or an exception; with ``wait``, its replies per command last."""
         def send() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
             self.round_trips += 1
-            return list(pipe.execute(raise_on_error=False))
+            if self._cluster is not None:
+                return self._cluster.run(commands, wait)
+            pipe = self.client.pipeline(transaction=False)
+            for command in (*commands, *((wait,) if wait else ())):
+                pipe.execute_command(*command)
+            replies = list(pipe.execute(raise_on_error=False))
+            if wait:
+                replies[-1] = [replies[-1]] * len(commands)
+            return replies
 
         replies: list[Any] = self._guard(send)
         return replies

@@ -8,22 +8,28 @@ Each queue's events live in one Redis stream (``keys.events_key``), capped at ab
   only, when one is named), and the stream position they were read up to;
 * :meth:`EventFeed.follow` yields every event appended after those positions, in stream
   order per queue, blocking up to ``block`` seconds per round trip (``XREAD BLOCK``); it
-  runs until the caller stops iterating (Ctrl-C in the CLI).
+  runs until the caller stops iterating (Ctrl-C in the CLI). On a Cluster one ``XREAD`` can
+  only name the streams of one slot: every slot's streams are read in one round trip (one
+  pipeline per master), and when none has anything new, one blocking read per slot waits,
+  all at once, each on a connection of its own.
 
 Errors are the store's: :class:`~adapters.errors.StoreUnavailable` when Redis cannot be
-reached (following does not retry: the caller decides), :class:`~adapters.errors.NotFound`
-from :meth:`EventFeed.subject` for an id that names neither a job nor a batch.
+reached (following does not retry unless given ``outage``: then it reports each outage there
+and goes on after a pause, from the same positions, e.g. through a failover),
+:class:`~adapters.errors.NotFound` from :meth:`EventFeed.subject` for an id that names neither
+a job nor a batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .backend import CommandCall
-from .errors import BadInput, NotFound
-from .keys import events_key, queue_of
+from .errors import BadInput, NotFound, StoreUnavailable
+from .keys import events_key, key_slot, queue_of
 from .records import Event
 from .store import SyncStore, event_of
 
@@ -77,38 +83,70 @@ class EventFeed:
             after = page[-1].stream_id
         return found, START if after == "-" else after
 
-    def follow(self, positions: Mapping[str, str], *, discover: bool, block: float = 1.0) -> Iterator[Event]:
+    def follow(self, positions: Mapping[str, str], *, discover: bool, block: float = 1.0,
+               outage: Callable[[StoreUnavailable], None] | None = None) -> Iterator[Event]:
         """Every event appended after ``positions`` (queue -> stream position), as it comes.
 
         With ``discover``, queues that appear later are followed too, from their first event.
         Between round trips nothing is held: stopping the iteration at any point is clean.
+        With ``outage``, Redis away is reported there and followed by a pause (doubling up to
+        2 s), then the reads go on from the same positions.
         """
         where = {events_key(q): (q, pos) for q, pos in positions.items()}
+        pause = 0.1
         while True:
-            if discover:
-                for q in self._store.queues():
-                    where.setdefault(events_key(q), (q, START))
-            if not where:
-                time.sleep(block)  # no queue exists yet: no stream to block on
+            try:
+                if discover:
+                    for q in self._store.queues():
+                        where.setdefault(events_key(q), (q, START))
+                if not where:
+                    time.sleep(block)  # no queue exists yet: no stream to block on
+                    continue
+                found = self._read(where, block)
+            except StoreUnavailable as exc:
+                if outage is None:
+                    raise
+                outage(exc)
+                time.sleep(pause)  # a backoff while Redis is away, not a synchronisation
+                pause = min(2.0, pause * 2)
                 continue
-            for key, event in self._read(where, block):
+            pause = 0.1
+            for key, event in found:
                 where[key] = (event.queue, event.stream_id)
                 yield event
 
     def _read(self, where: Mapping[str, tuple[str, str]], block: float) -> list[tuple[str, Event]]:
-        keys = list(where)
-        command = ("XREAD", "COUNT", FOLLOW_COUNT, "BLOCK", max(1, int(block * 1000)), "STREAMS",
-                   *keys, *(where[k][1] for k in keys))
         backend = self._store.backend
-        [answer] = backend.run([CommandCall(command)], int(time.time() * 1000))
-        if isinstance(answer, Exception):
-            raise answer
+        slots: dict[int, list[str]] = {}
+        for key in where:
+            slots.setdefault(key_slot(key) if backend.cluster else 0, []).append(key)
+        groups = list(slots.values())
+        now = int(time.time() * 1000)
+        if len(groups) == 1:
+            return self._found(where, backend.run([CommandCall(_xread(where, groups[0], block))], now))
+        found = self._found(where, backend.run([CommandCall(_xread(where, g, None)) for g in groups], now))
+        if found:
+            return found
+        with ThreadPoolExecutor(len(groups)) as pool:  # a blocking read per slot, all at once
+            answers = list(pool.map(lambda g: backend.run([CommandCall(_xread(where, g, block))], now)[0], groups))
+        return self._found(where, answers)
+
+    @staticmethod
+    def _found(where: Mapping[str, tuple[str, str]], answers: list[Any]) -> list[tuple[str, Event]]:
         found = []
-        for raw_key, rows in _streams(answer):
-            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-            queue = where[key][0]
-            found += [(key, event_of(queue, row)) for row in rows]
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+            for raw_key, rows in _streams(answer):
+                key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+                queue = where[key][0]
+                found += [(key, event_of(queue, row)) for row in rows]
         return found
+
+
+def _xread(where: Mapping[str, tuple[str, str]], keys: list[str], block: float | None) -> tuple[Any, ...]:
+    waiting = ("BLOCK", max(1, int(block * 1000))) if block is not None else ()
+    return ("XREAD", "COUNT", FOLLOW_COUNT, *waiting, "STREAMS", *keys, *(where[k][1] for k in keys))
 
 
 def _streams(answer: Any) -> list[tuple[Any, Any]]:

@@ -82,8 +82,11 @@ key (after ``jv:{@workers}:``)   type    contents and lifetime
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
+    "command_keys",
     "PREFIX",
     "QUEUE_NAME",
     "REGISTRY",
@@ -276,3 +279,23 @@ def key_slot(key: str | bytes) -> int:
         if end > start + 1:
             raw = raw[start + 1 : end]
     return _crc16(raw) % 16384
+
+
+# Commands whose arguments hold no key at all (the rest: keys as command_keys says)
+_KEYLESS = frozenset({"PING", "FUNCTION", "ROLE", "INFO", "PUBLISH", "WAIT", "CLUSTER", "CONFIG", "TIME"})
+
+
+def command_keys(args: Sequence[Any]) -> list[int]:
+    """Positions of the key arguments of one command, as Redis's key specs say, for the
+    commands the store sends: ``FCALL fn numkeys k...``, ``XREAD ... STREAMS k... id...``,
+    and single-key commands (the key follows the name)."""
+    name = str(args[0].decode() if isinstance(args[0], bytes) else args[0]).upper()
+    if name in _KEYLESS:
+        return []
+    if name in ("FCALL", "FCALL_RO", "EVAL", "EVALSHA"):
+        return list(range(3, 3 + int(args[2])))
+    if name in ("XREAD", "XREADGROUP"):
+        at = next(i for i, a in enumerate(args) if str(a).upper() in ("STREAMS", "B'STREAMS'"))
+        count = (len(args) - at - 1) // 2
+        return list(range(at + 1, at + 1 + count))
+    return [1] if len(args) > 1 else []

@@ -10,10 +10,13 @@ plain commands (``("FCALL", ...)``, ``("HGETALL", key)``) in one pipeline per no
 at once, and returns one value or one exception per command, in order.
 
 Nothing is re-sent by coredis on our behalf: its retry policy is off, so a connection that
-breaks mid-pipeline is an error for the caller (whether Redis applied it is unknown). What a
-Cluster pipeline re-sends is what a node refused without running (``MOVED``, ``ASK``,
-``TRYAGAIN``). Replies are shaped the way redis-py's client shapes them, so the synchronous
-and asynchronous paths hand the store the same values.
+breaks mid-pipeline is an error for the caller (whether Redis applied it is unknown). Under a
+Cluster the commands are grouped by master here (coredis's slot map says which), one pipeline
+per master, all at once; what is re-sent is only what a node refused without running
+(``MOVED``, ``ASK``, ``TRYAGAIN``); a node that could not be reached makes the slot map be
+read again before the next round trip (coredis would keep routing its slots to the dead node).
+Replies are shaped the way redis-py's client shapes them, so the synchronous and asynchronous
+paths hand the store the same values.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import anyio._backends._trio  # noqa: F401
 import coredis
 import coredis.exceptions as cx
 import coredis.patterns.pipeline  # noqa: F401
+from coredis.cluster._node import ClusterNodeLocation
 from coredis.commands.request import CommandRequest
 from coredis.connection import TCPLocation
 from coredis.response._callbacks import NoopCallback
@@ -39,6 +43,7 @@ from coredis.retry import NoRetryPolicy
 from coredis.typing import Key
 
 from .errors import JobvisorError, StoreError, StoreUnavailable
+from .keys import command_keys, key_slot
 from .redis_errors import is_client_error, mapped
 from .redis_urls import RedisTarget
 
@@ -47,27 +52,9 @@ from .redis_urls import RedisTarget
 # that met them (README "Redis outages"), so its own lines would only repeat them.
 logging.getLogger("coredis").setLevel(logging.CRITICAL)
 
+_REDIRECTS = 3  # rounds of MOVED/ASK/TRYAGAIN followed in one round trip at most
+
 __all__ = ["AsyncRedis", "open_async", "command_keys", "innermost_client_error", "cx"]
-
-# Commands whose arguments hold no key at all (the rest: keys as command_keys says)
-_KEYLESS = frozenset({"PING", "FUNCTION", "ROLE", "INFO", "PUBLISH", "WAIT", "CLUSTER", "CONFIG", "TIME"})
-
-
-def command_keys(args: Sequence[Any]) -> list[int]:
-    """Positions of the key arguments of one command, as Redis's key specs say, for the
-    commands the store sends: ``FCALL fn numkeys k...``, ``XREAD ... STREAMS k... id...``,
-    and single-key commands (the key follows the name)."""
-    name = str(args[0].decode() if isinstance(args[0], bytes) else args[0]).upper()
-    if name in _KEYLESS:
-        return []
-    if name in ("FCALL", "FCALL_RO", "EVAL", "EVALSHA"):
-        return list(range(3, 3 + int(args[2])))
-    if name in ("XREAD", "XREADGROUP"):
-        at = next(i for i, a in enumerate(args) if str(a).upper() in ("STREAMS", "B'STREAMS'"))
-        count = (len(args) - at - 1) // 2
-        return list(range(at + 1, at + 1 + count))
-    return [1] if len(args) > 1 else []
-
 
 def _request(client: Any, args: Sequence[Any]) -> Any:
     keys = set(command_keys(args))
@@ -89,27 +76,128 @@ class AsyncRedis:
         self.target = target
         self.timeout = timeout
         self.cluster = target.kind == "cluster"
+        self._stale = False  # a Cluster node failed: read the slot map before the next round trip
 
-    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]], *, wait: tuple[Any, ...] | None = None) -> list[Any]:
         """Every command in one round trip per node; each result a value or a coredis exception.
+
+        With ``wait`` (``("WAIT", 1, ms)``), it ends each node's pipeline and one more item
+        follows the results: per command, the ``WAIT`` reply of the node that ran it.
 
         Raises coredis's ``ConnectionError``/``TimeoutError`` when a single server cannot be
         reached; under a Cluster, each command whose node could not be reached gets that
-        error as its result (the other nodes' results stand)."""
+        error as its result (the other nodes' results stand), and the slot map is read again
+        before the next round trip."""
         if not commands:
             return []
-        if self.cluster:  # one pipeline per node, MOVED/ASK followed by coredis
-            async with self.client.pipeline(transaction=False, raise_on_error=False, timeout=self.timeout) as pipe:
-                for command in commands:
-                    _request(pipe, command)
-            return list(pipe.results or ())
+        if self.cluster:
+            return await self._cluster_pipeline(commands, wait)
         # One server: the batch goes straight onto a pooled connection, released before its
         # replies are awaited (coredis multiplexes it: replies come back in order). Each bound
         # is coredis's: the pool's wait, the connect and the reply timeouts.
-        requests = [_command(command) for command in commands]
+        requests = [_command(command) for command in (*commands, *((wait,) if wait else ()))]
         async with self.client.connection_pool.acquire() as connection:
             batch = connection.create_request_batch(requests, timeout=self.timeout)
-        return list(await batch)
+        replies = list(await batch)
+        if wait:
+            replies[-1] = [replies[-1]] * len(commands)
+        return replies
+
+    async def _cluster_pipeline(self, commands: Sequence[tuple[Any, ...]], wait: tuple[Any, ...] | None) -> list[Any]:
+        """One pipeline per master, all at once (``WAIT`` at the end of each); what a node
+        refused without running (``MOVED``, ``ASK``, ``TRYAGAIN``) is sent again, nothing else."""
+        if self._stale:
+            await self._refresh()
+        layout = self.client.connection_pool.cluster_layout
+        results: list[Any] = [None] * len(commands)
+        confirmed: list[Any] = [None] * len(commands)
+        pending, asking = list(range(len(commands))), dict[int, Any]()
+        for _ in range(_REDIRECTS + 1):
+            groups: dict[str, tuple[Any, list[int]]] = {}
+            for i in pending:
+                try:
+                    node = asking.get(i) or self._node_for(layout, commands[i])
+                except cx.RedisClusterError as exc:  # no node serves its slot in this map
+                    self._stale = True
+                    results[i] = confirmed[i] = cx.ConnectionError(f"no Cluster node for this key yet ({exc})")
+                    continue
+                groups.setdefault(node.name, (node, []))[1].append(i)
+            async with anyio.create_task_group() as group:
+                for node, indices in groups.values():
+                    group.start_soon(self._on_node, node, [(i, commands[i], i in asking) for i in indices], wait,
+                                     results, confirmed)
+            again, asking = [], {}
+            for node, indices in groups.values():
+                for i in indices:
+                    reply = results[i]
+                    if isinstance(reply, cx.MovedError):
+                        layout.report_errors(node, reply)
+                    elif isinstance(reply, cx.AskError):
+                        location = TCPLocation(reply.host, reply.port)
+                        asking[i] = layout.node_for_location(location) or ClusterNodeLocation(
+                            reply.host, reply.port, server_type="primary")
+                    elif not isinstance(reply, cx.TryAgainError):
+                        continue
+                    again.append(i)
+            if not again:
+                break
+            pending = again
+        for i, reply in enumerate(results):
+            if isinstance(reply, cx.AskError):  # still redirected (MOVED too): the map is in flux
+                self._stale = True
+                results[i] = confirmed[i] = cx.ConnectionError(f"still redirected ({reply})")
+        if wait:
+            return [*results, confirmed]
+        return results
+
+    @staticmethod
+    def _node_for(layout: Any, command: tuple[Any, ...]) -> Any:
+        keys = command_keys(command)
+        if not keys:
+            return layout.random_node(True)
+        return layout.node_for_slot(key_slot(command[keys[0]]), True)
+
+    async def _on_node(self, node: Any, commands: list[tuple[int, tuple[Any, ...], bool]],
+                       wait: tuple[Any, ...] | None, results: list[Any], confirmed: list[Any]) -> None:
+        requests: list[CommandRequest[Any]] = []
+        for _, command, asking in commands:
+            if asking:
+                requests.append(_command(("ASKING",)))
+            requests.append(_command(command))
+        if wait:
+            requests.append(_command(wait))
+        blocking = any(_blocks(command) for _, command, _ in commands)
+        try:
+            async with self.client.connection_pool.acquire(node=node) as connection:
+                batch = connection.create_request_batch(requests, timeout=self.timeout)
+                if blocking:  # held until answered: no other request queues behind the block
+                    replies = list(await batch)
+            if not blocking:
+                replies = list(await batch)
+        except Exception as exc:  # the node could not be reached or went away: outcome unknown
+            if not is_client_error(exc):
+                raise
+            self._stale = True
+            for i, _, _ in commands:
+                results[i] = confirmed[i] = exc
+            return
+        if any(_gone(r) for r in replies):
+            self._stale = True
+        verdict = replies[-1] if wait else None
+        at = 0
+        for i, _, asking in commands:
+            at += 1 if asking else 0
+            results[i], confirmed[i] = replies[at], verdict
+            at += 1
+
+    async def _refresh(self) -> None:
+        """The slot map read again from the nodes (a node failed since the last one: coredis
+        would keep routing its slots to it)."""
+        try:
+            await self.client.connection_pool.cluster_layout.initialize()
+        except cx.RedisError as exc:
+            raise cx.ConnectionError(f"the Cluster's slot map could not be read ({exc})") from exc
+        self._stale = False
 
     async def command(self, *args: Any) -> Any:
         """One command on a connection of its own while it runs (a blocking ``XREAD``)."""
@@ -197,6 +285,17 @@ class _Messages:
             message = await self._pubsub.get_message(ignore_subscribe_messages=True)
             if message is not None and message.get("type") == "message":
                 return _text(message["channel"]), _text(message["data"])
+
+
+def _blocks(command: tuple[Any, ...]) -> bool:
+    """A command that may wait on the server (``XREAD BLOCK``): its connection is its own."""
+    name = command[0].decode() if isinstance(command[0], bytes) else str(command[0])
+    return name.upper() in ("XREAD", "XREADGROUP") and any(a in ("BLOCK", b"BLOCK") for a in command[1:])
+
+
+def _gone(reply: Any) -> bool:
+    """A reply that says the connection failed (rather than Redis refusing the command)."""
+    return isinstance(reply, BaseException) and not isinstance(reply, cx.ResponseError) and is_client_error(reply)
 
 
 def innermost_client_error(exc: BaseException) -> BaseException | None:

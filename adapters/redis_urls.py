@@ -9,9 +9,9 @@
   ``sentinel_password`` option is the Sentinels' own.
 
 TLS options (query, as redis-py reads them): ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
-``ssl_cert_reqs=required|optional|none``. ``durability=replica`` (one server or Sentinel) makes
-every round trip that writes wait for one replica to confirm it (``WAIT 1``). Anything else in
-the query is refused. A URL is shown
+``ssl_cert_reqs=required|optional|none``. ``durability=replica`` makes every round trip that
+writes wait for one replica to confirm it (``WAIT 1``; on a Cluster, at the end of each master's
+pipeline). Anything else in the query is refused. A URL is shown
 only redacted (:func:`~adapters.errors.redact`); a bad one is :class:`BadInput` naming what is wrong.
 """
 
@@ -127,8 +127,6 @@ def parse_redis_url(url: str) -> RedisTarget:
     durability = query.pop("durability", "primary")
     if durability not in ("primary", "replica"):
         raise _bad(url, "durability must be primary or replica")
-    if durability == "replica" and kind == "cluster":
-        raise _bad(url, "durability=replica is for one server or Sentinel (not a Cluster yet)")
     tls_values = {k: query.pop(k) for k in _TLS_OPTIONS if k in query}
     if query:
         known = ", ".join((*_TLS_OPTIONS, "durability"))

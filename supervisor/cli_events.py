@@ -1,15 +1,18 @@
 """``jobvisor events``: the last events of each queue, then (``--follow``) every new one.
 
 Reading goes through :class:`~adapters.events.EventFeed`; this module only checks the
-arguments and prints. Ctrl-C is how a user ends ``--follow``: exit code 0.
+arguments and prints. Ctrl-C is how a user ends ``--follow``: exit code 0. While following,
+Redis away (an outage, a failover) is one line on stderr, and following goes on once it is back.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from jobvisor.adapters.backend import STREAM_CAP
+from jobvisor.adapters.errors import StoreUnavailable
 from jobvisor.adapters.events import EventFeed
 from jobvisor.adapters.keys import REGISTRY, check_queue_name
 
@@ -55,8 +58,20 @@ def _events(args: argparse.Namespace) -> int:
         if not args.follow:
             return EXIT_OK
         sys.stdout.flush()
-        for e in feed.follow(positions, discover=queues is None):
+        for e in feed.follow(positions, discover=queues is None, outage=_outage()):
             if args.job is None or e.id == args.job:
                 emit(args, e, event_line(e))
                 sys.stdout.flush()
     return EXIT_OK
+
+
+def _outage() -> Callable[[StoreUnavailable], None]:
+    """One stderr line per outage met while following (not one per attempt)."""
+    said: list[str] = []
+
+    def report(exc: StoreUnavailable) -> None:
+        if str(exc) not in said:
+            said.append(str(exc))
+            print(f"jobvisor: {exc}; following again once it is back", file=sys.stderr, flush=True)
+
+    return report

@@ -37,7 +37,7 @@ def queues_on_every_master(cluster: RedisCluster) -> list[str]:
     for n in range(10_000):
         queue = f"c{n}"
         found.setdefault(cluster.master_of_slot(key_slot(Keys(queue).prefix)), queue)
-        if len(found) == len(cluster.nodes):
+        if len(found) == cluster.masters:
             return [found[m] for m in sorted(found)]
     raise AssertionError("no queue name for some master")
 

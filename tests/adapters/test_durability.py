@@ -21,6 +21,7 @@ from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.errors import StoreUnavailable
 from jobvisor.adapters.keys import Keys
 from jobvisor.adapters.records import JobSpec
+from jobvisor.adapters.redis_urls import parse_redis_url
 from jobvisor.adapters.store import Store, SyncStore
 from jobvisor.adapters.store_actor import StoreActor
 from tests.redis_server import RedisServer
@@ -81,5 +82,4 @@ def test_durability_is_checked_in_the_url() -> None:
 
     with pytest.raises(BadInput, match="durability must be primary or replica"):
         open_backend("redis://127.0.0.1:1/0?durability=always")
-    with pytest.raises(BadInput, match="not a Cluster yet"):
-        open_backend("redis+cluster://127.0.0.1:1?durability=replica")
+    assert parse_redis_url("redis+cluster://127.0.0.1:1?durability=replica").durability == "replica"
