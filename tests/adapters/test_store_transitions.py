@@ -1517,5 +1517,6 @@ def test_each_attempt_keeps_its_own_record_and_only_what_it_has(
     stored = {k.decode(): v.decode() for k, v in target.raw().hgetall(f"jv:{{{Q}}}:job:{job}").items()}
     assert json.loads(stored["ar:2"]) == {"ok": True}
     assert "ar:1" not in stored
-    assert "by" not in stored["atx:2"] and "result" not in stored["atx:2"]
+    assert "by" not in stored["atx:2"]
+    assert "result" not in stored["atx:2"]
     assert max(len(v) for v in stored.values()) <= 64, {k: len(v) for k, v in stored.items() if len(v) > 64}
