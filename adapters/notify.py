@@ -44,6 +44,9 @@ async def listen(backend: Backend, channels: Sequence[str], deliver: Deliver, *,
                 async for channel, data in messages:
                     deliver(channel, data)
         except StoreUnavailable as exc:
+            # Cancelled (the daemon stopping): the connection coredis closed on the way out is
+            # not an outage, so nothing is logged.
+            await trio.lowlevel.checkpoint_if_cancelled()
             if down_since is None:
                 down_since = trio.current_time()
                 log.warning("pub/sub lost its connection to %s (%s); reconnecting", backend.url, exc.detail)

@@ -22,7 +22,9 @@ at once with the same error; the first request after the window probes
 again, and its connection reconnects. Nothing is re-sent by the actor.
 A round trip whose replies are transient refusals (``LOADING``, ``OOM``,
 ``BUSY``... classified in :mod:`adapters.backend`) counts as Redis away too:
-each caller gets its own refusal, and the backoff window starts.
+each caller gets its own refusal, and the backoff window starts; in that window only
+requests that run a script fail at once (reads go on to Redis, which answers them itself: under
+``OOM`` they still work, so a reader sees no outage that is not its own).
 :meth:`StoreActor.problem` keeps the last such error until a script runs
 again (reads alone do not clear it: under ``OOM`` they still work), for
 ``/healthz``.
@@ -98,6 +100,7 @@ class StoreActor:
         self._last_error: StoreUnavailable | None = None
         self._waiting: set[_Request] = set()  # answered with an error if the actor ends first
         self._problem: StoreUnavailable | None = None
+        self._refused = False
         self.closed = trio.Event()
 
     def statistics(self) -> StoreStatistics:
@@ -107,8 +110,9 @@ class StoreActor:
         """Why the store cannot serve: the last transient error, until a script ran again."""
         return self._problem
 
-    def _went_away(self, exc: StoreUnavailable) -> None:
+    def _went_away(self, exc: StoreUnavailable, *, refused: bool = False) -> None:
         self._stats.failures += 1
+        self._refused = refused  # Redis answered (a refusal), rather than went away
         self._backoff = min(self.max_backoff, max(self.min_backoff, self._backoff * 2))
         self._down_until = trio.current_time() + self._backoff
         self._last_error = exc
@@ -179,10 +183,13 @@ class StoreActor:
     async def _serve(self, batch: list[_Request], connection: AsyncRedis | None) -> None:
         self._stats.requests += len(batch)
         if self._last_error is not None and trio.current_time() < self._down_until:
-            for request in batch:
+            held = [r for r in batch if not self._refused or any(isinstance(c, OpsCall) for c in r.calls)]
+            for request in held:
                 request.error = self._last_error.again()
                 request.done.set()
-            return
+            batch = [r for r in batch if not r.done.is_set()]
+            if not batch:
+                return
         calls, routes = _merge(batch)
         now_ms = int(self.now() * 1000)
         try:
@@ -205,12 +212,14 @@ class StoreActor:
                 request.done.set()
             return
         refusal = next((r for r in results if isinstance(r, StoreUnavailable)), None)
+        scripts = any(isinstance(c, OpsCall) for c in calls)
         if refusal is not None:
-            self._went_away(refusal)
-        else:
+            self._went_away(refusal, refused=True)
+        elif scripts or not self._refused:  # reads answered under a refusal prove nothing
             self._backoff = 0.0
             self._last_error = None
-            if any(isinstance(c, OpsCall) for c in calls):
+            self._refused = False
+            if scripts:
                 self._problem = None
         self._stats.round_trips += 1
         self._stats.scripts += sum(isinstance(c, OpsCall) for c in calls)

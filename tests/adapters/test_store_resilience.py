@@ -18,7 +18,7 @@ import redis
 import trio
 
 from jobvisor.adapters.backend import open_backend
-from jobvisor.adapters.errors import BadInput, StoreUnavailable
+from jobvisor.adapters.errors import BadInput, StoreOutOfMemory, StoreUnavailable
 from jobvisor.adapters.keys import Keys
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import Store, SyncStore
@@ -338,3 +338,29 @@ def test_store_unavailable_does_not_print_the_password_of_the_url() -> None:
     assert f"127.0.0.1:{port}/0" in str(caught.value)
     assert "hunter2" not in str(caught.value)
     store.close()
+
+
+async def test_under_oom_reads_go_on_while_scripts_wait_out_the_window(tmp_path: Path) -> None:
+    """A full Redis refuses writes but still answers reads: after a refused script, the actor's
+    backoff window fails the next scripts at once, not the reads (a reader that writes nothing
+    sees no outage, so it never logs one)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        actor = StoreActor(open_backend(server.url), time.time, min_backoff=30.0)
+        store = Store(actor)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(actor.run)
+                await store.submit(JobSpec(type="t"))  # the library is loaded, one job queued
+                redis.Redis(port=server.port).config_set("maxmemory", 1)  # full: writes refused
+                with pytest.raises(StoreOutOfMemory):
+                    await store.submit(JobSpec(type="t"))
+                # in the window: a read of plain commands (the schedules actor's poll) is answered
+                assert await store.due_schedules("default", time.time()) == ([], None)
+                with pytest.raises(StoreOutOfMemory):
+                    await store.claim("default", "w")  # a script: failed at once
+                assert actor.statistics().failures == 1
+                actor.close()
+    finally:
+        server.stop()

@@ -56,7 +56,7 @@ def test_submit_with_a_validator_url_and_the_default_webhook(redis_url: str) -> 
     job_id = json.loads(result.stdout)["id"]
     with SyncStore(open_backend(redis_url)) as store:
         raw = store.get_job(job_id).raw
-    assert (raw["validator_url"], raw["has_validator"], raw["notify"], raw["webhook_url"]) == (
+    assert (raw["validator_url"], raw["has_validator"], raw["notify"], raw.get("webhook_url", "")) == (
         "https://truth.example/jobs/{job_id}", "1", "1", "")
 
 

@@ -47,6 +47,9 @@ def test_sigterm_lets_running_handlers_finish_within_the_grace(redis_url: str, t
         running = wait_until(three_rendering, timeout=15, what="three handlers in their render phase", alive=d)
         d.signal(signal.SIGTERM)
         assert d.wait(timeout=10 + 5) == 0, d.stderr()
+        # stopping is not an outage: no connection of the daemon says it was lost
+        assert "lost its connection" not in d.stderr()
+        assert "WARNING" not in d.stderr()
     [waiting] = set(ids) - set(running)
 
     for job in jobs(redis_url, running):
