@@ -17,6 +17,7 @@ from jobvisor.adapters.filing import classify
 from jobvisor.adapters.records import JobSpec, RedriveDue
 from jobvisor.adapters.redrive import Redrive
 from jobvisor.adapters.store import SyncStore
+from tests.cli_support import jv, ok_json
 from tests.store_fixtures import K, ManualClock, Target, snapshot, stream
 
 HOOK = "http://hooks.example/jobs"
@@ -176,3 +177,21 @@ def test_racing_offers_redrive_each_job_exactly_once(target: Target, clock: Manu
     assert Counter(outcomes) == {"redriven": 10, "skipped": 70}
     assert Counter(job for job, _, _ in redriven_events(target.raw())) == {job: 1 for job in jobs}
     assert {store.get_job(j).redrives["notification_failed"] for j in jobs} == {1}
+
+
+def test_status_shows_the_redrive_counts(redis_url: str, clock: ManualClock) -> None:
+    store = SyncStore(open_backend(redis_url), clock=clock)
+    try:
+        job = completed_with_webhook(store)
+        dead_notification(store, job)
+        file_all(store)
+        clock.advance(60)
+        [due] = store.redrives_due("default", POLICIES).items
+        assert store.redrive(due, POLICY).kind == "redriven"
+    finally:
+        store.close()
+    status = ok_json(jv("status", job, "--json", "--redis", redis_url))
+    assert (status["problem"], status["redrives"]) == ("notification_failed", {"notification_failed": 1})
+    text = jv("status", job, "--redis", redis_url)
+    assert text.returncode == 0, text.stderr
+    assert "re-driven  notification_failed 1x" in text.stdout.splitlines()
