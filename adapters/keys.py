@@ -27,6 +27,8 @@ key (after ``jv:{q}:``)          type    contents and lifetime
 ``unfiled``                     zset    terminal ids the evaluator has not filed; score = when to look
 ``retain:<state>``              zset    filed ids by terminal state; score = finish ms (retention)
 ``filing``                      hash    ``<category>:<problem>`` -> filed jobs still stored
+``redrive``                     zset    filed ids a re-drive policy covers; score = when to
+                                        look (README, "Re-drive")
 ``events``                      stream  one entry per transition; capped (MAXLEN ~)
 ``outbox``                      zset    delivery ids to send; score = next attempt (or send lease) ms
 ``delivery:<id>``               hash    one webhook delivery with its own body snapshot
@@ -194,6 +196,10 @@ class Keys:
     @property
     def filing(self) -> str:
         return f"{self.prefix}filing"
+
+    @property
+    def redrive(self) -> str:
+        return f"{self.prefix}redrive"
 
     @property
     def events(self) -> str:

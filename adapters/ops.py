@@ -36,6 +36,8 @@ from .replies import (
     Purged,
     Queued,
     Recorded,
+    Redriven,
+    Redrives,
     Registered,
     Released,
     Renewed,
@@ -53,7 +55,8 @@ from .replies import (
 __all__ = [
     "BatchAdd", "BatchCancel", "BatchClose", "BatchCreate", "BatchFinalize", "BatchSweep", "Claim",
     "CountQueued", "Delivered", "Expire", "File", "Heartbeat", "Inspect", "ListExpired", "ListUnfiled",
-    "Op", "Pause", "PhaseTrigger", "Purge", "RateLimits", "Reclaim", "Redeliver", "ReleaseCheck", "Renew", "Report",
+    "Op", "Pause", "PhaseTrigger", "Purge", "RateLimits", "Reclaim", "Redeliver",
+    "Redrive", "ListRedrives", "ReleaseCheck", "Renew", "Report",
     "Resume", "ScheduleAdd", "ScheduleTick", "ScheduleTrigger", "ServiceId", "Submit",
     "TakeDeliveries", "TakeValidations", "Trigger", "Validated", "Wake", "WorkerStop", "WorkersLost",
     "answers",
@@ -345,6 +348,25 @@ class File(Op[Filed | Absorbed | Skipped | Deferred | NotFound], tag="file", fro
     wait_ms: int | None = None
     category: str | None = None
     problem: str | None = None
+    redrive_max: int | None = None  # the type's re-drive cap for this problem: index it while below
+    redrive_ms: int | None = None
+
+
+class ListRedrives(Op[Redrives], tag="redrives", frozen=True):
+    n: int
+    policies: dict[str, tuple[int, int]]  # job type -> (max, delay ms)
+    wait_ms: int
+
+
+class Redrive(Op[Redriven | Skipped | NotFound], tag="redrive", frozen=True):
+    """Re-drive the job read at ``epoch``, filed under ``kind``, when the policy allows."""
+
+    id: str
+    type: str
+    kind: str
+    epoch: int
+    max: int
+    delay_ms: int
 
 
 class Purge(Op[Purged], tag="purge", frozen=True):

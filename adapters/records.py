@@ -30,6 +30,7 @@ __all__ = [
     "BatchView",
     "Event",
     "Unfiled",
+    "RedriveDue",
     "Expired",
     "LostWorker",
     "SlotView",
@@ -281,6 +282,7 @@ class JobView(Struct, kw_only=True, frozen=True):
     category: str | None = None
     problem: str | None = None
     filed_at: float | None = None
+    redrives: dict[str, int] = {}  # problem -> times re-driven (README, "Re-drive")
 
 
 class BatchView(Struct, kw_only=True, frozen=True):
@@ -302,6 +304,15 @@ class BatchView(Struct, kw_only=True, frozen=True):
     finished_at: float | None
     reason: str | None
     notification: str | None
+
+
+class RedriveDue(Struct, kw_only=True, frozen=True):
+    """A filed job whose re-drive is due: its ``kind`` (the problem it was filed under), read at ``epoch``."""
+
+    id: str
+    type: str
+    kind: str
+    epoch: int
 
 
 class Unfiled(Struct, kw_only=True, frozen=True):

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from msgspec import Struct, field
 
-from .records import ClaimedJob, Delivery, Expired, LostWorker, Unfiled, ValidationTask
+from .records import ClaimedJob, Delivery, Expired, LostWorker, RedriveDue, Unfiled, ValidationTask
 
 __all__ = [
     "Absorbed", "Added", "Alive", "BaseReply", "Blocked", "Checked", "Claimed", "Created", "Deferred",
     "DeliveriesDue", "Exists", "Expiries", "Extended", "Fenced", "Filed", "Inspecting", "Invalid", "Lost",
-    "Moved", "NotFound", "Purged", "PurgedJob", "Queued", "Recorded", "Registered", "Rejected", "Released",
+    "Moved", "NotFound", "Purged", "PurgedJob", "Queued", "Recorded", "Redriven", "Redrives", "Registered",
+    "Rejected", "Released",
     "Renewed", "Reply", "Returned", "ScriptError", "Skipped", "Stale", "Stopped", "Swept", "Transition",
     "UnfiledJobs", "Validations", "Woken",
 ]
@@ -208,6 +209,16 @@ class Deferred(BaseReply, tag="deferred", frozen=True):
     state: str
 
 
+class Redriven(BaseReply, tag="redriven", frozen=True):
+    """A re-drive ran: the job's ``problem`` re-driven for the ``count``-th time (its
+    notification ``delivery`` re-sent, the same event id)."""
+
+    id: str
+    problem: str
+    count: int
+    delivery: str
+
+
 # -- the list answers ---------------------------------------------------------------
 
 
@@ -267,6 +278,14 @@ class UnfiledJobs(BaseReply, tag="unfiled", frozen=True):
     n: int = 0
 
 
+class Redrives(BaseReply, tag="redrives", frozen=True):
+    """Re-drives due now, and when the next entry of the index falls due (ms)."""
+
+    jobs: tuple[RedriveDue, ...] = ()
+    n: int = 0
+    next_due: float | None = None
+
+
 class PurgedJob(Struct, kw_only=True, frozen=True):
     id: str
     state: str
@@ -316,6 +335,6 @@ Reply = (
     Moved | Absorbed | Blocked | Invalid | Stale | Skipped | NotFound | Rejected | ScriptError
     | Created | Exists | Renewed | Extended | Inspecting | Recorded | Added | Checked | Released
     | Filed | Deferred | Claimed | Expiries | Woken | Validations | DeliveriesDue | Queued | Swept
-    | UnfiledJobs | Purged | Registered | Alive | Returned | Stopped | Lost
+    | UnfiledJobs | Redriven | Redrives | Purged | Registered | Alive | Returned | Stopped | Lost
 )
 """Every reply of the store: the type the Lua's JSON decodes into."""

@@ -26,7 +26,7 @@ __all__ = ["LEGACY_NAME", "LUA_FILES", "LuaLibrary", "lua_tables", "lua_source"]
 
 LUA_FILES = (
     "core.lua", "job.lua", "batch.lua", "webhook.lua", "ops.lua", "rate.lua", "schedule.lua", "hygiene.lua",
-    "registry.lua",
+    "redrive.lua", "registry.lua",
 )
 """The library's files, in load order (see ARCHITECTURE.md, "The Lua library")."""
 

@@ -3,14 +3,15 @@ filing and retention. Each is one Lua op (see :mod:`adapters.store`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from . import ops
 from .errors import BadInput
 from .filing import CATEGORY_OF, Problem
 from .ids import new_token
 from .keys import QUEUES, REGISTRY
-from .records import BatchSpec, Delivery, LostWorker, Unfiled
+from .records import BatchSpec, Delivery, LostWorker, RedriveDue, Unfiled
+from .redrive import Redrive
 from .replies import (
     Absorbed,
     Added,
@@ -21,6 +22,7 @@ from .replies import (
     Filed,
     NotFound,
     Purged,
+    Redriven,
     Registered,
     Returned,
     Skipped,
@@ -184,21 +186,27 @@ class UpkeepOps(StoreCore):
         return (await self.file_jobs([(job, Problem(problem))]))[0]
 
     async def file_jobs(
-        self, decisions: Sequence[tuple[Unfiled, Problem | None]], *, wait: float = 600.0
+        self, decisions: Sequence[tuple[Unfiled, Problem | None]], *, wait: float = 600.0,
+        redrive: Mapping[str, Redrive] | None = None,
     ) -> list[Filing]:
         """File each job under its problem in one call per queue; ``None`` looks again in ``wait`` s.
 
         Replies in order: ``filed`` (exactly one ``job.filed`` event), ``absorbed``
         (already filed at this epoch), ``skipped`` (the job moved on since it was
-        read), ``deferred`` or ``not_found``.
+        read), ``deferred`` or ``not_found``. ``redrive``: job type -> its re-drive policy; a job
+        filed under a problem its policy covers is due for re-drive ``delay`` s later.
         """
+        policies = redrive or {}
         by_queue: dict[str, list[tuple[int, ops.File]]] = {}
         for i, (job, problem) in enumerate(decisions):
             if problem is None:
                 op = ops.File(id=job.id, state=job.state, epoch=job.epoch, wait_ms=int(wait * 1000))
             else:
+                policy = policies.get(job.type)
+                cap = policy.limit(problem.value) if policy is not None else 0
                 op = ops.File(id=job.id, state=job.state, epoch=job.epoch, category=CATEGORY_OF[problem].value,
-                              problem=problem.value)
+                              problem=problem.value, redrive_max=cap or None,
+                              redrive_ms=int(policy.delay * 1000) if policy is not None and cap else None)
             by_queue.setdefault(self._queue_of(job.id), []).append((i, op))
         replies: list[Filing | None] = [None] * len(decisions)
         for queue, items in by_queue.items():
@@ -206,6 +214,24 @@ class UpkeepOps(StoreCore):
             for (i, _), reply in zip(items, answers, strict=True):
                 replies[i] = reply
         return [r for r in replies if r is not None]
+
+    async def redrives_due(
+        self, queue: str, policies: Mapping[str, Redrive], n: int = 100, *, wait: float = 600.0
+    ) -> Due[RedriveDue]:
+        """Filed jobs of ``queue`` due for re-drive under ``policies`` (job type -> policy), and
+        when the next one may fall due; a job whose notification is still on its way is looked
+        at again ``wait`` s later. Drops index entries that are no longer candidates."""
+        wire = {t: (p.notification_failed, int(p.delay * 1000)) for t, p in policies.items()}
+        reply = await self._op(queue, ops.ListRedrives(n=n, policies=wire, wait_ms=int(wait * 1000)))
+        return Due(list(reply.jobs), next_due(reply.next_due))
+
+    async def redrive(self, due: RedriveDue, policy: Redrive) -> Redriven | Skipped | NotFound:
+        """One guarded re-drive of ``due`` under ``policy`` (its type's): ``redriven`` (one
+        ``job.redriven`` event), or ``skipped`` with nothing written (another type, not filed so,
+        cap reached, too early, the notification not dead: another daemon did it)."""
+        op = ops.Redrive(id=due.id, type=due.type, kind=due.kind, epoch=due.epoch, max=policy.limit(due.kind),
+                         delay_ms=int(policy.delay * 1000))
+        return await self._op(self._queue_of(due.id), op)
 
     async def purge(self, queue: str, cutoffs: dict[str, float], n: int = 500) -> Purged:
         """Delete up to ``n`` filed jobs that finished before their state's cutoff (epoch seconds).

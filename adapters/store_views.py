@@ -134,6 +134,7 @@ def job_view(h: dict[str, str]) -> JobView:
         validation_checks=validation_checks(h), raw=h,
         category=h.get("category") or None, problem=h.get("problem") or None,
         filed_at=_ms(h.get("filed_at")),
+        redrives={k.removeprefix("redrive:"): int(v) for k, v in h.items() if k.startswith("redrive:")},
     )
 
 

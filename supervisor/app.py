@@ -62,6 +62,7 @@ from msgspec import Meta
 
 from jobvisor.adapters.rates import check_rate_key, parse_rate, wire
 from jobvisor.adapters.records import PhaseName, TypeName
+from jobvisor.adapters.redrive import Redrive
 from jobvisor.adapters.urls import check_url
 
 from .context import Interrupted, JobContext, PhaseReporter, ProcessContext, SyncJobContext
@@ -76,6 +77,7 @@ __all__ = [
     "ProcessContext",
     "SyncJobContext",
     "PhaseReporter",
+    "Redrive",
     "StatusAnswer",
     "ServiceStatus",
     "ValidationResult",
@@ -144,6 +146,7 @@ class HandlerSpec:
     required_outputs: tuple[str, ...] = ()
     rate_limit: str | None = None  # "<count>/<s|m|h>": starts allowed across every daemon
     rate_key: str | None = None  # the input field whose every value has its own limit
+    redrive: Redrive | None = None  # README, "Re-drive"
 
     @property
     def has_validator(self) -> bool:
@@ -164,6 +167,7 @@ class HandlerSpec:
             "required_outputs": list(self.required_outputs),
             "rate_limit": self.rate_limit,
             "rate_key": self.rate_key,
+            "redrive": None if self.redrive is None else self.redrive.describe(),
         }
 
     def rate_wire(self) -> str:
@@ -244,6 +248,7 @@ class App:
         isolation: Isolation | None = None,
         rate_limit: str | None = None,
         rate_key: str | None = None,
+        redrive: Redrive | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register the handler for ``type`` (a decorator).
 
@@ -257,6 +262,8 @@ class App:
         ``rate_limit`` (``"100/m"``, ``"10/s"``, ``"1000/h"``) caps how often jobs of the
         type start, across every daemon, optionally per value of the input field
         ``rate_key`` (README, "Rate limits"); a bad one is a ``ValueError`` naming it.
+        ``redrive`` (:class:`Redrive`) re-sends the dead webhook of a job filed
+        ``notification_failed``, after a delay, at most N times (README, "Re-drive").
         """
         from jobvisor.adapters.keys import check_queue_name
 
@@ -278,6 +285,9 @@ class App:
                 check_rate_key(rate_key, rate_limit)
         except ValueError as exc:
             raise ValueError(f"handler {type!r}: {exc}") from None
+        if redrive is not None and not isinstance(redrive, Redrive):
+            raise ValueError(f"handler {type!r}: redrive is a Redrive(notification_failed=N, delay=seconds), "
+                             f"not {redrive!r}"[:200])
 
         def register(fn: Handler) -> Handler:
             if type in self.handlers:
@@ -287,6 +297,7 @@ class App:
                 type=type, fn=fn, isolation=where, queue=queue, phases=settings.phases, timeout=timeout,
                 max_retries=max_retries, backoff=backoff, backoff_max=backoff_max,
                 required_outputs=settings.required_outputs, rate_limit=limit, rate_key=rate_key,
+                redrive=redrive,
             )
             return fn
 

@@ -92,6 +92,8 @@ def job_text(job: JobView, deliveries: list[DeliveryView]) -> str:
                      + f"  -> {d.url or '(default URL)'}  [{d.id}]")
     if job.category:
         lines.append(f"filed      {job.category} / {job.problem}    at {when(job.filed_at)}")
+    if job.redrives:
+        lines.append("re-driven  " + ", ".join(f"{kind} {n}x" for kind, n in sorted(job.redrives.items())))
     lines.append(f"input      {json.dumps(job.input)[:200]}")
     if job.result is not None:
         lines.append(f"result     {json.dumps(job.result)[:200]}")

@@ -1,7 +1,7 @@
 """The daemon: one trio nursery tree, the store actor at its root.
 
 Start order: the store actor, then (supervised) the pub/sub listener, the
-scheduler, the watchdog, the batch monitor, the evaluator, retention, the
+scheduler, the watchdog, the batch monitor, the evaluator, the re-drive actor, retention, the
 registry, the webhook deliverer, the validator, and the workers last. Shutdown on
 SIGINT/SIGTERM (or the ``shutdown`` event) runs in reverse: the workers stop
 claiming, running handlers get the grace period, then are cancelled and
@@ -52,6 +52,7 @@ from .evaluator import run_evaluator
 from .hub import Hub, wait_any
 from .metrics import Metrics, MetricsServer
 from .outage import StoreOutage
+from .redrive import run_redrive
 from .registry import Registration, run_registry
 from .retention import run_retention
 from .schedules import run_schedules
@@ -254,6 +255,7 @@ async def _run(
         ChildSpec("watchdog", partial(run_watchdog, deps), shutdown_s=1.0),
         ChildSpec("batch_monitor", partial(run_batch_monitor, deps), shutdown_s=1.0),
         ChildSpec("evaluator", partial(run_evaluator, deps), shutdown_s=1.0),
+        ChildSpec("redrive", partial(run_redrive, deps), shutdown_s=1.0),
         ChildSpec("retention", partial(run_retention, deps), shutdown_s=1.0),
         ChildSpec("registry", partial(run_registry, registration), shutdown_s=6.0),
         *extra_children,

@@ -8,8 +8,10 @@ per outcome, however many daemons' evaluators race for it (the losers get
 ``absorbed``), with exactly one ``job.filed`` event. A completed job whose
 webhook is still on its way is looked at again one interval later.
 
-Required outputs come from the handlers of this daemon's app and from the
-types other daemons published, so any daemon can file any job of its queues.
+Required outputs and re-drive policies come from the handlers of this daemon's
+app and from the types other daemons published, so any daemon can file any job
+of its queues; a job filed under a problem its type's re-drive policy covers is
+put in the queue's ``redrive`` index for the re-drive actor (``redrive.py``).
 
 Only terminal jobs are ever filed: a job waiting ``queued`` for a type no live
 daemon serves (a rolling deploy under way) is not a failure. Each pass also
@@ -32,6 +34,7 @@ from jobvisor.adapters.replies import Filed
 
 from .deps import Deps
 from .hub import every
+from .redrive import redrive_policies
 
 __all__ = ["run_evaluator", "file_finished", "refresh_filing_gauges", "refresh_unserved_gauges"]
 
@@ -58,6 +61,7 @@ async def _required_outputs(deps: Deps) -> dict[str, list[str]]:
 async def file_finished(deps: Deps, stop: trio.Event | None = None) -> int:
     """One pass over every queue of the daemon; returns how many jobs this pass filed."""
     required = await _required_outputs(deps)
+    redrive = await redrive_policies(deps)
     filed = 0
     for queue in deps.queues:
         while stop is None or not stop.is_set():
@@ -66,7 +70,7 @@ async def file_finished(deps: Deps, stop: trio.Event | None = None) -> int:
                 break
             now_ms = int(deps.clock() * 1000)
             decisions = [(job, classify(job, now_ms=now_ms)) for job in jobs]
-            replies = await deps.store.file_jobs(decisions, wait=deps.config.evaluator_interval)
+            replies = await deps.store.file_jobs(decisions, wait=deps.config.evaluator_interval, redrive=redrive)
             filed += sum(isinstance(r, Filed) for r in replies)
             if len(jobs) < BATCH:
                 break

@@ -82,6 +82,10 @@ function OP.file(x)
   redis.call('ZADD', P .. 'retain:' .. j.state, num(j.finished_at), x.id)
   event('job.filed', x.id, {'state', j.state, 'category', x.category, 'problem', x.problem,
     'epoch', j.epoch})
+  -- the type's re-drive policy covers this problem (redrive.lua): due `redrive_ms` from now
+  if x.redrive_max and num(redis.call('HGET', jkey(x.id), 'redrive:' .. x.problem)) < num(x.redrive_max) then
+    redis.call('ZADD', P .. 'redrive', NOW + num(x.redrive_ms), x.id)
+  end
   return {kind = 'filed', id = x.id, state = j.state}
 end
 
@@ -92,6 +96,7 @@ local function delete_job(j, key)
   redis.call('ZREM', key, id)
   redis.call('ZREM', K_FINISHED, id)
   redis.call('ZREM', K_UNFILED, id)
+  redis.call('ZREM', P .. 'redrive', id)
   if j.idempotency_key ~= '' and redis.call('GET', P .. 'idem:' .. j.idempotency_key) == id then
     redis.call('DEL', P .. 'idem:' .. j.idempotency_key)
   end
