@@ -39,6 +39,7 @@ PHASES = (T + "phase_results_survive_a_retry_and_retry_from_start_drops_them",
           T + "cancelling_a_queued_phased_job_cancels_every_phase", T + "phase_pair")
 OUTBOX = (T + "a_duplicate_outbox_insert_is_a_no_op", T + "each_operator_retry_opens_a_new_outbox_epoch")
 SCHEDULES = ("tests/adapters/test_store_schedules.py", "tests/machines/test_schedule_table.py")
+REDRIVE = ("tests/adapters/test_store_redrive.py",)
 RECLAIM = ("tests/supervisor/test_handler_isolation.py::"
            "test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens")
 DELAY = T + "a_delayed_submit_waits_in_the_due_set_until_its_time"
@@ -220,6 +221,19 @@ MUTANTS: list[Mutant] = [
      "  put(c, 'fired', num(c.r.fired) + 1)\n", "", SCHEDULES),
     ("schedule arm: next_at not stored", "schedule.lua",
      "  put(c, 'next_at', fmt(c.x.next_at))\n", "", SCHEDULES),
+    # -- re-drive: its guard and what it writes -----------------------------------------------
+    ("redrive guard: one more than max", "redrive.lua", "      or count >= num(x.max)\n",
+     "      or count > num(x.max)\n", REDRIVE),
+    ("redrive guard: no delay", "redrive.lua",
+     "      or NOW < math.max(num(j.filed_at), num(j.redriven_at)) + num(x.delay_ms) or j.notify ~= '1' then",
+     "      or j.notify ~= '1' then", REDRIVE),
+    ("redrive guard: another epoch's filing", "redrive.lua",
+     "j.filed_epoch ~= j.epoch or num(j.epoch) ~= num(x.epoch) or j.problem ~= x.kind\n",
+     "j.problem ~= x.kind\n", REDRIVE),
+    ("redrive: the count is not kept", "redrive.lua",
+     "  redis.call('HSET', jkey(x.id), field, count, 'redriven_at', NOW_S)\n", "", REDRIVE),
+    ("redrive: a refused redeliver still counts", "redrive.lua",
+     "  if r.kind ~= 'moved' then return skipped end", "  if false then return skipped end", REDRIVE),
     ("validation: one check more than max_attempts", "ops.lua",
      "  if n >= num(x.max_attempts) then\n", "  if n > num(x.max_attempts) then\n", (VALIDATION,)),
     # -- rate limits -----------------------------------------------------------------------
