@@ -506,6 +506,9 @@ def test_events_follow_prints_new_events_until_sigint_then_exits_0(redis_url: st
     follower = subprocess.Popen(
         [sys.executable, "-m", "jobvisor", "events", "--follow", "--json", "--redis", redis_url],
         cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as a terminal sends it, even when this run itself was started in the background
+        # (where a shell has SIGINT ignored, which a child inherits: Python then never raises it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout or ()], daemon=True)

@@ -18,7 +18,7 @@ import jobvisor.machines
 JOBVISOR = [
     "App", "AsyncClient", "Client", "Daemon", "DaemonConfig", "HttpValidator", "JobContext",
     "ServiceStatus", "StatusAnswer", "SupervisorGaveUp", "ValidationResult", "__version__",
-    "load_config", "run_daemon",
+    "Redrive", "load_config", "run_daemon",
 ]
 
 MACHINES = [
