@@ -303,6 +303,10 @@ class App:
 
         return register
 
+    def described_types(self) -> dict[str, dict[str, Any]]:
+        """Each handler's type with the defaults it publishes (what a submit of it reads)."""
+        return {t: h.describe() for t, h in self.handlers.items()}
+
     def _replace(self, type: str, **changes: Any) -> None:
         if type not in self.handlers:
             raise ValueError(f"no handler registered for {type!r}; register the handler first")

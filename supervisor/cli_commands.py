@@ -78,7 +78,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         types = store.job_types()
         if app is not None:
-            types.update({t: h.describe() for t, h in app.handlers.items()})
+            types.update(app.described_types())
         options = {k: getattr(args, k) for k in ("queue", "priority", "max_retries", "timeout", "delay",
                                                  "idempotency_key", "idempotency_ttl", "webhook_url",
                                                  "validator_url", "notify", "batch")}

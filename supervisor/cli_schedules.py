@@ -52,7 +52,7 @@ def _add(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         types = store.job_types()
         if app is not None:
-            types.update({t: h.describe() for t, h in app.handlers.items()})
+            types.update(app.described_types())
         build_spec(types, args.type, value, queue=args.queue, destinations=submitter_policy())
         reply = store.add_schedule(schedule_spec(types, args.name, args.type, value, queue=args.queue, **options))
         view = store.get_schedule(args.name)

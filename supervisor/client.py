@@ -76,7 +76,7 @@ def _queues(queue: str | Iterable[str] | None) -> list[str] | None:
 
 
 def _app_types(app: App | None) -> dict[str, dict[str, Any]] | None:
-    return {t: h.describe() for t, h in app.handlers.items()} if app is not None else None
+    return app.described_types() if app is not None else None
 
 
 class Client:

@@ -143,7 +143,7 @@ async def _publish_types(deps: Deps, shutdown: trio.Event) -> None:
     outage = StoreOutage("daemon", log)
     while not shutdown.is_set():
         try:
-            await deps.store.register_types({t: h.describe() for t, h in deps.app.handlers.items()})
+            await deps.store.register_types(deps.app.described_types())
             outage.reached()
             return
         except StoreUnavailable as exc:

@@ -54,7 +54,7 @@ async def run_evaluator(deps: Deps, stop: trio.Event,
 
 async def _required_outputs(deps: Deps) -> dict[str, list[str]]:
     types: dict[str, dict[str, Any]] = await deps.store.job_types()
-    types.update({t: h.describe() for t, h in deps.app.handlers.items()})
+    types.update(deps.app.described_types())
     return {t: list(d["required_outputs"]) for t, d in types.items() if d.get("required_outputs")}
 
 

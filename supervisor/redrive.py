@@ -42,7 +42,7 @@ BATCH = 100
 async def redrive_policies(deps: Deps) -> dict[str, Redrive]:
     """Job type -> re-drive policy: the published types', this daemon's own handlers' first."""
     types: dict[str, dict[str, Any]] = await deps.store.job_types()
-    types.update({t: h.describe() for t, h in deps.app.handlers.items()})
+    types.update(deps.app.described_types())
     return policies(types)
 
 

@@ -37,7 +37,7 @@ log = logging.getLogger("jobvisor.schedules")
 def declared_spec(app: App, decl: ScheduleDecl) -> ScheduleSpec:
     """The schedule an app declares, its job built as a client's submit builds it (the type's
     registered defaults); :class:`BadInput` when the type has no handler in the app."""
-    types = {t: h.describe() for t, h in app.handlers.items()}
+    types = app.described_types()
     job = build_spec(types, decl.type, decl.input, queue=decl.queue)
     return ScheduleSpec(name=decl.name, job=job, cron=decl.cron, every=decl.every, tz=decl.tz,
                         missed=decl.missed, catch_up_max=decl.catch_up_max, grace=decl.grace)

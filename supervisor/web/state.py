@@ -49,7 +49,7 @@ class WebState:
         """Job types and their defaults a submit of ``job_type`` is checked against: those
         daemons published (read again after ``TYPES_TTL`` seconds, or at once for a type not
         seen), then the ``--app``'s."""
-        local = {t: h.describe() for t, h in self.app.handlers.items()} if self.app else None
+        local = self.app.described_types() if self.app else None
         published = self.published.serves(job_type)
         if published is None:
             published = self.published.keep(await self.store.job_types())
