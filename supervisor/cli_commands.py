@@ -27,6 +27,7 @@ from jobvisor.adapters.store import SyncStore
 from .cli_input import read_input, redis_url
 from .cli_parser import DEFAULT_REDIS, EXIT_FAILURE, EXIT_OK, CliExit, bad
 from .cli_render import batch_text, emit, job_json, job_text, queues_text, report_text, workers_text
+from .published_types import merged
 
 if TYPE_CHECKING:
     from .app import App
@@ -60,6 +61,12 @@ def load_app(spec: str) -> App:
     return app
 
 
+def submit_types(store: SyncStore, app: App | None) -> dict[str, dict[str, Any]]:
+    """The job types a submit from the command line reads: the published ones, ``--app``'s own
+    taking precedence (as a client given an app)."""
+    return merged(store.job_types(), app.described_types() if app is not None else None)
+
+
 def cmd_diagram(args: argparse.Namespace) -> int:
     from jobvisor.machines import MACHINES, to_mermaid
 
@@ -76,9 +83,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     value = read_input(args)
     app = load_app(args.app) if args.app is not None else None
     with open_store(args) as store:
-        types = store.job_types()
-        if app is not None:
-            types.update(app.described_types())
+        types = submit_types(store, app)
         options = {k: getattr(args, k) for k in ("queue", "priority", "max_retries", "timeout", "delay",
                                                  "idempotency_key", "idempotency_ttl", "webhook_url",
                                                  "validator_url", "notify", "batch")}

@@ -16,7 +16,7 @@ from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.replies import Created, Moved
 from jobvisor.adapters.schedules import ScheduleSpec, ScheduleView, check_schedule_name
 
-from .cli_commands import load_app, open_store, trigger_result
+from .cli_commands import load_app, open_store, submit_types, trigger_result
 from .cli_input import read_input
 from .cli_parser import EXIT_OK
 from .cli_render import emit, when
@@ -50,9 +50,7 @@ def _add(args: argparse.Namespace) -> int:
     value = read_input(args)
     app = load_app(args.app) if args.app is not None else None
     with open_store(args) as store:
-        types = store.job_types()
-        if app is not None:
-            types.update(app.described_types())
+        types = submit_types(store, app)
         build_spec(types, args.type, value, queue=args.queue, destinations=submitter_policy())
         reply = store.add_schedule(schedule_spec(types, args.name, args.type, value, queue=args.queue, **options))
         view = store.get_schedule(args.name)
