@@ -32,8 +32,7 @@ class SentinelSet:
         self.directory = directory
         self.down_after_ms = down_after_ms
         self.master = RedisServer(directory / "master", appendonly=False)
-        self.replicas = [RedisServer(directory / f"replica{i}" if i else directory / "replica", appendonly=False,
-                                     extra_args=["--replicaof", "127.0.0.1", str(self.master.port)])
+        self.replicas = [RedisServer(directory / f"replica{i}" if i else directory / "replica", appendonly=False)
                          for i in range(replicas)]
         self.replica = self.replicas[0]
         self.ports = [free_port() for _ in range(3)]
@@ -44,8 +43,9 @@ class SentinelSet:
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + f"/{SERVICE}"
 
     def start(self, timeout: float = 30.0) -> None:
-        self.master.start()
+        self.master.start()  # its port is final once it started (a taken one is replaced)
         for replica in self.replicas:
+            replica.extra_args = ["--replicaof", "127.0.0.1", str(self.master.port)]
             replica.start()
         for i, port in enumerate(self.ports):
             folder = self.directory / f"sentinel{i}"

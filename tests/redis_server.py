@@ -4,6 +4,11 @@ Never the developer's own Redis: every server is started here, on 127.0.0.1,
 with its data in a directory of its own, and stopped when the test run ends.
 ``restart()`` stops and starts the same server on the same port and
 directory (with AOF on, what was acknowledged survives).
+
+A port found free can be taken before the server binds it (another test's
+client connection gets it as its ephemeral source port): the first start
+then tries again on fresh ports, and a server answering on the port is only
+taken for ours when its ``process_id`` is our child's pid.
 """
 
 from __future__ import annotations
@@ -35,6 +40,31 @@ def redis_server_binary() -> str:
     return found
 
 
+BIND_ATTEMPTS = 5
+
+
+class PortTaken(Exception):
+    """The port found free was bound by someone else before the server bound it."""
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _fresh_bus_port(args: list[str]) -> list[str]:
+    """``args`` with a fresh ``--cluster-port`` (the bus port can be the taken one)."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--cluster-port":
+            out[i + 1] = str(free_port())
+    return out
+
+
 class RedisServer:
     """One ``redis-server`` process the tests own."""
 
@@ -44,6 +74,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.extra_args = list(extra_args)  # e.g. a --tls-port and its certificates
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = False  # once started, the port is the server's: clients know it
 
     @property
     def url(self) -> str:
@@ -51,7 +82,19 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0, *, wait: bool = True) -> None:
         """Start the server; with ``wait``, until it answers a PING (its dataset loaded)."""
+        for _ in range(BIND_ATTEMPTS - 1):
+            try:
+                return self._start(timeout, wait=wait)
+            except PortTaken:
+                self.stop()
+                self.port = free_port()
+                self.extra_args = _fresh_bus_port(self.extra_args)
+        return self._start(timeout, wait=wait)
+
+    def _start(self, timeout: float, *, wait: bool) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        log = self.directory / "redis.log"
+        log_offset = log.stat().st_size if log.exists() else 0
         args = [
             redis_server_binary(),
             "--bind", "127.0.0.1",
@@ -62,11 +105,12 @@ class RedisServer:
             "--appendfsync", "always",
             "--daemonize", "no",
             "--protected-mode", "yes",
-            "--logfile", str(self.directory / "redis.log"),
+            "--logfile", str(log),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not wait:
+            self._started = True
             return
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
@@ -74,9 +118,14 @@ class RedisServer:
             while True:
                 if self.process.poll() is not None:
                     err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    raise RuntimeError(f"redis-server exited at start: {err.strip()}")
+                    said = _read_from(log, log_offset)
+                    if not self._started and "Address already in use" in said:
+                        raise PortTaken(self.port)
+                    tail = " | ".join(said.strip().splitlines()[-5:])
+                    raise RuntimeError(f"redis-server exited at start: {err.strip()} {tail}".strip())
                 try:
-                    if client.ping():
+                    if client.ping() and int(client.info("server")["process_id"]) == self.process.pid:
+                        self._started = True
                         return
                 except redis.ConnectionError:
                     pass

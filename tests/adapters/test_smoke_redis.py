@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import redis
 
 from tests.redis_server import RedisServer
@@ -41,3 +44,26 @@ def test_restart_keeps_appended_writes(redis_server: RedisServer, redis_url: str
         assert client.get("durable") == b"yes"
     finally:
         client.close()
+
+
+def test_a_port_taken_before_the_server_binds_it_is_replaced(tmp_path: Path, redis_server: RedisServer) -> None:
+    """The port found free was taken meanwhile (here by the fixture's own server, which also
+    answers PING on it): the new server starts on a fresh port, and is the one that answers."""
+    server = RedisServer(tmp_path / "second", appendonly=False)
+    server.port = redis_server.port
+    server.start()
+    try:
+        assert server.port != redis_server.port
+        client = redis.Redis(host="127.0.0.1", port=server.port)
+        try:
+            assert int(client.info("server")["process_id"]) == server.process.pid  # type: ignore[union-attr]
+        finally:
+            client.close()
+    finally:
+        server.stop()
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "bad", extra_args=["--no-such-option", "1"])
+    with pytest.raises(RuntimeError, match="exited at start(.|\n)*no-such-option"):
+        server.start()
