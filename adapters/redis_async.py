@@ -77,6 +77,11 @@ class AsyncRedis:
         self.timeout = timeout
         self.cluster = target.kind == "cluster"
         self._stale = False  # a Cluster node failed: read the slot map before the next round trip
+        # One server (not a Sentinel set, whose pool picks the current primary for each round
+        # trip): one connection is kept for every round trip while it is usable, rather than
+        # leased from the pool for each (a lease costs about as much as the rest of the trip).
+        self._keep = target.kind == "single"
+        self._kept: Any = None
 
     async def pipeline(self, commands: Sequence[tuple[Any, ...]], *, wait: tuple[Any, ...] | None = None) -> list[Any]:
         """Every command in one round trip per node; each result a value or a coredis exception.
@@ -96,12 +101,28 @@ class AsyncRedis:
         # replies are awaited (coredis multiplexes it: replies come back in order). Each bound
         # is coredis's: the pool's wait, the connect and the reply timeouts.
         requests = [_command(command) for command in (*commands, *((wait,) if wait else ()))]
-        async with self.client.connection_pool.acquire() as connection:
-            batch = connection.create_request_batch(requests, timeout=self.timeout)
+        kept = self._kept
+        if self._keep and not any(_blocks(command) for command in commands):
+            if kept is None or not kept.usable:
+                kept = await self._keep_connection()
+            batch = kept.create_request_batch(requests, timeout=self.timeout)
+        else:
+            async with self.client.connection_pool.acquire() as connection:
+                batch = connection.create_request_batch(requests, timeout=self.timeout)
         replies = list(await batch)
         if wait:
             replies[-1] = [replies[-1]] * len(commands)
         return replies
+
+    async def _keep_connection(self) -> Any:
+        pool = self.client.connection_pool
+        fresh = await pool.get_connection()
+        kept = self._kept
+        if kept is not None and kept.usable:  # another round trip kept one meanwhile
+            pool.release(fresh)
+            return kept
+        self._kept = fresh
+        return fresh
 
     async def _cluster_pipeline(self, commands: Sequence[tuple[Any, ...]], wait: tuple[Any, ...] | None) -> list[Any]:
         """One pipeline per master, all at once (``WAIT`` at the end of each); what a node

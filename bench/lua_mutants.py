@@ -101,6 +101,13 @@ MUTANTS: list[Mutant] = [
      "if fi ~= ti and fi ~= '' and not c.x.popped then index_remove(fi, c) end", "", (EFFECTS, TRANSITIONS)),
     ("outbox: a second insert writes again", "core.lua",
      "  if redis.call('EXISTS', dkey(did)) == 1 then return false end\n", "", (TRANSITIONS,)),
+    ("job record: fields not read are '' (no lazy read)", "core.lua",
+     "  if j then setmetatable(j, LAZY_JOB) end\n", "", (EFFECTS, TRANSITIONS)),
+    ("job record: the lazy read skips the result", "core.lua",
+     "'lease_worker', 'val_checks', 'result', 'created_at',", "'lease_worker', 'val_checks', 'created_at',",
+     (EFFECTS, TRANSITIONS)),
+    ("key names: a second queue keeps the first queue's keys", "core.lua",
+     "  if P ~= keys_of then\n", "  if keys_of == nil then\n", (EFFECTS, TRANSITIONS)),
     # -- job effects -----------------------------------------------------------------------
     ("job new_attempt: no new lease token", "job.lua",
      "  local token = x.nonce .. '.' .. attempt\n", "  local token = x.nonce\n", (RECLAIM, FENCING)),

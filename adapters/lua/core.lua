@@ -49,18 +49,25 @@ local woke = false
 local event_at -- per call: the server's clock in ms, as a string (`event`); nil until read
 local legacy_left -- per call: whether the earlier versions' `queued` index has entries (nil: not looked)
 
+local index_keys = {} -- index name -> key, for the prefix `P`
+local keys_of -- the prefix the key names were made for (calls on one queue make them once)
+
 local function begin(args)
   P = args[1]
   NOW = tonumber(args[2])
   NOW_S = string.format('%d', NOW)
   OPS = cjson.decode(args[3])
   CAP = args[4]
-  K_QUEUED, K_DUE, K_ACTIVE = P .. 'queued', P .. 'due', P .. 'active'
-  K_VALIDATING, K_FINISHED, K_EVENTS = P .. 'validating', P .. 'finished', P .. 'events'
-  K_OUTBOX, K_BATCHES = P .. 'outbox', P .. 'batches'
-  K_UNFILED, K_FILING = P .. 'unfiled', P .. 'filing'
-  K_QUEUED_TYPES, K_QUEUED_ALL = P .. 'queued_types', P .. 'queued_all'
-  QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
+  if P ~= keys_of then
+    keys_of = P
+    K_QUEUED, K_DUE, K_ACTIVE = P .. 'queued', P .. 'due', P .. 'active'
+    K_VALIDATING, K_FINISHED, K_EVENTS = P .. 'validating', P .. 'finished', P .. 'events'
+    K_OUTBOX, K_BATCHES = P .. 'outbox', P .. 'batches'
+    K_UNFILED, K_FILING = P .. 'unfiled', P .. 'filing'
+    K_QUEUED_TYPES, K_QUEUED_ALL = P .. 'queued_types', P .. 'queued_all'
+    QUEUE = string.sub(P, string.find(P, '{', 1, true) + 1, string.find(P, '}', 1, true) - 1)
+    index_keys = {}
+  end
   woke = false
   legacy_left = nil
   event_at = nil
@@ -144,11 +151,30 @@ local function each_phase(c, list, trigger)
   return moved
 end
 
+-- A job record is read in parts: JOB_FIELDS (its state first, as load_hash wants) is what a
+-- worker's report and most moves read, a claim reads its own list (ops.lua), an op adds what
+-- it alone needs (`load_job`'s `extra`). The first time a move or op reads any other field of
+-- JOB_ALL (a retry's backoff, a notification's snapshot with the result, the lease's
+-- details), every field of JOB_ALL not read yet comes in one more HMGET (the record's
+-- metatable): a complete that notifies nobody never reads the result, and no field reads as
+-- '' because it was not loaded.
 local JOB_FIELDS = {'state', 'lease_token', 'attempts', 'retry_count', 'max_retries',
-  'has_validator', 'notify', 'epoch', 'phases', 'batch', 'priority', 'backoff_ms',
-  'backoff_max_ms', 'timeout_ms', 'type', 'lease_deadline', 'webhook_url', 'created_at',
-  'service_job_id', 'result', 'error', 'reason', 'finished_at', 'lease_worker', 'val_checks',
-  'validation_status', 'traceparent'}
+  'has_validator', 'notify', 'epoch', 'phases', 'batch', 'type', 'service_job_id', 'error', 'reason'}
+local JOB_ALL = {'priority', 'backoff_ms', 'backoff_max_ms', 'timeout_ms', 'lease_deadline', 'finished_at',
+  'lease_worker', 'val_checks', 'result', 'created_at', 'validation_status', 'webhook_url', 'traceparent',
+  'input', 'started_at'}
+for i = 1, #JOB_FIELDS do JOB_ALL[#JOB_ALL + 1] = JOB_FIELDS[i] end -- (no ipairs while loading)
+local IS_JOB_FIELD = {}
+for i = 1, #JOB_ALL do IS_JOB_FIELD[JOB_ALL[i]] = true end
+
+local LAZY_JOB = {__index = function(j, f)
+  if not IS_JOB_FIELD[f] then return nil end
+  local want = {}
+  for _, g in ipairs(JOB_ALL) do if rawget(j, g) == nil then want[#want + 1] = g end end
+  local v = redis.call('HMGET', P .. 'job:' .. rawget(j, 'id'), unpack(want))
+  for i, g in ipairs(want) do rawset(j, g, v[i] or '') end
+  return rawget(j, f)
+end}
 
 -- One record as a table of strings ('' for absent fields); nil when the record does not exist
 -- (every record's first field is its state).
@@ -160,6 +186,13 @@ local function load_hash(key, fields, id)
   return record
 end
 
+-- A job's `fields` (its state first), the rest of JOB_ALL read when first used; nil when gone.
+local function job_record(id, fields)
+  local j = load_hash(jkey(id), fields, id)
+  if j then setmetatable(j, LAZY_JOB) end
+  return j
+end
+
 local function load_job(id, extra)
   local fields = JOB_FIELDS
   if extra then
@@ -167,7 +200,7 @@ local function load_job(id, extra)
     for i, f in ipairs(JOB_FIELDS) do fields[i] = f end
     for _, f in ipairs(extra) do fields[#fields + 1] = f end
   end
-  return load_hash(jkey(id), fields, id)
+  return job_record(id, fields)
 end
 
 -- The zset of queued jobs of one type.
@@ -237,8 +270,6 @@ end
 
 -- The indexes a record sits in by state (the table's `at`): `queued` is per job type
 -- (enqueue/dequeue); every other one is the zset P .. name, scored with the move's `score`.
-local index_keys = {} -- per call: index name -> key
-
 local function index_key(name)
   local key = index_keys[name]
   if key == nil then key = P .. name; index_keys[name] = key end
@@ -348,7 +379,6 @@ local OP = {}
 -- effects it performed (`effects`, absent when none).
 local function run(keys, args)
   begin(args)
-  index_keys = {}
   local results = {}
   for i, x in ipairs(OPS) do
     local handler = OP[x.op]

@@ -38,7 +38,7 @@ function OP.unfiled(x)
   local ids = redis.call('ZRANGEBYSCORE', K_UNFILED, '-inf', NOW, 'LIMIT', 0, x.n)
   local jobs = {}
   for _, id in ipairs(ids) do
-    local j = load_job(id, {'filed_epoch'})
+    local j = load_job(id, {'filed_epoch', 'result'})
     if j == nil or not M.job.terminal[j.state] or j.filed_epoch == j.epoch then
       redis.call('ZREM', K_UNFILED, id)
     else

@@ -58,33 +58,12 @@ local function claimed_view(j, token, deadline)
     traceparent = j.traceparent ~= '' and j.traceparent or nil}
 end
 
--- What a claim reads of a job: what `job_move` reads for a claim row that goes to `active`,
--- starts an attempt and notifies nobody (the job table's claim row), and what `claimed_view`
--- returns; its state first, as load_hash wants. Half the record: the full one makes the
--- HMGET about twice as slow. Should a claim row ever do more (another destination or effect,
--- a notification), every field is read: checked on the first claim after the library loads.
-local CLAIM_LEAN = {'state', 'attempts', 'retry_count', 'max_retries', 'has_validator', 'phases',
+-- What a claim reads of a job: what `job_move` reads for the claim row (to `active`, a new
+-- attempt, no notification) and what `claimed_view` returns; its state first. Half the record:
+-- the full one makes the HMGET about twice as slow. Should a claim row ever read more, the job
+-- record reads the rest when first used (core.lua, `job_record`).
+local CLAIM_FIELDS = {'state', 'attempts', 'retry_count', 'max_retries', 'has_validator', 'phases',
   'finished_at', 'reason', 'batch', 'type', 'timeout_ms', 'service_job_id', 'input', 'traceparent'}
-local claim_fields -- CLAIM_LEAN or every field; nil until the first claim
-
-local function fields_of_claim()
-  if claim_fields then return claim_fields end
-  local lean = {new_attempt = true, resume_phases = true}
-  claim_fields = CLAIM_LEAN
-  for state, name in pairs(M.job.at) do
-    for _, o in ipairs(name == 'queued' and M.job.index[state].claim or {}) do
-      local plain = M.job.at[o.to] == 'active' and o.notify == ''
-      for _, f in ipairs(o.fx) do plain = plain and lean[f] == true end
-      if not plain then
-        claim_fields = {}
-        for i, f in ipairs(JOB_FIELDS) do claim_fields[i] = f end
-        claim_fields[#claim_fields + 1] = 'input'
-        return claim_fields
-      end
-    end
-  end
-  return claim_fields
-end
 
 -- Move the head of the earlier versions' `queued` index (one zset for every type) into the
 -- types' zsets, scores kept; entries of jobs no longer queued are dropped. The scheduler's
@@ -229,11 +208,10 @@ local function claim_routes(x)
     picked = merge_types(types, n)
   end
   if #picked == 0 then return {kind = 'claimed', n = 0} end
-  local fields = fields_of_claim()
   local loaded, of_type, type_order = {}, {}, {}
   local stale = false -- an entry of `queued_all` whose job is gone or not queued
   for i, id in ipairs(picked) do
-    local j = load_hash(jkey(id), fields, id)
+    local j = job_record(id, CLAIM_FIELDS)
     if j == nil and types == nil then -- its record is gone: out of its type's zset too
       stale = true
       for _, t in ipairs(redis.call('SMEMBERS', K_QUEUED_TYPES)) do redis.call('ZREM', qkey(t), id) end
@@ -282,7 +260,7 @@ function OP.reclaim(x)
   for _, id in ipairs(redis.call('ZRANGE', K_ACTIVE, 0, -1)) do
     local v = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_worker')
     if v[1] and M.job.at[v[1]] == 'active' and v[3] == x.worker and string.sub(v[2] or '', 1, #prefix) == prefix then
-      local j = load_job(id, {'input'})
+      local j = load_job(id, {'input', 'traceparent'})
       jobs[#jobs + 1] = claimed_view(j, j.lease_token, num(j.lease_deadline))
     end
   end
@@ -500,7 +478,7 @@ function OP.validations(x)
     scanned = scanned + #ids
     for _, id in ipairs(ids) do
       if #out >= x.n then break end
-      local j = load_job(id, {'validator_url'})
+      local j = load_job(id, {'validator_url', 'traceparent'})
       if j == nil or M.job.at[j.state] ~= 'validating' then
         redis.call('ZREM', K_VALIDATING, id)
       elseif types[j.type] or j.validator_url ~= '' then

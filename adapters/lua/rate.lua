@@ -137,10 +137,9 @@ local function claim_limited(x, limits)
       if redis.call('EXISTS', qkey(e.type)) == 0 then redis.call('SREM', K_QUEUED_TYPES, e.type) end
     end
     redis.call('ZREM', K_QUEUED_ALL, unpack(ids))
-    local fields = fields_of_claim()
     x.popped = true
     for _, e in ipairs(taken) do
-      local j = load_hash(jkey(e.id), fields, e.id)
+      local j = job_record(e.id, CLAIM_FIELDS)
       if j ~= nil then
         local r = job_move(j, 'claim', x)
         if r.kind == 'moved' then

@@ -411,6 +411,32 @@ def test_the_unfenced_trigger_op_refuses_every_trigger_that_needs_a_lease(
     assert snapshot(target.raw()) == before
 
 
+def test_calls_on_queues_in_turn_write_each_queue_its_own_keys(lua: Lua, target: Target) -> None:
+    """The library keeps the key names of the last queue it served: a call on another queue
+    makes its own (a job of each queue, taken through claim and complete in turn)."""
+    queues = (Q, "other")
+    for queue in queues:
+        lua({"op": "submit", "id": f"{queue}.J1", "type": "t", "input": "null", "priority": 0, "max_retries": 0,
+             "timeout_ms": 60_000, "backoff_ms": 0, "backoff_max_ms": 0, "idem_ttl_ms": 1}, queue=queue)
+    for trigger in ("claim", "complete"):
+        for queue in queues:
+            if trigger == "claim":
+                job = lua({"op": "claim", "n": 1, "nonce": f"n{queue}", "lease_ms": LEASE_MS, "worker": "w"},
+                          queue=queue)["jobs"][0]
+                assert job["id"] == f"{queue}.J1"
+            else:
+                reply = lua({"op": "report", "id": f"{queue}.J1", "token": f"n{queue}.1", "trigger": "complete",
+                             "result": "null"}, queue=queue)
+                assert (reply["kind"], reply["to"]) == ("moved", "completed")
+    keys = snapshot(target.raw())
+    for queue in queues:
+        prefix = script_keys(queue)[1]
+        assert keys[f"{prefix}job:{queue}.J1"][1]["state"] == "completed"
+        assert [m for m, _ in keys[f"{prefix}finished"][1]] == [f"{queue}.J1"]
+        assert {f["id"] for _, f in keys[f"{prefix}events"][1]} == {f"{queue}.J1"}
+        assert f"{prefix}active" not in keys  # emptied: each queue's own index
+
+
 # -- the batch that drifted -------------------------------------------------------------------------
 
 
