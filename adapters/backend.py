@@ -52,6 +52,10 @@ STREAM_CAP = 100_000
 
 _REPLIES = msgspec.json.Decoder(list[Reply])
 
+LOAD_ROUNDS = 3
+"""Loads of the library one synchronous call makes at most on "Function not found" (during a
+failover, the primary that took the load may no longer be the one that runs the call)."""
+
 
 class MemoryServers:
     """The embedded stores of this process, by name (``memory://<name>``)."""
@@ -94,8 +98,10 @@ class Backend:
         Raises :class:`StoreUnavailable` when Redis cannot be reached.
         """
         results = self._pipeline(calls, now_ms)
-        missing = [i for i, r in enumerate(results) if function_missing(r)]
-        if missing:
+        for _ in range(LOAD_ROUNDS):  # a failover between the load and the call: load again
+            missing = [i for i, r in enumerate(results) if function_missing(r)]
+            if not missing:
+                break
             self._load_library()
             again = self._pipeline([calls[i] for i in missing], now_ms)
             for i, r in zip(missing, again, strict=True):

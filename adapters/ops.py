@@ -354,12 +354,13 @@ class File(Op[Filed | Absorbed | Skipped | Deferred | NotFound], tag="file", fro
 
 class ListRedrives(Op[Redrives], tag="redrives", frozen=True):
     n: int
-    policies: dict[str, tuple[int, int]]  # job type -> (max, delay ms)
+    policies: dict[str, tuple[int, dict[str, int]]]  # job type -> (delay ms, {kind: max})
     wait_ms: int
 
 
 class Redrive(Op[Redriven | Skipped | NotFound], tag="redrive", frozen=True):
-    """Re-drive the job read at ``epoch``, filed under ``kind``, when the policy allows."""
+    """Re-drive the job read at ``epoch``, filed under ``kind``, when the policy allows; a
+    ``missing_output`` re-drive submits the re-run as ``rerun_id``."""
 
     id: str
     type: str
@@ -367,6 +368,7 @@ class Redrive(Op[Redriven | Skipped | NotFound], tag="redrive", frozen=True):
     epoch: int
     max: int
     delay_ms: int
+    rerun_id: str | None = None
 
 
 class Purge(Op[Purged], tag="purge", frozen=True):

@@ -283,6 +283,8 @@ class JobView(Struct, kw_only=True, frozen=True):
     problem: str | None = None
     filed_at: float | None = None
     redrives: dict[str, int] = {}  # problem -> times re-driven (README, "Re-drive")
+    rerun: str | None = None  # the job that runs it again (re-drive of missing_output)
+    rerun_of: str | None = None  # the job it runs again
 
 
 class BatchView(Struct, kw_only=True, frozen=True):

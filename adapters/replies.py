@@ -210,13 +210,14 @@ class Deferred(BaseReply, tag="deferred", frozen=True):
 
 
 class Redriven(BaseReply, tag="redriven", frozen=True):
-    """A re-drive ran: the job's ``problem`` re-driven for the ``count``-th time (its
-    notification ``delivery`` re-sent, the same event id)."""
+    """A re-drive ran: the job's ``problem`` re-driven for the ``count``-th time: its
+    notification ``delivery`` re-sent (the same event id), or the job run again as ``rerun``."""
 
     id: str
     problem: str
     count: int
-    delivery: str
+    delivery: str | None = None
+    rerun: str | None = None
 
 
 # -- the list answers ---------------------------------------------------------------

@@ -11,7 +11,7 @@ from .filing import CATEGORY_OF, Problem
 from .ids import new_token
 from .keys import QUEUES, REGISTRY
 from .records import BatchSpec, Delivery, LostWorker, RedriveDue, Unfiled
-from .redrive import Redrive
+from .redrive import KINDS, Redrive
 from .replies import (
     Absorbed,
     Added,
@@ -221,17 +221,20 @@ class UpkeepOps(StoreCore):
         """Filed jobs of ``queue`` due for re-drive under ``policies`` (job type -> policy), and
         when the next one may fall due; a job whose notification is still on its way is looked
         at again ``wait`` s later. Drops index entries that are no longer candidates."""
-        wire = {t: (p.notification_failed, int(p.delay * 1000)) for t, p in policies.items()}
+        wire = {t: (int(p.delay * 1000), {k: p.limit(k) for k in KINDS if p.limit(k)}) for t, p in policies.items()}
         reply = await self._op(queue, ops.ListRedrives(n=n, policies=wire, wait_ms=int(wait * 1000)))
         return Due(list(reply.jobs), next_due(reply.next_due))
 
     async def redrive(self, due: RedriveDue, policy: Redrive) -> Redriven | Skipped | NotFound:
         """One guarded re-drive of ``due`` under ``policy`` (its type's): ``redriven`` (one
-        ``job.redriven`` event), or ``skipped`` with nothing written (another type, not filed so,
-        cap reached, too early, the notification not dead: another daemon did it)."""
+        ``job.redriven`` event; a ``missing_output`` re-drive also submits the re-run), or
+        ``skipped`` with nothing written (another type, not filed so, cap reached, too early,
+        the notification not dead, already re-run: another daemon did it)."""
+        queue = self._queue_of(due.id)
+        rerun = self.ids.new_id(queue, self._now_ms()) if due.kind == Problem.MISSING_OUTPUT else None
         op = ops.Redrive(id=due.id, type=due.type, kind=due.kind, epoch=due.epoch, max=policy.limit(due.kind),
-                         delay_ms=int(policy.delay * 1000))
-        return await self._op(self._queue_of(due.id), op)
+                         delay_ms=int(policy.delay * 1000), rerun_id=rerun)
+        return await self._op(queue, op)
 
     async def purge(self, queue: str, cutoffs: dict[str, float], n: int = 500) -> Purged:
         """Delete up to ``n`` filed jobs that finished before their state's cutoff (epoch seconds).

@@ -135,6 +135,7 @@ def job_view(h: dict[str, str]) -> JobView:
         category=h.get("category") or None, problem=h.get("problem") or None,
         filed_at=_ms(h.get("filed_at")),
         redrives={k.removeprefix("redrive:"): int(v) for k, v in h.items() if k.startswith("redrive:")},
+        rerun=h.get("rerun") or None, rerun_of=h.get("rerun_of") or None,
     )
 
 

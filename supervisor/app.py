@@ -263,7 +263,8 @@ class App:
         type start, across every daemon, optionally per value of the input field
         ``rate_key`` (README, "Rate limits"); a bad one is a ``ValueError`` naming it.
         ``redrive`` (:class:`Redrive`) re-sends the dead webhook of a job filed
-        ``notification_failed``, after a delay, at most N times (README, "Re-drive").
+        ``notification_failed``, and runs a job filed ``missing_output`` again as a new job,
+        after a delay, at most N times each (README, "Re-drive").
         """
         from jobvisor.adapters.keys import check_queue_name
 
@@ -286,8 +287,8 @@ class App:
         except ValueError as exc:
             raise ValueError(f"handler {type!r}: {exc}") from None
         if redrive is not None and not isinstance(redrive, Redrive):
-            raise ValueError(f"handler {type!r}: redrive is a Redrive(notification_failed=N, delay=seconds), "
-                             f"not {redrive!r}"[:200])
+            raise ValueError(f"handler {type!r}: redrive is a Redrive(notification_failed=N, missing_output=N, "
+                             f"delay=seconds), not {redrive!r}"[:200])
 
         def register(fn: Handler) -> Handler:
             if type in self.handlers:

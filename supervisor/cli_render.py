@@ -94,6 +94,10 @@ def job_text(job: JobView, deliveries: list[DeliveryView]) -> str:
         lines.append(f"filed      {job.category} / {job.problem}    at {when(job.filed_at)}")
     if job.redrives:
         lines.append("re-driven  " + ", ".join(f"{kind} {n}x" for kind, n in sorted(job.redrives.items())))
+    if job.rerun_of:
+        lines.append(f"re-run of  {job.rerun_of}")
+    if job.rerun:
+        lines.append(f"re-run as  {job.rerun}")
     lines.append(f"input      {json.dumps(job.input)[:200]}")
     if job.result is not None:
         lines.append(f"result     {json.dumps(job.result)[:200]}")

@@ -162,7 +162,7 @@ local JOB_FIELDS = {'state', 'lease_token', 'attempts', 'retry_count', 'max_retr
   'has_validator', 'notify', 'epoch', 'phases', 'batch', 'type', 'service_job_id', 'error', 'reason'}
 local JOB_ALL = {'priority', 'backoff_ms', 'backoff_max_ms', 'timeout_ms', 'lease_deadline', 'finished_at',
   'lease_worker', 'val_checks', 'result', 'created_at', 'validation_status', 'webhook_url', 'traceparent',
-  'input', 'started_at'}
+  'input', 'started_at', 'validator_url'}
 for i = 1, #JOB_FIELDS do JOB_ALL[#JOB_ALL + 1] = JOB_FIELDS[i] end -- (no ipairs while loading)
 local IS_JOB_FIELD = {}
 for i = 1, #JOB_ALL do IS_JOB_FIELD[JOB_ALL[i]] = true end

@@ -195,3 +195,95 @@ def test_status_shows_the_redrive_counts(redis_url: str, clock: ManualClock) -> 
     text = jv("status", job, "--redis", redis_url)
     assert text.returncode == 0, text.stderr
     assert "re-driven  notification_failed 1x" in text.stdout.splitlines()
+
+
+# -- missing_output: the job runs again as a new job ------------------------------------------
+
+RERUN = Redrive(missing_output=2, delay=60)
+REQUIRED = {"t": ["total"]}
+
+
+def completed_without(store: SyncStore, job_id: str | None = None) -> str:
+    """Claim the queue's next job (or submit one) and complete it with no ``total``."""
+    if job_id is None:
+        job_id = store.submit(JobSpec(type="t", input={"n": 7}, priority=5, max_retries=4, phases=("a", "b"))).id
+    [claimed] = store.claim("default", "w1")
+    assert claimed.id == job_id
+    for name in ("a", "b"):  # the re-run starts its phases afresh
+        assert store.phase(job_id, claimed.token, name, "start").kind == "moved"
+        assert store.phase(job_id, claimed.token, name, "complete", {"phase": name}).kind == "moved"
+    store.complete(job_id, claimed.token, {"other": 1})
+    return job_id
+
+
+def file_incomplete(store: SyncStore) -> list[str]:
+    jobs = store.unfiled("default", 1000, required=REQUIRED)
+    now = int(store.store.executor.now() * 1000)
+    replies = store.file_jobs([(j, classify(j, now_ms=now)) for j in jobs], wait=60, redrive={"t": RERUN})
+    return [r.kind for r in replies]
+
+
+def test_a_job_missing_an_output_is_run_again_as_a_new_job_a_chain_at_most_the_cap(
+        target: Target, sync_store: SyncStore, clock: ManualClock) -> None:
+    raw = target.raw()
+    chain = [completed_without(sync_store)]
+    while True:
+        assert file_incomplete(sync_store) == ["filed"]
+        assert sync_store.get_job(chain[-1]).problem == "missing_output"
+        clock.advance(59)
+        assert sync_store.redrives_due("default", {"t": RERUN}).items == []  # not before the delay
+        clock.advance(1)
+        due = sync_store.redrives_due("default", {"t": RERUN}).items
+        if len(chain) == 3:  # two re-runs: the cap
+            assert due == []
+            assert raw.zcard(K.redrive) == 0
+            break
+        assert due == [RedriveDue(id=chain[-1], type="t", kind="missing_output", epoch=0)]
+        reply = sync_store.redrive(due[0], RERUN)
+        assert (reply.kind, reply.count, reply.delivery) == ("redriven", len(chain), None)
+        before = snapshot(raw)
+        assert sync_store.redrive(due[0], RERUN).kind == "skipped"  # the second offer writes nothing
+        clock.advance(60)
+        assert sync_store.redrive(due[0], RERUN).kind == "skipped"  # nor one after the delay: run again once
+        assert snapshot(raw) == before
+        assert sync_store.get_job(reply.rerun).phases == {"a": "pending", "b": "pending"}
+        chain.append(completed_without(sync_store, reply.rerun))
+    views = [sync_store.get_job(j) for j in chain]
+    assert [(v.state, v.rerun_of, v.rerun) for v in views] == [
+        ("completed", None, chain[1]), ("completed", chain[0], chain[2]), ("completed", chain[1], None)]
+    assert [v.redrives for v in views] == [{"missing_output": 1}, {"missing_output": 2}, {"missing_output": 2}]
+    for view in views[1:]:  # the same type, input and settings; every phase from the start
+        assert (view.type, view.input, view.priority, view.max_retries, view.attempts) == ("t", {"n": 7}, 5, 4, 1)
+        assert list(view.phases) == ["a", "b"]
+    assert redriven_events(raw) == [(chain[0], "missing_output", "1"), (chain[1], "missing_output", "2")]
+    assert [e["rerun"] for e in stream(raw) if e["type"] == "job.redriven"] == chain[1:]
+
+
+def test_racing_offers_run_each_incomplete_job_again_exactly_once(target: Target, clock: ManualClock) -> None:
+    store = SyncStore(target.backend(), clock=clock)
+    jobs = [completed_without(store) for _ in range(10)]
+    assert file_incomplete(store) == ["filed"] * 10
+    clock.advance(60)
+    due = store.redrives_due("default", {"t": RERUN}).items
+    assert len(due) == 10
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def daemon() -> None:
+        own = SyncStore(open_backend(target.url, memory=target.memory), clock=clock)
+        try:
+            barrier.wait()
+            outcomes.extend(own.redrive(d, RERUN).kind for d in due)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=daemon) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert Counter(outcomes) == {"redriven": 10, "skipped": 70}
+    reruns = [store.get_job(j).rerun for j in jobs]
+    assert len(set(reruns)) == 10
+    assert None not in reruns
+    assert target.raw().zcard(K.queued_all) == 10  # ten re-runs, not eighty

@@ -142,7 +142,7 @@ async def test_a_receiver_that_stays_down_is_redriven_the_cap_then_left_filed(
 
 
 @pytest.mark.parametrize(("redrive", "message"), [
-    (Redrive, r"^handler 'r': redrive is a Redrive\(notification_failed=N, delay=seconds\), not "),
+    (Redrive, r"^handler 'r': redrive is a Redrive\(notification_failed=N, missing_output=N, delay=seconds\), not "),
     ({"notification_failed": 2}, r"^handler 'r': redrive is a Redrive"),
 ])
 def test_a_bad_declaration_is_refused_in_one_line(redrive: Any, message: str) -> None:
@@ -156,6 +156,8 @@ def test_a_bad_declaration_is_refused_in_one_line(redrive: Any, message: str) ->
     ({"notification_failed": 101}, r"^redrive: notification_failed must be a whole number from 0 to 100, not 101$"),
     ({"notification_failed": 1.5}, r"^redrive: notification_failed must be a whole number"),
     ({"notification_failed": True}, r"^redrive: notification_failed must be a whole number"),
+    ({"missing_output": -1}, r"^redrive: missing_output must be a whole number from 0 to 100, not -1$"),
+    ({"missing_output": 2.0}, r"^redrive: missing_output must be a whole number"),
     ({"delay": -1}, r"^redrive: delay must be a number of seconds from 0 to 604800, not -1$"),
     ({"delay": float("nan")}, r"^redrive: delay must be a number of seconds"),
     ({"delay": "60"}, r"^redrive: delay must be a number of seconds from 0 to 604800, not '60'$"),
@@ -167,6 +169,52 @@ def test_a_bad_policy_is_refused_in_one_line(fields: dict[str, Any], message: st
 
 def test_the_policy_is_published_with_the_type() -> None:
     app = report_app(notification_failed=3, delay=5)
-    assert app.handlers["report"].describe()["redrive"] == {"notification_failed": 3, "delay": 5}
+    assert app.handlers["report"].describe()["redrive"] == {"notification_failed": 3, "missing_output": 0, "delay": 5}
     assert re.match(r"^Redrive\(", repr(app.handlers["report"].redrive))
 
+
+
+def rerun_app() -> App:
+    app = App()
+
+    @app.handler("report", required_outputs=["total"], redrive=Redrive(missing_output=2, delay=DELAY))
+    async def report(ctx: JobContext) -> dict[str, Any]:
+        return {}
+
+    return app
+
+
+async def run_once(store: Store, job: str, result: dict[str, Any]) -> None:
+    """This test is the worker: the queue's next job is ``job``; it completes with ``result``."""
+    [claimed] = await store.claim("default", "w1")
+    assert claimed.id == job
+    await store.complete(job, claimed.token, result)
+
+
+async def test_a_job_missing_an_output_runs_again_once_per_filing_over_two_daemons(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """The first run and its first re-run lack ``total``; the second re-run has it: filed
+    ``complete``, and nothing runs again. Two daemons offer every re-drive: each performed once."""
+    async with world(rerun_app(), 200, daemons=2) as (store, watcher, _, clock):
+        first = (await store.submit(JobSpec(type="report", input={"day": 3}))).id
+        chain = [first]
+        for result in ({}, {}, {"total": 5}):
+            await run_once(store, chain[-1], result)
+            if "total" in result:
+                break
+            await watcher.until(lambda: len(redriven(watcher)) == len(chain), timeout=3600)
+            filed = await store.get_job(chain[-1])
+            rerun = redriven(watcher)[-1]
+            assert wall(clock, trio.current_time()) - (filed.filed_at or 0) == pytest.approx(DELAY, abs=INTERVAL)
+            assert rerun.id == chain[-1]
+            assert rerun.rerun is not None
+            chain.append(rerun.rerun)
+        await watcher.until(lambda: any(getattr(r, "kind", "") == "filed" and r.id == chain[-1]
+                                        for r in watcher.replies), timeout=3600)
+        await trio.sleep(10 * DELAY)  # nothing more happens
+        views = [await store.get_job(j) for j in chain]
+    assert [(r.id, r.count) for r in redriven(watcher)] == [(chain[0], 1), (chain[1], 2)]
+    assert [(v.category, v.problem) for v in views] == [
+        ("incomplete", "missing_output"), ("incomplete", "missing_output"), ("complete", "none")]
+    assert [(v.rerun_of, v.rerun) for v in views] == [(None, chain[1]), (chain[0], chain[2]), (chain[1], None)]
+    assert {v.input["day"] for v in views} == {3}
