@@ -18,8 +18,9 @@
 -- effects the op performed, in order (its own moves' and those they caused). The files, in
 -- load order (adapters/scripts.py concatenates them after the generated tables): core.lua
 -- (this: per-call values, records, indexes, events, `move`), job.lua, batch.lua,
--- webhook.lua (each machine's effects and record), ops.lua (the ops on jobs, batches,
--- deliveries), hygiene.lua (filing and retention), registry.lua (daemons).
+-- webhook.lua (each machine's effects and record), flow.lua (dependencies between jobs),
+-- ops.lua (the ops on jobs, batches, deliveries), hygiene.lua (filing and retention),
+-- registry.lua (daemons).
 --
 -- It is a Redis Function library (FUNCTION LOAD): the machine tables and helpers are built
 -- once when the library loads, not on every call.
@@ -148,7 +149,7 @@ local JOB_FIELDS = {'state', 'lease_token', 'attempts', 'retry_count', 'max_retr
   'has_validator', 'notify', 'epoch', 'phases', 'batch', 'priority', 'backoff_ms',
   'backoff_max_ms', 'timeout_ms', 'type', 'lease_deadline', 'webhook_url', 'created_at',
   'service_job_id', 'result', 'error', 'reason', 'finished_at', 'lease_worker', 'val_checks',
-  'validation_status', 'traceparent'}
+  'validation_status', 'traceparent', 'deps'}
 
 -- One record as a table of strings ('' for absent fields); nil when the record does not exist
 -- (every record's first field is its state).
