@@ -20,6 +20,9 @@ key (after ``jv:{q}:``)          type    contents and lifetime
                                         one zset, same score): never written; the
                                         scheduler's ``wake`` moves its entries into
                                         ``queued:<type>``
+``waiting``                     zset    ids waiting on their dependencies; score = submit ms
+``dependents:<id>``             set     ids of the waiting jobs that depend on job <id>;
+                                        deleted when <id> finishes (it releases them once)
 ``due``                         zset    scheduled ids (delay or backoff); score = due ms
 ``active``                      zset    active ids; score = lease deadline ms
 ``validating``                  zset    validating ids; score = next check (or check lease) ms
@@ -169,6 +172,15 @@ class Keys:
     def queued_all(self) -> str:
         """Every queued job of every type (the union of ``queued:<type>``), same scores."""
         return f"{self.prefix}queued_all"
+
+    @property
+    def waiting(self) -> str:
+        """Jobs waiting on their dependencies (README, "Dependencies, flows and chains")."""
+        return f"{self.prefix}waiting"
+
+    def dependents(self, job_id: str) -> str:
+        """The waiting jobs that depend on ``job_id``; gone once it finishes."""
+        return f"{self.prefix}dependents:{job_id}"
 
     @property
     def due(self) -> str:

@@ -3,7 +3,7 @@ page at a time, and a queue's live batches.
 
 A listing walks the queue's state indexes (``adapters/keys.py``), never the keyspace: for a
 state, the one index that holds it (``queued`` is one zset per job type); without one, every
-index in a fixed order (active, validating, queued by type, scheduled, finished). Within an
+index in a fixed order (active, validating, queued by type, scheduled, waiting, finished). Within an
 index, entries come newest score first (ties by id, as Redis orders them), so a page is
 one ``ZRANGE ... BYSCORE REV LIMIT`` plus one ``HMGET`` per job, pipelined.
 
@@ -43,7 +43,7 @@ _FIELDS = ("id", "type", "state", "priority", "attempts", "retry_count", "max_re
            "created_at", "updated_at", "finished_at", "batch", "category", "problem", "notification")
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out", "validation_failed"})
 # The walk order without a state filter; `queued` expands to one index per job type.
-_ORDER = ("active", "validating", "queued", "due", "finished")
+_ORDER = ("active", "validating", "queued", "due", "waiting", "finished")
 
 
 class JobSummary(msgspec.Struct, kw_only=True, frozen=True):
@@ -132,14 +132,9 @@ async def _indexes(store: Store, keys: Keys, state: str | None, job_type: str | 
     """(rank, index name after the queue's prefix) to walk, in walk order."""
     if state is None:
         ranks = range(len(_ORDER))
-    elif state == "queued":
-        ranks = range(2, 3)
-    elif state == "scheduled":
-        ranks = range(3, 4)
-    elif state in _TERMINAL:
-        ranks = range(4, 5)
     else:
-        ranks = range(_ORDER.index(state), _ORDER.index(state) + 1)
+        index = _ORDER.index("finished" if state in _TERMINAL else "due" if state == "scheduled" else state)
+        ranks = range(index, index + 1)
     out: list[tuple[int, str]] = []
     for rank in ranks:
         if _ORDER[rank] != "queued":

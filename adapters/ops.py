@@ -30,6 +30,7 @@ from .replies import (
     Extended,
     Fenced,
     Filed,
+    FlowCreated,
     Inspecting,
     Lost,
     NotFound,
@@ -57,7 +58,7 @@ __all__ = [
     "CountQueued", "Delivered", "Expire", "File", "Heartbeat", "Inspect", "ListExpired", "ListUnfiled",
     "Op", "Pause", "PhaseTrigger", "Purge", "RateLimits", "Reclaim", "Redeliver",
     "Redrive", "ListRedrives", "ReleaseCheck", "Renew", "Report",
-    "Resume", "ScheduleAdd", "ScheduleTick", "ScheduleTrigger", "ServiceId", "Submit",
+    "Resume", "ScheduleAdd", "ScheduleTick", "ScheduleTrigger", "ServiceId", "Submit", "SubmitFlow",
     "TakeDeliveries", "TakeValidations", "Trigger", "Validated", "Wake", "WorkerStop", "WorkersLost",
     "answers",
 ]
@@ -101,6 +102,15 @@ class Submit(Op[Created | Exists], tag="submit", frozen=True):
     idem_ttl_ms: int
     batch: str
     traceparent: str
+    deps: tuple[str, ...] | None = None  # None: no dependencies
+    dep_policy: str | None = None
+    parent: str | None = None
+
+
+class SubmitFlow(Op[FlowCreated], tag="flow", frozen=True):
+    """A flow's jobs in one step, each dependency listed before its dependents."""
+
+    jobs: tuple[Submit, ...]
 
 
 class Claim(Op[Claimed], tag="claim", frozen=True):

@@ -11,13 +11,13 @@ wrapped into :class:`adapters.errors.BadInput` by :func:`decode_spec`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
 
 from .errors import BadInput
-from .keys import QUEUE_NAME
+from .keys import QUEUE_NAME, queue_of
 from .limits import MAX_INPUT_BYTES, RESOLUTION, check_input, check_object_id, check_resolution
 from .urls import check_url
 
@@ -50,6 +50,10 @@ PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]
 IdemKey = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,256}\Z")]  # printable, valid UTF-8
 TRACEPARENT = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z"
 """A W3C ``traceparent``: version, trace id, parent span id, flags, in lower-case hex."""
+MAX_DEPENDENCIES = 1000
+"""The most dependencies one job may have (a flow's parent: its children)."""
+DependencyPolicy = Literal["fail", "ignore", "continue"]
+"""What a failed dependency does to the job waiting on it (README, "Dependencies, flows and chains")."""
 
 
 class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -75,6 +79,9 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     batch: str | None = None
     traceparent: Annotated[str, Meta(pattern=TRACEPARENT)] | None = None
     """The W3C trace context the job's spans continue (the client's submit span sets it)."""
+    depends_on: tuple[str, ...] = ()
+    """Jobs of the same queue this one waits for: it starts ``waiting`` until they allow."""
+    on_dependency_failure: DependencyPolicy = "fail"
 
     def __post_init__(self) -> None:
         """Checks msgspec's constraints cannot state; a refusal is :class:`BadInput` (a
@@ -93,8 +100,25 @@ class JobSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
                 check_url(self.webhook_url, "webhook_url")
             if self.validator_url is not None:
                 check_url(self.validator_url, "validator_url")
+            check_dependencies(self.depends_on, self.queue, self.delay)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
+
+
+def check_dependencies(depends_on: tuple[str, ...], queue: str, delay: float) -> None:
+    """A ``ValueError`` naming ``depends_on`` when its ids are malformed, repeated, too many, of
+    another queue (a queue's keys share one Cluster slot: a step never reaches another's), or
+    given with a delay (a waiting job starts when its dependencies allow, not at a time)."""
+    if len(depends_on) > MAX_DEPENDENCIES:
+        raise ValueError(f"depends_on: {len(depends_on)} ids is over the limit of {MAX_DEPENDENCIES}")
+    if len(set(depends_on)) != len(depends_on):
+        raise ValueError("depends_on: an id is given twice")
+    for dep in depends_on:
+        check_object_id("depends_on", dep)
+        if queue_of(dep) != queue:
+            raise ValueError(f"depends_on: {dep} is not in queue {queue!r} (dependencies share the job's queue)")
+    if depends_on and delay:
+        raise ValueError("depends_on: a job with dependencies takes no delay")
 
 
 class BatchSpec(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -147,6 +171,8 @@ class ClaimedJob(Struct, kw_only=True, frozen=True):
     service_job_id: str = ""
     batch: str = ""
     traceparent: str = ""
+    dependencies: list[tuple[str, str, str]] = []
+    """Its dependencies as the claim found them: (id, state, result JSON) each."""
 
 
 class Expired(Struct, kw_only=True, frozen=True):

@@ -24,7 +24,8 @@ from .records import ClaimedJob, Delivery, Expired, LostWorker, RedriveDue, Unfi
 
 __all__ = [
     "Absorbed", "Added", "Alive", "BaseReply", "Blocked", "Checked", "Claimed", "Created", "Deferred",
-    "DeliveriesDue", "Exists", "Expiries", "Extended", "Fenced", "Filed", "Inspecting", "Invalid", "Lost",
+    "DeliveriesDue", "Exists", "Expiries", "Extended", "Fenced", "Filed", "FlowCreated", "Inspecting", "Invalid",
+    "Lost",
     "Moved", "NotFound", "Purged", "PurgedJob", "Queued", "Recorded", "Redriven", "Redrives", "Registered",
     "Rejected", "Released",
     "Renewed", "Reply", "Returned", "ScriptError", "Skipped", "Stale", "Stopped", "Swept", "Transition",
@@ -146,6 +147,12 @@ Transition = Moved | Absorbed | Blocked | Invalid
 class Created(BaseReply, tag="created", frozen=True):
     id: str
     state: str = ""
+
+
+class FlowCreated(BaseReply, tag="flow", frozen=True):
+    """A flow's jobs, created in one step: (id, state) each, in the order submitted."""
+
+    jobs: tuple[tuple[str, str], ...] = ()
 
 
 class Exists(BaseReply, tag="exists", frozen=True):
@@ -334,7 +341,7 @@ Fenced = Transition | Stale | NotFound
 
 Reply = (
     Moved | Absorbed | Blocked | Invalid | Stale | Skipped | NotFound | Rejected | ScriptError
-    | Created | Exists | Renewed | Extended | Inspecting | Recorded | Added | Checked | Released
+    | Created | FlowCreated | Exists | Renewed | Extended | Inspecting | Recorded | Added | Checked | Released
     | Filed | Deferred | Claimed | Expiries | Woken | Validations | DeliveriesDue | Queued | Swept
     | UnfiledJobs | Redriven | Redrives | Purged | Registered | Alive | Returned | Stopped | Lost
 )

@@ -25,7 +25,7 @@ from jobvisor.machines.schedule import SCHEDULE
 __all__ = ["LEGACY_NAME", "LUA_FILES", "LuaLibrary", "lua_tables", "lua_source"]
 
 LUA_FILES = (
-    "core.lua", "job.lua", "batch.lua", "webhook.lua", "ops.lua", "rate.lua", "schedule.lua", "hygiene.lua",
+    "core.lua", "job.lua", "batch.lua", "webhook.lua", "flow.lua", "ops.lua", "rate.lua", "schedule.lua", "hygiene.lua",
     "redrive.lua", "registry.lua",
 )
 """The library's files, in load order (see ARCHITECTURE.md, "The Lua library")."""
@@ -86,6 +86,7 @@ def lua_machine(definition: MachineDef[Any, Any]) -> str:
     fields = [
         f"terminal = {_set(terminal)}",
         f"terminal_list = {_list(terminal)}",
+        f"succeeded = {_set(s.value for s in definition.states if s in definition.succeeded)}",
         f"at = {_map((s.value, definition.index.get(s, '')) for s in definition.states)}",
         f"unfenced = {_set(t.value for t in definition.triggers if t in definition.unfenced)}",
         f"outcome = {_map((t.value, v) for t, v in definition.outcomes.items())}",

@@ -8,7 +8,8 @@ from typing import Any
 
 from . import ops
 from .calls import Call, OpsCall
-from .errors import BadInput
+from .errors import BadInput, Rejected
+from .flows import FlowJob, flow_order
 from .ids import new_token
 from .keys import QUEUES, queue_of
 from .records import ClaimedJob, Expired, JobSpec, ValidationTask
@@ -40,7 +41,9 @@ class JobOps(StoreCore):
 
     # -- submit ---------------------------------------------------------------
 
-    def _submit_op(self, spec: JobSpec) -> ops.Submit:
+    def _submit_op(
+        self, spec: JobSpec, *, job_id: str | None = None, after: Sequence[str] = (), parent: str | None = None,
+    ) -> ops.Submit:
         encoded = json_encode(spec.input)
         if len(encoded) > self.max_input_bytes:
             raise BadInput(
@@ -53,8 +56,9 @@ class JobOps(StoreCore):
                 raise BadInput(f"batch: {spec.batch!r} is not a jobvisor id (<queue>.<id>)") from None
             if batch_queue != spec.queue:
                 raise BadInput(f"batch: {spec.batch} is not in queue {spec.queue!r}")
+        deps = (*spec.depends_on, *after)
         return ops.Submit(
-            id=self.ids.new_id(spec.queue, self._now_ms()),
+            id=job_id or self.ids.new_id(spec.queue, self._now_ms()),
             type=spec.type,
             input=encoded.decode(),
             priority=spec.priority,
@@ -72,6 +76,9 @@ class JobOps(StoreCore):
             idem_ttl_ms=int((spec.idempotency_ttl or IDEMPOTENCY_TTL) * 1000),
             batch=spec.batch or "",
             traceparent=spec.traceparent or "",
+            deps=deps or None,
+            dep_policy=spec.on_dependency_failure if deps else None,
+            parent=parent,
         )
 
     async def submit(self, spec: JobSpec) -> Created | Exists:
@@ -88,13 +95,42 @@ class JobOps(StoreCore):
         results = await self.executor.execute(calls)
         for (queue, items), result in zip(by_queue.items(), results, strict=True):
             got = one(result)
-            if queue not in self._known_queues and any(isinstance(a, Created) for a in got):
-                await self._command("SADD", QUEUES, queue)
-                self._known_queues.add(queue)
-            answers = self._answers([op for _, op in items], got)
+            if any(isinstance(a, Created) for a in got):
+                await self._note_queue(queue)
+            try:
+                answers = self._answers([op for _, op in items], got)
+            except Rejected as exc:
+                if str(exc).startswith("depends_on:"):
+                    raise BadInput(str(exc)) from None
+                raise
             for (i, _), reply in zip(items, answers, strict=True):
                 replies[i] = reply
         return [r for r in replies if r is not None]
+
+    async def submit_flow(self, jobs: Sequence[FlowJob]) -> list[Created]:
+        """Submit a flow's jobs in one step (:mod:`adapters.flows`): ``created`` for each, in
+        the order given, with the state it starts in. A cycle, an unknown dependency or an id
+        already taken is :class:`BadInput` and nothing is written."""
+        order = flow_order(jobs)
+        queue = jobs[0].spec.queue
+        ids = [self.ids.new_id(queue, self._now_ms()) for _ in jobs]
+        parents = [None if job.parent is None else ids[job.parent] for job in jobs]
+        submits = tuple(
+            self._submit_op(jobs[i].spec, job_id=ids[i], after=[ids[k] for k in jobs[i].after], parent=parents[i])
+            for i in order
+        )
+        try:
+            reply = await self._op(queue, ops.SubmitFlow(jobs=submits))
+        except Rejected as exc:
+            raise BadInput(str(exc)) from None
+        await self._note_queue(queue)
+        states = dict(reply.jobs)
+        return [Created(id=ids[i], state=states[ids[i]], effects=reply.effects) for i in range(len(jobs))]
+
+    async def _note_queue(self, queue: str) -> None:
+        if queue not in self._known_queues:
+            await self._command("SADD", QUEUES, queue)
+            self._known_queues.add(queue)
 
     # -- workers ----------------------------------------------------------------
 

@@ -110,8 +110,8 @@ class ReadOps(StoreCore):
     async def queue_counts(self, queue: str) -> dict[str, int]:
         """Jobs of ``queue`` per index (``queued`` counts every type, untyped ones included)."""
         keys = Keys(check_queue_name(queue))
-        names = ("scheduled", "active", "validating", "finished", "outbox")
-        sets = (keys.due, keys.active, keys.validating, keys.finished, keys.outbox)
+        names = ("waiting", "scheduled", "active", "validating", "finished", "outbox")
+        sets = (keys.waiting, keys.due, keys.active, keys.validating, keys.finished, keys.outbox)
         by_type, untyped = await self.queued_by_type(queue)
         counts = await self._commands(("ZCARD", key) for key in sets)
         return {"queued": sum(by_type.values()) + untyped,

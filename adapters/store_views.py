@@ -37,6 +37,7 @@ __all__ = [
     "PHASES_FIELD",
     "b2s",
     "batch_view",
+    "claimed_dependencies",
     "claimed_phases",
     "decode_phases",
     "delivery_view",
@@ -89,6 +90,11 @@ def claimed_phases(job: ClaimedJob) -> tuple[dict[str, str], dict[str, Any]]:
     """A claimed job's phase states and the results of its completed phases."""
     pairs = job.phase_results
     return decode_phases(job.phases), {pairs[i]: _decode(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+
+
+def claimed_dependencies(job: ClaimedJob) -> dict[str, dict[str, Any]]:
+    """A claimed job's dependencies as the claim read them: id -> ``{"state", "result"}``."""
+    return {dep: {"state": state, "result": _decode(result)} for dep, state, result in job.dependencies}
 
 
 def _ms(value: str | None) -> float | None:

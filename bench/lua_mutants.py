@@ -44,6 +44,7 @@ RECLAIM = ("tests/supervisor/test_handler_isolation.py::"
            "test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens")
 DELAY = T + "a_delayed_submit_waits_in_the_due_set_until_its_time"
 RATES = A + "test_rate_limits.py"
+FLOWS = (A + "test_store_flows.py", A + "test_flow_properties.py", T + "dependency_pair")
 
 Mutant = tuple[str, str, str, str, tuple[str, ...]]
 
@@ -269,6 +270,34 @@ MUTANTS: list[Mutant] = [
      "if #flat == 0 then return nil end", "if true then return nil end", (RATES,)),
     ("rate: the next start counts from the epoch", "rate.lua",
      "string.format('%.3f', NOW)", "'0'", (RATES,)),
+    # -- dependencies ------------------------------------------------------------------------
+    ("deps: fail policy never fails the dependent", "flow.lua",
+     "if failed and policy == 'fail' then return 'fail' end", "", FLOWS),
+    ("deps: continue policy waits for every dependency", "flow.lua",
+     "if failed and policy == 'continue' then return 'release' end", "", FLOWS),
+    ("deps: released one dependency early", "flow.lua", "if left <= 0 then return 'release' end",
+     "if left <= 1 then return 'release' end", FLOWS),
+    ("deps: a failed dependency counts as a success", "flow.lua",
+     "local ok = M.job.succeeded[c.to] == true", "local ok = true", FLOWS),
+    ("deps: dependents are released again after a retry", "flow.lua",
+     "  redis.call('DEL', key)\n  table.sort(waiting)", "  table.sort(waiting)", FLOWS),
+    ("deps: a dependent that left waiting is moved anyway", "flow.lua",
+     "if j == nil or not has_row(M.job, j.state, 'deps_done') then return end", "if j == nil then return end",
+     FLOWS),
+    ("deps: an unknown dependency is accepted", "flow.lua",
+     "    if not state then\n      return nil,", "    if false then\n      return nil,", FLOWS),
+    ("deps: a finished dependency counts as pending at submit", "flow.lua",
+     "if not M.job.terminal[state] then pending[#pending + 1] = id", "if true then pending[#pending + 1] = id",
+     FLOWS),
+    ("deps: a dependent is never registered", "flow.lua",
+     "for _, id in ipairs(plan.pending) do redis.call('SADD', P .. 'dependents:' .. id, x.id) end", "", FLOWS),
+    ("flow: a dependency listed later is accepted", "flow.lua",
+     "if not listed[d] and redis.call('EXISTS', jkey(d)) == 0 then", "if false then", FLOWS),
+    ("flow: a parent's cancel leaves its children", "flow.lua",
+     "        job_move(load_job(id), 'cancel', {reason = 'parent_cancelled', cause = parent})\n", "", FLOWS),
+    ("flow: a parent's cancel cancels every dependency", "flow.lua",
+     "if redis.call('HGET', jkey(id), 'parent') == parent then", "if true then", FLOWS),
+    ("claim: the dependencies are not shown", "ops.lua", "dependencies = FLOW.view(j)}", "dependencies = nil}", FLOWS),
     ("rate: a removed limit stays", "rate.lua",
      "if l[2] == '' then redis.call('HDEL', P .. 'rates', l[1])", "if l[2] == '' then", (RATES,)),
 ]

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "Daemon": "jobvisor.supervisor.daemon",
     "run_daemon": "jobvisor.supervisor.daemon",
     "SupervisorGaveUp": "jobvisor.supervisor.supervise",
+    "Step": "jobvisor.supervisor.flows",
 }
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Redrive",
     "ServiceStatus",
     "StatusAnswer",
+    "Step",
     "SupervisorGaveUp",
     "ValidationResult",
     "__version__",
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from jobvisor.supervisor.client import AsyncClient, Client
     from jobvisor.supervisor.config import DaemonConfig, load_config
     from jobvisor.supervisor.daemon import Daemon, run_daemon
+    from jobvisor.supervisor.flows import Step
     from jobvisor.supervisor.supervise import SupervisorGaveUp
 
 

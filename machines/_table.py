@@ -146,7 +146,8 @@ class MachineDef(Generic[S, T]):
     ``trigger`` op (every other trigger is fenced: only the op that holds the
     lease, or owns the step, fires it); ``outcomes`` the attempt outcome a
     trigger records with ``end_attempt``; ``reasons`` the reason a trigger
-    records with ``record_reason``.
+    records with ``record_reason``; ``succeeded`` the terminal states that count as success
+    for whatever waits on an instance (a job depending on another).
     """
 
     name: str
@@ -163,6 +164,7 @@ class MachineDef(Generic[S, T]):
     unfenced: frozenset[T] = frozenset()
     outcomes: Mapping[T, str] = field(default_factory=dict)
     reasons: Mapping[T, str] = field(default_factory=dict)
+    succeeded: frozenset[S] = frozenset()
     # state -> trigger -> Outcome (unguarded) | tuple[(guard, Outcome), ...]
     _index: dict[str, dict[str, object]] = field(init=False, repr=False, compare=False)
 
@@ -226,6 +228,8 @@ class MachineDef(Generic[S, T]):
         for keys, what in ((self.unfenced, "unfenced"), (self.outcomes, "outcomes"), (self.reasons, "reasons")):
             if not set(keys) <= triggers:
                 raise ValueError(f"{self.name}: {what} names a trigger the machine lacks")
+        if not self.succeeded <= self.terminal:
+            raise ValueError(f"{self.name}: a succeeded state is not terminal")
         if not self.store_only <= set(self.effects_doc):
             raise ValueError(f"{self.name}: a store-only effect is not documented")
         if not set(self.notifications) <= states:

@@ -1,6 +1,8 @@
 """The job machine (SPEC.md, "Job state machine").
 
-A job is created ``queued`` (or ``scheduled`` when submitted with a delay).
+A job is created ``queued`` (or ``scheduled`` when submitted with a delay, or
+``waiting`` when it depends on jobs not yet terminal: ``deps_done`` queues it once its
+dependencies allow, ``dependency_failed`` fails it when one failed under its policy).
 Workers ``claim`` it under a fenced lease; the handler's outcome is reported
 as ``complete``, ``fail`` or ``timeout``; the watchdog reports
 ``lease_expired``; the validator reports ``validation_passed`` or
@@ -30,6 +32,7 @@ __all__ = ["JobState", "JobTrigger", "JOB", "JOB_EFFECTS", "JOB_GUARDS", "job_fa
 
 
 class JobState(enum.StrEnum):
+    WAITING = "waiting"
     QUEUED = "queued"
     SCHEDULED = "scheduled"
     ACTIVE = "active"
@@ -54,6 +57,8 @@ class JobTrigger(enum.StrEnum):
     VALIDATION_EXHAUSTED = "validation_exhausted"
     RETRY = "retry"
     RETRY_FROM_START = "retry_from_start"
+    DEPS_DONE = "deps_done"
+    DEPENDENCY_FAILED = "dependency_failed"
 
 
 JOB_GUARDS = {
@@ -93,13 +98,17 @@ JOB_EFFECTS = {
     "notify": "the transition's notification becomes an outbox row (when the job asked for them)",
     "count_member": "a batch member finished: the batch's counters move and it tries finalize",
     "wake_workers": "daemons are told there is work to claim (published on `wake`)",
+    "release_dependents": "each job waiting on this one counts it as finished and, as its policy says, is queued "
+                          "(`deps_done`) or failed (`dependency_failed`) in the same step; once per dependency",
+    "cancel_children": "every unfinished job of the flow this job is the parent of is cancelled in the same step",
 }
 
+WAIT = JobState.WAITING
 Q, SCH, ACT, VAL = JobState.QUEUED, JobState.SCHEDULED, JobState.ACTIVE, JobState.VALIDATING
 DONE, FAILED, CANC = JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED
 TIMED, VFAIL = JobState.TIMED_OUT, JobState.VALIDATION_FAILED
 _t = JobTrigger
-_FINISH = ("finish", "mark_unfiled", "notify", "count_member")
+_FINISH = ("finish", "mark_unfiled", "notify", "count_member", "release_dependents")
 _RETRY_OUT = ("interrupt_phase", "end_attempt", "record_error", "count_retry", "arm_backoff", "record_reason")
 _GIVE_UP = ("interrupt_phase", "end_attempt", "record_error", "record_reason", *_FINISH)
 
@@ -108,15 +117,18 @@ JOB: MachineDef[JobState, JobTrigger] = MachineDef(
     states=JobState,
     triggers=JobTrigger,
     initial=(
+        Start(WAIT, "submit with pending dependencies", when="dependencies_pending"),
         Start(SCH, "submit with delay", when="delayed", effects=("arm_delay",)),
         Start(Q, "submit", effects=("wake_workers",)),
     ),
     terminal=frozenset({DONE, FAILED, CANC, TIMED, VFAIL}),
+    succeeded=frozenset({DONE}),
     guards=JOB_GUARDS,
     effects_doc=JOB_EFFECTS,
     store_only=frozenset({
         "arm_backoff", "arm_delay", "cancel_handler", "store_result", "record_error", "clear_error",
         "start_validation", "record_status", "mark_unfiled", "notify", "count_member", "wake_workers",
+        "release_dependents", "cancel_children",
     }),
     notifications={
         DONE: "job.completed",
@@ -125,13 +137,14 @@ JOB: MachineDef[JobState, JobTrigger] = MachineDef(
         TIMED: "job.timed_out",
         VFAIL: "job.validation_failed",
     },
-    index={Q: "queued", SCH: "due", ACT: "active", VAL: "validating",
+    index={WAIT: "waiting", Q: "queued", SCH: "due", ACT: "active", VAL: "validating",
            DONE: "finished", FAILED: "finished", CANC: "finished", TIMED: "finished", VFAIL: "finished"},
     unfenced=frozenset({_t.CANCEL, _t.RETRY, _t.RETRY_FROM_START, _t.VALIDATION_PASSED, _t.VALIDATION_EXHAUSTED}),
     outcomes={_t.COMPLETE: "succeeded", _t.FAIL: "failed", _t.TIMEOUT: "timed_out",
               _t.LEASE_EXPIRED: "worker_lost", _t.CANCEL: "cancelled", _t.RELEASE: "interrupted"},
     reasons={_t.FAIL: "handler_error", _t.TIMEOUT: "timed_out", _t.LEASE_EXPIRED: "worker_lost",
-             _t.CANCEL: "cancelled", _t.VALIDATION_EXHAUSTED: "validation_failed"},
+             _t.CANCEL: "cancelled", _t.VALIDATION_EXHAUSTED: "validation_failed",
+             _t.DEPENDENCY_FAILED: "dependency_failed"},
     rows=(
         Row(_t.CLAIM, (Q,), ACT, effects=("new_attempt", "resume_phases")),
         Row(_t.WAKE, (SCH,), Q, effects=("clear_reason", "wake_workers")),
@@ -146,9 +159,12 @@ JOB: MachineDef[JobState, JobTrigger] = MachineDef(
         Row(_t.LEASE_EXPIRED, (ACT,), SCH, guard="retries_left", effects=_RETRY_OUT),
         Row(_t.LEASE_EXPIRED, (ACT,), FAILED, effects=_GIVE_UP),
         Row(_t.RELEASE, (ACT,), Q, effects=("interrupt_phase", "end_attempt", "record_error", "wake_workers")),
-        Row(_t.CANCEL, (Q, SCH, VAL), CANC, effects=("cancel_phases", "record_reason", *_FINISH)),
+        Row(_t.CANCEL, (WAIT, Q, SCH, VAL), CANC,
+            effects=("cancel_phases", "record_reason", *_FINISH, "cancel_children")),
         Row(_t.CANCEL, (ACT,), CANC,
-            effects=("end_attempt", "cancel_phases", "cancel_handler", "record_reason", *_FINISH)),
+            effects=("end_attempt", "cancel_phases", "cancel_handler", "record_reason", *_FINISH, "cancel_children")),
+        Row(_t.DEPS_DONE, (WAIT,), Q, effects=("wake_workers",)),
+        Row(_t.DEPENDENCY_FAILED, (WAIT,), FAILED, effects=("record_reason", *_FINISH)),
         Row(_t.VALIDATION_PASSED, (VAL,), DONE, effects=("record_status", "clear_error", "clear_reason", *_FINISH)),
         Row(_t.VALIDATION_EXHAUSTED, (VAL,), VFAIL,
             effects=("record_status", "record_error", "record_reason", *_FINISH)),

@@ -86,7 +86,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         types = submit_types(store, app)
         options = {k: getattr(args, k) for k in ("queue", "priority", "max_retries", "timeout", "delay",
                                                  "idempotency_key", "idempotency_ttl", "webhook_url",
-                                                 "validator_url", "notify", "batch")}
+                                                 "validator_url", "notify", "batch", "depends_on",
+                                                 "on_dependency_failure")}
         # the destination policy of $JOBVISOR_ALLOW_DESTINATIONS, _ALLOW_PRIVATE_DESTINATIONS, _ALLOWED_HOSTS
         spec = build_spec(types, args.type, value, destinations=submitter_policy(), **options)
         reply = store.submit(spec)

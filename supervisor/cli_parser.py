@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--validator-url", dest="validator_url", default=None, metavar="URL",
                         help="validate against this URL ({job_id}, {service_job_id} filled in)")
     submit.add_argument("--batch", default=None, metavar="ID", help="join this open batch")
+    submit.add_argument("--depends-on", dest="depends_on", action="append", default=None, metavar="ID",
+                        help="wait for this job of the same queue first (repeat for several)")
+    submit.add_argument("--on-dependency-failure", dest="on_dependency_failure", default=None,
+                        choices=("fail", "ignore", "continue"),
+                        help="when a dependency fails: fail this job (default), ignore it, or run at once")
     _common(submit)
 
     for name, helptext in (("status", "show a job"), ("cancel", "cancel a job")):

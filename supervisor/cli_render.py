@@ -143,10 +143,11 @@ def _rate_text(limit: dict[str, Any] | None) -> str:
 
 def queues_text(data: dict[str, dict[str, Any]]) -> str:
     """``jobvisor queues``: one row per queue (paused or running), then its queued jobs by type."""
-    lines = [f"{'queue':<16}{'queued':>8}{'scheduled':>10}{'active':>8}{'validating':>11}{'finished':>10}"
+    lines = [f"{'queue':<16}{'queued':>8}{'waiting':>8}{'scheduled':>10}{'active':>8}{'validating':>11}{'finished':>10}"
              f"{'outbox':>8}{'unserved':>10}  state"]
     for q, c in data.items():
-        lines.append(f"{q:<16}{c['queued']:>8}{c['scheduled']:>10}{c['active']:>8}{c['validating']:>11}"
+        lines.append(f"{q:<16}{c['queued']:>8}{c.get('waiting', 0):>8}{c['scheduled']:>10}{c['active']:>8}"
+                     f"{c['validating']:>11}"
                      f"{c['finished']:>10}{c['outbox']:>8}{c['unserved']:>10}"
                      f"  {'paused since ' + when(c['paused_since']) if c.get('paused') else 'running'}")
         waiting = [f"{t} {v['queued']} ({v['daemons']} live daemon{'s' if v['daemons'] != 1 else ''}"

@@ -59,6 +59,7 @@ from jobvisor.adapters.schedules import ScheduleView
 from jobvisor.adapters.store import Store, SyncStore
 
 from .client_specs import build_batch_spec, build_spec, schedule_spec, submit_span, submitter_policy
+from .flows import AsyncFlowSubmits, FlowSubmits, Step
 from .published_types import DEFAULT_TTL, PublishedTypes, merged
 
 if TYPE_CHECKING:  # the CLI's submit imports this module: no trio for an annotation
@@ -79,7 +80,7 @@ def _app_types(app: App | None) -> dict[str, dict[str, Any]] | None:
     return app.described_types() if app is not None else None
 
 
-class Client:
+class Client(FlowSubmits):
     """Synchronous client. ``redis`` is a Redis URL or ``memory://`` (with ``memory``).
 
     ``allowed_hosts`` (hosts, or ``*.domain``) limits the webhook and validator URLs a
@@ -115,9 +116,12 @@ class Client:
     def submit(self, type: str, input: Any = None, **options: Any) -> str:
         """Submit a job; returns its id (the same id again for a repeated idempotency key).
         One round trip when the type's defaults are known (see :mod:`supervisor.published_types`)."""
-        spec = build_spec(self.submit_types(type), type, input, allowed_hosts=self.allowed_hosts,
-                          destinations=self.destinations, **options)
-        return self.submit_spec(spec).id
+        return self.submit_spec(self.build_step(Step(type, input, options))).id
+
+    def build_step(self, step: Step) -> JobSpec:
+        """The checked spec of one job (its type's defaults and ``step``'s options)."""
+        return build_spec(self.submit_types(step.type), step.type, step.input, allowed_hosts=self.allowed_hosts,
+                          destinations=self.destinations, **step.options)
 
     def submit_spec(self, spec: JobSpec) -> Created | Exists:
         with submit_span(spec) as traced:
@@ -239,7 +243,7 @@ class Client:
         return self.store.remove_schedule(name)
 
 
-class AsyncClient:
+class AsyncClient(AsyncFlowSubmits):
     """The same operations for async code, over any :class:`Store`.
 
     ``async with AsyncClient.open(url) as client:`` opens a store of its own in the caller's
@@ -297,10 +301,14 @@ class AsyncClient:
         return merged(published, app_types) if published is not None else await self.types()
 
     async def submit(self, type: str, input: Any = None, **options: Any) -> str:
-        spec = build_spec(await self.submit_types(type), type, input, allowed_hosts=self.allowed_hosts,
-                          destinations=self.destinations, **options)
+        spec = await self.build_step(Step(type, input, options))
         with submit_span(spec) as traced:
             return (await self.store.submit(traced)).id
+
+    async def build_step(self, step: Step) -> JobSpec:
+        """As :meth:`Client.build_step`."""
+        return build_spec(await self.submit_types(step.type), step.type, step.input,
+                          allowed_hosts=self.allowed_hosts, destinations=self.destinations, **step.options)
 
     async def status(self, job_id: str) -> JobView:
         return await self.store.get_job(job_id)

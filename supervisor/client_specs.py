@@ -27,6 +27,7 @@ __all__ = ["build_spec", "build_batch_spec", "schedule_spec", "submit_span", "su
 _OVERRIDES = {
     "queue", "priority", "max_retries", "timeout", "backoff", "backoff_max", "delay",
     "webhook_url", "validator_url", "notify", "idempotency_key", "idempotency_ttl", "batch",
+    "depends_on", "on_dependency_failure",
 }
 
 

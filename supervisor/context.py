@@ -55,6 +55,7 @@ class JobContext:
         service_job_id: str | None,
         reporter: PhaseReporter,
         queue: str = "default",
+        dependencies: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.job_id = job_id
         self.type = type
@@ -67,6 +68,9 @@ class JobContext:
         self.service_job_id = service_job_id
         self._reporter = reporter
         self.queue = queue
+        self.dependencies: dict[str, dict[str, Any]] = dependencies or {}
+        """The jobs this one waited on, as they were when it was claimed: id -> ``{"state":
+        ..., "result": ...}`` in the order given (README, "Dependencies, flows and chains")."""
         self.current_phase: str | None = None
         self.log: logging.LoggerAdapter[logging.Logger] = JobLogger(
             job_id, type, attempt, lambda: self.current_phase)
@@ -131,6 +135,7 @@ class SyncJobContext:
         self.job_id, self.type, self.attempt = context.job_id, context.type, context.attempt
         self.input, self.retry_count, self.max_retries = context.input, context.retry_count, context.max_retries
         self.phases, self.phase_results = context.phases, context.phase_results
+        self.dependencies = context.dependencies
         self.log = context.log
 
     @property
@@ -175,6 +180,7 @@ class ProcessContext(msgspec.Struct, frozen=True, kw_only=True):
     max_retries: int
     phase_results: dict[str, Any] = {}
     service_job_id: str | None = None
+    dependencies: dict[str, dict[str, Any]] = {}
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

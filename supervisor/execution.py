@@ -103,7 +103,8 @@ class Executor:
         view = ProcessContext(
             job_id=context.job_id, type=context.type, attempt=context.attempt, input=context.input,
             retry_count=context.retry_count, max_retries=context.max_retries,
-            phase_results=context.phase_results, service_job_id=context.service_job_id)
+            phase_results=context.phase_results, service_job_id=context.service_job_id,
+            dependencies=context.dependencies)
         try:
             kind, value = await self.processes.run(spec.fn, view, max_bytes=self.max_result_bytes)
         except HandlerCrashed as exc:

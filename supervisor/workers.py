@@ -66,7 +66,7 @@ from jobvisor.adapters.outcomes import error_record
 from jobvisor.adapters.processes import open_process_runner
 from jobvisor.adapters.records import ClaimedJob, SlotView
 from jobvisor.adapters.replies import Absorbed, Fenced, Moved, Reply, Stale
-from jobvisor.adapters.store_views import claimed_phases
+from jobvisor.adapters.store_views import claimed_dependencies, claimed_phases
 
 from . import tracing
 from .app import HandlerSpec, JobContext, SyncJobContext
@@ -522,7 +522,7 @@ class WorkerPool:
             job_id=job.id, type=job.type, attempt=job.attempt, input=_decode(job.input),
             retry_count=job.retry_count, max_retries=job.max_retries, phases=phases,
             phase_results=results, service_job_id=job.service_job_id or None,
-            reporter=_Reporter(self, running), queue=running.queue,
+            reporter=_Reporter(self, running), queue=running.queue, dependencies=claimed_dependencies(job),
         )
 
     # -- talking to the store ------------------------------------------------------------

@@ -18,8 +18,9 @@
 -- effects the op performed, in order (its own moves' and those they caused). The files, in
 -- load order (adapters/scripts.py concatenates them after the generated tables): core.lua
 -- (this: per-call values, records, indexes, events, `move`), job.lua, batch.lua,
--- webhook.lua (each machine's effects and record), ops.lua (the ops on jobs, batches,
--- deliveries), hygiene.lua (filing and retention), registry.lua (daemons).
+-- webhook.lua (each machine's effects and record), flow.lua (dependencies between jobs),
+-- ops.lua (the ops on jobs, batches, deliveries), hygiene.lua (filing and retention),
+-- registry.lua (daemons).
 --
 -- It is a Redis Function library (FUNCTION LOAD): the machine tables and helpers are built
 -- once when the library loads, not on every call.
@@ -162,7 +163,7 @@ local JOB_FIELDS = {'state', 'lease_token', 'attempts', 'retry_count', 'max_retr
   'has_validator', 'notify', 'epoch', 'phases', 'batch', 'type', 'service_job_id', 'error', 'reason'}
 local JOB_ALL = {'priority', 'backoff_ms', 'backoff_max_ms', 'timeout_ms', 'lease_deadline', 'finished_at',
   'lease_worker', 'val_checks', 'result', 'created_at', 'validation_status', 'webhook_url', 'traceparent',
-  'input', 'started_at', 'validator_url'}
+  'input', 'started_at', 'validator_url', 'deps'}
 for i = 1, #JOB_FIELDS do JOB_ALL[#JOB_ALL + 1] = JOB_FIELDS[i] end -- (no ipairs while loading)
 local IS_JOB_FIELD = {}
 for i = 1, #JOB_ALL do IS_JOB_FIELD[JOB_ALL[i]] = true end

@@ -2,7 +2,8 @@
 
 -- Submit's optional text fields: (record field, op field), written only when not empty.
 local SUBMIT_TEXT = {{'phases', 'phases'}, {'webhook_url', 'webhook_url'}, {'batch', 'batch'},
-  {'idempotency_key', 'idem'}, {'validator_url', 'validator_url'}, {'traceparent', 'traceparent'}}
+  {'idempotency_key', 'idem'}, {'validator_url', 'validator_url'}, {'traceparent', 'traceparent'},
+  {'parent', 'parent'}}
 
 function OP.submit(x)
   if x.idem and x.idem ~= '' then
@@ -18,10 +19,17 @@ function OP.submit(x)
   if redis.call('EXISTS', jkey(x.id)) == 1 then
     return {kind = 'rejected', error = 'job id ' .. x.id .. ' already exists'}
   end
+  local plan -- its dependencies (flow.lua), when it has any
+  if x.deps then
+    local refusal
+    plan, refusal = FLOW.plan(x)
+    if plan == nil then return refusal end
+  end
   if x.idem and x.idem ~= '' then
     redis.call('SET', P .. 'idem:' .. x.idem, x.id, 'PX', x.idem_ttl_ms)
   end
-  local start = initial_state(M.job, {delayed = num(x.delay_ms) > 0})
+  local start = initial_state(M.job, {delayed = num(x.delay_ms) > 0,
+    dependencies_pending = plan ~= nil and plan.decision ~= 'release'})
   local c = {m = M.job, r = {id = x.id, type = x.type, priority = x.priority, state = start.state},
     x = x, set = {'id', x.id, 'queue', QUEUE, 'type', x.type, 'state', start.state,
     'input', x.input, 'priority', x.priority, 'max_retries', x.max_retries, 'retry_count', 0,
@@ -33,12 +41,17 @@ function OP.submit(x)
     local v = x[f[2]]
     if v and v ~= '' then put(c, f[1], v) end
   end
+  if plan then FLOW.stage(c, x, plan) end
   for _, e in ipairs(start.fx) do EFFECT.job[e](c) end
   if #start.fx > 0 then FX[#FX + 1] = start.fx end
   redis.call('HSET', jkey(x.id), unpack(c.set))
   index_add(M.job.at[start.state], c)
   event('job.submitted', x.id, {'to', start.state, 'job_type', x.type})
   if x.batch and x.batch ~= '' then batch_member_added(x.batch, x.id) end
+  if plan then
+    FLOW.register(x, plan)
+    return {kind = 'created', id = x.id, state = redis.call('HGET', jkey(x.id), 'state')}
+  end
   return {kind = 'created', id = x.id, state = start.state}
 end
 
@@ -55,7 +68,7 @@ local function claimed_view(j, token, deadline)
     token = token, lease_deadline = deadline, timeout_ms = num(j.timeout_ms),
     retry_count = num(j.retry_count), max_retries = num(j.max_retries), phases = j.phases,
     phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch,
-    traceparent = j.traceparent ~= '' and j.traceparent or nil}
+    traceparent = j.traceparent ~= '' and j.traceparent or nil, dependencies = FLOW.view(j)}
 end
 
 -- What a claim reads of a job: what `job_move` reads for the claim row (to `active`, a new
@@ -63,7 +76,7 @@ end
 -- the full one makes the HMGET about twice as slow. Should a claim row ever read more, the job
 -- record reads the rest when first used (core.lua, `job_record`).
 local CLAIM_FIELDS = {'state', 'attempts', 'retry_count', 'max_retries', 'has_validator', 'phases',
-  'finished_at', 'reason', 'batch', 'type', 'timeout_ms', 'service_job_id', 'input', 'traceparent'}
+  'finished_at', 'reason', 'batch', 'type', 'timeout_ms', 'service_job_id', 'input', 'traceparent', 'deps'}
 
 -- Move the head of the earlier versions' `queued` index (one zset for every type) into the
 -- types' zsets, scores kept; entries of jobs no longer queued are dropped. The scheduler's

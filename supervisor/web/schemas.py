@@ -60,6 +60,7 @@ class QueueInfo(msgspec.Struct, kw_only=True, frozen=True):
     unserved: int
     untyped: int
     types: dict[str, TypeWaiting]
+    waiting: int = 0  # jobs waiting on their dependencies
     finished_per_minute: list[int]  # the last minutes, oldest first, the current one last
     paused: bool = False  # claims stop while an operator has paused the queue
     paused_since: float | None = None

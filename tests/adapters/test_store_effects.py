@@ -95,17 +95,34 @@ Recording, RecordingBatch, RecordingDelivery = recording(JobModel), recording(Ba
 class JobBoth:
     """One job in both forms, driven by the same triggers."""
 
-    def __init__(self, lua: Lua, *, max_retries: int, has_validator: bool) -> None:
+    DEP = f"{Q}.D1"
+
+    def __init__(self, lua: Lua, *, max_retries: int, has_validator: bool, dependent: bool = False) -> None:
         self.lua = lua
         self.machine = JobMachine()
-        self.model = self.machine.attach(Recording(max_retries=max_retries, has_validator=has_validator))
+        model = Recording(max_retries=max_retries, has_validator=has_validator)
+        self.model = self.machine.attach(model, initial="waiting" if dependent else None)
         self.id = f"{Q}.J1"
         self.model.performed = []
         self.token = ""
         self.written = {"result": "", "error": ""}  # what store_result / record_error / clear_error left
+        # D1, of a type the job's claims never name: the dependency whose finish fires deps_done
+        # (completed) or dependency_failed (cancelled) on a dependent job (policy fail).
+        _submit(lua, self.DEP, max_retries=0, type="dep")
         lua({"op": "submit", "id": self.id, "type": "t", "input": "null", "priority": 0,
              "max_retries": max_retries, "timeout_ms": 60_000, "backoff_ms": 1000, "backoff_max_ms": 1000,
-             "has_validator": has_validator, "idem_ttl_ms": 1000})
+             "has_validator": has_validator, "idem_ttl_ms": 1000,
+             **({"deps": [self.DEP], "dep_policy": "fail"} if dependent else {})})
+
+    def finish_dependency(self, trigger: str) -> dict[str, Any]:
+        """D1 completes (``deps_done``) or is cancelled (``dependency_failed``); the reply names D1's
+        row's effects, then those of the move it caused on the dependent."""
+        lua = self.lua
+        if trigger == "deps_done":
+            dep = lua({"op": "claim", "n": 1, "nonce": f"d{lua.now}", "lease_ms": LEASE_MS, "worker": "w",
+                       "types": ["dep"]})["jobs"][0]
+            return lua({"op": "report", "id": self.DEP, "token": dep["token"], "trigger": "complete", "jitter": 0.5})
+        return lua({"op": "trigger", "id": self.DEP, "trigger": "cancel", "jitter": 0.5})
 
     def fire(self, trigger: str) -> tuple[dict[str, Any], list[str]]:
         """The store's reply and the model's effects for one trigger."""
@@ -115,7 +132,8 @@ class JobBoth:
         lua, x = self.lua, {"id": self.id, "trigger": trigger, "jitter": 0.5}
         lua.now += 1
         if trigger == "claim":
-            reply = lua({"op": "claim", "n": 1, "nonce": f"n{lua.now}", "lease_ms": LEASE_MS, "worker": "w"})
+            reply = lua({"op": "claim", "n": 1, "nonce": f"n{lua.now}", "lease_ms": LEASE_MS, "worker": "w",
+                         "types": ["t"]})
             if reply.get("jobs"):
                 self.token = reply["jobs"][0]["token"]
         elif trigger == "wake":
@@ -128,6 +146,11 @@ class JobBoth:
             lua.now += LEASE_MS + 1
             x["error"] = json.dumps("lease ran out")
             reply = lua({"op": "expire", "token": self.token, **x})
+        elif trigger in ("deps_done", "dependency_failed"):
+            reply = self.finish_dependency(trigger)
+            own = (JOB.apply("active", "complete", {"has_validator": False, "retries_left": False})
+                   if trigger == "deps_done" else JOB.apply("queued", "cancel"))
+            return reply, [*own.effects, *self.model.performed]
         else:
             reply = lua({"op": "trigger", **x})
         for effect, field in (("store_result", "result"), ("record_error", "error")):
@@ -159,6 +182,12 @@ class JobBoth:
 
 def _job(lua: Lua, retries: int, validator: bool) -> JobBoth:
     return JobBoth(lua, max_retries=retries, has_validator=validator)
+
+
+def _dependent(lua: Lua, retries: int) -> JobBoth:
+    """A job waiting on D1 (policy fail); its other states are reached by cancel and retry, so it
+    stays a dependent of D1 (never released) in each."""
+    return JobBoth(lua, max_retries=retries, has_validator=False, dependent=True)
 
 
 def _submit(lua: Lua, job_id: str, *, max_retries: int, **extra: Any) -> dict[str, Any]:
@@ -312,6 +341,13 @@ PATHS: dict[str, dict[str, tuple[Callable[..., Any], tuple[Any, ...], tuple[str,
         "cancelled": (_job, (1, False), ("cancel",)),
         "timed_out": (_job, (0, False), ("claim", "timeout")),
         "validation_failed": (_job, (1, True), ("claim", "complete", "validation_exhausted")),
+        "waiting": (_dependent, (1,), ()),
+        "queued/dependent": (_dependent, (1,), ("cancel", "retry")),
+        "active/dependent": (_dependent, (1,), ("cancel", "retry", "claim")),
+        "scheduled/dependent": (_dependent, (1,), ("cancel", "retry", "claim", "fail")),
+        "completed/dependent": (_dependent, (1,), ("cancel", "retry", "claim", "complete")),
+        "failed/dependent": (_dependent, (0,), ("cancel", "retry", "claim", "fail")),
+        "cancelled/dependent": (_dependent, (1,), ("cancel",)),
     },
     "batch": {
         "open": (_batch, (100,), ()),

@@ -22,7 +22,10 @@ FENCED = sorted(t.value for t in JOB.triggers if t.value not in UNFENCED)
 
 
 def _job_in(store: SyncStore, state: JobState) -> str:
-    """A job in ``state`` (queued, scheduled: due in 10 s, or active)."""
+    """A job in ``state`` (queued, scheduled: due in 10 s, active, or waiting on a scheduled job)."""
+    if state is JobState.WAITING:
+        dependency = _job_in(store, JobState.SCHEDULED)
+        return store.submit(JobSpec(type="t", depends_on=(dependency,))).id
     job = store.submit(JobSpec(type="t", delay=10.0 if state is JobState.SCHEDULED else 0.0)).id
     if state is JobState.ACTIVE:
         [claimed] = store.claim("default", "w1")
@@ -31,14 +34,16 @@ def _job_in(store: SyncStore, state: JobState) -> str:
 
 
 def test_the_fenced_triggers_are_the_workers_watchdogs_and_schedulers() -> None:
-    assert FENCED == ["claim", "complete", "fail", "lease_expired", "release", "timeout", "wake"]
+    assert FENCED == ["claim", "complete", "dependency_failed", "deps_done", "fail", "lease_expired", "release",
+                      "timeout", "wake"]
 
 
 @pytest.mark.parametrize("trigger", FENCED)
 def test_an_unfenced_trigger_that_needs_a_lease_is_refused_and_writes_nothing(
     target: Target, sync_store: SyncStore, clock: ManualClock, trigger: str
 ) -> None:
-    state = next(s for s in (JobState.ACTIVE, JobState.QUEUED, JobState.SCHEDULED) if s in JOB.sources_of(trigger))
+    state = next(s for s in (JobState.ACTIVE, JobState.QUEUED, JobState.SCHEDULED, JobState.WAITING)
+                 if s in JOB.sources_of(trigger))
     job = _job_in(sync_store, state)
     before = snapshot(target.raw())
     with pytest.raises(Rejected, match=f"trigger {trigger} needs a lease"):

@@ -25,6 +25,10 @@ What a trigger looks like through the store depends on the op that carries it:
   ``validation_exhausted`` are unfenced triggers: ``moved``, ``absorbed``
   (terminal) or ``invalid`` (no row from a live state), nothing written
   unless moved.
+* ``deps_done`` and ``dependency_failed`` are fired only by a dependency's
+  finish, in its own step: the unfenced ``trigger`` op refuses them
+  (``rejected``, nothing written) in every state, and ``DEPENDENCY_TABLE``
+  below drives them the way they happen, pair by pair.
 
 A moved row writes exactly: the job hash, the job's index (it sits in exactly
 one of queued/due/active/validating/finished), one event on the stream (the
@@ -38,9 +42,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pytest
 
 from jobvisor.adapters.errors import BadInput, NotFound, Rejected
@@ -64,16 +70,18 @@ pytestmark = pytest.mark.cluster
 
 Q = "default"
 HOOK = "http://hooks.example/jobs"
-INDEX_OF = {"queued": "queued", "scheduled": "due", "active": "active", "validating": "validating",
-            "completed": "finished", "failed": "finished", "cancelled": "finished",
+INDEX_OF = {"waiting": "waiting", "queued": "queued", "scheduled": "due", "active": "active",
+            "validating": "validating", "completed": "finished", "failed": "finished", "cancelled": "finished",
             "timed_out": "finished", "validation_failed": "finished"}
 NOTIFY = {"completed": "job.completed", "failed": "job.failed", "cancelled": "job.cancelled",
           "timed_out": "job.timed_out", "validation_failed": "job.validation_failed"}
-INDEX_KEYS = {K.queued_of("report"), K.queued_types, K.queued_all, K.due, K.active, K.validating, K.finished}
+INDEX_KEYS = {K.queued_of("report"), K.queued_types, K.queued_all, K.due, K.active, K.validating, K.finished,
+              K.waiting}
 
 # ---------------------------------------------------------------------------------------------
-# The job table, by hand. 9 states x 12 triggers (SPEC.md's eleven plus `release`, the
-# shutdown decision), guarded pairs once per guard outcome.
+# The job table, by hand. 10 states x 14 triggers (SPEC.md's eleven, `release`, the
+# shutdown decision, and the two that end `waiting`), guarded pairs once per guard outcome.
+# A `waiting` job waits on one dependency that is scheduled far ahead (never due here).
 #   variant   "-"                 the default active job: max_retries=1 (retries left), no validator
 #             retries_left        retry_count 0 < max_retries 1
 #             no_retries_left     retry_count 1 == max_retries 1 (one failed attempt behind it)
@@ -82,6 +90,20 @@ INDEX_KEYS = {K.queued_of("report"), K.queued_types, K.queued_all, K.due, K.acti
 # ---------------------------------------------------------------------------------------------
 
 JOB_TABLE = """
+waiting            claim                 -                unseen
+waiting            wake                  -                unseen
+waiting            complete              -                stale
+waiting            fail                  -                stale
+waiting            timeout               -                stale
+waiting            lease_expired         -                skipped
+waiting            release               -                stale
+waiting            cancel                -                -> cancelled
+waiting            validation_passed     -                invalid
+waiting            validation_exhausted  -                invalid
+waiting            retry                 -                invalid
+waiting            retry_from_start      -                invalid
+waiting            deps_done             -                rejected
+waiting            dependency_failed     -                rejected
 queued             claim                 -                -> active
 queued             wake                  -                unseen
 queued             complete              -                stale
@@ -94,6 +116,8 @@ queued             validation_passed     -                invalid
 queued             validation_exhausted  -                invalid
 queued             retry                 -                invalid
 queued             retry_from_start      -                invalid
+queued             deps_done             -                rejected
+queued             dependency_failed     -                rejected
 
 scheduled          claim                 -                unseen
 scheduled          wake                  -                -> queued
@@ -107,6 +131,8 @@ scheduled          validation_passed     -                invalid
 scheduled          validation_exhausted  -                invalid
 scheduled          retry                 -                invalid
 scheduled          retry_from_start      -                invalid
+scheduled          deps_done             -                rejected
+scheduled          dependency_failed     -                rejected
 
 active             claim                 -                unseen
 active             wake                  -                unseen
@@ -124,6 +150,8 @@ active             validation_passed     -                invalid
 active             validation_exhausted  -                invalid
 active             retry                 -                invalid
 active             retry_from_start      -                invalid
+active             deps_done             -                rejected
+active             dependency_failed     -                rejected
 
 validating         claim                 -                unseen
 validating         wake                  -                unseen
@@ -137,6 +165,8 @@ validating         validation_passed     -                -> completed
 validating         validation_exhausted  -                -> validation_failed
 validating         retry                 -                invalid
 validating         retry_from_start      -                invalid
+validating         deps_done             -                rejected
+validating         dependency_failed     -                rejected
 
 completed          claim                 -                unseen
 completed          wake                  -                unseen
@@ -150,6 +180,8 @@ completed          validation_passed     -                absorbed
 completed          validation_exhausted  -                absorbed
 completed          retry                 -                absorbed
 completed          retry_from_start      -                absorbed
+completed          deps_done             -                rejected
+completed          dependency_failed     -                rejected
 
 failed             claim                 -                unseen
 failed             wake                  -                unseen
@@ -163,6 +195,8 @@ failed             validation_passed     -                absorbed
 failed             validation_exhausted  -                absorbed
 failed             retry                 -                -> queued
 failed             retry_from_start      -                -> queued
+failed             deps_done             -                rejected
+failed             dependency_failed     -                rejected
 
 cancelled          claim                 -                unseen
 cancelled          wake                  -                unseen
@@ -176,6 +210,8 @@ cancelled          validation_passed     -                absorbed
 cancelled          validation_exhausted  -                absorbed
 cancelled          retry                 -                -> queued
 cancelled          retry_from_start      -                -> queued
+cancelled          deps_done             -                rejected
+cancelled          dependency_failed     -                rejected
 
 timed_out          claim                 -                unseen
 timed_out          wake                  -                unseen
@@ -189,6 +225,8 @@ timed_out          validation_passed     -                absorbed
 timed_out          validation_exhausted  -                absorbed
 timed_out          retry                 -                -> queued
 timed_out          retry_from_start      -                -> queued
+timed_out          deps_done             -                rejected
+timed_out          dependency_failed     -                rejected
 
 validation_failed  claim                 -                unseen
 validation_failed  wake                  -                unseen
@@ -202,10 +240,13 @@ validation_failed  validation_passed     -                absorbed
 validation_failed  validation_exhausted  -                absorbed
 validation_failed  retry                 -                -> validating
 validation_failed  retry_from_start      -                -> queued
+validation_failed  deps_done             -                rejected
+validation_failed  dependency_failed     -                rejected
 """
 
 # Fields of the job hash after a moved row, by hand (besides state, checked for every row).
 JOB_FIELDS_AFTER: dict[tuple[str, str, str], dict[str, str]] = {
+    ("waiting", "cancel", "-"): {"reason": "cancelled", "deps_left": "1"},
     ("queued", "claim", "-"): {"attempts": "1", "lease_worker": "w2"},
     ("scheduled", "wake", "-"): {"retry_count": "1", "attempts": "1"},
     ("queued", "cancel", "-"): {"reason": "cancelled"},
@@ -264,13 +305,14 @@ JOB_ROWS = _parse(JOB_TABLE)
 
 
 def test_the_job_table_names_every_pair_once() -> None:
-    states = ["queued", "scheduled", "active", "validating", "completed", "failed", "cancelled",
+    states = ["waiting", "queued", "scheduled", "active", "validating", "completed", "failed", "cancelled",
               "timed_out", "validation_failed"]
     triggers = ["claim", "wake", "complete", "fail", "timeout", "lease_expired", "release", "cancel",
-                "validation_passed", "validation_exhausted", "retry", "retry_from_start"]
+                "validation_passed", "validation_exhausted", "retry", "retry_from_start", "deps_done",
+                "dependency_failed"]
     pairs = {(r.state, r.trigger) for r in JOB_ROWS}
     assert pairs == {(s, t) for s in states for t in triggers}
-    assert len(JOB_ROWS) == 9 * 12 + 4  # four guarded pairs have two rows
+    assert len(JOB_ROWS) == 10 * 14 + 4  # four guarded pairs have two rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,46 +361,52 @@ class Driver:
         return self.s.get_job(job_id).state
 
 
-def reach(d: Driver, state: str, variant: str, notify: bool) -> tuple[str, str | None]:
-    """A job in ``state`` (guard ``variant``), and the last lease token it was claimed with."""
+def reach(d: Driver, state: str, variant: str, notify: bool,
+          new: Callable[[JobSpec], str] | None = None) -> tuple[str, str | None]:
+    """A job in ``state`` (guard ``variant``), and the last lease token it was claimed with.
+    ``new`` makes the queued job every path starts from (by default: a plain submit)."""
+    make = new or d.submit
     token: str | None = None
-    if state == "queued":
-        job = d.submit(job_spec(notify))
+    if state == "waiting":
+        dep = d.submit(JobSpec(type="dep", delay=FAR))
+        job = d.submit(job_spec(notify, depends_on=(dep,)))
+    elif state == "queued":
+        job = make(job_spec(notify))
     elif state == "scheduled":
-        job = d.submit(job_spec(notify))
+        job = make(job_spec(notify))
         token = d.claim(job)
         d.report(job, token, "fail", "scheduled", error="first")
     elif state == "active" and variant == "no_retries_left":
-        job = d.submit(job_spec(notify))
+        job = make(job_spec(notify))
         old = d.claim(job)
         d.report(job, old, "fail", "scheduled", error="first")
         d.wake()
         token = d.claim(job)
     elif state == "active":
-        job = d.submit(job_spec(notify, has_validator=variant == "validator"))
+        job = make(job_spec(notify, has_validator=variant == "validator"))
         token = d.claim(job)
     elif state == "validating":
-        job = d.submit(job_spec(notify, has_validator=True))
+        job = make(job_spec(notify, has_validator=True))
         token = d.claim(job)
         d.report(job, token, "complete", "validating", result={"v": 1})
     elif state == "completed":
-        job = d.submit(job_spec(notify))
+        job = make(job_spec(notify))
         token = d.claim(job)
         d.report(job, token, "complete", "completed", result={"v": 1})
     elif state == "failed":
-        job = d.submit(job_spec(notify, max_retries=0))
+        job = make(job_spec(notify, max_retries=0))
         token = d.claim(job)
         d.report(job, token, "fail", "failed", error="boom")
     elif state == "cancelled":
-        job = d.submit(job_spec(notify))
+        job = make(job_spec(notify))
         token = d.claim(job)
         d.trigger(job, "cancel", "cancelled")
     elif state == "timed_out":
-        job = d.submit(job_spec(notify, max_retries=0))
+        job = make(job_spec(notify, max_retries=0))
         token = d.claim(job)
         d.report(job, token, "timeout", "timed_out")
     elif state == "validation_failed":
-        job = d.submit(job_spec(notify, has_validator=True))
+        job = make(job_spec(notify, has_validator=True))
         token = d.claim(job)
         d.report(job, token, "complete", "validating", result={"v": 1})
         d.trigger(job, "validation_exhausted", "validation_failed")
@@ -368,8 +416,15 @@ def reach(d: Driver, state: str, variant: str, notify: bool) -> tuple[str, str |
     return job, token
 
 
+FAR = 10**6  # seconds: a dependency this far ahead is never due in a test
+
+
 def fire(d: Driver, job: str, token: str | None, trigger: str) -> Any:
     s = d.s
+    if trigger in ("deps_done", "dependency_failed"):
+        with pytest.raises(Rejected, match=f"^trigger {trigger} needs a lease$"):
+            s.trigger(job, trigger)
+        return "rejected"
     presented = token or "never.1"
     if trigger == "claim":
         return s.claim(Q, "w2", lease=30.0)
@@ -386,8 +441,13 @@ def fire(d: Driver, job: str, token: str | None, trigger: str) -> Any:
     return s.trigger(job, trigger)
 
 
+def indexes(raw: Any, job: str) -> list[str]:
+    """The job indexes holding ``job``, ``waiting`` included."""
+    return sorted([*index_membership(raw, job), *(["waiting"] if raw.zscore(K.waiting, job) is not None else [])])
+
+
 def assert_one_index(raw: Any, job: str, state: str) -> None:
-    assert index_membership(raw, job) == [INDEX_OF[state]]
+    assert indexes(raw, job) == [INDEX_OF[state]]
 
 
 @pytest.mark.parametrize("notify", [True, False], ids=["notify", "silent"])
@@ -412,6 +472,8 @@ def test_job_pair(target: Target, sync_store: SyncStore, clock: ManualClock, row
                 assert reply == []
             case "unseen", "wake":
                 assert (reply.kind, reply.n) == ("woken", 0)
+            case "rejected", _:
+                assert reply == "rejected"
             case "stale" | "absorbed" | "invalid" | "skipped", _:
                 assert (reply.kind, reply.state) == (row.expected, row.state)
             case _:  # pragma: no cover
@@ -492,6 +554,111 @@ def test_job_pair(target: Target, sync_store: SyncStore, clock: ManualClock, row
 def delivery_ids_of(snap: dict[str, Any]) -> set[str]:
     prefix = K.delivery("")
     return {k[len(prefix):] for k in snap if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------------------------------
+# deps_done and dependency_failed, fired the one way they happen: a dependency finishes. The job
+# waits on one dependency (scheduled far ahead), with the policy that makes a cancelled
+# dependency fire the row's trigger (continue: deps_done; fail: dependency_failed). Its other
+# states are reached by cancel and retry, then the paths above: it is still in the dependency's
+# `dependents` there, and must be left untouched when the dependency is cancelled.
+#   expected   "-> X"  the job moved to X, in the dependency's step; untouched: not one write
+# ---------------------------------------------------------------------------------------------
+
+DEPENDENCY_TABLE = """
+waiting            deps_done          continue  -> queued
+waiting            dependency_failed  fail      -> failed
+queued             deps_done          continue  untouched
+queued             dependency_failed  fail      untouched
+scheduled          deps_done          continue  untouched
+scheduled          dependency_failed  fail      untouched
+active             deps_done          continue  untouched
+active             dependency_failed  fail      untouched
+validating         deps_done          continue  untouched
+validating         dependency_failed  fail      untouched
+completed          deps_done          continue  untouched
+completed          dependency_failed  fail      untouched
+failed             deps_done          continue  untouched
+failed             dependency_failed  fail      untouched
+cancelled          deps_done          continue  untouched
+cancelled          dependency_failed  fail      untouched
+timed_out          deps_done          continue  untouched
+timed_out          dependency_failed  fail      untouched
+validation_failed  deps_done          continue  untouched
+validation_failed  dependency_failed  fail      untouched
+"""
+DEPENDENCY_ROWS = _parse(DEPENDENCY_TABLE)
+DEPENDENCY_FIELDS_AFTER = {
+    "queued": {"deps_left": "0", "reason": "", "finished_at": ""},
+    "failed": {"deps_left": "0", "reason": "dependency_failed"},
+}
+
+
+def test_the_dependency_table_names_every_state_once_per_trigger() -> None:
+    pairs = [(r.state, r.trigger) for r in DEPENDENCY_ROWS]
+    assert sorted(pairs) == sorted((s, t) for s in INDEX_OF for t in ("deps_done", "dependency_failed"))
+
+
+def reach_dependent(d: Driver, state: str, notify: bool, policy: str) -> tuple[str, str]:
+    """A job in ``state`` that is a dependent of a live dependency, and that dependency."""
+    dep = d.submit(JobSpec(type="dep", delay=FAR))
+
+    def new(spec: JobSpec) -> str:
+        job = d.submit(msgspec.structs.replace(spec, depends_on=(dep,), on_dependency_failure=policy))
+        d.trigger(job, "cancel", "cancelled")
+        d.trigger(job, "retry", "queued")
+        return job
+
+    if state == "waiting":
+        job = d.submit(job_spec(notify, depends_on=(dep,), on_dependency_failure=policy))
+    else:
+        job, _ = reach(d, state, "-", notify, new)
+    assert d.s.get_job(dep).state == "scheduled"
+    return job, dep
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["notify", "silent"])
+@pytest.mark.parametrize("row", DEPENDENCY_ROWS, ids=str)
+def test_dependency_pair(target: Target, sync_store: SyncStore, clock: ManualClock, row: TRow, notify: bool) -> None:
+    d = Driver(sync_store, clock)
+    raw = target.raw()
+    job, dep = reach_dependent(d, row.state, notify, row.variant)
+    assert raw.smembers(K.dependents(dep)) == {job.encode()}
+    clock.advance(1000)
+    before = snapshot(raw)
+    reply = sync_store.cancel(dep)
+    after = snapshot(raw)
+    assert (reply.kind, reply.id, reply.from_, reply.to) == ("moved", dep, "scheduled", "cancelled")
+    assert K.dependents(dep) not in after  # released once: a retry of the dependency releases nobody
+    old, new = before[K.events][1], after[K.events][1]
+    assert new[: len(old)] == old
+    fields = [f for _, f in new[len(old):]]
+    assert (fields[0]["type"], fields[0]["id"]) == ("job.cancelled", dep)
+    dep_keys = {K.job(dep), K.due, K.finished, K.unfiled, K.events, K.dependents(dep)}
+    jkey = K.job(job)
+    if row.dest is None:
+        assert len(fields) == 1
+        assert after[jkey] == before[jkey]
+        assert_one_index(raw, job, row.state)
+        assert diff_keys(before, after) <= dep_keys
+        return
+    dest = row.dest
+    assert reply.effects[-1] == ("wake_workers" if dest == "queued" else "release_dependents")
+    h = after[jkey][1]
+    assert h["state"] == dest
+    for name, value in DEPENDENCY_FIELDS_AFTER[dest].items():
+        assert h.get(name, "") == value, (name, h.get(name))
+    assert_one_index(raw, job, dest)
+    kind = NOTIFY.get(dest, f"job.{row.trigger}")
+    assert len(fields) == 2
+    assert (fields[1]["type"], fields[1]["id"], fields[1]["from"], fields[1]["to"], fields[1]["cause"]) == (
+        kind, job, "waiting", dest, dep)
+    did = f"{job}~{kind}~0"
+    added = delivery_ids_of(after) - delivery_ids_of(before)
+    assert added == ({did} if notify and dest in NOTIFY else set())
+    job_keys = {jkey, K.waiting} | INDEX_KEYS | ({K.unfiled} if dest in NOTIFY else set())
+    job_keys |= {K.outbox, K.delivery(did)} if added else set()
+    assert diff_keys(before, after) <= dep_keys | job_keys
 
 
 # ---------------------------------------------------------------------------------------------

@@ -347,7 +347,7 @@ def test_submit_with_app_then_status_queues_and_events(redis_url: str) -> None:
     assert "raw" not in status
 
     queues = ok_json(jv("queues", "--json", "--redis", redis_url))
-    assert queues == {"default": {"queued": 1, "scheduled": 0, "active": 0, "validating": 0,
+    assert queues == {"default": {"queued": 1, "waiting": 0, "scheduled": 0, "active": 0, "validating": 0,
                                   "finished": 0, "outbox": 0, "types": {"echo": {"queued": 1, "daemons": 0}},
                                   "unserved": 1, "untyped": 0, "paused": False, "paused_since": None}}
 

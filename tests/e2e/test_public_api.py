@@ -17,7 +17,7 @@ import jobvisor.machines
 
 JOBVISOR = [
     "App", "AsyncClient", "Client", "Daemon", "DaemonConfig", "HttpValidator", "JobContext",
-    "ServiceStatus", "StatusAnswer", "SupervisorGaveUp", "ValidationResult", "__version__",
+    "ServiceStatus", "StatusAnswer", "Step", "SupervisorGaveUp", "ValidationResult", "__version__",
     "Redrive", "load_config", "run_daemon",
 ]
 

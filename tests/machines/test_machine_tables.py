@@ -56,11 +56,28 @@ from jobvisor.machines.embed import BatchMachine, EmbeddedMachine, JobMachine, P
 
 Row = tuple[str, str, str, str, str]
 
-# Job: SPEC.md "Job state machine". 9 states x 12 triggers. `release` is the
+# Job: SPEC.md "Job state machine". 10 states x 14 triggers. `release` is the
 # shutdown decision documented in machines/job.py (an interrupted attempt goes
 # back to queued, no retry consumed); SPEC.md's shutdown ladder needs it.
 JOB_TABLE: list[Row] = [
     # state               trigger                 when              outcome     dest
+    # waiting: a job whose dependencies are not yet done; released (deps_done), failed by a
+    # dependency under policy `fail` (dependency_failed), or cancelled.
+    ("waiting",           "claim",                "-",              "invalid",  "-"),
+    ("waiting",           "wake",                 "-",              "invalid",  "-"),
+    ("waiting",           "complete",             "-",              "invalid",  "-"),
+    ("waiting",           "fail",                 "-",              "invalid",  "-"),
+    ("waiting",           "timeout",              "-",              "invalid",  "-"),
+    ("waiting",           "lease_expired",        "-",              "invalid",  "-"),
+    ("waiting",           "release",              "-",              "invalid",  "-"),
+    ("waiting",           "cancel",               "-",              "moved",    "cancelled"),
+    ("waiting",           "validation_passed",    "-",              "invalid",  "-"),
+    ("waiting",           "validation_exhausted", "-",              "invalid",  "-"),
+    ("waiting",           "retry",                "-",              "invalid",  "-"),
+    ("waiting",           "retry_from_start",     "-",              "invalid",  "-"),
+    ("waiting",           "deps_done",            "-",              "moved",    "queued"),
+    ("waiting",           "dependency_failed",    "-",              "moved",    "failed"),
+
     ("queued",            "claim",                "-",              "moved",    "active"),
     ("queued",            "wake",                 "-",              "invalid",  "-"),
     ("queued",            "complete",             "-",              "invalid",  "-"),
@@ -73,6 +90,8 @@ JOB_TABLE: list[Row] = [
     ("queued",            "validation_exhausted", "-",              "invalid",  "-"),
     ("queued",            "retry",                "-",              "invalid",  "-"),
     ("queued",            "retry_from_start",     "-",              "invalid",  "-"),
+    ("queued",            "deps_done",            "-",              "invalid",  "-"),
+    ("queued",            "dependency_failed",    "-",              "invalid",  "-"),
 
     ("scheduled",         "claim",                "-",              "invalid",  "-"),
     ("scheduled",         "wake",                 "-",              "moved",    "queued"),
@@ -86,6 +105,8 @@ JOB_TABLE: list[Row] = [
     ("scheduled",         "validation_exhausted", "-",              "invalid",  "-"),
     ("scheduled",         "retry",                "-",              "invalid",  "-"),
     ("scheduled",         "retry_from_start",     "-",              "invalid",  "-"),
+    ("scheduled",         "deps_done",            "-",              "invalid",  "-"),
+    ("scheduled",         "dependency_failed",    "-",              "invalid",  "-"),
 
     ("active",            "claim",                "-",              "invalid",  "-"),
     ("active",            "wake",                 "-",              "invalid",  "-"),
@@ -103,6 +124,8 @@ JOB_TABLE: list[Row] = [
     ("active",            "validation_exhausted", "-",              "invalid",  "-"),
     ("active",            "retry",                "-",              "invalid",  "-"),
     ("active",            "retry_from_start",     "-",              "invalid",  "-"),
+    ("active",            "deps_done",            "-",              "invalid",  "-"),
+    ("active",            "dependency_failed",    "-",              "invalid",  "-"),
 
     ("validating",        "claim",                "-",              "invalid",  "-"),
     ("validating",        "wake",                 "-",              "invalid",  "-"),
@@ -116,6 +139,8 @@ JOB_TABLE: list[Row] = [
     ("validating",        "validation_exhausted", "-",              "moved",    "validation_failed"),
     ("validating",        "retry",                "-",              "invalid",  "-"),
     ("validating",        "retry_from_start",     "-",              "invalid",  "-"),
+    ("validating",        "deps_done",            "-",              "invalid",  "-"),
+    ("validating",        "dependency_failed",    "-",              "invalid",  "-"),
 
     # completed is absorbing for everything, the operator's retries included.
     ("completed",         "claim",                "-",              "absorbed", "-"),
@@ -130,6 +155,8 @@ JOB_TABLE: list[Row] = [
     ("completed",         "validation_exhausted", "-",              "absorbed", "-"),
     ("completed",         "retry",                "-",              "absorbed", "-"),
     ("completed",         "retry_from_start",     "-",              "absorbed", "-"),
+    ("completed",         "deps_done",            "-",              "absorbed", "-"),
+    ("completed",         "dependency_failed",    "-",              "absorbed", "-"),
 
     ("failed",            "claim",                "-",              "absorbed", "-"),
     ("failed",            "wake",                 "-",              "absorbed", "-"),
@@ -143,6 +170,8 @@ JOB_TABLE: list[Row] = [
     ("failed",            "validation_exhausted", "-",              "absorbed", "-"),
     ("failed",            "retry",                "-",              "moved",    "queued"),
     ("failed",            "retry_from_start",     "-",              "moved",    "queued"),
+    ("failed",            "deps_done",            "-",              "absorbed", "-"),
+    ("failed",            "dependency_failed",    "-",              "absorbed", "-"),
 
     ("cancelled",         "claim",                "-",              "absorbed", "-"),
     ("cancelled",         "wake",                 "-",              "absorbed", "-"),
@@ -156,6 +185,8 @@ JOB_TABLE: list[Row] = [
     ("cancelled",         "validation_exhausted", "-",              "absorbed", "-"),
     ("cancelled",         "retry",                "-",              "moved",    "queued"),
     ("cancelled",         "retry_from_start",     "-",              "moved",    "queued"),
+    ("cancelled",         "deps_done",            "-",              "absorbed", "-"),
+    ("cancelled",         "dependency_failed",    "-",              "absorbed", "-"),
 
     ("timed_out",         "claim",                "-",              "absorbed", "-"),
     ("timed_out",         "wake",                 "-",              "absorbed", "-"),
@@ -169,6 +200,8 @@ JOB_TABLE: list[Row] = [
     ("timed_out",         "validation_exhausted", "-",              "absorbed", "-"),
     ("timed_out",         "retry",                "-",              "moved",    "queued"),
     ("timed_out",         "retry_from_start",     "-",              "moved",    "queued"),
+    ("timed_out",         "deps_done",            "-",              "absorbed", "-"),
+    ("timed_out",         "dependency_failed",    "-",              "absorbed", "-"),
 
     # retry from validation_failed only re-runs validation; --from-start re-runs the job.
     ("validation_failed", "claim",                "-",              "absorbed", "-"),
@@ -183,6 +216,8 @@ JOB_TABLE: list[Row] = [
     ("validation_failed", "validation_exhausted", "-",              "absorbed", "-"),
     ("validation_failed", "retry",                "-",              "moved",    "validating"),
     ("validation_failed", "retry_from_start",     "-",              "moved",    "queued"),
+    ("validation_failed", "deps_done",            "-",              "absorbed", "-"),
+    ("validation_failed", "dependency_failed",    "-",              "absorbed", "-"),
 ]
 
 # Phase: SPEC.md "Phases" plus machines/phase.py. Terminal: completed, cancelled.
@@ -343,8 +378,9 @@ GUARDS: dict[str, tuple[str, ...]] = {
     "webhook": ("attempts_left",),
 }
 
-# states x triggers. The job machine has 12 triggers (SPEC's 11 plus `release`).
-PAIR_COUNTS = {"job": 9 * 12, "phase": 5 * 6, "batch": 7 * 5, "webhook": 5 * 6}
+# states x triggers. The job machine has 14 triggers (SPEC's 11, `release`, and the two that
+# end `waiting`: `deps_done`, `dependency_failed`).
+PAIR_COUNTS = {"job": 10 * 14, "phase": 5 * 6, "batch": 7 * 5, "webhook": 5 * 6}
 
 DEFS: dict[str, Any] = {"job": JOB, "phase": PHASE, "batch": BATCH, "webhook": WEBHOOK}
 EMBEDDED: dict[str, Callable[[], EmbeddedMachine]] = {
@@ -483,7 +519,7 @@ def test_hand_table_covers_every_pair(machine: str) -> None:
 def test_pair_counts() -> None:
     counts = {m: len(_pairs(m)) for m in HAND}
     print("pairs per machine:", counts)
-    assert counts == {"job": 108, "phase": 30, "batch": 35, "webhook": 30}
+    assert counts == {"job": 140, "phase": 30, "batch": 35, "webhook": 30}
 
 
 @pytest.mark.parametrize("machine", list(HAND))
@@ -631,54 +667,67 @@ BATCH_FACTS = {"ready": True, "all_done": False, "threshold_met": False}
 EXACT_EFFECTS: dict[tuple[str, str, str, str], tuple[str, ...]] = {
     # job
     ("job", "queued", "claim", "-"): ("new_attempt", "resume_phases"),
+    ("job", "waiting", "cancel", "-"): (
+        "cancel_phases", "record_reason", "finish", "mark_unfiled", "notify", "count_member", "release_dependents",
+        "cancel_children",
+    ),
+    ("job", "waiting", "deps_done", "-"): ("wake_workers",),
+    ("job", "waiting", "dependency_failed", "-"): (
+        "record_reason", "finish", "mark_unfiled", "notify", "count_member", "release_dependents",
+    ),
     ("job", "queued", "cancel", "-"): (
-        "cancel_phases", "record_reason", "finish", "mark_unfiled", "notify", "count_member",
+        "cancel_phases", "record_reason", "finish", "mark_unfiled", "notify", "count_member", "release_dependents",
+        "cancel_children",
     ),
     ("job", "scheduled", "wake", "-"): ("clear_reason", "wake_workers"),
     ("job", "scheduled", "cancel", "-"): (
-        "cancel_phases", "record_reason", "finish", "mark_unfiled", "notify", "count_member",
+        "cancel_phases", "record_reason", "finish", "mark_unfiled", "notify", "count_member", "release_dependents",
+        "cancel_children",
     ),
     ("job", "active", "complete", "has_validator"): (
         "end_attempt", "store_result", "record_error", "start_validation",
     ),
     ("job", "active", "complete", "!has_validator"): (
         "end_attempt", "store_result", "clear_error", "clear_reason", "finish", "mark_unfiled", "notify",
-        "count_member",
+        "count_member", "release_dependents",
     ),
     ("job", "active", "fail", "retries_left"): (
         "interrupt_phase", "end_attempt", "record_error", "count_retry", "arm_backoff", "record_reason",
     ),
     ("job", "active", "fail", "!retries_left"): (
         "interrupt_phase", "end_attempt", "record_error", "record_reason", "finish", "mark_unfiled", "notify",
-        "count_member",
+        "count_member", "release_dependents",
     ),
     ("job", "active", "timeout", "retries_left"): (
         "interrupt_phase", "end_attempt", "record_error", "count_retry", "arm_backoff", "record_reason",
     ),
     ("job", "active", "timeout", "!retries_left"): (
         "interrupt_phase", "end_attempt", "record_error", "record_reason", "finish", "mark_unfiled", "notify",
-        "count_member",
+        "count_member", "release_dependents",
     ),
     ("job", "active", "lease_expired", "retries_left"): (
         "interrupt_phase", "end_attempt", "record_error", "count_retry", "arm_backoff", "record_reason",
     ),
     ("job", "active", "lease_expired", "!retries_left"): (
         "interrupt_phase", "end_attempt", "record_error", "record_reason", "finish", "mark_unfiled", "notify",
-        "count_member",
+        "count_member", "release_dependents",
     ),
     ("job", "active", "release", "-"): ("interrupt_phase", "end_attempt", "record_error", "wake_workers"),
     ("job", "active", "cancel", "-"): (
         "end_attempt", "cancel_phases", "cancel_handler", "record_reason", "finish", "mark_unfiled", "notify",
-        "count_member",
+        "count_member", "release_dependents", "cancel_children",
     ),
     ("job", "validating", "cancel", "-"): (
-        "cancel_phases", "record_reason", "finish", "mark_unfiled", "notify", "count_member",
+        "cancel_phases", "record_reason", "finish", "mark_unfiled", "notify", "count_member", "release_dependents",
+        "cancel_children",
     ),
     ("job", "validating", "validation_passed", "-"): (
         "record_status", "clear_error", "clear_reason", "finish", "mark_unfiled", "notify", "count_member",
+        "release_dependents",
     ),
     ("job", "validating", "validation_exhausted", "-"): (
         "record_status", "record_error", "record_reason", "finish", "mark_unfiled", "notify", "count_member",
+        "release_dependents",
     ),
     ("job", "failed", "retry", "-"): ("reset_retries", "new_epoch", "reopen", "wake_workers"),
     ("job", "failed", "retry_from_start", "-"): (
@@ -769,6 +818,9 @@ NOTIFY_CHECKS = [
     ("job", "active", "lease_expired", NO_RETRIES, "job.failed"),
     ("job", "active", "cancel", JOB_FACTS, "job.cancelled"),
     ("job", "queued", "cancel", JOB_FACTS, "job.cancelled"),
+    ("job", "waiting", "cancel", JOB_FACTS, "job.cancelled"),
+    ("job", "waiting", "dependency_failed", JOB_FACTS, "job.failed"),
+    ("job", "waiting", "deps_done", JOB_FACTS, None),
     ("job", "queued", "claim", JOB_FACTS, None),
     ("job", "scheduled", "wake", JOB_FACTS, None),
     ("job", "active", "release", JOB_FACTS, None),
