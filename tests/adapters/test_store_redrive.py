@@ -148,6 +148,27 @@ def test_a_delivered_redrive_leaves_the_index_and_one_on_its_way_waits(
     assert sync_store.get_job(job).redrives == {"notification_failed": 1}
 
 
+def race(target: Target, clock: ManualClock, due: list[RedriveDue], policy: Redrive, daemons: int = 8) -> list[str]:
+    """``daemons`` threads, each its own store, offer every due re-drive at once; the outcomes."""
+    outcomes: list[str] = []
+    barrier = threading.Barrier(daemons)
+
+    def daemon() -> None:
+        own = SyncStore(open_backend(target.url, memory=target.memory), clock=clock)
+        try:
+            barrier.wait()
+            outcomes.extend(own.redrive(d, policy).kind for d in due)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=daemon) for _ in range(daemons)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return outcomes
+
+
 def test_racing_offers_redrive_each_job_exactly_once(target: Target, clock: ManualClock) -> None:
     store = SyncStore(target.backend(), clock=clock)
     jobs = []
@@ -158,23 +179,7 @@ def test_racing_offers_redrive_each_job_exactly_once(target: Target, clock: Manu
     clock.advance(60)
     due = store.redrives_due("default", POLICIES).items
     assert len(due) == 10
-    outcomes: list[str] = []
-    barrier = threading.Barrier(8)
-
-    def daemon() -> None:
-        own = SyncStore(open_backend(target.url, memory=target.memory), clock=clock)
-        try:
-            barrier.wait()
-            outcomes.extend(own.redrive(d, POLICY).kind for d in due)
-        finally:
-            own.close()
-
-    threads = [threading.Thread(target=daemon) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert Counter(outcomes) == {"redriven": 10, "skipped": 70}
+    assert Counter(race(target, clock, due, POLICY)) == {"redriven": 10, "skipped": 70}
     assert Counter(job for job, _, _ in redriven_events(target.raw())) == {job: 1 for job in jobs}
     assert {store.get_job(j).redrives["notification_failed"] for j in jobs} == {1}
 
@@ -266,23 +271,7 @@ def test_racing_offers_run_each_incomplete_job_again_exactly_once(target: Target
     clock.advance(60)
     due = store.redrives_due("default", {"t": RERUN}).items
     assert len(due) == 10
-    outcomes: list[str] = []
-    barrier = threading.Barrier(8)
-
-    def daemon() -> None:
-        own = SyncStore(open_backend(target.url, memory=target.memory), clock=clock)
-        try:
-            barrier.wait()
-            outcomes.extend(own.redrive(d, RERUN).kind for d in due)
-        finally:
-            own.close()
-
-    threads = [threading.Thread(target=daemon) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert Counter(outcomes) == {"redriven": 10, "skipped": 70}
+    assert Counter(race(target, clock, due, RERUN)) == {"redriven": 10, "skipped": 70}
     reruns = [store.get_job(j).rerun for j in jobs]
     assert len(set(reruns)) == 10
     assert None not in reruns
