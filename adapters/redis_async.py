@@ -97,9 +97,10 @@ class AsyncRedis:
             return []
         if self.cluster:
             return await self._cluster_pipeline(commands, wait)
-        # One server: the batch goes straight onto a pooled connection, released before its
-        # replies are awaited (coredis multiplexes it: replies come back in order). Each bound
-        # is coredis's: the pool's wait, the connect and the reply timeouts.
+        # One server: the batch goes straight onto the kept connection (a blocking read, or a
+        # Sentinel set's round trip, onto one leased from the pool, released before its replies
+        # are awaited); coredis multiplexes it: replies come back in order. Each bound is
+        # coredis's: the pool's wait, the connect and the reply timeouts.
         requests = [_command(command) for command in (*commands, *((wait,) if wait else ()))]
         kept = self._kept
         if self._keep and not any(_blocks(command) for command in commands):
