@@ -160,7 +160,8 @@ end
 -- metatable): a complete that notifies nobody never reads the result, and no field reads as
 -- '' because it was not loaded.
 local JOB_FIELDS = {'state', 'lease_token', 'attempts', 'retry_count', 'max_retries',
-  'has_validator', 'notify', 'epoch', 'phases', 'batch', 'type', 'service_job_id', 'error', 'reason'}
+  'has_validator', 'notify', 'epoch', 'phases', 'batch', 'type', 'service_job_id', 'error', 'reason',
+  'dependents'}
 local JOB_ALL = {'priority', 'backoff_ms', 'backoff_max_ms', 'timeout_ms', 'lease_deadline', 'finished_at',
   'lease_worker', 'val_checks', 'result', 'created_at', 'validation_status', 'webhook_url', 'traceparent',
   'input', 'started_at', 'validator_url', 'deps'}

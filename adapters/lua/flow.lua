@@ -3,8 +3,9 @@
 -- A job submitted with dependencies keeps their ids (`deps`, joined by ','), its policy
 -- (`dep_policy`: fail | ignore | continue) and how many of them it still waits for
 -- (`deps_left`); a flow's child names its parent (`parent`). While a dependency is live, the
--- set `dependents:<id>` lists the jobs waiting on it. Its finish (the table's
--- `release_dependents`, in every row into a terminal state) reads that set, deletes it and,
+-- set `dependents:<id>` lists the jobs waiting on it (and its record says so: `dependents`,
+-- one of the fields every move reads). Its finish (the table's `release_dependents`, in every
+-- row into a terminal state) reads that set (only then), deletes it and the mark and,
 -- after the dependency is written, counts the finish on each dependent still `waiting` and
 -- fires `deps_done` or `dependency_failed` on it through `move`, as its policy says: in the
 -- same step, so nothing polls, and once: a later retry of the dependency finds no set and
@@ -61,7 +62,10 @@ function FLOW.register(x, plan)
     job_move(load_job(x.id), 'dependency_failed', {cause = plan.failed})
     return
   end
-  for _, id in ipairs(plan.pending) do redis.call('SADD', P .. 'dependents:' .. id, x.id) end
+  for _, id in ipairs(plan.pending) do
+    redis.call('SADD', P .. 'dependents:' .. id, x.id)
+    redis.call('HSET', jkey(id), 'dependents', '1') -- its finish reads the set only then
+  end
 end
 
 -- What a worker sees of a claimed job's dependencies: {id, state, result JSON} each, in the
@@ -88,11 +92,13 @@ local function release_one(id, from, ok)
 end
 
 function J.release_dependents(c)
+  if c.r.dependents ~= '1' then return end -- no job ever waited on it: nothing to read
   local id = c.r.id
   local key = P .. 'dependents:' .. id
   local waiting = redis.call('SMEMBERS', key)
-  if #waiting == 0 then return end
   redis.call('DEL', key)
+  redis.call('HDEL', jkey(id), 'dependents')
+  if #waiting == 0 then return end
   table.sort(waiting)
   local ok = M.job.succeeded[c.to] == true
   later(c, function()
