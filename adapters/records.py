@@ -228,10 +228,11 @@ class Attempt(Struct, kw_only=True, frozen=True):
     """One attempt of a job: its start record joined with its end record.
 
     Each attempt has its own fields in the job hash (``att:<n>`` when it
-    starts, ``atx:<n>`` when it ends, ``ar:<n>`` its result, ``ap:<n>:<phase>``
-    per phase result), so a later attempt never overwrites an earlier one's
-    record. Only what an attempt has is stored: an absent key reads as its default
-    here (``by`` as ``"worker"`` once the attempt ended).
+    starts, ``atx:<n>`` when it ends, ``ap:<n>:<phase>`` per phase result), so a
+    later attempt never overwrites an earlier one's record. Its result is the job's
+    ``result`` while it is the last attempt that succeeded, ``ar:<n>`` once a later
+    one's took its place. Only what an attempt has is stored: an absent key reads as
+    its default here (``by`` as ``"worker"`` once the attempt ended).
     """
 
     n: int

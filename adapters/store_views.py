@@ -110,14 +110,18 @@ def job_view(h: dict[str, str]) -> JobView:
     phases = decode_phases(h.get(PHASES_FIELD, ""))
     results = {name: _json_or(h[result_field(name)]) for name in phases if result_field(name) in h}
     attempts = []
-    for n in range(1, int(h.get("attempts", 0)) + 1):
+    ends = {n: _json_or(h.get(f"atx:{n}"), {}) for n in range(1, int(h.get("attempts", 0)) + 1)}
+    # the job's result is its last successful attempt's; an earlier one's is kept in `ar:<n>`
+    last_success = max((n for n, end in ends.items() if end.get("outcome") == "succeeded"), default=None)
+    for n, end in ends.items():
         start = _json_or(h.get(f"att:{n}"), {})
-        end = _json_or(h.get(f"atx:{n}"), {})
         record = {**start, **end, "n": n}
         if end:  # only what an attempt has is stored (records of 0.2.0 hold every key)
             record.setdefault("by", "worker")
             if f"ar:{n}" in h:
                 record["result"] = _json_or(h[f"ar:{n}"])
+            elif n == last_success and "result" not in end:
+                record["result"] = _json_or(h.get("result"))
         record["phase_results"] = {name: _json_or(h[result_field(name, n)]) for name in phases
                                    if result_field(name, n) in h}
         record["started_at"] = record.get("started_at", 0) / 1000

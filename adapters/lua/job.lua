@@ -74,14 +74,14 @@ function J.end_attempt(c)
   local j, x = c.r, c.x
   local interrupted = c.interrupted
   -- The attempt's end: its outcome and time, then only what it has (an error, the phase it
-  -- was interrupted in, the service's job id, who ended it when not its worker); its result
-  -- in a field of its own (`ar:<n>`), so that a small result keeps both small.
+  -- was interrupted in, the service's job id, who ended it when not its worker). Its result is
+  -- the job's `result` (store_result): an earlier attempt's gets a field of its own (`ar:<n>`)
+  -- only when a later attempt's result takes its place.
   local n = num(j.attempts)
   put(c, 'atx:' .. n, '{"outcome":"' .. M.job.outcome[c.trigger] .. '","finished_at":' .. NOW_S ..
     json_part('error', x.error, true) .. json_part('interrupted_phase', interrupted) ..
     json_part('service_job_id', j.service_job_id) ..
     ((x.by and x.by ~= 'worker') and (',"by":' .. enc(x.by)) or '') .. '}')
-  if x.result and x.result ~= '' and x.result ~= 'null' then put(c, 'ar:' .. n, x.result) end
   put(c, 'lease_token', '')
   put(c, 'lease_deadline', '')
   c.reply.interrupted_phase = interrupted ~= '' and interrupted or nil
@@ -103,9 +103,27 @@ end
 
 function J.cancel_handler(c) redis.call('PUBLISH', P .. 'cancel', c.r.id) end
 
+-- The job's result is the one of the last attempt that succeeded; when a later attempt
+-- stores its own (a retry from the start after validation failed), the earlier one moves to
+-- that attempt's own field, `ar:<n>` (only then: a job's one success stores its result once).
+local function keep_earlier_result(c, n)
+  local earlier = c.r.result
+  if earlier == '' or earlier == 'null' then return end
+  for k = n - 1, 1, -1 do
+    local record = redis.call('HGET', jkey(c.r.id), 'atx:' .. k) or ''
+    if string.find(record, '"outcome":"succeeded"', 1, true) then
+      if redis.call('HEXISTS', jkey(c.r.id), 'ar:' .. k) == 0 then put(c, 'ar:' .. k, earlier) end
+      return
+    end
+  end
+end
+
 function J.store_result(c)
   local result = c.x.result
-  if result and result ~= '' then put(c, 'result', result) end
+  if not result or result == '' then return end
+  local n = num(c.r.attempts)
+  if n > 1 then keep_earlier_result(c, n) end
+  put(c, 'result', result)
 end
 
 function J.record_error(c)

@@ -34,8 +34,10 @@ function OP.submit(x)
     x = x, set = {'id', x.id, 'queue', QUEUE, 'type', x.type, 'state', start.state,
     'input', x.input, 'priority', x.priority, 'max_retries', x.max_retries, 'retry_count', 0,
     'attempts', 0, 'epoch', 0, 'timeout_ms', x.timeout_ms, 'backoff_ms', x.backoff_ms,
-    'backoff_max_ms', x.backoff_max_ms, 'has_validator', x.has_validator and '1' or '0',
-    'notify', x.notify and '1' or '0', 'created_at', NOW_S, 'updated_at', NOW_S}}
+    'backoff_max_ms', x.backoff_max_ms, 'created_at', NOW_S, 'updated_at', NOW_S}}
+  -- The flags only when set (an absent field reads as '', not '1'): a smaller record.
+  if x.has_validator then put(c, 'has_validator', '1') end
+  if x.notify then put(c, 'notify', '1') end
   -- The text fields only when not empty (an absent field reads as ''): a smaller record.
   for _, f in ipairs(SUBMIT_TEXT) do
     local v = x[f[2]]

@@ -1665,6 +1665,26 @@ def test_a_submit_refused_for_an_id_collision_writes_no_idempotency_key(
     assert snapshot(raw) == before
 
 
+def test_a_later_success_keeps_the_earlier_attempts_result_apart(
+    target: Target, sync_store: SyncStore, clock: ManualClock
+) -> None:
+    """Attempt 1 succeeded (then validation failed), a retry from the start ran attempt 2,
+    which succeeded with another result: the job's result is attempt 2's, and attempt 1's
+    moved to its own field; the view gives each attempt its own."""
+    d = Driver(sync_store, clock)
+    job = d.submit(job_spec(has_validator=True))
+    d.report(job, d.claim(job), "complete", "validating", result={"run": 1})
+    d.trigger(job, "validation_exhausted", "validation_failed")
+    d.trigger(job, "retry_from_start", "queued")
+    d.report(job, d.claim(job, worker="w2"), "complete", "validating", result={"run": 2})
+    view = sync_store.get_job(job)
+    assert view.result == {"run": 2}
+    assert [(a.n, a.outcome, a.result) for a in view.attempt_records] == [
+        (1, "succeeded", {"run": 1}), (2, "succeeded", {"run": 2})]
+    stored = {k.decode(): v.decode() for k, v in target.raw().hgetall(f"jv:{{{Q}}}:job:{job}").items()}
+    assert (json.loads(stored["ar:1"]), "ar:2" in stored) == ({"run": 1}, False)
+
+
 def test_each_attempt_keeps_its_own_record_and_only_what_it_has(
     target: Target, sync_store: SyncStore, clock: ManualClock
 ) -> None:
@@ -1682,8 +1702,9 @@ def test_each_attempt_keeps_its_own_record_and_only_what_it_has(
     assert (second.n, second.worker, second.outcome, second.by, second.result, second.error) == (
         2, "w2", "succeeded", "worker", {"ok": True}, None)
     stored = {k.decode(): v.decode() for k, v in target.raw().hgetall(f"jv:{{{Q}}}:job:{job}").items()}
-    assert json.loads(stored["ar:2"]) == {"ok": True}
+    assert json.loads(stored["result"]) == {"ok": True}  # the job's result is its successful attempt's
     assert "ar:1" not in stored
+    assert "ar:2" not in stored
     assert "by" not in stored["atx:2"]
     assert "result" not in stored["atx:2"]
     assert max(len(v) for v in stored.values()) <= 64, {k: len(v) for k, v in stored.items() if len(v) > 64}
