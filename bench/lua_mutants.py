@@ -138,6 +138,8 @@ MUTANTS: list[Mutant] = [
     _emptied("job.lua", "function J.cancel_handler(c)", "redis.call('PUBLISH', P .. 'cancel', c.r.id)",
              (NOTIFY,)),
     ("job store_result: no result", "job.lua", "  put(c, 'result', result)\nend", "end", (EFFECTS, JOB_PAIRS)),
+    ("job end_attempt: the lease fields stay (no HDEL)", "job.lua",
+     "    if c.drop then redis.call('HDEL', jkey(j.id), unpack(c.drop)) end\n", "", (FENCING, EFFECTS, TRANSITIONS)),
     ("job store_result: a later success overwrites an earlier attempt's result", "job.lua",
      "  if n > 1 then keep_earlier_result(c, n) end\n", "", (TRANSITIONS,)),
     ("job store_result: the earlier result kept under the wrong attempt", "job.lua",

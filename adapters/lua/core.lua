@@ -312,6 +312,17 @@ local function put(c, f, v)
   c.r[f] = v
 end
 
+-- Stage the removal of fields of the move's record (one HDEL after the HSET): an absent field
+-- reads as '' everywhere, and costs no memory.
+local function drop(c, ...)
+  local d = c.drop
+  if not d then d = {}; c.drop = d end
+  for _, f in ipairs({...}) do
+    d[#d + 1] = f
+    c.r[f] = ''
+  end
+end
+
 -- Each machine's record writing: `prepare` (before the effects) and `write` (after them:
 -- the record, its index, one event). Set by job.lua, batch.lua and webhook.lua.
 local MACHINE = {}
@@ -327,7 +338,7 @@ local function move(name, r, trigger, facts, x)
   if kind ~= 'moved' then return {kind = kind, id = r.id, state = r.state} end
   -- every field a move may set is in the constructor: the table is sized once
   local c = {m = m, r = r, x = x, trigger = trigger, from = r.state, to = o.to, o = o,
-    set = {'state', o.to, 'updated_at', NOW_S}, score = false, phases = false, interrupted = '',
+    set = {'state', o.to, 'updated_at', NOW_S}, drop = false, score = false, phases = false, interrupted = '',
     after = false, reply = {kind = 'moved', machine = name, trigger = trigger, id = r.id, from = r.state,
     to = o.to}}
   r.state, r.updated_at = o.to, NOW_S

@@ -82,8 +82,7 @@ function J.end_attempt(c)
     json_part('error', x.error, true) .. json_part('interrupted_phase', interrupted) ..
     json_part('service_job_id', j.service_job_id) ..
     ((x.by and x.by ~= 'worker') and (',"by":' .. enc(x.by)) or '') .. '}')
-  put(c, 'lease_token', '')
-  put(c, 'lease_deadline', '')
+  drop(c, 'lease_token', 'lease_deadline', 'lease_worker') -- the lease is over (its worker is in att:<n>)
   c.reply.interrupted_phase = interrupted ~= '' and interrupted or nil
 end
 
@@ -197,6 +196,7 @@ MACHINE.job = {
     local joined = join_phases(c.phases)
     if joined ~= j.phases then put(c, 'phases', joined) end
     redis.call('HSET', jkey(j.id), unpack(c.set))
+    if c.drop then redis.call('HDEL', jkey(j.id), unpack(c.drop)) end
     reindex(c)
     local notify = c.o.notify
     event(notify ~= '' and notify or ('job.' .. c.trigger), j.id,
