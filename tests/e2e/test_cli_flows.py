@@ -1,24 +1,35 @@
-"""Dependencies from the command line and the HTTP API, against a real redis-server.
+"""Dependencies, flows and chains from the command line and the HTTP API, against a real redis-server.
 
 ``jobvisor submit --depends-on ID [--depends-on ID] --on-dependency-failure POLICY`` makes a
 ``waiting`` job that ``jobvisor jobs --state waiting`` lists; an unknown id or one of another
 queue is exit 2 with one line naming ``depends_on``, and nothing is written (the whole keyspace
 compared). The HTTP API's submit takes the same fields and refuses the same input with 400
 (the API's bad input), nothing written.
+
+``jobvisor flow --parent T --child T=JSON...`` and ``jobvisor chain T T=JSON...`` print the
+ids they made; the jobs are read back from Redis: the parent ``waiting`` on every child (each
+child's ``dependents`` set names it, and the child names its parent), the children
+``queued``; a chain's each step ``waiting`` on the one before. Bad steps, JSON, policies,
+mixed queues and an empty chain are exit 2, one line, the keyspace unchanged.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 
+from jobvisor.adapters.keys import Keys
 from tests.cli_support import assert_nothing_written, assert_one_line_error, dump, jv, ok_json
 from tests.redis_server import RedisServer
 from tests.web_support import WebProcess, auth, web_server
 
 APP = ("--app", "examples.app:app")
+FLOW_APP = ("--app", "tests.flow_app:app")
 UNKNOWN = "default.01ZZZZZZZZZZZZZZZZZZZZZZZZ"
 
 
@@ -56,6 +67,88 @@ def test_bad_dependencies_are_one_line_exit_2_and_write_nothing(
     before = dump(redis_url)
     result = jv("submit", "echo", *APP, "--redis", redis_url, *(known if a == "@known" else a for a in args))
     assert_one_line_error(result, 2, *patterns)
+    assert_nothing_written(before, dump(redis_url))
+
+
+# -- flow and chain --------------------------------------------------------------------------------
+
+
+def jobs_of(url: str, ids: list[str]) -> dict[str, dict[str, object]]:
+    """Each job's state, type, input, parent and the waiting jobs depending on it, read from Redis."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        out: dict[str, dict[str, object]] = {}
+        for job_id in ids:
+            keys = Keys("default")
+            record = client.hgetall(keys.job(job_id))
+            out[job_id] = {"state": record["state"], "type": record["type"], "input": json.loads(record["input"]),
+                           "parent": record.get("parent"), "dependents": client.smembers(keys.dependents(job_id))}
+        return out
+    finally:
+        client.close()
+
+
+def test_flow_prints_the_ids_and_the_parent_waits_for_its_children(redis_url: str) -> None:
+    made = jv("flow", *FLOW_APP, "--redis", redis_url, "--parent", 'parent={"title": "t"}',
+              "--child", 'child={"n": 1}', "--child", 'child={"n": 2}', "--on-dependency-failure", "ignore")
+    assert (made.returncode, made.stderr) == (0, ""), made.stderr
+    parent, *children = made.stdout.split()
+    assert len(children) == 2
+    jobs = jobs_of(redis_url, [parent, *children])
+    assert jobs[parent] == {"state": "waiting", "type": "parent", "input": {"title": "t"}, "parent": None,
+                            "dependents": set()}
+    for n, child in enumerate(children, 1):
+        assert jobs[child] == {"state": "queued", "type": "child", "input": {"n": n}, "parent": parent,
+                               "dependents": {parent}}
+    waiting = ok_json(jv("jobs", "--state", "waiting", "--json", "--redis", redis_url))
+    assert [j["id"] for j in waiting["jobs"]] == [parent]
+
+
+def test_flow_json_names_parent_and_children(redis_url: str) -> None:
+    made = ok_json(jv("flow", *FLOW_APP, "--redis", redis_url, "--json", "--parent", "parent",
+                      "--child", 'child={"n": 1}'))
+    assert set(made) == {"parent", "children"}
+    jobs = jobs_of(redis_url, [made["parent"], *made["children"]])
+    assert [jobs[j]["state"] for j in (made["parent"], *made["children"])] == ["waiting", "queued"]
+    assert jobs[made["parent"]]["input"] is None
+
+
+def test_chain_prints_the_ids_in_order_each_waiting_on_the_one_before(redis_url: str) -> None:
+    made = jv("chain", *FLOW_APP, "--redis", redis_url, 'child={"n": 1}', "child", 'parent=[1, 2]')
+    assert (made.returncode, made.stderr) == (0, ""), made.stderr
+    steps = made.stdout.split()
+    jobs = jobs_of(redis_url, steps)
+    assert [(jobs[s]["state"], jobs[s]["type"], jobs[s]["input"]) for s in steps] == [
+        ("queued", "child", {"n": 1}), ("waiting", "child", None), ("waiting", "parent", [1, 2])]
+    assert [jobs[s]["dependents"] for s in steps] == [{steps[1]}, {steps[2]}, set()]
+    assert [jobs[s]["parent"] for s in steps] == [None, None, None]  # a chain's steps are nobody's children
+    listed = ok_json(jv("chain", *FLOW_APP, "--redis", redis_url, "--json", "child"))
+    assert [jobs_of(redis_url, listed["steps"])[listed["steps"][0]]["state"]] == ["queued"]
+
+
+@pytest.mark.parametrize(("args", "patterns"), [
+    (("flow", "--parent", "parent", "--child", "nope"), ("children[0]: type: unknown job type 'nope'",)),
+    (("flow", "--parent", "parent=", "--child", "child"), ("parent: input: malformed JSON",)),
+    (("flow", "--parent", "parent", "--child", "child", "--child", 'child={"n": '),
+     ("children[1]: input: malformed JSON",)),
+    (("flow", "--parent", "parent", "--child", "child", "--on-dependency-failure", "maybe"),
+     ("on-dependency-failure", "maybe")),
+    (("flow", "--parent", "parent", "--child", "elsewhere"), ("flow: job 1 is in queue 'other'",)),
+    (("flow", "--parent", "parent"), ("--child",)),
+    (("flow", "--parent", "parent", "--child", "child", "--queue", "bad queue!"), ("parent: ", "at `$.queue`")),
+    (("chain",), ("required",)),
+    (("chain", "child", "elsewhere"), ("flow: job 1 is in queue 'other'",)),
+    (("chain", "child", "child=[1"), ("steps[1]: input: malformed JSON",)),
+    (("chain", "child", "=1"), ("steps[1]: type: unknown job type ''",)),
+], ids=["unknown-type", "parent-json", "child-json", "bad-policy", "mixed-queues", "no-child", "bad-queue",
+        "empty-chain", "chain-mixed-queues", "chain-json", "chain-no-type"])
+def test_bad_flows_and_chains_are_one_line_exit_2_and_write_nothing(
+    redis_url: str, args: tuple[str, ...], patterns: tuple[str, ...]
+) -> None:
+    submit(redis_url)  # a database with something in it
+    before = dump(redis_url)
+    result = jv(*args, *FLOW_APP, "--redis", redis_url)
+    assert_one_line_error(result, 2, *(re.escape(p) for p in patterns))
     assert_nothing_written(before, dump(redis_url))
 
 
