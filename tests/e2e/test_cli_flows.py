@@ -174,3 +174,75 @@ def test_the_http_submit_takes_dependencies_and_refuses_bad_ones(web: WebProcess
             assert refused.headers["content-type"] == "application/problem+json"
             assert words in refused.json()["detail"]
         assert_nothing_written(before, dump(redis_url))
+
+
+def test_the_http_api_submits_flows_and_chains(web: WebProcess, redis_url: str) -> None:
+    with httpx.Client(base_url=web.url, headers=auth(), timeout=30) as api:
+        made = api.post("/api/v1/flows", json={"parent": {"type": "echo", "input": {"p": 1}},
+                                               "children": [{"type": "echo", "input": {"c": 1}},
+                                                            {"type": "fail_once", "priority": 5}],
+                                               "on_dependency_failure": "continue"})
+        assert made.status_code == 201, made.text
+        flow = made.json()
+        assert set(flow) == {"parent", "children"}
+        jobs = jobs_of(redis_url, [flow["parent"], *flow["children"]])
+        assert jobs[flow["parent"]] == {"state": "waiting", "type": "echo", "input": {"p": 1}, "parent": None,
+                                        "dependents": set()}
+        assert [(jobs[c]["state"], jobs[c]["type"], jobs[c]["parent"], jobs[c]["dependents"])
+                for c in flow["children"]] == [("queued", "echo", flow["parent"], {flow["parent"]}),
+                                               ("queued", "fail_once", flow["parent"], {flow["parent"]})]
+        shown = api.get(f"/api/v1/jobs/{flow['children'][1]}").json()
+        assert shown["priority"] == 5  # each child is a whole submit body
+        made = api.post("/api/v1/chains", json={"steps": [{"type": "echo"}, {"type": "echo", "input": [2]}]})
+        assert made.status_code == 201, made.text
+        steps = made.json()["steps"]
+        jobs = jobs_of(redis_url, steps)
+        assert [(jobs[s]["state"], jobs[s]["input"], jobs[s]["dependents"]) for s in steps] == [
+            ("queued", None, {steps[1]}), ("waiting", [2], set())]
+        document = api.get("/api/v1/openapi.json").json()
+        assert {"/api/v1/flows", "/api/v1/chains"} <= set(document["paths"])
+        assert document["paths"]["/api/v1/flows"]["post"]["requestBody"]["content"]["application/json"] == {
+            "schema": {"$ref": "#/components/schemas/FlowSubmit"}}
+        assert {"FlowSubmit", "ChainSubmit", "FlowCreated", "ChainCreated"} <= set(document["components"]["schemas"])
+
+
+ECHO = {"type": "echo"}
+
+
+@pytest.mark.parametrize(("path", "body", "words", "field"), [
+    ("/api/v1/flows", {"parent": {"type": "nope"}, "children": [ECHO]}, "parent: type: unknown job type 'nope'",
+     "parent"),
+    ("/api/v1/flows", {"parent": ECHO, "children": [ECHO, {"type": "echo", "timeout": -1}]}, "children[1]: ",
+     "timeout"),
+    ("/api/v1/flows", {"parent": ECHO, "children": []}, "children: required", "children"),
+    ("/api/v1/flows", {"children": [ECHO]}, "parent: required", "parent"),
+    ("/api/v1/flows", {"parent": ECHO, "children": [ECHO], "on_dependency_failure": "maybe"},
+     "on_dependency_failure: must be one of", "on_dependency_failure"),
+    ("/api/v1/flows", {"parent": ECHO, "children": [{"type": "echo", "queue": "other"}]},
+     "flow: job 1 is in queue 'other'", "flow"),
+    ("/api/v1/flows", {"parent": ECHO, "children": ["echo"]}, "children[0]: must be a JSON object",
+     "children[0]"),
+    ("/api/v1/flows", {"parent": ECHO, "children": [ECHO], "extra": 1}, "extra: not a field", "extra"),
+    ("/api/v1/flows", {"parent": {"type": "echo", "idempotency_key": "k"}, "children": [ECHO]},
+     "takes no idempotency_key", "flow"),
+    ("/api/v1/chains", {"steps": []}, "steps: required", "steps"),
+    ("/api/v1/chains", {"steps": [ECHO, {"input": 1}]}, "steps[1]: type: required", "steps[1]"),
+    ("/api/v1/chains", {"steps": [ECHO, {"type": "echo", "queue": "other"}]}, "flow: job 1 is in queue 'other'",
+     "flow"),
+    ("/api/v1/chains", {"steps": [ECHO, {"type": "echo", "depends_on": [UNKNOWN]}]}, f"no job {UNKNOWN}", None),
+], ids=["unknown-type", "bad-option", "no-children", "no-parent", "bad-policy", "mixed-queues", "not-an-object",
+        "unknown-field", "idempotency-key", "empty-chain", "chain-no-type", "chain-mixed-queues",
+        "chain-unknown-dependency"])
+def test_bad_http_flows_and_chains_are_400_and_write_nothing(
+    web: WebProcess, redis_url: str, path: str, body: dict[str, object], words: str, field: str | None
+) -> None:
+    with httpx.Client(base_url=web.url, headers=auth(), timeout=30) as api:
+        assert api.post("/api/v1/jobs", json=ECHO).status_code == 201  # a database with something in it
+        before = dump(redis_url)
+        refused = api.post(path, json=body)
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert words in refused.json()["detail"]
+        if field is not None:
+            assert refused.json()["field"] == field
+        assert_nothing_written(before, dump(redis_url))
