@@ -10,7 +10,9 @@ compared). The HTTP API's submit takes the same fields and refuses the same inpu
 ids they made; the jobs are read back from Redis: the parent ``waiting`` on every child (each
 child's ``dependents`` set names it, and the child names its parent), the children
 ``queued``; a chain's each step ``waiting`` on the one before. Bad steps, JSON, policies,
-mixed queues and an empty chain are exit 2, one line, the keyspace unchanged.
+mixed queues and an empty chain are exit 2, one line, the keyspace unchanged. Over HTTP,
+``POST /api/v1/flows`` and ``/chains`` answer 201 with the ids of the same jobs, 400 naming the
+job and the field with nothing written, 403 to a read token; the OpenAPI document lists both.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import redis
 from jobvisor.adapters.keys import Keys
 from tests.cli_support import assert_nothing_written, assert_one_line_error, dump, jv, ok_json
 from tests.redis_server import RedisServer
-from tests.web_support import WebProcess, auth, web_server
+from tests.web_support import READER, WebProcess, auth, web_server
 
 APP = ("--app", "examples.app:app")
 FLOW_APP = ("--app", "tests.flow_app:app")
@@ -246,3 +248,11 @@ def test_bad_http_flows_and_chains_are_400_and_write_nothing(
         if field is not None:
             assert refused.json()["field"] == field
         assert_nothing_written(before, dump(redis_url))
+
+
+def test_flows_and_chains_need_an_admin_token(web: WebProcess, redis_url: str) -> None:
+    before = dump(redis_url)
+    for path, body in (("/api/v1/flows", {"parent": ECHO, "children": [ECHO]}), ("/api/v1/chains", {"steps": [ECHO]})):
+        assert httpx.post(web.url + path, json=body, headers=auth(READER), timeout=30).status_code == 403
+        assert httpx.post(web.url + path, json=body, timeout=30).status_code == 401
+    assert_nothing_written(before, dump(redis_url))
