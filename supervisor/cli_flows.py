@@ -19,6 +19,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from jobvisor.adapters.errors import BadInput
+from jobvisor.adapters.keys import check_queue_name
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import SyncStore
 
@@ -39,7 +41,13 @@ def parse_step(text: str, name: str) -> Step:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {} if args.queue is None else {"queue": args.queue}
+    """Every step's options: ``--queue``, checked before anything connects."""
+    if args.queue is None:
+        return {}
+    try:
+        return {"queue": check_queue_name(args.queue)}
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _build(args: argparse.Namespace, store: SyncStore, steps: Sequence[Step], kind: str) -> list[JobSpec]:
