@@ -9,6 +9,7 @@ The rooms of the command line, each with one job:
 * :mod:`supervisor.cli_ops`: the operator's commands over many jobs (``jobs``, ``retry``,
   ``queue pause|resume``, ``redeliver``), through :mod:`adapters.operations`;
 * :mod:`supervisor.cli_schedules`: ``schedule add|list|pause|resume|remove``;
+* :mod:`supervisor.cli_flows`: ``flow`` and ``chain`` (several jobs in one step);
 * :mod:`supervisor.cli_events`: ``events`` and ``events --follow`` (through
   :class:`adapters.events.EventFeed`);
 * :mod:`supervisor.cli_render`: text and ``--json`` output;
@@ -42,7 +43,7 @@ COMMANDS: dict[str, str] = {
     **dict.fromkeys(("submit", "status", "cancel", "queues", "report", "workers", "batch",
                      "diagram", "webhooks"), "cli_commands"),
     **dict.fromkeys(("jobs", "retry", "queue", "redeliver"), "cli_ops"),
-    "schedule": "cli_schedules",
+    "schedule": "cli_schedules", "flow": "cli_flows", "chain": "cli_flows",
 }
 """Each command's module (``cmd_<command>`` in it), imported when the command runs."""
 

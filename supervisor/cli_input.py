@@ -23,7 +23,7 @@ import msgspec
 from jobvisor.adapters.errors import BadInput
 from jobvisor.adapters.limits import MAX_INPUT_BYTES, MAX_INPUT_DEPTH, input_depth_exceeded
 
-__all__ = ["check_decodable", "read_input", "redis_url"]
+__all__ = ["check_decodable", "decode_input", "read_input", "redis_url"]
 
 
 def check_decodable(args: argparse.Namespace) -> None:
@@ -56,14 +56,22 @@ def read_input(args: argparse.Namespace) -> Any:
             raise BadInput(f"input: more than {MAX_INPUT_BYTES} bytes, over the input limit")
     else:
         return None
+    return decode_input(data, "input")
+
+
+def decode_input(data: bytes, name: str) -> Any:
+    """``data`` decoded as a job's input JSON (at most :data:`~adapters.limits.MAX_INPUT_BYTES`,
+    nested at most :data:`~adapters.limits.MAX_INPUT_DEPTH` deep); a refusal names ``name``."""
+    if len(data) > MAX_INPUT_BYTES:
+        raise BadInput(f"{name}: more than {MAX_INPUT_BYTES} bytes, over the input limit")
     try:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise BadInput(f"input: malformed JSON: {exc}") from None
+        raise BadInput(f"{name}: malformed JSON: {exc}") from None
     except RecursionError:  # the decoder recursed as deep as the interpreter allows
-        raise BadInput(f"input: nested more than {MAX_INPUT_DEPTH} levels deep") from None
+        raise BadInput(f"{name}: nested more than {MAX_INPUT_DEPTH} levels deep") from None
     if input_depth_exceeded(value):
-        raise BadInput(f"input: nested more than {MAX_INPUT_DEPTH} levels deep")
+        raise BadInput(f"{name}: nested more than {MAX_INPUT_DEPTH} levels deep")
     return value
 
 

@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="when a dependency fails: fail this job (default), ignore it, or run at once")
     _common(submit)
 
+    _flow_parsers(sub)
+
     for name, helptext in (("status", "show a job"), ("cancel", "cancel a job")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("id")
@@ -186,6 +188,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_web_parser(sub)
     return parser
+
+
+def _flow_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    step = "a job: TYPE, or TYPE=JSON with its input"
+    flow = sub.add_parser("flow", help="submit a parent and its children in one step; prints the ids "
+                                       "(the parent's first)")
+    flow.add_argument("--parent", required=True, metavar="TYPE[=JSON]",
+                      help=f"{step}; it waits for its children")
+    flow.add_argument("--child", required=True, action="append", metavar="TYPE[=JSON]",
+                      help=f"{step}; queued at once (repeat for several)")
+    chain = sub.add_parser("chain", help="submit steps that run one after the other; prints their ids")
+    chain.add_argument("steps", nargs="+", metavar="TYPE[=JSON]", help=f"{step}; each waits on the one before")
+    for p in (flow, chain):
+        p.add_argument("--on-dependency-failure", dest="on_dependency_failure", default="fail",
+                       choices=("fail", "ignore", "continue"),
+                       help="when a dependency fails: fail the waiting job (default), ignore it, or run at once")
+        p.add_argument("--queue", default=None, help="queue of every job (default: the types'; one queue)")
+        p.add_argument("--app", default=None, metavar="MODULE:ATTR",
+                       help="the App, for the types' defaults without a running daemon")
+        _common(p)
 
 
 def _batch_parsers(batch: argparse.ArgumentParser) -> None:

@@ -7,12 +7,16 @@ children in the same step. A **chain** is steps ``a -> b -> c`` (Celery's chain)
 on the one before and sees its result. Both are one script call: either every job is
 written or, on bad input (an unknown dependency, a cycle, a mixed queue), none is
 (:class:`~jobvisor.adapters.errors.BadInput`). Each step is built and checked like a plain
-submit (:func:`~supervisor.client_specs.build_spec`: its type's defaults, the same refusals).
+submit (:func:`~supervisor.client_specs.build_spec`: its type's defaults, the same refusals),
+a refusal naming the step (``parent``, ``children[1]``, ``steps[0]``). The CLI's ``flow`` and
+``chain`` (:mod:`supervisor.cli_flows`) and the HTTP API's ``/flows`` and ``/chains``
+(:mod:`supervisor.web.flows`) build through the same functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +25,8 @@ from jobvisor.adapters.flows import FlowJob
 from jobvisor.adapters.records import JobSpec
 from jobvisor.adapters.store import Store, SyncStore
 
-__all__ = ["Step", "FlowIds", "FlowSubmits", "AsyncFlowSubmits", "flow_jobs", "chain_jobs", "step_of"]
+__all__ = ["Step", "FlowIds", "FlowSubmits", "AsyncFlowSubmits", "flow_jobs", "chain_jobs", "flow_steps",
+           "chain_steps", "step_names", "named", "step_of"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,23 @@ def chain_steps(steps: Sequence[Step], policy: str) -> list[Step]:
     return [steps[0], *(_with_policy(s, policy) for s in steps[1:])]
 
 
+def step_names(kind: str, count: int) -> list[str]:
+    """How a refusal names each step: ``parent``, ``children[0]``... for a flow (``kind``
+    ``"flow"``), ``steps[0]``... for a chain."""
+    if kind == "flow":
+        return ["parent", *(f"children[{i}]" for i in range(count - 1))]
+    return [f"steps[{i}]" for i in range(count)]
+
+
+@contextmanager
+def named(name: str) -> Iterator[None]:
+    """A :class:`BadInput` raised inside names the step it is about: ``children[1]: type: ...``."""
+    try:
+        yield
+    except BadInput as exc:
+        raise BadInput(f"{name}: {exc}") from None
+
+
 def flow_jobs(specs: Sequence[JobSpec]) -> list[FlowJob]:
     """A flow of ``specs`` (the parent first): the parent waits on every child, each names it."""
     return [FlowJob(spec=specs[0], after=tuple(range(1, len(specs)))),
@@ -95,13 +117,20 @@ class FlowSubmits:
         """Submit a parent and its children in one step; the parent runs once they are done
         (as ``on_dependency_failure`` says) and sees their outcomes in ``ctx.dependencies``."""
         steps = flow_steps(step_of(parent), [step_of(c) for c in children], on_dependency_failure)
-        ids = [c.id for c in self.store.submit_flow(flow_jobs([self.build_step(s) for s in steps]))]
+        ids = [c.id for c in self.store.submit_flow(flow_jobs(self._build(steps, "flow")))]
         return FlowIds(ids[0], ids[1:])
 
     def chain(self, steps: Steps, *, on_dependency_failure: str = "fail") -> list[str]:
         """Submit steps that run one after the other, each seeing the one before in ``ctx.dependencies``."""
         plain = chain_steps([step_of(s) for s in steps], on_dependency_failure)
-        return [c.id for c in self.store.submit_flow(chain_jobs([self.build_step(s) for s in plain]))]
+        return [c.id for c in self.store.submit_flow(chain_jobs(self._build(plain, "chain")))]
+
+    def _build(self, steps: Sequence[Step], kind: str) -> list[JobSpec]:
+        specs = []
+        for name, step in zip(step_names(kind, len(steps)), steps, strict=True):
+            with named(name):
+                specs.append(self.build_step(step))
+        return specs
 
 
 class AsyncFlowSubmits:
@@ -114,12 +143,19 @@ class AsyncFlowSubmits:
                    on_dependency_failure: str = "fail") -> FlowIds:
         """As :meth:`FlowSubmits.flow`."""
         steps = flow_steps(step_of(parent), [step_of(c) for c in children], on_dependency_failure)
-        specs = [await self.build_step(s) for s in steps]
+        specs = await self._build(steps, "flow")
         ids = [c.id for c in await self.store.submit_flow(flow_jobs(specs))]
         return FlowIds(ids[0], ids[1:])
 
     async def chain(self, steps: Steps, *, on_dependency_failure: str = "fail") -> list[str]:
         """As :meth:`FlowSubmits.chain`."""
         plain = chain_steps([step_of(s) for s in steps], on_dependency_failure)
-        specs = [await self.build_step(s) for s in plain]
+        specs = await self._build(plain, "chain")
         return [c.id for c in await self.store.submit_flow(chain_jobs(specs))]
+
+    async def _build(self, steps: Sequence[Step], kind: str) -> list[JobSpec]:
+        specs = []
+        for name, step in zip(step_names(kind, len(steps)), steps, strict=True):
+            with named(name):
+                specs.append(await self.build_step(step))
+        return specs

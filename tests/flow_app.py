@@ -1,6 +1,7 @@
 """The app of the flow e2e test (``tests/e2e/test_flow_daemons.py``): ``child`` returns its
 input's ``n`` doubled after 0.2 s of work (or fails when its input says so); ``parent`` returns what it saw of its
-dependencies (``ctx.dependencies``), so the test reads from the store what the parent saw."""
+dependencies (``ctx.dependencies``), so the test reads from the store what the parent saw.
+``elsewhere`` is of another queue (the CLI's ``flow`` and ``chain`` refuse mixing it in)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,8 @@ async def child(ctx: Any) -> dict[str, int]:
 @app.handler("parent", timeout=10.0, max_retries=0)
 async def parent(ctx: Any) -> dict[str, Any]:
     return {"seen": ctx.dependencies}
+
+
+@app.handler("elsewhere", queue="other", timeout=10, max_retries=0)
+async def elsewhere(ctx: Any) -> None:
+    """A type of another queue: a flow or chain naming it with ``child`` mixes queues."""

@@ -400,6 +400,7 @@ async def openapi(request: Request) -> Response:
 
 def routes() -> list[Route]:
     from .events import events
+    from .flows import flow_routes
     from .ops import ops_routes
 
     return [
@@ -424,4 +425,5 @@ def routes() -> list[Route]:
         Route("/api/v1/machines/{machine}", diagram, methods=["GET"]),
         Route("/api/v1/events", events, methods=["GET"]),
         *ops_routes(),
+        *flow_routes(),
     ]

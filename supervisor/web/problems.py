@@ -34,7 +34,7 @@ PROBLEM_TYPE = "application/problem+json"
 _TITLES = {400: "Bad input", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
            409: "Conflict", 500: "Internal error", 503: "Store unavailable"}
 _PATH = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
-_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*): ")
+_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*(?:\[[0-9]+\])?): ")  # a flow's job: children[1]
 
 
 class Problem(Exception):

@@ -4,7 +4,8 @@ Response bodies are the store's records (:class:`~adapters.records.JobView` with
 hash, ``DeliveryView``, ``BatchView``, ``WorkerView``, ``Event``) and the few structs below;
 their JSON Schemas come from msgspec, so the document cannot drift from what is encoded. The
 submit body's schema is :class:`~adapters.records.JobSpec`'s (the limits the store enforces),
-less the fields a type's registration decides (``phases``, ``has_validator``).
+less the fields a type's registration decides (``phases``, ``has_validator``); a flow's and a
+chain's bodies (:mod:`supervisor.web.flows`) are lists of such submit bodies.
 """
 
 from __future__ import annotations
@@ -105,9 +106,14 @@ def _ecma(node: Any) -> Any:
 
 
 def _components() -> dict[str, Any]:
-    from .ops import RECORDS  # the operator's routes import the API, which imports this module
+    from jobvisor.adapters.flows import MAX_FLOW_JOBS
 
-    _, found = msgspec.json.schema_components((*_RECORDS, *RECORDS), ref_template=_REF)
+    # the operator's and the flows' routes import the API, which imports this module
+    from .flows import RECORDS as FLOW_RECORDS
+    from .flows import flow_components
+    from .ops import RECORDS
+
+    _, found = msgspec.json.schema_components((*_RECORDS, *RECORDS, *FLOW_RECORDS), ref_template=_REF)
     components: dict[str, Any] = _ecma(found)
     job = components["JobView"]
     job["properties"].pop("raw", None)
@@ -127,6 +133,7 @@ def _components() -> dict[str, Any]:
     components["BatchAdd"] = {"type": "object", "required": ["jobs"], "additionalProperties": False,
                               "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 1000,
                                                       "items": {"type": "string"}}}}
+    components.update(flow_components(_ref, MAX_FLOW_JOBS))
     components["Problem"] = {
         "type": "object", "required": ["type", "title", "status", "detail"],
         "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
@@ -244,9 +251,11 @@ def openapi_document() -> dict[str, Any]:
                                                          "content": {"application/problem+json": {
                                                              "schema": _ref("Problem")}}}}}},
     }
+    from .flows import flow_paths
     from .ops import ops_paths
 
     paths.update(ops_paths(_ref, _op, _json, _path))
+    paths.update(flow_paths(_ref, _op, _json))
     return {
         "openapi": "3.1.0",
         "info": {"title": "jobvisor", "version": "1", "description": "Jobs, batches and their events."},

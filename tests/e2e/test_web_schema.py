@@ -54,4 +54,4 @@ def test_no_server_errors_and_every_response_matches_the_schema(web: WebProcess)
 
         check()
         checked.append(operation.label)
-    assert len(checked) == 22, checked  # every operation but the event stream
+    assert len(checked) == 24, checked  # every operation but the event stream

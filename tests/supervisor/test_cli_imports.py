@@ -72,6 +72,7 @@ LIGHT = [
     ["status", "@job"], ["submit", "echo", "--input", "{}"], ["cancel", "@job"], ["retry", "@cancelled"],
     ["events"], ["events", "--job", "@job"], ["queues"], ["report"], ["workers", "--all"],
     ["batch", "create"], ["batch", "status", "@batch"], ["diagram", "job"], ["--version"], ["run", "--help"],
+    ["flow", "--parent", "echo", "--child", "echo={}"], ["chain", "echo", "echo"],
 ]
 
 

@@ -90,6 +90,7 @@ def test_field_of_reads_our_messages_and_msgspecs() -> None:
     assert field_of("type: unknown job type 'x'") == "type"
     assert field_of("Expected `int`, got `str` - at `$.priority`") == "priority"
     assert field_of("something else entirely") is None
+    assert field_of("children[1]: type: unknown job type 'x'") == "children[1]"  # a flow's job
 
 
 def test_the_path_through_the_machine_is_read_from_the_events_and_highlighted() -> None:
