@@ -111,6 +111,12 @@ def jobs(url: str, ids: list[str]) -> list[JobView]:
         return [store.get_job(i) for i in ids]
 
 
+def finished(url: str, queue: str = "default") -> int:
+    """How many jobs of ``queue`` are finished (the queue's counts)."""
+    with SyncStore(open_backend(url)) as store:
+        return store.queue_counts(queue)["finished"]
+
+
 def events_of(url: str, job_id: str) -> list[Any]:
     with SyncStore(open_backend(url)) as store:
         return [e for e in store.events("default") if e.id == job_id]

@@ -12,19 +12,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from jobvisor import Client
-from jobvisor.adapters.backend import open_backend
-from jobvisor.adapters.store import SyncStore
-from tests.daemon_process import daemon, jobs, wait_until
+from tests.daemon_process import daemon, finished, jobs, wait_until
 from tests.rate_app import app
 
 APP = "tests.rate_app:app"
 JOBS = 200
 RATE = 10.0  # starts a second: the app's "10/s"
-
-
-def finished(url: str) -> int:
-    with SyncStore(open_backend(url)) as store:
-        return store.queue_counts("default")["finished"]
 
 
 def test_two_daemons_keep_200_jobs_within_10_a_second_without_spending_a_retry(

@@ -18,7 +18,7 @@ import redis
 from jobvisor import Client
 from jobvisor.adapters.backend import open_backend
 from jobvisor.adapters.store import SyncStore
-from tests.daemon_process import daemon, jobs, terminal_events, wait_until
+from tests.daemon_process import daemon, finished, jobs, terminal_events, wait_until
 from tests.rate_fault_app import ENDS, RATE, STARTS, app
 
 APP = "tests.rate_fault_app:app"
@@ -44,11 +44,6 @@ def held_by(url: str, name: str) -> set[str]:
 
 def full(held: set[str]) -> set[str] | None:
     return held if len(held) == SLOTS else None
-
-
-def finished(url: str) -> int:
-    with SyncStore(open_backend(url)) as store:
-        return store.queue_counts("default")["finished"]
 
 
 def test_a_daemon_killed_mid_run_loses_no_job_runs_none_twice_and_the_limit_holds(
