@@ -173,7 +173,7 @@ local LAZY_JOB = {__index = function(j, f)
   if not IS_JOB_FIELD[f] then return nil end
   local want = {}
   for _, g in ipairs(JOB_ALL) do if rawget(j, g) == nil then want[#want + 1] = g end end
-  local v = redis.call('HMGET', P .. 'job:' .. rawget(j, 'id'), unpack(want))
+  local v = redis.call('HMGET', jkey(rawget(j, 'id')), unpack(want))
   for i, g in ipairs(want) do rawset(j, g, v[i] or '') end
   return rawget(j, f)
 end}

@@ -67,21 +67,24 @@ local function rerun_op(j, id)
     webhook_url = j.webhook_url, validator_url = j.validator_url, phases = join_phases(phases)}
 end
 
--- Each kind's step: true when it moved (and the reply's fields it names), false: skipped.
+-- Each kind's step, given the job's count once it is done: nil when it did not move (skipped,
+-- nothing written); else the reply's field naming what it did, its value, and whether the job
+-- may be re-driven again (the redelivered notification may die again; a re-run job is done:
+-- its re-run carries the chain's count on).
 local REDRIVE_STEP = {
-  notification_failed = function(j, x)
+  notification_failed = function(j, x, count)
     local did = j.id .. '~' .. M.job.notifications[j.state] .. '~' .. j.epoch
     local d = load_delivery(did)
-    if d == nil then return false end -- (a job that asked for no notification has none)
-    local r = move('webhook', d, 'redeliver', {}, {id = did})
-    if r.kind ~= 'moved' then return false end -- delivered, or already on its way again
-    return true, 'delivery', did
+    if d == nil then return nil end -- (a job that asked for no notification has none)
+    if move('webhook', d, 'redeliver', {}, {id = did}).kind ~= 'moved' then return nil end -- delivered, or on its way
+    return 'delivery', did, true
   end,
-  missing_output = function(j, x)
-    if j.rerun ~= '' or not x.rerun_id or x.rerun_id == '' then return false end -- re-run once
-    if OP.submit(rerun_op(j, x.rerun_id)).kind ~= 'created' then return false end -- (writes nothing then)
+  missing_output = function(j, x, count)
+    if j.rerun ~= '' or not x.rerun_id or x.rerun_id == '' then return nil end -- re-run once
+    if OP.submit(rerun_op(j, x.rerun_id)).kind ~= 'created' then return nil end -- (writes nothing then)
     redis.call('HSET', jkey(j.id), 'rerun', x.rerun_id)
-    return true, 'rerun', x.rerun_id
+    redis.call('HSET', jkey(x.rerun_id), 'rerun_of', j.id, 'redrive:' .. x.kind, count)
+    return 'rerun', x.rerun_id, false
   end,
 }
 
@@ -92,20 +95,16 @@ function OP.redrive(x)
   local field = 'redrive:' .. x.kind
   local j = load_job(x.id, REDRIVE_FIELDS)
   if j == nil then return {kind = 'not_found', error = 'job', id = x.id} end
-  local skipped = {kind = 'skipped', id = x.id, state = j.state}
   local count = num(j[field])
   if j.type ~= x.type or j.filed_epoch ~= j.epoch or num(j.epoch) ~= num(x.epoch) or j.problem ~= x.kind
       or count >= num(x.max) or NOW < math.max(num(j.filed_at), num(j.redriven_at)) + num(x.delay_ms) then
-    return skipped
+    return {kind = 'skipped', id = x.id, state = j.state}
   end
-  local moved, name, value = REDRIVE_STEP[x.kind](j, x)
-  if not moved then return skipped end
   count = count + 1
+  local name, value, again = REDRIVE_STEP[x.kind](j, x, count)
+  if name == nil then return {kind = 'skipped', id = x.id, state = j.state} end
   redis.call('HSET', jkey(x.id), field, count, 'redriven_at', NOW_S)
-  if x.kind == 'missing_output' then -- the re-run carries its chain's count
-    redis.call('HSET', jkey(value), 'rerun_of', x.id, field, count)
-  end
-  if count < num(x.max) and x.kind ~= 'missing_output' then
+  if again and count < num(x.max) then
     redis.call('ZADD', redrive_key(), NOW + num(x.delay_ms), x.id)
   else
     redis.call('ZREM', redrive_key(), x.id)

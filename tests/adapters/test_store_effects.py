@@ -190,9 +190,9 @@ def _dependent(lua: Lua, retries: int) -> JobBoth:
     return JobBoth(lua, max_retries=retries, has_validator=False, dependent=True)
 
 
-def _submit(lua: Lua, job_id: str, *, max_retries: int, **extra: Any) -> dict[str, Any]:
+def _submit(lua: Lua, job_id: str, *, max_retries: int, queue: str = Q, **extra: Any) -> dict[str, Any]:
     return lua({"op": "submit", "id": job_id, "type": "t", "input": "null", "priority": 0, "max_retries": max_retries,
-                "timeout_ms": 60_000, "backoff_ms": 0, "backoff_max_ms": 0, "idem_ttl_ms": 1, **extra})
+                "timeout_ms": 60_000, "backoff_ms": 0, "backoff_max_ms": 0, "idem_ttl_ms": 1, **extra}, queue=queue)
 
 
 class BatchBoth:
@@ -452,18 +452,14 @@ def test_calls_on_queues_in_turn_write_each_queue_its_own_keys(lua: Lua, target:
     makes its own (a job of each queue, taken through claim and complete in turn)."""
     queues = (Q, "other")
     for queue in queues:
-        lua({"op": "submit", "id": f"{queue}.J1", "type": "t", "input": "null", "priority": 0, "max_retries": 0,
-             "timeout_ms": 60_000, "backoff_ms": 0, "backoff_max_ms": 0, "idem_ttl_ms": 1}, queue=queue)
-    for trigger in ("claim", "complete"):
-        for queue in queues:
-            if trigger == "claim":
-                job = lua({"op": "claim", "n": 1, "nonce": f"n{queue}", "lease_ms": LEASE_MS, "worker": "w"},
-                          queue=queue)["jobs"][0]
-                assert job["id"] == f"{queue}.J1"
-            else:
-                reply = lua({"op": "report", "id": f"{queue}.J1", "token": f"n{queue}.1", "trigger": "complete",
-                             "result": "null"}, queue=queue)
-                assert (reply["kind"], reply["to"]) == ("moved", "completed")
+        _submit(lua, f"{queue}.J1", max_retries=0, queue=queue)
+    for queue in queues:
+        job = lua({"op": "claim", "n": 1, "nonce": f"n{queue}", "lease_ms": LEASE_MS, "worker": "w"}, queue=queue)
+        assert job["jobs"][0]["id"] == f"{queue}.J1"
+    for queue in queues:
+        reply = lua({"op": "report", "id": f"{queue}.J1", "token": f"n{queue}.1", "trigger": "complete",
+                     "result": "null"}, queue=queue)
+        assert (reply["kind"], reply["to"]) == ("moved", "completed")
     keys = snapshot(target.raw())
     for queue in queues:
         prefix = script_keys(queue)[1]

@@ -168,3 +168,12 @@ def test_no_to_state_shortcuts_on_the_embeddable_machines(machine: str) -> None:
     for state in DEFS[machine].states:
         assert not hasattr(model, f"to_{state.value}")
     assert not any(name.startswith("to_") for name in embedded._machine.events)
+
+
+def test_every_hand_mutant_of_the_lua_still_finds_its_text_once() -> None:
+    """A change to adapters/lua/ that moves a mutant's line leaves the mutant stale (it would
+    mutate nothing): each one's text is in its file exactly once."""
+    from bench.lua_mutants import LUA, MUTANTS
+
+    stale = [m[0] for m in MUTANTS if (LUA / m[1]).read_text().count(m[2]) != 1]
+    assert stale == []
