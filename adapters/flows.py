@@ -52,6 +52,8 @@ def flow_order(jobs: Sequence[FlowJob]) -> list[int]:
                 raise BadInput(f"flow: job {i} names job {j}, which the flow lacks")
         if job.parent is not None and i not in jobs[job.parent].after:
             raise BadInput(f"flow: job {i} names job {job.parent} as its parent, which does not wait for it")
+        if job.after and job.spec.delay:  # it starts when its dependencies allow, not at a time
+            raise BadInput(f"flow: job {i} waits for other jobs and takes no delay")
         if len(set(job.after)) != len(job.after):
             raise BadInput(f"flow: job {i} waits for a job twice")
         if len(job.after) + len(job.spec.depends_on) > MAX_DEPENDENCIES:

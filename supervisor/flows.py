@@ -58,6 +58,8 @@ def step_of(value: Step | tuple[str, Any] | str) -> Step:
 
 
 def _with_policy(step: Step, policy: str) -> Step:
+    if "on_dependency_failure" in step.options:  # one policy for the whole flow or chain
+        raise BadInput("on_dependency_failure: the flow's or chain's own, not a step's")
     return Step(step.type, step.input, {**step.options, "on_dependency_failure": policy})
 
 

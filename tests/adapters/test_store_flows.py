@@ -212,6 +212,15 @@ def test_an_unknown_dependency_writes_nothing(target: Target, w: World) -> None:
     _unchanged(target, lambda: w.s.submit_flow([FlowJob(spec=spec(depends_on=(missing,))),
                                                 FlowJob(spec=spec(), after=(0,))]),
                f"^depends_on: no job {missing} in queue default$")
+    # the unknown one on the flow's last job: the jobs before it are not written either
+    _unchanged(target, lambda: w.s.submit_flow([FlowJob(spec=spec()), FlowJob(spec=spec()),
+                                                FlowJob(spec=spec(depends_on=(missing,)), after=(0, 1))]),
+               f"^depends_on: no job {missing} in queue default$")
+
+
+def test_a_delay_on_a_job_of_a_flow_that_waits_is_refused(target: Target, w: World) -> None:
+    _unchanged(target, lambda: w.s.submit_flow([FlowJob(spec=spec()), FlowJob(spec=spec(delay=30.0), after=(0,))]),
+               "^flow: job 1 waits for other jobs and takes no delay$")
 
 
 def test_a_cycle_in_a_flow_writes_nothing(target: Target, w: World) -> None:

@@ -72,7 +72,11 @@ async def test_async_flow_and_chain_make_what_the_sync_client_makes(redis_url: s
     (lambda c: c.flow("parent", ["child"], on_dependency_failure="maybe"), "parent: "),
     (lambda c: c.chain([]), "steps: a chain needs at least one step"),
     (lambda c: c.chain(["child", Step("child", None, {"timeout": -1})]), "steps[1]: "),
-], ids=["unknown-type", "no-children", "mixed-queues", "bad-policy", "empty-chain", "bad-option"])
+    (lambda c: c.flow(Step("parent", None, {"on_dependency_failure": "ignore"}), ["child"]),
+     "on_dependency_failure: the flow's or chain's own, not a step's"),
+    (lambda c: c.chain(["child", Step("child", None, {"delay": 30})]), "takes no delay"),
+], ids=["unknown-type", "no-children", "mixed-queues", "bad-policy", "empty-chain", "bad-option", "step-policy",
+        "delay-waiting"])
 async def test_async_refusals_are_the_sync_ones_and_write_nothing(redis_url: str, make: Any, words: str) -> None:
     before = dump(redis_url)
     with Client(redis_url, app=app) as client, pytest.raises(BadInput) as sync_refusal:

@@ -16,8 +16,6 @@ from pathlib import Path
 import redis
 
 from jobvisor import Client
-from jobvisor.adapters.backend import open_backend
-from jobvisor.adapters.store import SyncStore
 from tests.daemon_process import daemon, finished, jobs, terminal_events, wait_until
 from tests.rate_fault_app import ENDS, RATE, STARTS, app
 
@@ -63,9 +61,8 @@ def test_a_daemon_killed_mid_run_loses_no_job_runs_none_twice_and_the_limit_hold
         victim.process.kill()  # SIGKILL: no shutdown, its leases simply stop being renewed
         victim.process.wait(10)
         assert held_by(redis_url, "victim") == held  # its slots were full: it started nothing more
-        with SyncStore(open_backend(redis_url)) as store:
-            active = {j for j in ids if store.get_job(j).state == "active"
-                      and store.get_job(j).attempt_records[-1].worker == "victim"}
+        active = {v.id for v in jobs(redis_url, ids)
+                  if v.state == "active" and v.attempt_records[-1].worker == "victim"}
         assert active == held  # what the store says the victim held, before its leases expire
         wait_until(lambda: finished(redis_url) >= JOBS, timeout=25, what=f"{JOBS} jobs", alive=survivor)
         survivor.check_alive()
