@@ -84,6 +84,10 @@ def answers(kind: type[Op[Any]]) -> Any:
 
 
 class Submit(Op[Created | Exists], tag="submit", frozen=True):
+    """Every job's own fields first; then the options, each left out of the JSON when it is
+    not used (its default): the script decodes every byte of every submit, and a job that
+    uses no option costs about half as much to decode."""
+
     id: str
     type: str
     input: str  # JSON
@@ -92,16 +96,16 @@ class Submit(Op[Created | Exists], tag="submit", frozen=True):
     timeout_ms: int
     backoff_ms: int
     backoff_max_ms: int
-    delay_ms: int
-    phases: str
-    has_validator: bool
-    validator_url: str
-    notify: bool
-    webhook_url: str
-    idem: str
-    idem_ttl_ms: int
-    batch: str
-    traceparent: str
+    delay_ms: int = 0
+    phases: str = ""
+    has_validator: bool = False
+    validator_url: str = ""
+    notify: bool = False
+    webhook_url: str = ""
+    idem: str = ""
+    idem_ttl_ms: int = 0  # only with ``idem``
+    batch: str = ""
+    traceparent: str = ""
     deps: tuple[str, ...] | None = None  # None: no dependencies
     dep_policy: str | None = None
     parent: str | None = None

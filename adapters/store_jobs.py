@@ -73,7 +73,7 @@ class JobOps(StoreCore):
             notify=spec.notify or spec.webhook_url is not None,
             webhook_url=spec.webhook_url or "",
             idem=spec.idempotency_key or "",
-            idem_ttl_ms=int((spec.idempotency_ttl or IDEMPOTENCY_TTL) * 1000),
+            idem_ttl_ms=int((spec.idempotency_ttl or IDEMPOTENCY_TTL) * 1000) if spec.idempotency_key else 0,
             batch=spec.batch or "",
             traceparent=spec.traceparent or "",
             deps=deps or None,

@@ -53,10 +53,14 @@ local legacy_left -- per call: whether the earlier versions' `queued` index has 
 local index_keys = {} -- index name -> key, for the prefix `P`
 local keys_of -- the prefix the key names were made for (calls on one queue make them once)
 
+-- Numbers handed to redis.call cost a "%.17g" conversion each (tostring and `..` one of
+-- "%.14g"): what a move writes is made a string first, small integers from a table.
+local INT = {} -- 0..1023 as strings, made when first used (a library's load cannot use `string`)
+
 local function begin(args)
   P = args[1]
   NOW = tonumber(args[2])
-  NOW_S = string.format('%d', NOW)
+  NOW_S = string.find(args[2], '^%d+$') and args[2] or string.format('%d', NOW)
   OPS = cjson.decode(args[3])
   CAP = args[4]
   if P ~= keys_of then
@@ -78,8 +82,21 @@ local function jkey(id) return P .. 'job:' .. id end
 local function bkey(id) return P .. 'batch:' .. id end
 local function dkey(id) return P .. 'delivery:' .. id end
 local function num(v) return tonumber(v) or 0 end
-local function fmt(n) return string.format('%d', n) end
+local function fmt(n)
+  local s = INT[n]
+  if s == nil then
+    s = string.format('%d', n)
+    if type(n) == 'number' and n >= 0 and n < 1024 then INT[n] = s end
+  end
+  return s
+end
 local function enc(v) if v == nil or v == false then return 'null' end return cjson.encode(v) end
+-- A zset score as redis.call takes it best: a string (whole ms as digits).
+local function zscore(n)
+  if n == NOW then return NOW_S end
+  if type(n) == 'number' and n % 1 == 0 then return fmt(n) end
+  return n
+end
 local function raw(v) if v == nil or v == false or v == '' then return 'null' end return v end
 
 -- The machine tables decide; nothing below spells out a transition.
@@ -101,24 +118,27 @@ end
 -- daemons each have their own clock, and a stream read in order must read in time order too.
 -- The stream id (also the server's clock) orders entries even if that clock steps back. The
 -- clock is read once per call: the events of one call are one atomic step, stamped alike.
+local EVENT_ARGS = {'XADD', '', 'MAXLEN', '~', '', '*', 'type', '', 'id', '', 'at', ''} -- reused: one call at a time
 local function event(kind, id, fields)
   local at = event_at
   if at == nil then
     local t = redis.call('TIME')
-    at = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+    local us = t[2] -- microseconds: their first 3 digits of 6 are the ms
+    at = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
     event_at = at
   end
-  local args = {'XADD', K_EVENTS, 'MAXLEN', '~', CAP, '*', 'type', kind, 'id', id, 'at', at}
+  local args = EVENT_ARGS
+  args[2], args[5], args[8], args[10], args[12] = K_EVENTS, CAP, kind, id, at
   local n = 12
   for i = 1, #fields, 2 do
     local v = fields[i + 1]
     if v ~= nil and v ~= '' then
       args[n + 1] = fields[i]
-      args[n + 2] = type(v) == 'string' and v or tostring(v)
+      args[n + 2] = type(v) == 'string' and v or fmt(v)
       n = n + 2
     end
   end
-  redis.call(unpack(args))
+  redis.call(unpack(args, 1, n))
 end
 
 -- Phases live in one field, "name=state,name=state", in declared order.
@@ -253,7 +273,7 @@ local function dequeue(job_type, id)
 end
 
 local function queued_score(priority)
-  return (100 - num(priority)) * BAND + (NOW - EPOCH_2024)
+  return string.format('%d', (100 - num(priority)) * BAND + (NOW - EPOCH_2024))
 end
 
 -- Per op: the effect lists performed, in order (a row's or a start's `fx`, never changed),
@@ -280,7 +300,7 @@ end
 
 local function index_add(name, c)
   if name == 'queued' then enqueue(c.r.type, queued_score(c.r.priority), c.r.id)
-  else redis.call('ZADD', index_key(name), c.score or NOW, c.r.id) end
+  else redis.call('ZADD', index_key(name), zscore(c.score or NOW), c.r.id) end
 end
 
 local function index_remove(name, c)
@@ -379,7 +399,7 @@ local function outbox_add(object_id, kind, epoch, url, snapshot, traceparent)
     'object', object_id, 'epoch', epoch, 'url', url or '', 'created_at', NOW_S,
     'snapshot', snapshot)
   if traceparent and traceparent ~= '' then redis.call('HSET', dkey(did), 'traceparent', traceparent) end
-  redis.call('ZADD', K_OUTBOX, NOW, did)
+  redis.call('ZADD', K_OUTBOX, NOW_S, did)
   return true
 end
 

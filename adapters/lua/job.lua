@@ -35,7 +35,7 @@ local J = EFFECT.job
 
 function J.new_attempt(c)
   local j, x = c.r, c.x
-  local attempt = num(j.attempts) + 1
+  local attempt = fmt(num(j.attempts) + 1)
   local token = x.nonce .. '.' .. attempt
   local deadline = NOW + num(x.lease_ms)
   put(c, 'attempts', attempt)
@@ -77,8 +77,7 @@ function J.end_attempt(c)
   -- was interrupted in, the service's job id, who ended it when not its worker). Its result is
   -- the job's `result` (store_result): an earlier attempt's gets a field of its own (`ar:<n>`)
   -- only when a later attempt's result takes its place.
-  local n = num(j.attempts)
-  put(c, 'atx:' .. n, '{"outcome":"' .. M.job.outcome[c.trigger] .. '","finished_at":' .. NOW_S ..
+  put(c, 'atx:' .. fmt(num(j.attempts)), '{"outcome":"' .. M.job.outcome[c.trigger] .. '","finished_at":' .. NOW_S ..
     json_part('error', x.error, true) .. json_part('interrupted_phase', interrupted) ..
     json_part('service_job_id', j.service_job_id) ..
     ((x.by and x.by ~= 'worker') and (',"by":' .. enc(x.by)) or '') .. '}')
@@ -200,7 +199,7 @@ MACHINE.job = {
     reindex(c)
     local notify = c.o.notify
     event(notify ~= '' and notify or ('job.' .. c.trigger), j.id,
-      {'from', c.from, 'to', c.to, 'attempt', num(j.attempts), 'reason', j.reason,
+      {'from', c.from, 'to', c.to, 'attempt', fmt(num(j.attempts)), 'reason', j.reason,
        'phase', c.interrupted, 'cause', c.x.cause or ''})
   end,
 }

@@ -32,9 +32,9 @@ function OP.submit(x)
     dependencies_pending = plan ~= nil and plan.decision ~= 'release'})
   local c = {m = M.job, r = {id = x.id, type = x.type, priority = x.priority, state = start.state},
     x = x, set = {'id', x.id, 'queue', QUEUE, 'type', x.type, 'state', start.state,
-    'input', x.input, 'priority', x.priority, 'max_retries', x.max_retries, 'retry_count', 0,
-    'attempts', 0, 'epoch', 0, 'timeout_ms', x.timeout_ms, 'backoff_ms', x.backoff_ms,
-    'backoff_max_ms', x.backoff_max_ms, 'created_at', NOW_S, 'updated_at', NOW_S}}
+    'input', x.input, 'priority', fmt(x.priority), 'max_retries', fmt(x.max_retries), 'retry_count', '0',
+    'attempts', '0', 'epoch', '0', 'timeout_ms', fmt(x.timeout_ms), 'backoff_ms', fmt(x.backoff_ms),
+    'backoff_max_ms', fmt(x.backoff_max_ms), 'created_at', NOW_S, 'updated_at', NOW_S}}
   -- The flags only when set (an absent field reads as '', not '1'): a smaller record.
   if x.has_validator then put(c, 'has_validator', '1') end
   if x.notify then put(c, 'notify', '1') end
