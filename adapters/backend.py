@@ -50,7 +50,9 @@ STREAM_CAP = 100_000
 """Approximate cap of each queue's event stream (``XADD MAXLEN ~``)."""
 
 
-_REPLIES = msgspec.json.Decoder(list[Reply])
+_REPLIES = msgspec.json.Decoder(list[Reply], strict=False)
+"""Not strict: a number may come as its digits in a string (the Lua sends a stored number as it
+is stored, rather than convert it twice)."""
 
 LOAD_ROUNDS = 3
 """Loads of the library one synchronous call makes at most on "Function not found" (during a

@@ -41,11 +41,12 @@ function J.new_attempt(c)
   put(c, 'attempts', attempt)
   put(c, 'lease_token', token)
   put(c, 'lease_worker', x.worker or '')
-  put(c, 'lease_deadline', fmt(deadline))
+  local deadline_s = fmt(deadline)
+  put(c, 'lease_deadline', deadline_s)
   put(c, 'started_at', NOW_S)
   c.score = deadline
   c.reply.token = token
-  c.reply.lease_deadline = deadline
+  c.reply.lease_deadline = deadline_s
   local resume = '' -- the first phase without a result (resume_phases leaves that set as it is)
   for _, p in ipairs(c.phases) do if resume == '' and not M.phase.kept[p[2]] then resume = p[1] end end
   -- The attempt's start: its worker and time, and the phase it resumed at when there is one.

@@ -57,6 +57,16 @@ function OP.submit(x)
   return {kind = 'created', id = x.id, state = start.state}
 end
 
+-- A stored number as the reply carries it: the stored digits (the store decodes them as
+-- numbers), never a Lua number (cjson writes each with a "%.14g" conversion).
+local function digits(v)
+  if type(v) == 'number' then return fmt(v) end
+  if v == nil or v == '' then return '0' end
+  return v
+end
+
+local function text(v) if v ~= '' then return v end end -- '' left out of the reply
+
 -- What a worker needs to run a claimed job: its input, attempt, lease and earlier phases.
 local function claimed_view(j, token, deadline)
   local pr = {}
@@ -66,10 +76,10 @@ local function claimed_view(j, token, deadline)
       if v then pr[#pr + 1] = p[1]; pr[#pr + 1] = v end
     end
   end
-  return {id = j.id, type = j.type, input = j.input, attempt = num(j.attempts),
-    token = token, lease_deadline = deadline, timeout_ms = num(j.timeout_ms),
-    retry_count = num(j.retry_count), max_retries = num(j.max_retries), phases = j.phases,
-    phase_results = #pr > 0 and pr or nil, service_job_id = j.service_job_id, batch = j.batch,
+  return {id = j.id, type = j.type, input = j.input, attempt = digits(j.attempts),
+    token = token, lease_deadline = digits(deadline), timeout_ms = digits(j.timeout_ms),
+    retry_count = digits(j.retry_count), max_retries = digits(j.max_retries), phases = text(j.phases),
+    phase_results = #pr > 0 and pr or nil, service_job_id = text(j.service_job_id), batch = text(j.batch),
     traceparent = j.traceparent ~= '' and j.traceparent or nil, dependencies = FLOW.view(j)}
 end
 
@@ -276,7 +286,7 @@ function OP.reclaim(x)
     local v = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_worker')
     if v[1] and M.job.at[v[1]] == 'active' and v[3] == x.worker and string.sub(v[2] or '', 1, #prefix) == prefix then
       local j = load_job(id, {'input', 'traceparent'})
-      jobs[#jobs + 1] = claimed_view(j, j.lease_token, num(j.lease_deadline))
+      jobs[#jobs + 1] = claimed_view(j, j.lease_token, j.lease_deadline)
     end
   end
   return {kind = 'claimed', jobs = #jobs > 0 and jobs or nil, n = #jobs}
