@@ -108,7 +108,8 @@ local function apply(m, state, trigger, facts)
     if m.terminal[state] then return 'absorbed' end
     return 'invalid'
   end
-  for _, o in ipairs(options) do
+  for i = 1, #options do
+    local o = options[i]
     if o.guard == '' or facts[o.guard] then return 'moved', o end
   end
   return 'blocked'
@@ -118,8 +119,11 @@ end
 -- daemons each have their own clock, and a stream read in order must read in time order too.
 -- The stream id (also the server's clock) orders entries even if that clock steps back. The
 -- clock is read once per call: the events of one call are one atomic step, stamped alike.
-local EVENT_ARGS = {'XADD', '', 'MAXLEN', '~', '', '*', 'type', '', 'id', '', 'at', ''} -- reused: one call at a time
-local function event(kind, id, fields)
+-- `event_args` fills the XADD's first 12 arguments (the stream, its cap, type, id, at) in one
+-- list reused by every event (Redis runs one call at a time): the caller adds its fields
+-- from the 13th and sends `unpack(args, 1, n)`.
+local EVENT_ARGS = {'XADD', '', 'MAXLEN', '~', '', '*', 'type', '', 'id', '', 'at', ''}
+local function event_args(kind, id)
   local at = event_at
   if at == nil then
     local t = redis.call('TIME')
@@ -129,6 +133,12 @@ local function event(kind, id, fields)
   end
   local args = EVENT_ARGS
   args[2], args[5], args[8], args[10], args[12] = K_EVENTS, CAP, kind, id, at
+  return args
+end
+
+-- One event with `fields` (name, value, ...; a value nil or '' is left out).
+local function event(kind, id, fields)
+  local args = event_args(kind, id)
   local n = 12
   for i = 1, #fields, 2 do
     local v = fields[i + 1]
@@ -150,6 +160,7 @@ local function parse_phases(s)
 end
 
 local function join_phases(list)
+  if #list == 0 then return '' end
   local parts = {}
   for i, p in ipairs(list) do parts[i] = p[1] .. '=' .. p[2] end
   return table.concat(parts, ',')
@@ -204,7 +215,7 @@ local function load_hash(key, fields, id)
   local v = redis.call('HMGET', key, unpack(fields))
   if not v[1] then return nil end
   local record = {id = id}
-  for i, f in ipairs(fields) do record[f] = v[i] or '' end
+  for i = 1, #fields do record[fields[i]] = v[i] or '' end
   return record
 end
 
@@ -337,9 +348,11 @@ end
 local function drop(c, ...)
   local d = c.drop
   if not d then d = {}; c.drop = d end
-  for _, f in ipairs({...}) do
-    d[#d + 1] = f
-    c.r[f] = ''
+  local r, n = c.r, #d
+  for i = 1, select('#', ...) do
+    local f = select(i, ...)
+    d[n + i] = f
+    r[f] = ''
   end
 end
 
@@ -366,12 +379,12 @@ local function move(name, r, trigger, facts, x)
   local names = o.fx
   if #names > 0 then FX[#FX + 1] = names end
   if o.internal then
-    for _, e in ipairs(names) do fx[e](c) end
+    for i = 1, #names do fx[names[i]](c) end
     return c.reply
   end
   local hooks = MACHINE[name]
   hooks.prepare(c)
-  for _, e in ipairs(names) do fx[e](c) end
+  for i = 1, #names do fx[names[i]](c) end
   hooks.write(c)
   local after = c.after
   if after then for _, f in ipairs(after) do f() end end
