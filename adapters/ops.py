@@ -6,8 +6,8 @@ the replies it can answer as its type parameter (``Report(Op[Fenced])``):
 (``rejected``, ``not_found``) is raised (:class:`~adapters.errors.Rejected`,
 :class:`~adapters.errors.NotFound`), any other kind is a protocol error, never a silent
 ``AttributeError`` later. Optional fields
-are ``None`` and left out of the JSON (the Lua tells absent from empty).
-"""
+are ``None`` and left out of the JSON (the Lua tells absent from empty); a submit's options
+keep their unused defaults out of the JSON too (``Submit``)."""
 
 from __future__ import annotations
 

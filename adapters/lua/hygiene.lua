@@ -79,7 +79,7 @@ function OP.file(x)
     'filed_at', fmt(NOW), 'filed_epoch', j.epoch)
   redis.call('HINCRBY', K_FILING, x.category .. ':' .. x.problem, 1)
   redis.call('ZREM', K_UNFILED, x.id)
-  redis.call('ZADD', P .. 'retain:' .. j.state, num(j.finished_at), x.id)
+  redis.call('ZADD', P .. 'retain:' .. j.state, fmt(num(j.finished_at)), x.id)
   event('job.filed', x.id, {'state', j.state, 'category', x.category, 'problem', x.problem,
     'epoch', j.epoch})
   -- the type's re-drive policy covers this problem (redrive.lua): due `redrive_ms` from now
