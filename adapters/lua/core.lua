@@ -428,7 +428,7 @@ local function run(keys, args)
   local results = {}
   for i, x in ipairs(OPS) do
     local handler = OP[x.op]
-    FX = {}
+    for k = #FX, 1, -1 do FX[k] = nil end -- (one list, reused: Redis runs one call at a time)
     if handler == nil then
       results[i] = {kind = 'error', error = 'unknown op ' .. tostring(x.op)}
     else

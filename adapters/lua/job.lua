@@ -26,9 +26,12 @@ local function job_snapshot(j)
     ',"validation_status":' .. enc(j.validation_status ~= '' and j.validation_status or nil) .. '}'
 end
 
--- The guards' facts (machines/job.py job_facts).
-local function job_facts(j)
-  return {has_validator = j.has_validator == '1', retries_left = num(j.retry_count) < num(j.max_retries)}
+-- The guards' facts (machines/job.py job_facts), in `into` when given.
+local function job_facts(j, into)
+  local f = into or {}
+  f.has_validator = j.has_validator == '1'
+  f.retries_left = num(j.retry_count) < num(j.max_retries)
+  return f
 end
 
 local J = EFFECT.job
@@ -221,7 +224,10 @@ MACHINE.job = {
   end,
 }
 
-local function job_move(j, trigger, x) return move('job', j, trigger, job_facts(j), x) end
+-- A move's facts are read only by `apply`, before anything else the move does: one table serves
+-- every move (a move its effects cause fills it anew for itself).
+local MOVE_FACTS = {}
+local function job_move(j, trigger, x) return move('job', j, trigger, job_facts(j, MOVE_FACTS), x) end
 
 -- A worker's report must present the lease token of the attempt it belongs to.
 -- Terminal: absorbed, nothing written. Token mismatch: one stale_report event, nothing else.
