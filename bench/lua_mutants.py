@@ -44,6 +44,7 @@ RECLAIM = ("tests/supervisor/test_handler_isolation.py::"
            "test_reclaim_finds_exactly_the_jobs_of_one_claim_still_held_under_its_tokens")
 DELAY = T + "a_delayed_submit_waits_in_the_due_set_until_its_time"
 RATES = A + "test_rate_limits.py"
+CLOCK = A + "test_event_clock.py"
 FLOWS = (A + "test_store_flows.py", A + "test_flow_properties.py", T + "dependency_pair")
 
 Mutant = tuple[str, str, str, str, tuple[str, ...]]
@@ -120,7 +121,7 @@ MUTANTS: list[Mutant] = [
     ("job interrupt_phase: no phase fails", "job.lua",
      "local moved = each_phase(c, c.phases, 'fail')", "local moved = {}", (*PHASES, JOB_PAIRS)),
     ("job end_attempt: the attempt record is not closed", "job.lua",
-     "  put(c, 'atx:' .. n,", "  put(c, 'unused:' .. n,", (EFFECTS,)),
+     "  put(c, 'atx:' .. fmt(num(j.attempts)),", "  put(c, 'unused:' .. fmt(num(j.attempts)),", (EFFECTS,)),
     ("job end_attempt: the lease token is kept", "job.lua",
      "drop(c, 'lease_token', 'lease_deadline', 'lease_worker')", "drop(c, 'lease_deadline', 'lease_worker')",
      (EFFECTS, FENCING)),
@@ -163,7 +164,7 @@ MUTANTS: list[Mutant] = [
     ("job reopen: the batch is not told", "job.lua",
      "    later(c, function() batch_member_reopened(j.batch, from) end)\n", "",
      (T + "a_member_retried_by_the_operator_is_counted_once", BATCHES)),
-    _emptied("job.lua", "function J.mark_unfiled(c)", "redis.call('ZADD', K_UNFILED, NOW, c.r.id)", (HYGIENE,)),
+    _emptied("job.lua", "function J.mark_unfiled(c)", "redis.call('ZADD', K_UNFILED, NOW_S, c.r.id)", (HYGIENE,)),
     ("job notify: no outbox row", "job.lua",
      "    outbox_add(j.id, c.o.notify, num(j.epoch), j.webhook_url, job_snapshot(j), j.traceparent)\n", "",
      (*OUTBOX, JOB_PAIRS)),
@@ -203,9 +204,9 @@ MUTANTS: list[Mutant] = [
      (HYGIENE, DELIVERY_PAIRS)),
     # -- guards ----------------------------------------------------------------------------
     ("job guard retries_left always true", "job.lua",
-     "retries_left = num(j.retry_count) < num(j.max_retries)}", "retries_left = true}", (EFFECTS,)),
+     "f.retries_left = num(j.retry_count) < num(j.max_retries)", "f.retries_left = true", (EFFECTS,)),
     ("job guard has_validator always false", "job.lua",
-     "return {has_validator = j.has_validator == '1',", "return {has_validator = false,", (EFFECTS,)),
+     "f.has_validator = j.has_validator == '1'", "f.has_validator = false", (EFFECTS,)),
     ("batch guard all_done ignores 'known'", "batch.lua",
      "local all_done = known and finished >= total", "local all_done = finished >= total", (EFFECTS, BATCHES)),
     ("batch guard 'known' ignores the expected total", "batch.lua",
@@ -306,6 +307,16 @@ MUTANTS: list[Mutant] = [
     ("flow: a parent's cancel cancels every dependency", "flow.lua",
      "if redis.call('HGET', jkey(id), 'parent') == parent then", "if true then", FLOWS),
     ("claim: the dependencies are not shown", "ops.lua", "dependencies = FLOW.view(j)}", "dependencies = nil}", FLOWS),
+    ("event: a stamp's microseconds lose their leading zeros", "core.lua",
+     "string.sub(string.rep('0', 6 - #us) .. us, 1, 3)", "string.sub(us, 1, 3)", (CLOCK,)),
+    ("job event: the cause is left out", "job.lua",
+     "    if v and v ~= '' then args[n + 1], args[n + 2], n = 'cause', v, n + 2 end\n", "", (CLOCK,)),
+    ("job event: the reason is left out", "job.lua",
+     "    if v ~= '' then args[n + 1], args[n + 2], n = 'reason', v, n + 2 end\n", "", (CLOCK,)),
+    ("job event: the attempt is the retry count", "job.lua",
+     "local attempt = j.attempts\n", "local attempt = j.retry_count\n", (CLOCK,)),
+    ("claim: the view's attempt is the retry count", "ops.lua",
+     "attempt = digits(j.attempts)", "attempt = digits(j.retry_count)", (TRANSITIONS, EFFECTS, RECLAIM)),
     ("rate: a removed limit stays", "rate.lua",
      "if l[2] == '' then redis.call('HDEL', P .. 'rates', l[1])", "if l[2] == '' then", (RATES,)),
 ]

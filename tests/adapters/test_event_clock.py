@@ -50,3 +50,45 @@ def test_events_are_stamped_by_the_server_clock_in_stream_order(target: Target) 
     view = daemon.get_job(job)
     assert view.created_at == ahead
     assert view.finished_at == behind
+
+
+def test_an_event_stamp_is_the_server_clock_in_whole_ms_however_few_its_microseconds(
+        monkeypatch: Any) -> None:
+    """The stamp is TIME's seconds and the first 3 of its 6 microsecond digits, zeros included:
+    the embedded store's TIME reads ``time.time``, set here to moments with few microseconds."""
+    import time
+
+    from jobvisor.adapters.backend import MemoryServers, open_backend
+
+    store = SyncStore(open_backend("memory://clock", memory=MemoryServers()), clock=lambda: 1_700_000_000.0)
+    stamps = []
+    for micros in (5, 12_345, 999_999, 100_000):
+        monkeypatch.setattr(time, "time", lambda micros=micros: 1_700_000_000 + micros / 1_000_000)
+        store.submit(JobSpec(type="t"))
+        monkeypatch.undo()
+        stamps.append(round(store.events("default")[-1].at * 1000))
+    assert stamps == [1_700_000_000_000, 1_700_000_000_012, 1_700_000_000_999, 1_700_000_000_100]
+
+
+def test_each_move_of_a_job_appends_one_event_with_exactly_its_fields(target: Target) -> None:  # noqa: F811
+    """A job's events name the move (from, to), the attempt it belongs to, and only what the
+    move has besides: the reason a wait or an end gives, the dependency that released a job."""
+    store = SyncStore(target.backend())
+    first = store.submit(JobSpec(type="t", max_retries=1, backoff=0.0)).id
+    [claimed] = store.claim("default", "w1")
+    store.fail(first, claimed.token, {"type": "Boom", "message": "no"})
+    store.wake("default")
+    [again] = store.claim("default", "w1")
+    after = store.submit(JobSpec(type="t", depends_on=(first,))).id
+    store.complete(first, again.token, {"ok": True})
+    seen = [(e.type, e.id, e.fields) for e in store.events("default")]
+    assert seen == [
+        ("job.submitted", first, {"to": "queued", "job_type": "t"}),
+        ("job.claim", first, {"from": "queued", "to": "active", "attempt": "1"}),
+        ("job.fail", first, {"from": "active", "to": "scheduled", "attempt": "1", "reason": "handler_error"}),
+        ("job.wake", first, {"from": "scheduled", "to": "queued", "attempt": "1"}),
+        ("job.claim", first, {"from": "queued", "to": "active", "attempt": "2"}),
+        ("job.submitted", after, {"to": "waiting", "job_type": "t"}),
+        ("job.completed", first, {"from": "active", "to": "completed", "attempt": "2"}),
+        ("job.deps_done", after, {"from": "waiting", "to": "queued", "attempt": "0", "cause": first}),
+    ]
