@@ -306,9 +306,10 @@ class WorkerPool:
             made = created_ms(job.id) if job.attempt == 1 else None
             if made is not None:  # a first attempt: how long the job waited to be claimed
                 self.deps.metrics.queue_wait.labels(job.type).observe(max(0.0, now - made / 1000))
-            tracing.record_span("jobvisor.claim", traceparent=job.traceparent, start_ns=asked, attributes={
-                "jobvisor.job.id": job.id, "jobvisor.job.type": job.type, "jobvisor.queue": queue,
-                "jobvisor.attempt": job.attempt, "jobvisor.worker": self.config.worker_id})
+            if job.traceparent:  # a span of the job's trace (none without one)
+                tracing.record_span("jobvisor.claim", traceparent=job.traceparent, start_ns=asked, attributes={
+                    "jobvisor.job.id": job.id, "jobvisor.job.type": job.type, "jobvisor.queue": queue,
+                    "jobvisor.attempt": job.attempt, "jobvisor.worker": self.config.worker_id})
         return jobs
 
     async def _release_unsettled(self, handlers: trio.Nursery) -> None:
@@ -381,6 +382,9 @@ class WorkerPool:
 
     async def _run_job(self, running: _Running) -> None:
         job = running.job
+        if tracing.quiet(job.traceparent):  # no span would record or carry anything
+            await self._attempt(running)
+            return
         attributes = {"jobvisor.job.id": job.id, "jobvisor.job.type": job.type,
                       "jobvisor.queue": running.queue, "jobvisor.attempt": job.attempt}
         with tracing.span("jobvisor.attempt", traceparent=job.traceparent, kind="consumer",
