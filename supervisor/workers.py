@@ -305,7 +305,7 @@ class WorkerPool:
         for job in jobs:
             made = created_ms(job.id) if job.attempt == 1 else None
             if made is not None:  # a first attempt: how long the job waited to be claimed
-                self.deps.metrics.queue_wait.labels(job.type).observe(max(0.0, now - made / 1000))
+                self.deps.metrics.queue_waits[(job.type,)].observe(max(0.0, now - made / 1000))
             if job.traceparent:  # a span of the job's trace (none without one)
                 tracing.record_span("jobvisor.claim", traceparent=job.traceparent, start_ns=asked, attributes={
                     "jobvisor.job.id": job.id, "jobvisor.job.type": job.type, "jobvisor.queue": queue,
@@ -484,7 +484,7 @@ class WorkerPool:
         finally:
             del self._frames[frame]
             returned = running.outcome[0] if running.outcome is not None else "interrupted"
-            self.deps.metrics.handler_duration.labels(running.job.type, returned).observe(
+            self.deps.metrics.handler_durations[running.job.type, returned].observe(
                 trio.current_time() - started)
             running.done.set()
             self._handlers_live -= 1
