@@ -285,8 +285,7 @@ class WorkerPool:
         the claim ``unsettled``: :meth:`_settle` finds its jobs by nonce later."""
         jobs: list[ClaimedJob] | None = None
         asked = tracing.now_ns()
-        with trio.CancelScope(shield=True) as shield:
-            shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLAIM_BOUND * self.config.lease):
             try:
                 jobs, held = await self.deps.store.claim_next(
                     queue, self.config.worker_id, n=self.free, lease=self.config.lease,
@@ -570,8 +569,7 @@ class WorkerPool:
         # is not running out, so the report is kept and retried (``persist`` extends the bound).
         reply: Fenced | None = None
         refused: StoreError | None = None
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.config.lease
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.lease) as scope:
             try:
                 reply = await self.persist(
                     lambda: self.deps.store.report(job.id, job.token, trigger, error=error, raw_result=raw_result),
