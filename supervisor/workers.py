@@ -174,11 +174,12 @@ class WorkerPool:
         self.running: dict[str, _Running] = {}
         self.abandoned: dict[tuple[str, int], _Running] = {}  # given up on, not yet returned
         self._free_slots = list(range(1, self.config.concurrency + 1))
-        self._slot_freed = trio.Event()
+        # Made by a waiter, set and dropped when it happens: no event per job nobody waits on.
+        self._slot_freed: trio.Event | None = None
         self._idle = trio.Event()
         self._idle.set()
         self._handlers_live = 0
-        self._handler_ended = trio.Event()
+        self._handler_ended: trio.Event | None = None  # as _slot_freed
         self._renew_soon = trio.Event()
         # The pool's one view of the store: one WARNING when it is lost, one INFO when back.
         self.outage = StoreOutage("workers", log, max_backoff=min(2.0, self.config.lease / 4))
@@ -210,6 +211,8 @@ class WorkerPool:
     async def wait_handlers_returned(self) -> None:
         """Until every handler task has returned (abandoned ones included)."""
         while self._handlers_live:
+            if self._handler_ended is None:
+                self._handler_ended = trio.Event()
             await self._handler_ended.wait()
 
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -250,6 +253,8 @@ class WorkerPool:
                     await self._settle(handlers, *unsettled[0])
                     unsettled.pop(0)
                 if self.free <= 0:
+                    if self._slot_freed is None:
+                        self._slot_freed = trio.Event()
                     await self._slot_freed.wait()
                     continue
                 work = self.deps.hub.work_event()
@@ -372,8 +377,9 @@ class WorkerPool:
             del self.running[running.job.id]
             heapq.heappush(self._free_slots, running.slot)
             self.deps.hub.unregister_running(running.job.id)
-        self._slot_freed.set()
-        self._slot_freed = trio.Event()
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+            self._slot_freed = None
         if not self.running:
             self._idle.set()
 
@@ -487,8 +493,9 @@ class WorkerPool:
                 trio.current_time() - started)
             running.done.set()
             self._handlers_live -= 1
-            self._handler_ended.set()
-            self._handler_ended = trio.Event()
+            if self._handler_ended is not None:
+                self._handler_ended.set()
+                self._handler_ended = None
             if self.abandoned.pop((running.job.id, running.job.attempt), None) is not None:
                 self.deps.metrics.abandoned_handlers.set(len(self.abandoned))
                 log.warning("the abandoned handler of %s returned after all; its outcome is discarded",
