@@ -414,38 +414,50 @@ class WorkerPool:
             timeout = job.timeout_ms / 1000
             running.deadline = trio.current_time() + timeout
             running.scope.deadline = running.deadline
-            running.wait.deadline = min(running.wait.deadline, running.deadline + self.config.abandon_after)
+            # The slot waits for the handler until its timeout, then (the handler told to stop)
+            # ``abandon_after`` more at most; a stop before the timeout (cancel, lost lease,
+            # shutdown) brings that bound forward (``_Running.stop``). A handler that returns in
+            # time costs one wait; the wait past a stop is a second one.
+            running.wait.deadline = min(running.wait.deadline, running.deadline)
             assert self.host is not None
             self._handlers_live += 1
             self.host.start_soon(self._handle, running, spec, context)
-            with running.wait:
-                try:
-                    with trio.move_on_at(running.deadline):
-                        await running.done.wait()
-                    if not running.done.is_set():  # tell it (a thread handler sees ctx.cancelled)
-                        running.stop("timeout")
-                        await running.done.wait()
-                except trio.Cancelled:
-                    if running.wait.cancel_called:  # our own wait ran out: abandoned, below
-                        raise
-                    # The pool itself is torn down (the daemon gave up, or its shutdown ran out
-                    # of time): report what the handler finished, else hand the job back now
-                    # rather than leave it to lease expiry.
-                    finished = self._judge(running, timeout) if running.done.is_set() else None
-                    running.stop("shutdown")
-                    phase = running.context.current_phase if running.context else None
-                    if finished is not None and finished[0] != "release":
-                        await self._report(running, finished[0], **_report_args(finished))
-                    else:
-                        await self._report(running, "release", error={
-                            "type": "Interrupted", "message": "daemon stopping", "phase": phase})
-                    raise
+            await self._wait_for(running, running.wait, timeout)
+            if not running.done.is_set():
+                if trio.current_time() >= running.deadline:  # tell it (a thread handler sees ctx.cancelled)
+                    running.stop("timeout")
+                stopped = trio.current_time() if running.stopped_at is None else running.stopped_at
+                until = min(running.deadline, stopped) + self.config.abandon_after
+                if until > trio.current_time():
+                    await self._wait_for(running, trio.CancelScope(deadline=until), timeout)
             outcome = self._judge(running, timeout)
             if outcome is None:
                 return
             await self._report(running, outcome[0], **_report_args(outcome))
         finally:
             self._finished(running)
+
+    async def _wait_for(self, running: _Running, scope: trio.CancelScope, limit: float) -> None:
+        """Wait for the handler to return, at most until ``scope``'s deadline (then it is
+        abandoned, unless it returns later within a longer wait); ``limit`` is the job's timeout."""
+        with scope:
+            try:
+                await running.done.wait()
+            except trio.Cancelled:
+                if scope.cancel_called:  # our own wait ran out: abandoned (see _attempt)
+                    raise
+                # The pool itself is torn down (the daemon gave up, or its shutdown ran out
+                # of time): report what the handler finished, else hand the job back now
+                # rather than leave it to lease expiry.
+                finished = self._judge(running, limit) if running.done.is_set() else None
+                running.stop("shutdown")
+                phase = running.context.current_phase if running.context else None
+                if finished is not None and finished[0] != "release":
+                    await self._report(running, finished[0], **_report_args(finished))
+                else:
+                    await self._report(running, "release", error={
+                        "type": "Interrupted", "message": "daemon stopping", "phase": phase})
+                raise
 
     def _judge(self, running: _Running, timeout: float) -> tuple[str, Any] | None:
         """What to report for a handler that returned, was cancelled, or was given up on.
