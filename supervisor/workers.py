@@ -373,6 +373,9 @@ class WorkerPool:
         handlers.start_soon(self._run_job, running)
 
     def _finished(self, running: _Running) -> None:
+        # The context refers back to ``running`` (its reporter): without this cycle the job's
+        # objects go now, by reference counting, rather than at the collector's next pass.
+        running.context = None
         if self.running.get(running.job.id) is running:
             del self.running[running.job.id]
             heapq.heappush(self._free_slots, running.slot)
@@ -500,6 +503,7 @@ class WorkerPool:
                 running.returned_at = trio.current_time()
         finally:
             del self._frames[frame]
+            del frame  # the frame's own local refers to it: without this cycle its objects go now
             returned = running.outcome[0] if running.outcome is not None else "interrupted"
             self.deps.metrics.handler_durations[running.job.type, returned].observe(
                 trio.current_time() - started)
