@@ -50,6 +50,8 @@ def _parent_context(traceparent: str) -> Any:
 
 _NO_SPAN: AbstractContextManager[Any] = nullcontext(None)
 _provider_set = False  # a tracer provider was seen set (it stays set for the process's life)
+_trace: Any = None  # opentelemetry.trace, once loaded
+_UNKNOWN: Any = object()
 
 
 def quiet(traceparent: str = "") -> bool:
@@ -57,18 +59,27 @@ def quiet(traceparent: str = "") -> bool:
     be a no-op: OpenTelemetry is not installed, or no tracer provider is set and there is no
     trace to continue (no ``traceparent``, no span with a trace current), where its no-op tracer
     makes no span and hands back the current one, which carries no trace either."""
-    global _provider_set
+    global _provider_set, _trace
     if not ENABLED:
         return True
     if _provider_set or traceparent:
         return False
-    from opentelemetry import trace
+    if _trace is None:
+        from opentelemetry import trace
 
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.get_tracer_provider()  # one named by the environment is set now, as at a first span
+        _trace = trace
+    # Read where OpenTelemetry keeps it (asking get_tracer_provider() looks the environment up
+    # each time, several times the cost of the rest); an API without it is asked the public way.
+    provider = getattr(_trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:
+        provider = _trace.get_tracer_provider()
+        provider = None if isinstance(provider, _trace.ProxyTracerProvider) else provider
+    if provider is not None:
         _provider_set = True
         return False
-    current = trace.get_current_span()
-    return isinstance(current, trace.NonRecordingSpan) and not current.get_span_context().is_valid
+    current = _trace.get_current_span()
+    return isinstance(current, _trace.NonRecordingSpan) and not current.get_span_context().is_valid
 
 
 def span(name: str, *, traceparent: str = "", attributes: Mapping[str, Any] | None = None,

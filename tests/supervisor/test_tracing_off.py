@@ -51,3 +51,19 @@ def test_spans_without_an_sdk_are_made_only_when_they_carry_a_trace() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_tracer_provider_named_by_the_environment_is_used_from_the_first_span() -> None:
+    script = textwrap.dedent("""
+        from jobvisor.supervisor import tracing
+
+        assert not tracing.quiet()
+        with tracing.span("jobvisor.phase") as span:
+            assert span is not None and span.is_recording()
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT,
+                          env=cli_env({"OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
