@@ -73,7 +73,7 @@ from .app import HandlerSpec, JobContext, SyncJobContext
 from .deps import Deps
 from .execution import Executor
 from .hub import wait_any
-from .joblog import log_outcome, log_stale
+from .joblog import log_outcome, log_stale, outcome_logged
 from .loop_monitor import LoopMonitor
 from .outage import StoreOutage
 
@@ -505,8 +505,8 @@ class WorkerPool:
             del self._frames[frame]
             del frame  # the frame's own local refers to it: without this cycle its objects go now
             returned = running.outcome[0] if running.outcome is not None else "interrupted"
-            self.deps.metrics.handler_durations[running.job.type, returned].observe(
-                trio.current_time() - started)
+            ended = trio.current_time() if running.returned_at is None else running.returned_at
+            self.deps.metrics.handler_durations[running.job.type, returned].observe(ended - started)
             running.done.set()
             self._handlers_live -= 1
             if self._handler_ended is not None:
@@ -604,9 +604,10 @@ class WorkerPool:
             log.error("could not report %s for %s (%s); the watchdog will recover it", trigger, job.id,
                       refused or "no answer in time")
         elif isinstance(reply, Moved) and reply.to != "queued":  # a release hands the job back: not an outcome
-            log_outcome(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
-                        outcome=reply.to, duration=max(0.0, self.deps.clock() - running.since),
-                        error=error, success_level=self._success_level)
+            if outcome_logged(reply.to, self._success_level):
+                log_outcome(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
+                            outcome=reply.to, duration=max(0.0, self.deps.clock() - running.since),
+                            error=error, success_level=self._success_level)
         elif isinstance(reply, Stale):
             log_stale(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
                       trigger=trigger)
