@@ -8,6 +8,7 @@ line and its exit code (2 bad input, 1 anything else, such as an actor that keep
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -37,6 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     web = run_settings(args, config.redis)
     configure_logging(config.log_level, config.log_format)
     app = load_app(config.app) if config.app else App()
+    # Everything loaded so far (modules, the app) lives as long as the process: out of the
+    # collector's way, so a full collection scans only what the running daemon made since.
+    gc.collect()
+    gc.freeze()
     try:
         if web is None:
             trio.run(partial(run_daemon, config, app, on_stuck=_exit_stuck))

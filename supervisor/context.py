@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from functools import cached_property
 from typing import Any, Protocol
 
 import msgspec
@@ -72,9 +73,12 @@ class JobContext:
         """The jobs this one waited on, as they were when it was claimed: id -> ``{"state":
         ..., "result": ...}`` in the order given (README, "Dependencies, flows and chains")."""
         self.current_phase: str | None = None
-        self.log: logging.LoggerAdapter[logging.Logger] = JobLogger(
-            job_id, type, attempt, lambda: self.current_phase)
-        """A logger whose records name this job, its type, the attempt and the running phase."""
+
+    @cached_property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records name this job, its type, the attempt and the running phase
+        (made at first use: most handlers never log)."""
+        return JobLogger(self.job_id, self.type, self.attempt, lambda: self.current_phase)
 
     async def record_service_job_id(self, value: str) -> None:
         """Remember the external service's id for this job (status queries use it)."""
@@ -136,7 +140,11 @@ class SyncJobContext:
         self.input, self.retry_count, self.max_retries = context.input, context.retry_count, context.max_retries
         self.phases, self.phase_results = context.phases, context.phase_results
         self.dependencies = context.dependencies
-        self.log = context.log
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """:attr:`JobContext.log`."""
+        return self._context.log
 
     @property
     def service_job_id(self) -> str | None:

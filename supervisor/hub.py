@@ -30,7 +30,7 @@ class Hub:
         self._work = trio.Event()
         self._scheduled = trio.Event()
         self._validating = trio.Event()
-        self._outbox = trio.Event()
+        self._outbox: trio.Event | None = None  # made by a waiter: a change nobody waits on costs nothing
         self._cancel_handlers: dict[str, Callable[[str], None]] = {}
 
     # -- work to claim ------------------------------------------------------
@@ -64,11 +64,14 @@ class Hub:
 
     def outbox_event(self) -> trio.Event:
         """Set when a transition of this daemon may have written an outbox row."""
+        if self._outbox is None:
+            self._outbox = trio.Event()
         return self._outbox
 
     def outbox_changed(self) -> None:
-        self._outbox.set()
-        self._outbox = trio.Event()
+        if self._outbox is not None:
+            self._outbox.set()
+            self._outbox = None
 
     # -- running handlers -------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from jobvisor.adapters.redaction import redact_text
 
-__all__ = ["JobLogger", "handler_logger", "log_outcome", "log_stale", "outcome_level"]
+__all__ = ["JobLogger", "handler_logger", "log_outcome", "log_stale", "outcome_level", "outcome_logged"]
 
 log = logging.getLogger("jobvisor.jobs")
 
@@ -34,6 +34,11 @@ SUMMARY_LIMIT = 200
 
 def outcome_level(outcome: str, success_level: int) -> int:
     return logging.WARNING if outcome in FAILURES else success_level
+
+
+def outcome_logged(outcome: str, success_level: int) -> bool:
+    """Whether :func:`log_outcome` would log ``outcome`` (so a caller can skip making its fields)."""
+    return log.isEnabledFor(outcome_level(outcome, success_level))
 
 
 def summary(error: Any) -> str:

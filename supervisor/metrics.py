@@ -42,6 +42,19 @@ PROBE_TIMEOUT = 2.0
 """Seconds the store has to answer a scrape's or a health check's round trip."""
 
 
+class _Children(dict[tuple[str, ...], Any]):
+    """A labelled metric's children by label values, each looked up in the metric once (a
+    ``labels()`` call validates and locks every time; these metrics never drop a child)."""
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, key: tuple[str, ...]) -> Any:
+        child = self[key] = self.metric.labels(*key)
+        return child
+
+
 class Metrics:
     """The daemon's instruments."""
 
@@ -121,6 +134,10 @@ class Metrics:
             ["queue", "type"], registry=self.registry,
         )
         self._unserved_labels: set[tuple[str, str]] = set()
+        # The per-job instruments' children, by label values (job type, outcome...).
+        self.transition_counts = _Children(self.transitions)
+        self.handler_durations = _Children(self.handler_duration)
+        self.queue_waits = _Children(self.queue_wait)
         self.deleted = Counter(
             "jobvisor_jobs_deleted", "Finished jobs deleted by retention, by queue and state",
             ["queue", "state"], registry=self.registry,
@@ -170,13 +187,14 @@ class Metrics:
         """Count the transitions in the store's replies, by machine, trigger and outcome: job
         triggers (worker, operator, watchdog), phase, batch and webhook moves, and the list
         answers' claims (queued → active) and wakes (scheduled → queued)."""
+        counts = self.transition_counts
         for r in replies:
             if isinstance(r, Moved):
-                self.transitions.labels(r.machine, r.trigger, r.kind).inc()
+                counts[r.machine, r.trigger, r.kind].inc()
             elif isinstance(r, Claimed) and r.n:
-                self.transitions.labels("job", "claim", "moved").inc(r.n)
+                counts["job", "claim", "moved"].inc(r.n)
             elif isinstance(r, Woken) and r.n:
-                self.transitions.labels("job", "wake", "moved").inc(r.n)
+                counts["job", "wake", "moved"].inc(r.n)
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -8,7 +8,10 @@ validation check (``jobvisor.validation``) and each webhook delivery attempt
 
 Without the ``opentelemetry`` package nothing is imported and every function here is a no-op;
 with the API but no SDK configured, spans are OpenTelemetry's non-recording ones and no
-``traceparent`` is stored.
+``traceparent`` is stored. A span that could change nothing (no tracer provider set, no
+``traceparent`` to continue, no trace in the current context: OpenTelemetry would hand back
+the current span, an empty non-recording one) is not made at all: :func:`span` is then a shared empty context,
+so a daemon without tracing pays next to nothing per job.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-__all__ = ["ENABLED", "current_traceparent", "inject_headers", "now_ns", "record_span", "set_error",
-           "set_outcome", "span"]
+__all__ = ["ENABLED", "current_traceparent", "inject_headers", "now_ns", "quiet", "record_span",
+           "set_error", "set_outcome", "span"]
 
 ENABLED = importlib.util.find_spec("opentelemetry") is not None
 """Whether the OpenTelemetry API is installed (checked without importing it)."""
@@ -45,15 +48,53 @@ def _parent_context(traceparent: str) -> Any:
     return propagate.extract({"traceparent": traceparent}) if traceparent else None
 
 
-@contextmanager
+_NO_SPAN: AbstractContextManager[Any] = nullcontext(None)
+_provider_set = False  # a tracer provider was seen set (it stays set for the process's life)
+_trace: Any = None  # opentelemetry.trace, once loaded
+_UNKNOWN: Any = object()
+
+
+def quiet(traceparent: str = "") -> bool:
+    """Whether a span (a child of ``traceparent`` when given, else of the current span) would
+    be a no-op: OpenTelemetry is not installed, or no tracer provider is set and there is no
+    trace to continue (no ``traceparent``, no span with a trace current), where its no-op tracer
+    makes no span and hands back the current one, which carries no trace either."""
+    global _provider_set, _trace
+    if not ENABLED:
+        return True
+    if _provider_set or traceparent:
+        return False
+    if _trace is None:
+        from opentelemetry import trace
+
+        trace.get_tracer_provider()  # one named by the environment is set now, as at a first span
+        _trace = trace
+    # Read where OpenTelemetry keeps it (asking get_tracer_provider() looks the environment up
+    # each time, several times the cost of the rest); an API without it is asked the public way.
+    provider = getattr(_trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:
+        provider = _trace.get_tracer_provider()
+        provider = None if isinstance(provider, _trace.ProxyTracerProvider) else provider
+    if provider is not None:
+        _provider_set = True
+        return False
+    current = _trace.get_current_span()
+    return isinstance(current, _trace.NonRecordingSpan) and not current.get_span_context().is_valid
+
+
 def span(name: str, *, traceparent: str = "", attributes: Mapping[str, Any] | None = None,
-         kind: str = "internal") -> Iterator[Any]:
+         kind: str = "internal") -> AbstractContextManager[Any]:
     """A span named ``name``: a child of ``traceparent`` when given (a job's stored context),
     else of the current span. ``kind`` is ``internal``, ``producer``, ``consumer`` or
-    ``client``. An exception leaving the block is recorded on the span and re-raised."""
-    if not ENABLED:
-        yield None
-        return
+    ``client``. An exception leaving the block is recorded on the span and re-raised. The
+    block gets the span, or ``None`` when it would be a no-op (:func:`quiet`)."""
+    if quiet(traceparent):
+        return _NO_SPAN
+    return _span(name, traceparent=traceparent, attributes=attributes, kind=kind)
+
+
+@contextmanager
+def _span(name: str, *, traceparent: str, attributes: Mapping[str, Any] | None, kind: str) -> Iterator[Any]:
     from opentelemetry.trace import SpanKind
 
     kinds = {"internal": SpanKind.INTERNAL, "producer": SpanKind.PRODUCER,

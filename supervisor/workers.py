@@ -73,7 +73,7 @@ from .app import HandlerSpec, JobContext, SyncJobContext
 from .deps import Deps
 from .execution import Executor
 from .hub import wait_any
-from .joblog import log_outcome, log_stale
+from .joblog import log_outcome, log_stale, outcome_logged
 from .loop_monitor import LoopMonitor
 from .outage import StoreOutage
 
@@ -174,11 +174,12 @@ class WorkerPool:
         self.running: dict[str, _Running] = {}
         self.abandoned: dict[tuple[str, int], _Running] = {}  # given up on, not yet returned
         self._free_slots = list(range(1, self.config.concurrency + 1))
-        self._slot_freed = trio.Event()
+        # Made by a waiter, set and dropped when it happens: no event per job nobody waits on.
+        self._slot_freed: trio.Event | None = None
         self._idle = trio.Event()
         self._idle.set()
         self._handlers_live = 0
-        self._handler_ended = trio.Event()
+        self._handler_ended: trio.Event | None = None  # as _slot_freed
         self._renew_soon = trio.Event()
         # The pool's one view of the store: one WARNING when it is lost, one INFO when back.
         self.outage = StoreOutage("workers", log, max_backoff=min(2.0, self.config.lease / 4))
@@ -210,6 +211,8 @@ class WorkerPool:
     async def wait_handlers_returned(self) -> None:
         """Until every handler task has returned (abandoned ones included)."""
         while self._handlers_live:
+            if self._handler_ended is None:
+                self._handler_ended = trio.Event()
             await self._handler_ended.wait()
 
     async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -250,6 +253,8 @@ class WorkerPool:
                     await self._settle(handlers, *unsettled[0])
                     unsettled.pop(0)
                 if self.free <= 0:
+                    if self._slot_freed is None:
+                        self._slot_freed = trio.Event()
                     await self._slot_freed.wait()
                     continue
                 work = self.deps.hub.work_event()
@@ -285,8 +290,7 @@ class WorkerPool:
         the claim ``unsettled``: :meth:`_settle` finds its jobs by nonce later."""
         jobs: list[ClaimedJob] | None = None
         asked = tracing.now_ns()
-        with trio.CancelScope(shield=True) as shield:
-            shield.deadline = trio.current_time() + CLAIM_BOUND * self.config.lease
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLAIM_BOUND * self.config.lease):
             try:
                 jobs, held = await self.deps.store.claim_next(
                     queue, self.config.worker_id, n=self.free, lease=self.config.lease,
@@ -305,10 +309,11 @@ class WorkerPool:
         for job in jobs:
             made = created_ms(job.id) if job.attempt == 1 else None
             if made is not None:  # a first attempt: how long the job waited to be claimed
-                self.deps.metrics.queue_wait.labels(job.type).observe(max(0.0, now - made / 1000))
-            tracing.record_span("jobvisor.claim", traceparent=job.traceparent, start_ns=asked, attributes={
-                "jobvisor.job.id": job.id, "jobvisor.job.type": job.type, "jobvisor.queue": queue,
-                "jobvisor.attempt": job.attempt, "jobvisor.worker": self.config.worker_id})
+                self.deps.metrics.queue_waits[(job.type,)].observe(max(0.0, now - made / 1000))
+            if job.traceparent:  # a span of the job's trace (none without one)
+                tracing.record_span("jobvisor.claim", traceparent=job.traceparent, start_ns=asked, attributes={
+                    "jobvisor.job.id": job.id, "jobvisor.job.type": job.type, "jobvisor.queue": queue,
+                    "jobvisor.attempt": job.attempt, "jobvisor.worker": self.config.worker_id})
         return jobs
 
     async def _release_unsettled(self, handlers: trio.Nursery) -> None:
@@ -368,12 +373,16 @@ class WorkerPool:
         handlers.start_soon(self._run_job, running)
 
     def _finished(self, running: _Running) -> None:
+        # The context refers back to ``running`` (its reporter): without this cycle the job's
+        # objects go now, by reference counting, rather than at the collector's next pass.
+        running.context = None
         if self.running.get(running.job.id) is running:
             del self.running[running.job.id]
             heapq.heappush(self._free_slots, running.slot)
             self.deps.hub.unregister_running(running.job.id)
-        self._slot_freed.set()
-        self._slot_freed = trio.Event()
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+            self._slot_freed = None
         if not self.running:
             self._idle.set()
 
@@ -381,6 +390,9 @@ class WorkerPool:
 
     async def _run_job(self, running: _Running) -> None:
         job = running.job
+        if tracing.quiet(job.traceparent):  # no span would record or carry anything
+            await self._attempt(running)
+            return
         attributes = {"jobvisor.job.id": job.id, "jobvisor.job.type": job.type,
                       "jobvisor.queue": running.queue, "jobvisor.attempt": job.attempt}
         with tracing.span("jobvisor.attempt", traceparent=job.traceparent, kind="consumer",
@@ -405,38 +417,50 @@ class WorkerPool:
             timeout = job.timeout_ms / 1000
             running.deadline = trio.current_time() + timeout
             running.scope.deadline = running.deadline
-            running.wait.deadline = min(running.wait.deadline, running.deadline + self.config.abandon_after)
+            # The slot waits for the handler until its timeout, then (the handler told to stop)
+            # ``abandon_after`` more at most; a stop before the timeout (cancel, lost lease,
+            # shutdown) brings that bound forward (``_Running.stop``). A handler that returns in
+            # time costs one wait; the wait past a stop is a second one.
+            running.wait.deadline = min(running.wait.deadline, running.deadline)
             assert self.host is not None
             self._handlers_live += 1
             self.host.start_soon(self._handle, running, spec, context)
-            with running.wait:
-                try:
-                    with trio.move_on_at(running.deadline):
-                        await running.done.wait()
-                    if not running.done.is_set():  # tell it (a thread handler sees ctx.cancelled)
-                        running.stop("timeout")
-                        await running.done.wait()
-                except trio.Cancelled:
-                    if running.wait.cancel_called:  # our own wait ran out: abandoned, below
-                        raise
-                    # The pool itself is torn down (the daemon gave up, or its shutdown ran out
-                    # of time): report what the handler finished, else hand the job back now
-                    # rather than leave it to lease expiry.
-                    finished = self._judge(running, timeout) if running.done.is_set() else None
-                    running.stop("shutdown")
-                    phase = running.context.current_phase if running.context else None
-                    if finished is not None and finished[0] != "release":
-                        await self._report(running, finished[0], **_report_args(finished))
-                    else:
-                        await self._report(running, "release", error={
-                            "type": "Interrupted", "message": "daemon stopping", "phase": phase})
-                    raise
+            await self._wait_for(running, running.wait, timeout)
+            if not running.done.is_set():
+                if trio.current_time() >= running.deadline:  # tell it (a thread handler sees ctx.cancelled)
+                    running.stop("timeout")
+                stopped = trio.current_time() if running.stopped_at is None else running.stopped_at
+                until = min(running.deadline, stopped) + self.config.abandon_after
+                if until > trio.current_time():
+                    await self._wait_for(running, trio.CancelScope(deadline=until), timeout)
             outcome = self._judge(running, timeout)
             if outcome is None:
                 return
             await self._report(running, outcome[0], **_report_args(outcome))
         finally:
             self._finished(running)
+
+    async def _wait_for(self, running: _Running, scope: trio.CancelScope, limit: float) -> None:
+        """Wait for the handler to return, at most until ``scope``'s deadline (then it is
+        abandoned, unless it returns later within a longer wait); ``limit`` is the job's timeout."""
+        with scope:
+            try:
+                await running.done.wait()
+            except trio.Cancelled:
+                if scope.cancel_called:  # our own wait ran out: abandoned (see _attempt)
+                    raise
+                # The pool itself is torn down (the daemon gave up, or its shutdown ran out
+                # of time): report what the handler finished, else hand the job back now
+                # rather than leave it to lease expiry.
+                finished = self._judge(running, limit) if running.done.is_set() else None
+                running.stop("shutdown")
+                phase = running.context.current_phase if running.context else None
+                if finished is not None and finished[0] != "release":
+                    await self._report(running, finished[0], **_report_args(finished))
+                else:
+                    await self._report(running, "release", error={
+                        "type": "Interrupted", "message": "daemon stopping", "phase": phase})
+                raise
 
     def _judge(self, running: _Running, timeout: float) -> tuple[str, Any] | None:
         """What to report for a handler that returned, was cancelled, or was given up on.
@@ -479,13 +503,15 @@ class WorkerPool:
                 running.returned_at = trio.current_time()
         finally:
             del self._frames[frame]
+            del frame  # the frame's own local refers to it: without this cycle its objects go now
             returned = running.outcome[0] if running.outcome is not None else "interrupted"
-            self.deps.metrics.handler_duration.labels(running.job.type, returned).observe(
-                trio.current_time() - started)
+            ended = trio.current_time() if running.returned_at is None else running.returned_at
+            self.deps.metrics.handler_durations[running.job.type, returned].observe(ended - started)
             running.done.set()
             self._handlers_live -= 1
-            self._handler_ended.set()
-            self._handler_ended = trio.Event()
+            if self._handler_ended is not None:
+                self._handler_ended.set()
+                self._handler_ended = None
             if self.abandoned.pop((running.job.id, running.job.attempt), None) is not None:
                 self.deps.metrics.abandoned_handlers.set(len(self.abandoned))
                 log.warning("the abandoned handler of %s returned after all; its outcome is discarded",
@@ -566,8 +592,7 @@ class WorkerPool:
         # is not running out, so the report is kept and retried (``persist`` extends the bound).
         reply: Fenced | None = None
         refused: StoreError | None = None
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.config.lease
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.lease) as scope:
             try:
                 reply = await self.persist(
                     lambda: self.deps.store.report(job.id, job.token, trigger, error=error, raw_result=raw_result),
@@ -579,9 +604,10 @@ class WorkerPool:
             log.error("could not report %s for %s (%s); the watchdog will recover it", trigger, job.id,
                       refused or "no answer in time")
         elif isinstance(reply, Moved) and reply.to != "queued":  # a release hands the job back: not an outcome
-            log_outcome(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
-                        outcome=reply.to, duration=max(0.0, self.deps.clock() - running.since),
-                        error=error, success_level=self._success_level)
+            if outcome_logged(reply.to, self._success_level):
+                log_outcome(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
+                            outcome=reply.to, duration=max(0.0, self.deps.clock() - running.since),
+                            error=error, success_level=self._success_level)
         elif isinstance(reply, Stale):
             log_stale(job_id=job.id, job_type=job.type, queue=running.queue, attempt=job.attempt,
                       trigger=trigger)
