@@ -25,8 +25,8 @@ from jobvisor.machines.schedule import SCHEDULE
 __all__ = ["LEGACY_NAME", "LUA_FILES", "LuaLibrary", "lua_tables", "lua_source"]
 
 LUA_FILES = (
-    "core.lua", "job.lua", "batch.lua", "webhook.lua", "flow.lua", "ops.lua", "rate.lua", "schedule.lua", "hygiene.lua",
-    "redrive.lua", "registry.lua",
+    "core.lua", "job.lua", "batch.lua", "webhook.lua", "flow.lua", "claim.lua", "ops.lua", "batch_ops.lua", "rate.lua",
+    "schedule.lua", "hygiene.lua", "redrive.lua", "registry.lua",
 )
 """The library's files, in load order (see ARCHITECTURE.md, "The Lua library")."""
 

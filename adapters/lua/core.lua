@@ -19,8 +19,9 @@
 -- load order (adapters/scripts.py concatenates them after the generated tables): core.lua
 -- (this: per-call values, records, indexes, events, `move`), job.lua, batch.lua,
 -- webhook.lua (each machine's effects and record), flow.lua (dependencies between jobs),
--- ops.lua (the ops on jobs, batches, deliveries), hygiene.lua (filing and retention),
--- registry.lua (daemons).
+-- claim.lua (the claim's routes and view, pause), ops.lua (the other ops on jobs, and on
+-- deliveries), batch_ops.lua (the ops on batches), rate.lua (rate limits and the claim op),
+-- schedule.lua, hygiene.lua (filing and retention), redrive.lua, registry.lua (daemons).
 --
 -- It is a Redis Function library (FUNCTION LOAD): the machine tables and helpers are built
 -- once when the library loads, not on every call.
@@ -144,7 +145,8 @@ local function event(kind, id, fields)
     local v = fields[i + 1]
     if v ~= nil and v ~= '' then
       args[n + 1] = fields[i]
-      args[n + 2] = type(v) == 'string' and v or fmt(v)
+      if type(v) ~= 'string' then v = (type(v) == 'number' and v % 1 == 0) and fmt(v) or tostring(v) end
+      args[n + 2] = v
       n = n + 2
     end
   end
@@ -184,7 +186,7 @@ local function each_phase(c, list, trigger)
 end
 
 -- A job record is read in parts: JOB_FIELDS (its state first, as load_hash wants) is what a
--- worker's report and most moves read, a claim reads its own list (ops.lua), an op adds what
+-- worker's report and most moves read, a claim reads its own list (claim.lua), an op adds what
 -- it alone needs (`load_job`'s `extra`). The first time a move or op reads any other field of
 -- JOB_ALL (a retry's backoff, a notification's snapshot with the result, the lease's
 -- details), every field of JOB_ALL not read yet comes in one more HMGET (the record's
@@ -418,7 +420,7 @@ end
 
 local batch_member_done, batch_member_reopened, batch_refusal, batch_member_added -- batch section
 
--- Operations, filled in by ops.lua, hygiene.lua and registry.lua.
+-- Operations, filled in by the files after this one.
 local OP = {}
 
 -- The one entry point: apply every op of ARGV[3] in order; JSON list of replies, each with the

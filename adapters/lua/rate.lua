@@ -1,6 +1,6 @@
 --------------------------------------------------------------------------------- rate --
 -- Rate limits of job types, enforced by the claim (GCRA with a burst of 1), and the `claim`
--- op itself, in front of the routes of ops.lua (loaded before this file). In the queue's
+-- op itself, in front of the routes of claim.lua (loaded before this file). In the queue's
 -- hash tag, so a claim reads them in its one slot:
 --   `rates` (hash)          job type -> '<interval ms>' or '<interval ms> <input field>',
 --                           written by every daemon at start from its app's declarations
