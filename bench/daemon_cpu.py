@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import cpu_seconds  # noqa: E402
+from bench.throughput import cpu_seconds, stop  # noqa: E402
 from jobvisor.adapters.backend import open_backend  # noqa: E402
 from jobvisor.adapters.keys import Keys  # noqa: E402
 from jobvisor.adapters.records import JobSpec  # noqa: E402
@@ -76,11 +76,7 @@ def one_run(tree: Path, url: str, n: int, profile: Path | None = None) -> tuple[
             time.sleep(0.005)
         t1, cpu1 = time.perf_counter(), cpu_seconds(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop([proc])
         store.close()
     return n / (t1 - t0), (cpu1 - cpu0) / max(n, 1)
 
