@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from jobvisor.adapters import ops  # noqa: E402
 from jobvisor.adapters.calls import OpsCall  # noqa: E402
 from jobvisor.adapters.scripts import LUA_FILES, LuaLibrary, lua_tables  # noqa: E402
+from tests.redis_server import free_port  # noqa: E402
 
 PER = 5
 QUEUE = "bench"
@@ -68,13 +68,6 @@ def library(rev: str | None) -> str:
 def submit(i: int) -> ops.Submit:
     return ops.Submit(id=f"{QUEUE}.{i:08d}", type="noop", input="null", priority=0, max_retries=3,
                       timeout_ms=300_000, backoff_ms=1_000, backoff_max_ms=300_000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Server:

@@ -137,19 +137,19 @@ local function event_args(kind, id)
   return args
 end
 
--- One event with `fields` (name, value, ...; a value nil or '' is left out).
+-- Add field `name` = `v` to an event's arguments after the n-th; the new count. A value nil
+-- or '' is left out; a number is written as its digits.
+local function event_field(args, n, name, v)
+  if v == nil or v == '' then return n end
+  if type(v) ~= 'string' then v = (type(v) == 'number' and v % 1 == 0) and fmt(v) or tostring(v) end
+  args[n + 1], args[n + 2] = name, v
+  return n + 2
+end
+
+-- One event with `fields` (name, value, ...).
 local function event(kind, id, fields)
-  local args = event_args(kind, id)
-  local n = 12
-  for i = 1, #fields, 2 do
-    local v = fields[i + 1]
-    if v ~= nil and v ~= '' then
-      args[n + 1] = fields[i]
-      if type(v) ~= 'string' then v = (type(v) == 'number' and v % 1 == 0) and fmt(v) or tostring(v) end
-      args[n + 2] = v
-      n = n + 2
-    end
-  end
+  local args, n = event_args(kind, id), 12
+  for i = 1, #fields, 2 do n = event_field(args, n, fields[i], fields[i + 1]) end
   redis.call(unpack(args, 1, n))
 end
 

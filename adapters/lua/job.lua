@@ -189,8 +189,6 @@ EFFECT.phase.store_result = function(c, name)
   put(c, 'ap:' .. c.r.attempts .. ':' .. name, result)
 end
 
-local JOB_EVENT = {} -- trigger -> 'job.' .. trigger, made once
-
 MACHINE.job = {
   prepare = function(c)
     c.phases = parse_phases(c.r.phases)
@@ -203,23 +201,14 @@ MACHINE.job = {
     redis.call('HSET', jkey(j.id), unpack(c.set))
     if c.drop then redis.call('HDEL', jkey(j.id), unpack(c.drop)) end
     reindex(c)
-    -- its event (`event`'s fields, written out: every move of every job makes one)
+    -- its event, fields added one by one (every move of every job makes one: no fields list)
     local notify = c.o.notify
-    if notify == '' then
-      notify = JOB_EVENT[c.trigger]
-      if notify == nil then notify = 'job.' .. c.trigger; JOB_EVENT[c.trigger] = notify end
-    end
-    local args = event_args(notify, j.id)
-    local attempt = j.attempts
-    if type(attempt) ~= 'string' or attempt == '' then attempt = fmt(num(attempt)) end
-    args[13], args[14], args[15], args[16], args[17], args[18] = 'from', c.from, 'to', c.to, 'attempt', attempt
-    local n = 18
-    local v = j.reason
-    if v ~= '' then args[n + 1], args[n + 2], n = 'reason', v, n + 2 end
-    v = c.interrupted
-    if v ~= '' then args[n + 1], args[n + 2], n = 'phase', v, n + 2 end
-    v = c.x.cause
-    if v and v ~= '' then args[n + 1], args[n + 2], n = 'cause', v, n + 2 end
+    local args = event_args(notify ~= '' and notify or ('job.' .. c.trigger), j.id)
+    args[13], args[14], args[15], args[16] = 'from', c.from, 'to', c.to
+    local n = event_field(args, 16, 'attempt', j.attempts ~= '' and j.attempts or '0')
+    n = event_field(args, n, 'reason', j.reason)
+    n = event_field(args, n, 'phase', c.interrupted)
+    n = event_field(args, n, 'cause', c.x.cause)
     redis.call(unpack(args, 1, n))
   end,
 }
